@@ -1,0 +1,2 @@
+"""dispatch."""
+__version__ = "0.1.0"

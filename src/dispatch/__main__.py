@@ -1,0 +1,5 @@
+"""``python -m dispatch``."""
+
+from dispatch.cli import main
+
+main()

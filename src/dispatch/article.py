@@ -1,0 +1,357 @@
+"""Articles: a plain-text newsletter piece or a Markdown file, read into one Article model.
+
+Plain text (the shape of ``examples/thin-line-in-iraq.txt``): an optional quoted motto and its
+attribution, the title, an optional standfirst and byline, then paragraphs (one per line, or
+separated by blank lines); trailing web-page leftovers ("Share on", "Subscribe to our
+newsletter" ...) are dropped. The body is turned into escaped CommonMark so both kinds of
+article share one renderer (``dispatch.markup``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import frontmatter
+import yaml
+
+from dispatch.errors import InputError
+from dispatch.markup import Block, render_markdown
+
+TEXT_SUFFIXES = (".txt", ".text")
+MARKDOWN_SUFFIXES = (".md", ".markdown")
+KNOWN_KEYS = ("title", "subject", "subtitle", "preheader", "author", "date", "campaign")
+KNOWN_KEYS += ("motto", "motto_attribution")
+
+_OPEN_QUOTES = "“\"«„‘'‹「『‚"
+_CLOSE_QUOTES = "”\"»“’'›」』‘"
+_DASHES = "—–―-~"
+_LEFTOVER = re.compile(
+    r"^(share( (on|this|via|article|this (article|story|post)))?( \w+)?|"
+    r"subscribe( (to|for))?( (our|the))?( \w+)?( newsletter| updates| list)?|"
+    r"sign up( for)?( our)?( newsletter)?|follow us( on)?( \w+)?|tweet|print|e-?mail|"
+    r"facebook|twitter|x|linkedin|whatsapp|telegram|reddit|pinterest|instagram|youtube|"
+    r"copy link|read more|related( articles| posts| stories)?|tags?:.*|back to top|"
+    r"like this:?|loading\.*|comments?|leave a (reply|comment))[\s:.!…]*$",
+    re.IGNORECASE,
+)
+_BYLINE = re.compile(r"^(by|written by|words by|von|par|por|di|door)\s+\S", re.IGNORECASE)
+_MONTHS = (
+    "jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec|january|february|march|april|june|"
+    "july|august|september|october|november|december"
+)
+_DATE = re.compile(
+    rf"\b(\d{{4}}-\d{{2}}-\d{{2}}|\d{{1,2}}(st|nd|rd|th)? ({_MONTHS})\.? \d{{4}}|"
+    rf"({_MONTHS})\.? \d{{1,2}}(st|nd|rd|th)?,? \d{{4}}|\d{{1,2}}[./]\d{{1,2}}[./]\d{{2,4}})\b",
+    re.IGNORECASE,
+)
+_BULLET = re.compile(r"^\s*([-*•·▪◦]|\d{1,3}[.)])\s+(.*)$")
+_URL = re.compile(r"(https?://[^\s<>\"]+[^\s<>\".,;:!?)\]'’”])")
+_IMAGE = re.compile(r"^https?://\S+\.(png|jpe?g|gif|webp)(\?\S*)?$", re.IGNORECASE)
+_MD_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*$")
+_PUNCTUATION = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~&])")
+SHORT_LINE = 90
+
+
+@dataclass(frozen=True)
+class Article:
+    """An issue's content, independent of its source format."""
+
+    title: str
+    body_html: str
+    body_text: str
+    source: Path
+    fingerprint: str
+    subject: str = ""
+    subtitle: str = ""
+    preheader: str = ""
+    motto: str = ""
+    motto_attribution: str = ""
+    author: str = ""
+    date: str = ""
+    campaign: str = ""
+    links: tuple[str, ...] = ()
+    blocks: tuple[Block, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def paragraphs(self) -> list[str]:
+        """The plain text of each paragraph, in order."""
+        return [b.text for b in self.blocks if b.kind == "paragraph"]
+
+    @property
+    def summary(self) -> str:
+        """A truthful preview line: the preheader, else the standfirst, else the opening."""
+        if self.preheader or self.subtitle:
+            return self.preheader or self.subtitle
+        opening = self.paragraphs[0] if self.paragraphs else ""
+        if len(opening) <= 110:
+            return opening
+        return opening[:110].rsplit(" ", 1)[0] + "…"
+
+
+def read_text_file(path: Path, what: str = "article") -> str:
+    """Read a UTF-8 text file or raise an InputError that says what is wrong and what to do."""
+    if not path.exists():
+        raise InputError(f"{path}: no such {what} file; check the path")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not an {what} file")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read the {what}: {err.strerror}") from err
+    if b"\x00" in data[:8192]:
+        raise InputError(f"{path}: looks like a binary file, not a text {what}; save it as UTF-8 text")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise InputError(
+            f"{path}: line {line} is not UTF-8 (byte 0x{data[err.start]:02x}); "
+            "re-save the file as UTF-8 text"
+        ) from err
+    if not text.strip():
+        raise InputError(f"{path}: the {what} is empty; write the issue into it first")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def load_article(path: Path) -> Article:
+    """Read a ``.txt``/``.text`` or ``.md``/``.markdown`` article."""
+    suffix = path.suffix.lower()
+    if suffix not in TEXT_SUFFIXES + MARKDOWN_SUFFIXES:
+        known = ", ".join(TEXT_SUFFIXES + MARKDOWN_SUFFIXES)
+        raise InputError(
+            f"{path}: unknown article type {suffix or '(no extension)'!r}; use one of {known}"
+        )
+    text = read_text_file(path)
+    fingerprint = hashlib.sha256(text.encode()).hexdigest()
+    if suffix in MARKDOWN_SUFFIXES:
+        return _from_markdown(path, text, fingerprint)
+    return _from_plain_text(path, text, fingerprint)
+
+
+# --- Markdown -------------------------------------------------------------------------------
+
+
+def _from_markdown(path: Path, text: str, fingerprint: str) -> Article:
+    try:
+        post = frontmatter.loads(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise InputError(f"{path}: the front matter is not valid YAML{where}; fix it") from err
+    meta: dict[str, Any] = {str(k): v for k, v in post.metadata.items()}
+    body = post.content
+    title = _text(meta.get("title"))
+    if not title:
+        first = body.lstrip("\n").split("\n", 1)
+        heading = _MD_HEADING.match(first[0])
+        if heading and len(heading[1]) == 1:
+            title = heading[2].strip()
+            body = first[1] if len(first) > 1 else ""
+    if not title:
+        raise InputError(f"{path}: no title; add 'title:' to the front matter or start with '# Title'")
+    rendered = render_markdown(body)
+    known = {k: _text(meta.get(k)) for k in KNOWN_KEYS}
+    return Article(
+        title=title,
+        body_html=rendered.html,
+        body_text=rendered.text,
+        source=path,
+        fingerprint=fingerprint,
+        subject=known["subject"],
+        subtitle=known["subtitle"],
+        preheader=known["preheader"],
+        motto=known["motto"],
+        motto_attribution=known["motto_attribution"],
+        author=known["author"],
+        date=known["date"],
+        campaign=known["campaign"],
+        links=rendered.links,
+        blocks=rendered.blocks,
+        meta={k: v for k, v in meta.items() if k not in KNOWN_KEYS},
+    )
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else " ".join(str(value).split())
+
+
+# --- Plain text -----------------------------------------------------------------------------
+
+
+def _strip_leftovers(lines: list[str]) -> list[str]:
+    end = len(lines)
+    while end and (not lines[end - 1].strip() or _LEFTOVER.match(lines[end - 1].strip())):
+        end -= 1
+    return lines[:end]
+
+
+def _split_motto(line: str) -> tuple[str, str] | None:
+    """``“quote”`` or ``“quote” — Author`` → (quote, attribution); None if not a quote."""
+    line = line.strip()
+    if len(line) < 3 or line[0] not in _OPEN_QUOTES:
+        return None
+    for i in range(len(line) - 1, 0, -1):
+        if line[i] in _CLOSE_QUOTES:
+            rest = line[i + 1 :].strip()
+            if rest and rest[0] not in _DASHES:
+                return None
+            return line[1:i].strip(), rest.lstrip(_DASHES).strip()
+    return None
+
+
+def _is_short(line: str) -> bool:
+    return 0 < len(line) <= SHORT_LINE and not line.rstrip().endswith((".", "?", "!", "…"))
+
+
+def _escape(text: str) -> str:
+    """Escape CommonMark syntax in plain text, keeping bare URLs as autolinks."""
+    parts = _URL.split(text)
+    return "".join(
+        f"<{part}>" if i % 2 else _PUNCTUATION.sub(r"\\\1", part) for i, part in enumerate(parts)
+    )
+
+
+def _from_plain_text(path: Path, text: str, fingerprint: str) -> Article:
+    lines = _strip_leftovers([line.rstrip() for line in text.split("\n")])
+    if not any(line.strip() for line in lines):
+        raise InputError(f"{path}: nothing is left after removing web-page leftovers")
+    head = [line.strip() for line in lines if line.strip()]
+    pos = 0
+    motto = attribution = ""
+    found = _split_motto(head[0])
+    if found and len(head) > 2:
+        motto, attribution = found
+        pos = 1
+        if not attribution:
+            nxt = head[pos]
+            dashed = nxt[0] in _DASHES
+            # An attribution is a short line followed by another short line (the title).
+            if dashed or (_is_short(nxt) and pos + 1 < len(head) and _is_short(head[pos + 1])):
+                attribution = nxt.lstrip(_DASHES).strip()
+                pos += 1
+    title = head[pos].lstrip("#").strip()
+    pos += 1
+    if pos < len(head) and set(head[pos]) <= set("=-"):
+        pos += 1  # a setext underline
+    subtitle = author = date = ""
+    for _ in range(3):
+        if pos >= len(head):
+            break
+        line = head[pos]
+        if _BYLINE.match(line) or (line[0] in _DASHES and _is_short(line) and not author):
+            author, date = _byline(line, date)
+        elif _DATE.fullmatch(line.strip(" ,|·")) and not date:
+            date = line.strip(" ,|·")
+        elif (
+            not subtitle
+            and not author
+            and pos + 1 < len(head)
+            and len(line) <= 200
+            and _BYLINE.match(head[pos + 1])
+        ):
+            subtitle = line
+        else:
+            break
+        pos += 1
+    body_lines = _body_after(lines, head[:pos])
+    rendered = render_markdown(_plain_to_markdown(body_lines))
+    return Article(
+        title=title,
+        body_html=rendered.html,
+        body_text=rendered.text,
+        source=path,
+        fingerprint=fingerprint,
+        subtitle=subtitle,
+        motto=motto,
+        motto_attribution=attribution,
+        author=author,
+        date=date,
+        links=rendered.links,
+        blocks=rendered.blocks,
+    )
+
+
+def _byline(line: str, date: str) -> tuple[str, str]:
+    found = _DATE.search(line)
+    if found and not date:
+        date = found[0]
+        line = line[: found.start()] + line[found.end() :]
+    author = _BYLINE.sub(lambda m: m[0][-1], line.strip().lstrip(_DASHES).strip(), count=1)
+    return author.strip(" ,|·-–—"), date
+
+
+def _body_after(lines: list[str], consumed: list[str]) -> list[str]:
+    """The lines after the header lines already read (which were non-blank, in order)."""
+    left = list(consumed)
+    for i, line in enumerate(lines):
+        if not left:
+            return lines[i:]
+        if line.strip() == left[0]:
+            left.pop(0)
+    return []
+
+
+def _blocks(lines: list[str]) -> list[list[str]]:
+    blocks: list[list[str]] = [[]]
+    for line in lines:
+        if line.strip():
+            blocks[-1].append(line.strip())
+        elif blocks[-1]:
+            blocks.append([])
+    return [b for b in blocks if b]
+
+
+def _plain_to_markdown(lines: list[str]) -> str:
+    out: list[str] = []
+    for block in _blocks(lines):
+        wrapped = len(block) > 1 and max(len(line) for line in block[:-1]) <= SHORT_LINE
+        if any(_BULLET.match(line) for line in block):
+            out.append(_list_block(block))
+        elif wrapped and not all(_is_short(line) for line in block):
+            out.append(_escape(" ".join(block)))
+        else:
+            out.extend(_line_block(line) for line in block)
+    # a short line between paragraphs, with no closing punctuation, reads as a subheading
+    for i in range(len(out) - 1):
+        line = out[i]
+        plain = line.replace("\\", "")
+        if (
+            i > 0
+            and not line.startswith(("#", "- ", "> ", "!["))
+            and _is_short(plain)
+            and not plain.endswith((":", ";", ","))
+            and len(out[i + 1]) > SHORT_LINE
+        ):
+            out[i] = "## " + line
+    return "\n\n".join(out) + "\n"
+
+
+def _list_block(block: list[str]) -> str:
+    items: list[str] = []
+    for line in block:
+        bullet = _BULLET.match(line)
+        if bullet:
+            marker = bullet[1] if bullet[1][0].isdigit() else "-"
+            marker = marker.replace(")", ".")
+            items.append(f"{marker} {_escape(bullet[2])}")
+        elif items:
+            items[-1] += " " + _escape(line)
+        else:
+            items.append(_escape(line))
+    return "\n".join(items)
+
+
+def _line_block(line: str) -> str:
+    heading = _MD_HEADING.match(line)
+    if heading:
+        return f"{heading[1]} {_escape(heading[2])}"
+    if line.startswith(">"):
+        return "> " + _escape(line.lstrip("> "))
+    if _IMAGE.match(line):
+        return f"![]({line})"
+    return _escape(line)

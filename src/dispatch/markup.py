@@ -1,0 +1,229 @@
+"""Markdown (CommonMark) to email-safe HTML and to a plain-text twin.
+
+Both outputs come from one markdown-it token stream, so the HTML and the text part always
+carry the same content. Raw HTML in the source is sanitised with nh3: active content
+(``<script>``, ``<iframe>``, ``<form>`` ...) never reaches the email.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import nh3
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
+TEXT_WIDTH = 72
+
+_ALLOWED_TAGS = {
+    "a", "abbr", "b", "blockquote", "br", "caption", "cite", "code", "del", "div", "em",
+    "figcaption", "figure", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "li", "ol",
+    "p", "pre", "q", "s", "small", "span", "strong", "sub", "sup", "table", "tbody", "td",
+    "tfoot", "th", "thead", "tr", "u", "ul",
+}  # fmt: skip
+_ALLOWED_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "img": {"src", "alt", "title", "width", "height"},
+    "td": {"align", "colspan", "rowspan"},
+    "th": {"align", "colspan", "rowspan"},
+    "ol": {"start"},
+}
+_DROPPED_WITH_CONTENT = {
+    "script", "style", "iframe", "form", "object", "embed", "noscript", "template", "textarea",
+    "select", "button", "svg", "math", "audio", "video", "canvas",
+}  # fmt: skip
+_TAG = re.compile(r"<[^>]*>")
+_TAG_NAME = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)")
+
+
+def sanitize_html(html: str) -> str:
+    """Keep only static, email-safe markup; drop active content with what it holds."""
+    return nh3.clean(
+        html,
+        tags=_ALLOWED_TAGS,
+        attributes=_ALLOWED_ATTRIBUTES,
+        clean_content_tags=_DROPPED_WITH_CONTENT,
+        url_schemes={"https", "http", "mailto"},
+        link_rel=None,
+        strip_comments=True,
+    )
+
+
+def _parser() -> MarkdownIt:
+    return MarkdownIt("commonmark", {"html": True, "typographer": False}).enable(
+        ["table", "strikethrough"]
+    )
+
+
+@dataclass(frozen=True)
+class Block:
+    """One body block, as a reader sees it: its kind and its plain text."""
+
+    kind: str  # paragraph, heading, list, quote, code, image, rule, table, html
+    text: str
+
+
+@dataclass(frozen=True)
+class RenderedBody:
+    """An article body as sanitised HTML, wrapped text with link references, and blocks."""
+
+    html: str
+    text: str
+    links: tuple[str, ...]
+    blocks: tuple[Block, ...]
+
+
+@dataclass
+class _TextWriter:
+    links: list[str] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
+
+    def inline(self, children: Sequence[Token] | None) -> str:
+        out: list[str] = []
+        href_stack: list[str] = []
+        skipping = ""  # inside raw <script> (or similar): its content never shows
+        for tok in children or ():
+            if tok.type == "html_inline":
+                tag = _TAG_NAME.match(tok.content)
+                closing, name = (tag[1] == "/", tag[2].lower()) if tag else (False, "")
+                if skipping and closing and name == skipping:
+                    skipping = ""
+                elif not skipping and not closing and name in _DROPPED_WITH_CONTENT:
+                    skipping = name
+                elif not skipping and name == "br":
+                    out.append("\n")
+            elif skipping:
+                continue
+            elif tok.type in {"text", "code_inline"}:
+                out.append(tok.content)
+            elif tok.type == "softbreak":
+                out.append(" ")
+            elif tok.type == "hardbreak":
+                out.append("\n")
+            elif tok.type == "link_open":
+                href_stack.append(str(tok.attrGet("href") or ""))
+            elif tok.type == "link_close" and href_stack:
+                out.append(self._ref(href_stack.pop(), "".join(out)))
+            elif tok.type == "image":
+                alt = tok.content or "image"
+                out.append(f"[{alt}]" + self._ref(str(tok.attrGet("src") or ""), ""))
+        return "\n".join(" ".join(line.split()) for line in "".join(out).split("\n"))
+
+    def _ref(self, href: str, shown: str) -> str:
+        if not href.startswith(("https://", "http://", "mailto:")):
+            return ""
+        if shown.endswith(href.removeprefix("mailto:")):
+            return ""  # an autolink already shows its own address
+        if href not in self.links:
+            self.links.append(href)
+        return f" [{self.links.index(href) + 1}]"
+
+
+def _wrap(text: str, first: str = "", rest: str = "", width: int = TEXT_WIDTH) -> str:
+    lines: list[str] = []
+    for i, piece in enumerate(text.split("\n")):
+        lines.append(
+            textwrap.fill(
+                piece,
+                width=width,
+                initial_indent=first if i == 0 else rest,
+                subsequent_indent=rest,
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+            or (first if i == 0 else rest).rstrip()
+        )
+    return "\n".join(lines)
+
+
+def _render_text(tokens: Sequence[Token]) -> tuple[str, list[str], list[Block]]:
+    writer = _TextWriter()
+    chunks: list[str] = []
+    prefix: list[str] = []  # "> " for each open blockquote
+    lists: list[int] = []  # next number of each open ordered list, -1 for bullets
+    heading = 0
+    item_first = False
+    items_seen = 0  # list items already written in the current (outermost) list
+    row: list[str] | None = None
+    rows_seen = 0
+
+    def add(kind: str, rendered: str, text: str, *, attach: bool = False) -> None:
+        """Add a block; ``attach`` keeps it on the next line of the previous one (lists, tables)."""
+        if not rendered.strip():
+            return
+        if attach and chunks:
+            chunks[-1] += "\n" + rendered
+        else:
+            chunks.append(rendered)
+        writer.blocks.append(Block(kind, text))
+
+    for tok in tokens:
+        quote = "".join(prefix)
+        match tok.type:
+            case "blockquote_open":
+                prefix.append("> ")
+            case "blockquote_close":
+                prefix.pop()
+            case "bullet_list_open":
+                lists.append(-1)
+            case "ordered_list_open":
+                lists.append(int(tok.attrGet("start") or 1))
+            case "bullet_list_close" | "ordered_list_close":
+                lists.pop()
+                items_seen = items_seen if lists else 0
+            case "table_open":
+                rows_seen = 0
+            case "list_item_open":
+                item_first = True
+            case "heading_open":
+                heading = int(tok.tag[1:])
+            case "heading_close":
+                heading = 0
+            case "tr_open":
+                row = []
+            case "tr_close" if row is not None:
+                add("table", quote + " | ".join(row), " | ".join(row), attach=rows_seen > 0)
+                rows_seen += 1
+                row = None
+            case "inline" if row is not None:
+                row.append(writer.inline(tok.children).strip())
+            case "inline":
+                text = writer.inline(tok.children).strip()
+                if heading:
+                    rule = "=" if heading <= 2 else "-"
+                    add("heading", f"{quote}{text}\n{quote}{rule * min(len(text), TEXT_WIDTH)}", text)
+                elif lists:
+                    marker = f"{lists[-1]}. " if lists[-1] >= 0 else "- "
+                    if item_first and lists[-1] >= 0:
+                        lists[-1] += 1
+                    shown = marker if item_first else " " * len(marker)
+                    depth = quote + "  " * (len(lists) - 1)
+                    wrapped = _wrap(text, depth + shown, depth + " " * len(marker))
+                    add("list", wrapped, text, attach=items_seen > 0)
+                    items_seen += 1
+                    item_first = False
+                elif text.startswith("[") and text.endswith("]") and "[" not in text[1:-1]:
+                    add("image", quote + text, text)
+                else:
+                    add("quote" if quote else "paragraph", _wrap(text, quote, quote), text)
+            case "fence" | "code_block":
+                code = tok.content.rstrip("\n")
+                add("code", "\n".join(quote + "    " + line for line in code.split("\n")), code)
+            case "hr":
+                add("rule", quote + "-" * 24, "")
+            case "html_block":
+                text = " ".join(_TAG.sub(" ", sanitize_html(tok.content)).split())
+                add("html", _wrap(text, quote, quote), text)
+    return "\n\n".join(chunks), writer.links, writer.blocks
+
+
+def render_markdown(source: str) -> RenderedBody:
+    """Render CommonMark source to sanitised HTML, wrapped text and a block list."""
+    md = _parser()
+    tokens = md.parse(source)
+    html = sanitize_html(md.renderer.render(tokens, md.options, {}))
+    text, links, blocks = _render_text(tokens)
+    return RenderedBody(html=html, text=text, links=tuple(links), blocks=tuple(blocks))
