@@ -1,2 +1,32 @@
-"""dispatch."""
+"""dispatch: a command-line newsletter mailer.
+
+The library comes first; ``dispatch.cli`` is a thin Typer layer over it.
+"""
+
 __version__ = "0.1.0"
+
+from dispatch.article import Article, load_article  # noqa: E402 - the version comes first
+from dispatch.campaign import RunSummary, SendOptions, plan_issue, run_dry, run_send
+from dispatch.errors import DispatchError, ExitCode
+from dispatch.render import RenderedIssue, render_issue
+from dispatch.settings import Settings
+from dispatch.subscribers import Subscriber, SubscriberList, read_subscribers
+
+__all__ = [
+    "Article",
+    "DispatchError",
+    "ExitCode",
+    "SendOptions",
+    "RenderedIssue",
+    "RunSummary",
+    "Settings",
+    "Subscriber",
+    "SubscriberList",
+    "__version__",
+    "load_article",
+    "plan_issue",
+    "read_subscribers",
+    "render_issue",
+    "run_dry",
+    "run_send",
+]

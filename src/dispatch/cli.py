@@ -1,0 +1,285 @@
+"""The ``dispatch`` command: a thin Typer layer over the library.
+
+Only this module knows about the terminal, Typer and ``.env`` files. Every command builds
+settings, calls the library, prints a summary, and maps a ``DispatchError`` to one line on
+stderr and an exit code, in one place (:func:`_reporting`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import webbrowser
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from dotenv import dotenv_values
+
+from dispatch import __version__
+from dispatch import journal as j
+from dispatch.campaign import Issue, RunSummary, SendOptions, named_recipients, plan_issue, run_dry, run_send
+from dispatch.errors import ConfigError, DispatchError, ExitCode, InputError
+from dispatch.report import dry_run_report, send_report, status_report
+from dispatch.settings import Settings
+from dispatch.subscribers import Subscriber
+
+EXIT_CODES = """Exit codes: 0 all done; 1 some recipients failed, were deferred or are unknown;
+2 bad usage or bad input (nothing sent); 3 aborted (authentication, quota, server down, too
+many failures); 4 another run of this campaign is in progress; 130 interrupted (resumable)."""
+
+app = typer.Typer(
+    name="dispatch",
+    help="Render an article into an HTML newsletter and mail it to every subscriber, exactly once.\n\n"
+    + EXIT_CODES,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+)
+
+ArticleArg = Annotated[Path, typer.Argument(help="The article: .txt or .md.", show_default=False)]
+SubscribersOpt = Annotated[
+    Path | None,
+    typer.Option("--subscribers", "-s", help="Subscriber CSV (default: DISPATCH_SUBSCRIBERS)."),
+]
+EnvFileOpt = Annotated[
+    Path | None, typer.Option("--env-file", help="Read settings from this file instead of ./.env.")
+]
+TemplateOpt = Annotated[
+    Path | None, typer.Option("--template", help="Your template folder (missing files fall back to the built-ins).")
+]
+EncodingOpt = Annotated[str, typer.Option("--encoding", help="Encoding of the subscriber CSV.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
+SubjectOpt = Annotated[str, typer.Option("--subject", help="Subject, unless the article's front matter sets one.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dispatch {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Render an article into an HTML newsletter and mail it to every subscriber, exactly once."""
+
+
+@contextmanager
+def _reporting(debug: bool) -> Iterator[None]:
+    """The one place where errors become a line on stderr and an exit code."""
+    try:
+        yield
+    except DispatchError as err:
+        if debug:
+            raise
+        typer.echo(f"dispatch: error: {err}", err=True)
+        raise typer.Exit(int(err.exit_code)) from None
+    except KeyboardInterrupt:
+        typer.echo("dispatch: interrupted", err=True)
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as err:
+        if debug:
+            raise
+        typer.echo(f"dispatch: internal error: {type(err).__name__}: {err} (run with --debug)", err=True)
+        raise typer.Exit(int(ExitCode.INCOMPLETE)) from None
+
+
+def load_settings(env_file: Path | None, overrides: Mapping[str, str | None]) -> Settings:
+    """Flags beat the real environment, which beats the .env file."""
+    values: dict[str, str] = {}
+    path = env_file or Path(".env")
+    if env_file is not None and not env_file.is_file():
+        raise InputError(f"{env_file}: no such settings file (--env-file)")
+    if path.is_file():
+        values.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+        if values.get("DISPATCH_SMTP_PASSWORD") and path.stat().st_mode & 0o077:
+            typer.echo(f"dispatch: warning: {path} holds a password others can read; chmod 600 {path}", err=True)
+    values.update({k: v for k, v in os.environ.items() if k.startswith("DISPATCH_")})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings.from_mapping(values)
+
+
+def _subscribers(option: Path | None, settings: Settings) -> Path:
+    path = option or settings.subscribers
+    if path is None:
+        raise ConfigError("no subscriber list: pass -s/--subscribers LIST.csv or set DISPATCH_SUBSCRIBERS")
+    return path
+
+
+def _out(summary: RunSummary, as_json: bool, text: str) -> None:
+    if as_json:
+        typer.echo(json.dumps(summary.as_json(), ensure_ascii=False, indent=2))
+        if text:
+            typer.echo(text, err=True)
+    else:
+        typer.echo(text)
+
+
+@contextmanager
+def _signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM: finish the messages in flight, record them, then stop."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        typer.echo(f"dispatch: {signal.Signals(signum).name}: finishing the messages in flight…", err=True)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (  # noqa: PLC0415 - only a terminal needs it
+        BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+        TimeRemainingColumn, TransferSpeedColumn,
+    )  # fmt: skip
+
+    columns = (TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+               TimeRemainingColumn(), TransferSpeedColumn())  # fmt: skip
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("send", total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _confirm(issue: Issue, count: int, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin or not sys.stdin.isatty():
+        raise InputError("refusing to send without a terminal to confirm on: add --yes to send unattended (cron)")
+    question = f"Send «{issue.subject}» to {count} subscribers via {issue.settings.endpoint}?"
+    if not typer.confirm(question, default=False):
+        typer.echo("Nothing sent.")
+        raise typer.Exit(int(ExitCode.INCOMPLETE))
+
+
+@app.command()
+def send(
+    article: ArticleArg,
+    subscribers: SubscribersOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Render and check every message; send nothing.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Dry run: write every message here (.eml + index.html).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Send without asking (required without a terminal).")] = False,
+    subject: SubjectOpt = "",
+    template: TemplateOpt = None,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="Send at most N messages this run.")] = 0,
+    to: Annotated[list[str] | None, typer.Option("--to", help="Test send: only to this address (repeatable).")] = None,
+    env_file: EnvFileOpt = None,
+    campaign: Annotated[str, typer.Option("--campaign", help="Campaign ID (default: from the article).")] = "",
+    resend_unknown: Annotated[bool, typer.Option("--resend-unknown", help="Resend recipients whose outcome is unknown.")] = False,
+    connections: Annotated[int | None, typer.Option("--connections", min=1, help="Parallel SMTP connections.")] = None,
+    rate: Annotated[str | None, typer.Option("--rate", help="Rate limit such as 20/s or 600/min.")] = None,
+    daily_limit: Annotated[int | None, typer.Option("--daily-limit", min=0, help="At most N messages per 24 h (all runs).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
+    encoding: EncodingOpt = "utf-8-sig",
+    debug: DebugOpt = False,
+) -> None:
+    """Send ARTICLE to every subscriber (or preview it with --dry-run)."""
+    with _reporting(debug):
+        overrides = {
+            "DISPATCH_CONNECTIONS": None if connections is None else str(connections),
+            "DISPATCH_RATE": rate,
+            "DISPATCH_DAILY_LIMIT": None if daily_limit is None else str(daily_limit),
+        }
+        settings = load_settings(env_file, overrides)
+        issue = plan_issue(
+            article, _subscribers(subscribers, settings), settings, subject=subject,
+            template_dir=template, encoding=encoding, campaign=campaign, test_send=bool(to),
+        )  # fmt: skip
+        only = named_recipients(issue, to) if to else None
+        state_dir = settings.state_dir or j.default_state_dir()
+        if dry_run:
+            folder = out or Path("dispatch-preview")
+            state = None if to else j.Journal.open_existing(state_dir)
+            summary = run_dry(issue, folder.resolve(), write_all=out is not None, limit=limit, state=state, only=only)
+            _out(summary, as_json, dry_run_report(summary, all_written=out is not None))
+            return
+        count = len(only) if only is not None else issue.stats.valid
+        if limit:
+            count = min(count, limit)
+        _confirm(issue, count, yes)
+        journal = None if to else j.Journal(state_dir)
+        stop = threading.Event()
+        show_bar = sys.stderr.isatty() and not as_json
+        with _signals(stop), _progress(count, show_bar) as advance:
+            options = SendOptions(limit=limit, resend_unknown=resend_unknown, only=only, progress=advance, stop=stop)
+            summary = run_send(issue, journal, options)
+        _out(summary, as_json, send_report(summary, settings.endpoint))
+        raise typer.Exit(int(summary.exit_code))
+
+
+@app.command()
+def preview(
+    article: ArticleArg,
+    subscriber: Annotated[str, typer.Option("--subscriber", help="Render for this subscriber's row.")] = "",
+    subscribers: SubscribersOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="HTML file to write (.eml and .txt go beside it).")] = Path("preview.html"),
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the preview in a browser.")] = False,
+    subject: SubjectOpt = "",
+    template: TemplateOpt = None,
+    env_file: EnvFileOpt = None,
+    encoding: EncodingOpt = "utf-8-sig",
+    debug: DebugOpt = False,
+) -> None:
+    """Render one message to an HTML file (plus .eml and .txt) and optionally open it."""
+    with _reporting(debug):
+        settings = load_settings(env_file, {})
+        path = subscribers or settings.subscribers
+        if path is None:
+            raise ConfigError("preview needs a subscriber list for its columns: pass -s LIST.csv or set DISPATCH_SUBSCRIBERS")
+        issue = plan_issue(article, path, settings, subject=subject, template_dir=template, encoding=encoding)
+        wanted = named_recipients(issue, [subscriber]) if subscriber else None
+        first = wanted[0] if wanted else next((s for s in issue.subscribers if isinstance(s, Subscriber)), None)
+        if first is None:
+            raise InputError(f"{path}: has no valid subscriber to preview with")
+        data, html, _ = issue.message(first)
+        out = out.resolve()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(html, encoding="utf-8")
+        out.with_suffix(".eml").write_bytes(data)
+        out.with_suffix(".txt").write_text(issue.bodies(first)[1], encoding="utf-8")
+        typer.echo(f"Preview for {first.email}: {out}\n  also {out.with_suffix('.eml')} and {out.with_suffix('.txt')}")
+        if open_browser:
+            webbrowser.open(out.as_uri())
+
+
+@app.command()
+def status(
+    campaign: Annotated[str, typer.Argument(help="One campaign's failures, deferred and unknown recipients.")] = "",
+    env_file: EnvFileOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Show campaigns and their counts, or one campaign's problem recipients."""
+    with _reporting(debug):
+        settings = load_settings(env_file, {})
+        state_dir = settings.state_dir or j.default_state_dir()
+        journal = j.Journal.open_existing(state_dir)
+        data, text = status_report(journal, campaign, state_dir)
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else text)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,278 @@
+"""The per-recipient journal: a SQLite file in the state folder, written as things happen.
+
+Each recipient of a campaign has one row keyed on (campaign, address case-folded). A row is
+set to ``in_flight`` and committed *before* the message's data goes to the server, and to
+``sent`` only after the server's 250; every outcome is committed on its own, never batched.
+A row still ``in_flight`` when a run starts belongs to a run that died mid-message: it becomes
+``unknown`` and is not sent again unless the operator asks (at-most-once).
+
+The campaign lock is an ``flock`` on a file in the state folder: the kernel releases it when
+the holder dies, even by SIGKILL, so a stale lock can never block cron.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from dispatch.errors import InputError, LockedError
+
+PENDING, IN_FLIGHT, SENT = "pending", "in_flight", "sent"
+DEFERRED, FAILED, UNKNOWN = "deferred", "failed", "unknown"
+STATES = (PENDING, IN_FLIGHT, SENT, DEFERRED, FAILED, UNKNOWN)
+DAY = 86_400.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS campaigns (
+    id TEXT PRIMARY KEY,
+    subject TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    article TEXT NOT NULL,
+    recipients INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recipients (
+    campaign TEXT NOT NULL,
+    key TEXT NOT NULL,
+    email TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    code INTEGER,
+    enhanced TEXT,
+    reply TEXT,
+    hard_bounce INTEGER NOT NULL DEFAULT 0,
+    message_id TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    sent_at REAL,
+    PRIMARY KEY (campaign, key)
+);
+CREATE INDEX IF NOT EXISTS recipients_sent_at ON recipients (sent_at);
+"""
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/dispatch``, usually ``~/.local/state/dispatch``."""
+    return Path(platformdirs.user_state_dir("dispatch", appauthor=False))
+
+
+@dataclass(frozen=True)
+class Record:
+    """One recipient's row."""
+
+    email: str
+    state: str
+    attempts: int
+    code: int | None
+    enhanced: str
+    reply: str
+    hard_bounce: bool
+    message_id: str
+    updated: float
+
+
+@dataclass(frozen=True)
+class CampaignInfo:
+    """A campaign and its counts by state."""
+
+    id: str
+    subject: str
+    recipients: int
+    updated: float
+    counts: dict[str, int]
+
+
+class Journal:
+    """Durable per-recipient state for every campaign in one state folder."""
+
+    def __init__(self, state_dir: Path, *, readonly: bool = False) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / "journal.sqlite3"
+        self._lock = threading.Lock()
+        try:
+            if not readonly:
+                state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30)
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as err:
+            raise InputError(
+                f"{self.path}: cannot use the journal ({err}); set DISPATCH_STATE_DIR to a writable folder"
+            ) from err
+
+    @classmethod
+    def open_existing(cls, state_dir: Path) -> Journal | None:
+        """The journal read-only, or None if no run has written one yet."""
+        if not (state_dir / "journal.sqlite3").is_file():
+            return None
+        return cls(state_dir, readonly=True)
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    @contextmanager
+    def lock(self, campaign: str) -> Iterator[None]:
+        """Hold the campaign's lock for the block; LockedError at once if another run has it."""
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in campaign)
+        path = self.state_dir / f"{safe}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as err:
+                raise LockedError(
+                    f"campaign {campaign!r} is being sent by another dispatch process "
+                    f"(lock {path}); let it finish, then run again"
+                ) from err
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            yield
+        finally:
+            os.close(fd)
+
+    def _write(self, sql: str, params: tuple[object, ...]) -> None:
+        with self._lock:
+            self._db.execute(sql, params)
+
+    def begin(self, campaign: str, subject: str, fingerprint: str, article: str) -> str | None:
+        """Register a run of the campaign; returns the old fingerprint if the content changed."""
+        now = time.time()
+        with self._lock:
+            row = self._db.execute(
+                "SELECT fingerprint FROM campaigns WHERE id = ?", (campaign,)
+            ).fetchone()
+            if row is None:
+                self._db.execute(
+                    "INSERT INTO campaigns VALUES (?, ?, ?, ?, 0, ?, ?)",
+                    (campaign, subject, fingerprint, article, now, now),
+                )
+                return None
+            self._db.execute(
+                "UPDATE campaigns SET subject = ?, article = ?, updated = ? WHERE id = ?",
+                (subject, article, now, campaign),
+            )
+        return None if row[0] == fingerprint else str(row[0])
+
+    def set_recipients(self, campaign: str, count: int) -> None:
+        """Remember how many valid recipients the list had on the latest run."""
+        self._write("UPDATE campaigns SET recipients = ? WHERE id = ?", (count, campaign))
+
+    def recover(self, campaign: str) -> int:
+        """Rows left in flight by a run that died become unknown; returns how many."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE recipients SET state = ?, reply = ?, updated = ? "
+                "WHERE campaign = ? AND state = ?",
+                (UNKNOWN, "the run ended while this message was in flight", time.time(), campaign, IN_FLIGHT),
+            )
+        return cur.rowcount
+
+    def state(self, campaign: str, key: str) -> str | None:
+        """The recipient's state, or None if the campaign has not reached them yet."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT state FROM recipients WHERE campaign = ? AND key = ?", (campaign, key)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def in_flight(self, campaign: str, key: str, email: str, message_id: str) -> None:
+        """Record, durably, that this recipient's message data is about to be sent."""
+        now = time.time()
+        self._write(
+            "INSERT INTO recipients (campaign, key, email, state, attempts, message_id, created, updated) "
+            "VALUES (?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (campaign, key) DO UPDATE SET "
+            "state = excluded.state, attempts = attempts + 1, message_id = excluded.message_id, "
+            "updated = excluded.updated",
+            (campaign, key, email, IN_FLIGHT, message_id, now, now),
+        )
+
+    def outcome(
+        self,
+        campaign: str,
+        key: str,
+        email: str,
+        state: str,
+        *,
+        code: int | None,
+        enhanced: str,
+        reply: str,
+        hard_bounce: bool = False,
+        message_id: str = "",
+        attempted: bool = True,
+    ) -> None:
+        """Record a recipient's outcome as it happens (sent, deferred, failed or unknown).
+
+        ``attempted`` counts an attempt; pass False when :meth:`in_flight` already counted it.
+        """
+        now = time.time()
+        sent_at = now if state == SENT else None
+        self._write(
+            "INSERT INTO recipients (campaign, key, email, state, attempts, code, enhanced, reply, "
+            "hard_bounce, message_id, created, updated, sent_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign, key) DO UPDATE SET "
+            "state = excluded.state, code = excluded.code, enhanced = excluded.enhanced, "
+            "reply = excluded.reply, hard_bounce = excluded.hard_bounce, "
+            "attempts = attempts + ?, sent_at = excluded.sent_at, updated = excluded.updated, "
+            "message_id = COALESCE(NULLIF(excluded.message_id, ''), message_id)",
+            (campaign, key, email, state, int(attempted), code, enhanced, reply, int(hard_bounce),
+             message_id, now, now, sent_at, int(attempted)),
+        )  # fmt: skip
+
+    def sent_within(self, seconds: float = DAY) -> int:
+        """Messages sent by any campaign in this state folder in the last ``seconds``."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM recipients WHERE sent_at >= ?", (time.time() - seconds,)
+            ).fetchone()
+        return int(row[0])
+
+    def counts(self, campaign: str) -> dict[str, int]:
+        """Recipients by state."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT state, COUNT(*) FROM recipients WHERE campaign = ? GROUP BY state",
+                (campaign,),
+            ).fetchall()
+        counts = dict.fromkeys(STATES, 0)
+        counts.update({str(s): int(n) for s, n in rows})
+        return counts
+
+    def records(self, campaign: str, states: tuple[str, ...]) -> list[Record]:
+        """The rows in the given states, oldest first."""
+        marks = ", ".join("?" * len(states))
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT email, state, attempts, code, enhanced, reply, hard_bounce, message_id, "
+                f"updated FROM recipients WHERE campaign = ? AND state IN ({marks}) ORDER BY updated",  # noqa: S608
+                (campaign, *states),
+            ).fetchall()
+        return [
+            Record(r[0], r[1], r[2], r[3], r[4] or "", r[5] or "", bool(r[6]), r[7] or "", r[8])
+            for r in rows
+        ]
+
+    def campaigns(self) -> list[CampaignInfo]:
+        """Every campaign, most recently updated first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, subject, recipients, updated FROM campaigns ORDER BY updated DESC"
+            ).fetchall()
+        return [CampaignInfo(r[0], r[1], r[2], r[3], self.counts(r[0])) for r in rows]
+
+    def campaign(self, campaign: str) -> CampaignInfo | None:
+        """One campaign, or None."""
+        return next((c for c in self.campaigns() if c.id == campaign), None)

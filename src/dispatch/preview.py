@@ -1,0 +1,68 @@
+"""Dry-run output a person can open: one ``.eml`` and one ``.html`` per message, and an
+``index.html`` that links to each."""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from dispatch.errors import InputError
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]+")
+
+
+def message_stem(number: int, email: str) -> str:
+    """``00001-ann@example.org``: sortable and recognisable file names."""
+    return f"{number:05d}-{_UNSAFE.sub('_', email)[:80]}"
+
+
+@dataclass
+class PreviewWriter:
+    """Writes messages into a folder as they are rendered, then closes the index."""
+
+    folder: Path
+    subject: str
+    rows: int = 0
+    _index: TextIO | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._index = (self.folder / "index.html").open("w", encoding="utf-8")
+        except OSError as err:
+            raise InputError(f"{self.folder}: cannot write the preview there: {err.strerror}") from err
+        title = html.escape(self.subject)
+        self._index.write(
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>Dry run: {title}</title><style>body{{font-family:sans-serif;margin:2em}}"
+            "td,th{padding:4px 12px;text-align:left}tr:nth-child(even){background:#f4f4f4}"
+            f"</style></head><body>\n<h1>Dry run: {title}</h1>\n<p>Nothing was sent. "
+            "Each row is one message exactly as it would leave.</p>\n"
+            "<table><tr><th>#</th><th>To</th><th>Name</th><th>HTML</th><th>Message</th></tr>\n"
+        )
+
+    def add(self, number: int, email: str, name: str, message: bytes, html_body: str) -> Path:
+        """Write one message's ``.eml`` and ``.html``; returns the ``.html`` path."""
+        stem = message_stem(number, email)
+        (self.folder / f"{stem}.eml").write_bytes(message)
+        page = self.folder / f"{stem}.html"
+        page.write_text(html_body, encoding="utf-8")
+        assert self._index is not None  # noqa: S101 - set in __post_init__
+        self._index.write(
+            f"<tr><td>{number}</td><td>{html.escape(email)}</td><td>{html.escape(name)}</td>"
+            f'<td><a href="{html.escape(stem)}.html">view</a></td>'
+            f'<td><a href="{html.escape(stem)}.eml">.eml</a></td></tr>\n'
+        )
+        self.rows += 1
+        return page
+
+    def close(self) -> Path:
+        """Finish ``index.html`` and return its path."""
+        if self._index is not None:
+            self._index.write(f"</table>\n<p>{self.rows} message(s).</p>\n</body></html>\n")
+            self._index.close()
+            self._index = None
+        return self.folder / "index.html"

@@ -1,0 +1,118 @@
+"""Plain-text reports of runs and of the journal (no terminal codes: cron mails them)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from dispatch import journal as j
+from dispatch.campaign import RunSummary
+
+MAX_LISTED = 50
+
+
+def _skipped(summary: RunSummary) -> list[str]:
+    if not summary.skipped:
+        return ["  Skipped rows:  none"]
+    lines = [f"  Skipped rows:  {len(summary.skipped)}"]
+    lines += [f"    line {s.line}: {s.reason}" for s in summary.skipped[:MAX_LISTED]]
+    if len(summary.skipped) > MAX_LISTED:
+        lines.append(f"    … and {len(summary.skipped) - MAX_LISTED} more (see --json)")
+    return lines
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024:.1f} KB" if n >= 1024 else f"{n} B"
+
+
+def dry_run_report(summary: RunSummary, *, all_written: bool) -> str:
+    """What a dry run found and where its preview is."""
+    lines = [
+        f"Dry run: nothing was sent.{'  (test send)' if summary.test_send else ''}",
+        f"  Subject:       {summary.subject}",
+        f"  Campaign:      {summary.campaign}",
+        f"  Recipients:    {summary.pending} would be sent"
+        + (f" ({summary.already_sent} already sent earlier)" if summary.already_sent else ""),
+        *_skipped(summary),
+        f"  HTML size:     {_size(summary.html_size)} per message, CSS inlined"
+        + ("  WARNING: over 100 KB, Gmail will clip it" if summary.html_size > 100_000 else ""),
+    ]
+    what = "every message" if all_written else f"the first {summary.written} message(s)"
+    lines.append(f"  Preview:       {summary.preview}  ({what}: .eml and .html)")
+    lines.append("To send for real, run the same command without --dry-run.")
+    return "\n".join(lines)
+
+
+def send_report(summary: RunSummary, endpoint: str) -> str:
+    """The outcome of a send: counts, failures, and what to do next."""
+    lines = [
+        f"{'Test send' if summary.test_send else 'Sent'} «{summary.subject}» via {endpoint}",
+        f"  Campaign:      {summary.campaign}",
+        f"  Sent now:      {summary.sent_now}"
+        + (f"  (campaign total {summary.sent})" if summary.sent != summary.sent_now else ""),
+    ]
+    if summary.already_sent:
+        lines.append(f"  Already sent:  {summary.already_sent} (skipped: never sent twice)")
+    for label, value in (("Failed", summary.failed), ("Deferred", summary.deferred),
+                         ("Unknown", summary.unknown), ("Pending", summary.pending)):  # fmt: skip
+        if value:
+            lines.append(f"  {label + ':':<14} {value}")
+    lines += _skipped(summary)
+    for failure in summary.failures[:MAX_LISTED]:
+        lines.append(f"    {failure.state}: {failure.email}: {failure.code or ''} {failure.message}".rstrip())
+    if summary.content_changed:
+        lines.append("  Note: the article changed since this campaign started; sent recipients were not resent.")
+    if summary.recovered_unknown:
+        lines.append(
+            f"  Note: {summary.recovered_unknown} message(s) were in flight when an earlier run died; "
+            "they are 'unknown' and were not resent (--resend-unknown resends them)."
+        )
+    if summary.aborted:
+        lines.append(f"Aborted: {summary.aborted}")
+    if summary.daily_limit_reached:
+        lines.append("Daily limit reached: the rest wait; run the same command again tomorrow.")
+    if summary.interrupted:
+        lines.append("Interrupted: messages in flight were finished and recorded. Run the same command again to resume.")
+    elif summary.deferred or summary.pending:
+        lines.append("Run the same command again to retry deferred and pending recipients.")
+    return "\n".join(lines)
+
+
+def _ago(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(when))
+
+
+def status_report(journal: j.Journal | None, campaign: str, state_dir: Path) -> tuple[Any, str]:
+    """(JSON-able data, text) for ``dispatch status``."""
+    if journal is None:
+        if campaign:
+            return {"campaign": campaign, "error": "unknown campaign"}, f"No campaigns yet in {state_dir}."
+        return {"campaigns": []}, f"No campaigns yet in {state_dir}."
+    if not campaign:
+        infos = journal.campaigns()
+        data = {"state_dir": str(state_dir), "campaigns": [
+            {"campaign": c.id, "subject": c.subject, "recipients": c.recipients,
+             "updated": _ago(c.updated), **{k: v for k, v in c.counts.items() if k != j.IN_FLIGHT}}
+            for c in infos]}  # fmt: skip
+        lines = [f"Campaigns in {state_dir}:"] if infos else [f"No campaigns yet in {state_dir}."]
+        for c in infos:
+            counts = ", ".join(f"{k} {v}" for k, v in c.counts.items() if v)
+            lines.append(f"  {c.id}  ({_ago(c.updated)})  {c.subject}\n    {counts or 'nothing recorded'}")
+        return data, "\n".join(lines)
+    info = journal.campaign(campaign)
+    if info is None:
+        from dispatch.errors import InputError  # noqa: PLC0415
+
+        raise InputError(f"no campaign {campaign!r} in {state_dir}; run 'dispatch status' to list them")
+    records = journal.records(campaign, (j.FAILED, j.DEFERRED, j.UNKNOWN))
+    data = {"campaign": info.id, "subject": info.subject, "recipients": info.recipients,
+            **{k: v for k, v in info.counts.items() if k != j.IN_FLIGHT},
+            "problems": [{"email": r.email, "state": r.state, "code": r.code, "enhanced": r.enhanced,
+                          "message": r.reply, "hard_bounce": r.hard_bounce, "attempts": r.attempts}
+                         for r in records]}  # fmt: skip
+    lines = [f"{info.id}: {info.subject}", "  " + ", ".join(f"{k} {v}" for k, v in info.counts.items() if v)]
+    for r in records:
+        bounce = " (hard bounce)" if r.hard_bounce else ""
+        lines.append(f"  {r.state:<8} {r.email}: {r.code or ''} {r.reply}{bounce}".rstrip())
+    return data, "\n".join(lines)
