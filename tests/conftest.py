@@ -1,0 +1,155 @@
+"""Shared fixtures: example inputs as real files, real SMTP servers, and a CLI runner."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from typer.testing import CliRunner
+
+from dispatch.cli import app
+from tests.smtp_servers import FaultPlan, Server, start_server
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_ARTICLE = ROOT / "examples" / "thin-line-in-iraq.txt"
+EXAMPLE_SUBSCRIBERS = ROOT / "subscribers.example.csv"
+
+BASE_ENV = {
+    "DISPATCH_FROM": "Newsroom <news@example.org>",
+    "DISPATCH_REPLY_TO": "editors@example.org",
+    "DISPATCH_UNSUBSCRIBE_URL": "https://example.org/unsubscribe?email={email}",
+    "DISPATCH_UNSUBSCRIBE_MAILTO": "unsubscribe@example.org",
+    "DISPATCH_ORGANIZATION": "Example Foundation",
+    "DISPATCH_POSTAL_ADDRESS": "1 Example Street, Springfield",
+    "DISPATCH_RETRY_DELAY": "0.01",
+}
+
+
+@pytest.fixture
+def article(tmp_path: Path) -> Path:
+    """The seed article, copied into tmp_path."""
+    dest = tmp_path / "thin-line-in-iraq.txt"
+    shutil.copy(EXAMPLE_ARTICLE, dest)
+    return dest
+
+
+@pytest.fixture
+def write_file(tmp_path: Path) -> Callable[..., Path]:
+    """Write text (or bytes) to a file in tmp_path and return its path."""
+
+    def write(name: str, content: str | bytes, encoding: str = "utf-8") -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding=encoding, newline="")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def subscribers(write_file: Callable[..., Path]) -> Path:
+    """A small clean list."""
+    return write_file(
+        "subscribers.csv",
+        "email,name,city\nann@example.org,Ann Example,Paris\nbob@example.com,Bob Example,Oslo\n"
+        "cy@example.org,Cy Example,Rome\n",
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """Settings every test starts from; the state folder lives in tmp_path."""
+    return {**BASE_ENV, "DISPATCH_STATE_DIR": str(tmp_path / "state")}
+
+
+@pytest.fixture
+def env_file(tmp_path: Path, env: dict[str, str]) -> Callable[..., Path]:
+    """Write settings (BASE_ENV plus overrides) to a .env file for the CLI."""
+
+    def write(**overrides: str) -> Path:
+        path = tmp_path / "test.env"
+        values = {**env, **overrides}
+        path.write_text("".join(f"{k}='{v}'\n" for k, v in values.items()), encoding="utf-8")
+        path.chmod(0o600)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
+    """A CliRunner in a clean working folder with no DISPATCH_* variables leaking in."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("DISPATCH_"):
+            monkeypatch.delenv(key)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return CliRunner()
+
+
+@pytest.fixture
+def invoke(runner: CliRunner) -> Callable[..., Any]:
+    """Run ``dispatch ARGS`` in-process; returns the click Result (stdout/stderr split)."""
+
+    def run(*args: str | Path, input: str | None = None) -> Any:
+        return runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def server_tls(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[Callable[..., Server]]:
+    """Start real aiosmtpd servers on 127.0.0.1; all are stopped after the test."""
+    started: list[Server] = []
+
+    def start(**kwargs: Any) -> Server:
+        server = start_server(**kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def plain_server(smtp_server: Callable[..., Server]) -> Server:
+    return smtp_server()
+
+
+@pytest.fixture
+def starttls_server(smtp_server: Callable[..., Server], server_tls: ssl.SSLContext, ca_file: str) -> Server:
+    return smtp_server(tls=server_tls, ca_file=ca_file, auth=True)
+
+
+__all__ = ["FaultPlan"]
