@@ -5,7 +5,7 @@ The library comes first; ``dispatch.cli`` is a thin Typer layer over it.
 
 __version__ = "0.1.0"
 
-from dispatch.article import Article, load_article  # noqa: E402 - the version comes first
+from dispatch.article import Article, load_article
 from dispatch.campaign import RunSummary, SendOptions, plan_issue, run_dry, run_send
 from dispatch.errors import DispatchError, ExitCode
 from dispatch.render import RenderedIssue, render_issue
@@ -16,9 +16,9 @@ __all__ = [
     "Article",
     "DispatchError",
     "ExitCode",
-    "SendOptions",
     "RenderedIssue",
     "RunSummary",
+    "SendOptions",
     "Settings",
     "Subscriber",
     "SubscriberList",

@@ -23,8 +23,9 @@ from dispatch.markup import Block, render_markdown
 
 TEXT_SUFFIXES = (".txt", ".text")
 MARKDOWN_SUFFIXES = (".md", ".markdown")
-KNOWN_KEYS = ("title", "subject", "subtitle", "preheader", "author", "date", "campaign")
-KNOWN_KEYS += ("motto", "motto_attribution")
+KNOWN_KEYS = (
+    "title", "subject", "subtitle", "preheader", "author", "date", "campaign", "motto", "motto_attribution",
+)  # fmt: skip
 
 _OPEN_QUOTES = "“\"«„‘'‹「『‚"
 _CLOSE_QUOTES = "”\"»“’'›」』‘"
@@ -110,8 +111,7 @@ def read_text_file(path: Path, what: str = "article") -> str:
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise InputError(
-            f"{path}: line {line} is not UTF-8 (byte 0x{data[err.start]:02x}); "
-            "re-save the file as UTF-8 text"
+            f"{path}: line {line} is not UTF-8 (byte 0x{data[err.start]:02x}); re-save the file as UTF-8 text"
         ) from err
     if not text.strip():
         raise InputError(f"{path}: the {what} is empty; write the issue into it first")
@@ -123,9 +123,7 @@ def load_article(path: Path) -> Article:
     suffix = path.suffix.lower()
     if suffix not in TEXT_SUFFIXES + MARKDOWN_SUFFIXES:
         known = ", ".join(TEXT_SUFFIXES + MARKDOWN_SUFFIXES)
-        raise InputError(
-            f"{path}: unknown article type {suffix or '(no extension)'!r}; use one of {known}"
-        )
+        raise InputError(f"{path}: unknown article type {suffix or '(no extension)'!r}; use one of {known}")
     text = read_text_file(path)
     fingerprint = hashlib.sha256(text.encode()).hexdigest()
     if suffix in MARKDOWN_SUFFIXES:
@@ -211,9 +209,7 @@ def _is_short(line: str) -> bool:
 def _escape(text: str) -> str:
     """Escape CommonMark syntax in plain text, keeping bare URLs as autolinks."""
     parts = _URL.split(text)
-    return "".join(
-        f"<{part}>" if i % 2 else _PUNCTUATION.sub(r"\\\1", part) for i, part in enumerate(parts)
-    )
+    return "".join(f"<{part}>" if i % 2 else _PUNCTUATION.sub(r"\\\1", part) for i, part in enumerate(parts))
 
 
 def _from_plain_text(path: Path, text: str, fingerprint: str) -> Article:

@@ -75,9 +75,7 @@ class Issue:
         html, text = self.bodies(sub)
         salt = str(time.time_ns()) if self.test_send else ""
         mid = message_id or self.factory.message_id(sub.key, salt=salt)
-        data = self.factory.build(
-            email=sub.email, name=sub.name, text=text, html=html, message_id=mid
-        )
+        data = self.factory.build(email=sub.email, name=sub.name, text=text, html=html, message_id=mid)
         return data, html, mid
 
 
@@ -415,16 +413,16 @@ def run_send(issue: Issue, journal: j.Journal | None, options: SendOptions) -> R
         return _send(issue, None, options, _summary(issue))
     with journal.lock(issue.campaign):
         summary = _summary(issue)
-        old = journal.begin(issue.campaign, issue.subject, issue.article.fingerprint, str(issue.article.source))
+        old = journal.begin(
+            issue.campaign, issue.subject, issue.article.fingerprint, str(issue.article.source)
+        )
         summary.content_changed = old is not None
         summary.recovered_unknown = journal.recover(issue.campaign)
         journal.set_recipients(issue.campaign, issue.stats.valid)
         return _send(issue, journal, options, summary)
 
 
-def _send(
-    issue: Issue, journal: j.Journal | None, options: SendOptions, summary: RunSummary
-) -> RunSummary:
+def _send(issue: Issue, journal: j.Journal | None, options: SendOptions, summary: RunSummary) -> RunSummary:
     settings = issue.settings
     run = _Run(issue, journal, options)
     if journal is not None and settings.daily_limit:

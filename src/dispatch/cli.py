@@ -23,7 +23,15 @@ from dotenv import dotenv_values
 
 from dispatch import __version__
 from dispatch import journal as j
-from dispatch.campaign import Issue, RunSummary, SendOptions, named_recipients, plan_issue, run_dry, run_send
+from dispatch.campaign import (
+    Issue,
+    RunSummary,
+    SendOptions,
+    named_recipients,
+    plan_issue,
+    run_dry,
+    run_send,
+)
 from dispatch.errors import ConfigError, DispatchError, ExitCode, InputError
 from dispatch.report import dry_run_report, send_report, status_report
 from dispatch.settings import Settings
@@ -53,11 +61,14 @@ EnvFileOpt = Annotated[
     Path | None, typer.Option("--env-file", help="Read settings from this file instead of ./.env.")
 ]
 TemplateOpt = Annotated[
-    Path | None, typer.Option("--template", help="Your template folder (missing files fall back to the built-ins).")
+    Path | None,
+    typer.Option("--template", help="Your template folder (missing files fall back to the built-ins)."),
 ]
 EncodingOpt = Annotated[str, typer.Option("--encoding", help="Encoding of the subscriber CSV.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
-SubjectOpt = Annotated[str, typer.Option("--subject", help="Subject, unless the article's front matter sets one.")]
+SubjectOpt = Annotated[
+    str, typer.Option("--subject", help="Subject, unless the article's front matter sets one.")
+]
 
 
 def _version(value: bool) -> None:
@@ -106,7 +117,10 @@ def load_settings(env_file: Path | None, overrides: Mapping[str, str | None]) ->
     if path.is_file():
         values.update({k: v for k, v in dotenv_values(path).items() if v is not None})
         if values.get("DISPATCH_SMTP_PASSWORD") and path.stat().st_mode & 0o077:
-            typer.echo(f"dispatch: warning: {path} holds a password others can read; chmod 600 {path}", err=True)
+            typer.echo(
+                f"dispatch: warning: {path} holds a password others can read; chmod 600 {path}",
+                err=True,
+            )
     values.update({k: v for k, v in os.environ.items() if k.startswith("DISPATCH_")})
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings.from_mapping(values)
@@ -152,8 +166,13 @@ def _progress(total: int, enabled: bool) -> Iterator[Any]:
         yield None
         return
     from rich.progress import (  # noqa: PLC0415 - only a terminal needs it
-        BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-        TimeRemainingColumn, TransferSpeedColumn,
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
     )  # fmt: skip
 
     columns = (TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
@@ -167,7 +186,9 @@ def _confirm(issue: Issue, count: int, yes: bool) -> None:
     if yes:
         return
     if not sys.stdin or not sys.stdin.isatty():
-        raise InputError("refusing to send without a terminal to confirm on: add --yes to send unattended (cron)")
+        raise InputError(
+            "refusing to send without a terminal to confirm on: add --yes to send unattended (cron)"
+        )
     question = f"Send «{issue.subject}» to {count} subscribers via {issue.settings.endpoint}?"
     if not typer.confirm(question, default=False):
         typer.echo("Nothing sent.")
@@ -178,20 +199,40 @@ def _confirm(issue: Issue, count: int, yes: bool) -> None:
 def send(
     article: ArticleArg,
     subscribers: SubscribersOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Render and check every message; send nothing.")] = False,
-    out: Annotated[Path | None, typer.Option("--out", help="Dry run: write every message here (.eml + index.html).")] = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Send without asking (required without a terminal).")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Render and check every message; send nothing.")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Dry run: write every message here (.eml + index.html)."),
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Send without asking (required without a terminal).")
+    ] = False,
     subject: SubjectOpt = "",
     template: TemplateOpt = None,
     limit: Annotated[int, typer.Option("--limit", min=0, help="Send at most N messages this run.")] = 0,
-    to: Annotated[list[str] | None, typer.Option("--to", help="Test send: only to this address (repeatable).")] = None,
+    to: Annotated[
+        list[str] | None, typer.Option("--to", help="Test send: only to this address (repeatable).")
+    ] = None,
     env_file: EnvFileOpt = None,
-    campaign: Annotated[str, typer.Option("--campaign", help="Campaign ID (default: from the article).")] = "",
-    resend_unknown: Annotated[bool, typer.Option("--resend-unknown", help="Resend recipients whose outcome is unknown.")] = False,
-    connections: Annotated[int | None, typer.Option("--connections", min=1, help="Parallel SMTP connections.")] = None,
+    campaign: Annotated[
+        str, typer.Option("--campaign", help="Campaign ID (default: from the article).")
+    ] = "",
+    resend_unknown: Annotated[
+        bool, typer.Option("--resend-unknown", help="Resend recipients whose outcome is unknown.")
+    ] = False,
+    connections: Annotated[
+        int | None, typer.Option("--connections", min=1, help="Parallel SMTP connections.")
+    ] = None,
     rate: Annotated[str | None, typer.Option("--rate", help="Rate limit such as 20/s or 600/min.")] = None,
-    daily_limit: Annotated[int | None, typer.Option("--daily-limit", min=0, help="At most N messages per 24 h (all runs).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
+    daily_limit: Annotated[
+        int | None,
+        typer.Option("--daily-limit", min=0, help="At most N messages per 24 h (all runs)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
+    ] = False,
     encoding: EncodingOpt = "utf-8-sig",
     debug: DebugOpt = False,
 ) -> None:
@@ -212,7 +253,14 @@ def send(
         if dry_run:
             folder = out or Path("dispatch-preview")
             state = None if to else j.Journal.open_existing(state_dir)
-            summary = run_dry(issue, folder.resolve(), write_all=out is not None, limit=limit, state=state, only=only)
+            summary = run_dry(
+                issue,
+                folder.resolve(),
+                write_all=out is not None,
+                limit=limit,
+                state=state,
+                only=only,
+            )
             _out(summary, as_json, dry_run_report(summary, all_written=out is not None))
             return
         count = len(only) if only is not None else issue.stats.valid
@@ -223,7 +271,9 @@ def send(
         stop = threading.Event()
         show_bar = sys.stderr.isatty() and not as_json
         with _signals(stop), _progress(count, show_bar) as advance:
-            options = SendOptions(limit=limit, resend_unknown=resend_unknown, only=only, progress=advance, stop=stop)
+            options = SendOptions(
+                limit=limit, resend_unknown=resend_unknown, only=only, progress=advance, stop=stop
+            )
             summary = run_send(issue, journal, options)
         _out(summary, as_json, send_report(summary, settings.endpoint))
         raise typer.Exit(int(summary.exit_code))
@@ -234,7 +284,9 @@ def preview(
     article: ArticleArg,
     subscriber: Annotated[str, typer.Option("--subscriber", help="Render for this subscriber's row.")] = "",
     subscribers: SubscribersOpt = None,
-    out: Annotated[Path, typer.Option("--out", help="HTML file to write (.eml and .txt go beside it).")] = Path("preview.html"),
+    out: Annotated[
+        Path, typer.Option("--out", help="HTML file to write (.eml and .txt go beside it).")
+    ] = Path("preview.html"),
     open_browser: Annotated[bool, typer.Option("--open", help="Open the preview in a browser.")] = False,
     subject: SubjectOpt = "",
     template: TemplateOpt = None,
@@ -245,12 +297,12 @@ def preview(
     """Render one message to an HTML file (plus .eml and .txt) and optionally open it."""
     with _reporting(debug):
         settings = load_settings(env_file, {})
-        path = subscribers or settings.subscribers
-        if path is None:
-            raise ConfigError("preview needs a subscriber list for its columns: pass -s LIST.csv or set DISPATCH_SUBSCRIBERS")
+        path = _subscribers(subscribers, settings)
         issue = plan_issue(article, path, settings, subject=subject, template_dir=template, encoding=encoding)
         wanted = named_recipients(issue, [subscriber]) if subscriber else None
-        first = wanted[0] if wanted else next((s for s in issue.subscribers if isinstance(s, Subscriber)), None)
+        first = (
+            wanted[0] if wanted else next((s for s in issue.subscribers if isinstance(s, Subscriber)), None)
+        )
         if first is None:
             raise InputError(f"{path}: has no valid subscriber to preview with")
         data, html, _ = issue.message(first)
@@ -259,14 +311,17 @@ def preview(
         out.write_text(html, encoding="utf-8")
         out.with_suffix(".eml").write_bytes(data)
         out.with_suffix(".txt").write_text(issue.bodies(first)[1], encoding="utf-8")
-        typer.echo(f"Preview for {first.email}: {out}\n  also {out.with_suffix('.eml')} and {out.with_suffix('.txt')}")
+        also = f"{out.with_suffix('.eml')} and {out.with_suffix('.txt')}"
+        typer.echo(f"Preview for {first.email}: {out}\n  also {also}")
         if open_browser:
             webbrowser.open(out.as_uri())
 
 
 @app.command()
 def status(
-    campaign: Annotated[str, typer.Argument(help="One campaign's failures, deferred and unknown recipients.")] = "",
+    campaign: Annotated[
+        str, typer.Argument(help="One campaign's failures, deferred and unknown recipients.")
+    ] = "",
     env_file: EnvFileOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     debug: DebugOpt = False,

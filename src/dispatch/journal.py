@@ -103,7 +103,9 @@ class Journal:
             if not readonly:
                 state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
-            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30)
+            self._db = sqlite3.connect(
+                uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30
+            )
             if not readonly:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
@@ -152,9 +154,7 @@ class Journal:
         """Register a run of the campaign; returns the old fingerprint if the content changed."""
         now = time.time()
         with self._lock:
-            row = self._db.execute(
-                "SELECT fingerprint FROM campaigns WHERE id = ?", (campaign,)
-            ).fetchone()
+            row = self._db.execute("SELECT fingerprint FROM campaigns WHERE id = ?", (campaign,)).fetchone()
             if row is None:
                 self._db.execute(
                     "INSERT INTO campaigns VALUES (?, ?, ?, ?, 0, ?, ?)",
@@ -175,9 +175,14 @@ class Journal:
         """Rows left in flight by a run that died become unknown; returns how many."""
         with self._lock:
             cur = self._db.execute(
-                "UPDATE recipients SET state = ?, reply = ?, updated = ? "
-                "WHERE campaign = ? AND state = ?",
-                (UNKNOWN, "the run ended while this message was in flight", time.time(), campaign, IN_FLIGHT),
+                "UPDATE recipients SET state = ?, reply = ?, updated = ? WHERE campaign = ? AND state = ?",
+                (
+                    UNKNOWN,
+                    "the run ended while this message was in flight",
+                    time.time(),
+                    campaign,
+                    IN_FLIGHT,
+                ),
             )
         return cur.rowcount
 
@@ -255,14 +260,14 @@ class Journal:
         """The rows in the given states, oldest first."""
         marks = ", ".join("?" * len(states))
         with self._lock:
+            # Only "?" placeholders are formatted into the query text.
             rows = self._db.execute(
-                "SELECT email, state, attempts, code, enhanced, reply, hard_bounce, message_id, "
-                f"updated FROM recipients WHERE campaign = ? AND state IN ({marks}) ORDER BY updated",  # noqa: S608
+                "SELECT email, state, attempts, code, enhanced, reply, hard_bounce, message_id, "  # noqa: S608
+                f"updated FROM recipients WHERE campaign = ? AND state IN ({marks}) ORDER BY updated",
                 (campaign, *states),
             ).fetchall()
         return [
-            Record(r[0], r[1], r[2], r[3], r[4] or "", r[5] or "", bool(r[6]), r[7] or "", r[8])
-            for r in rows
+            Record(r[0], r[1], r[2], r[3], r[4] or "", r[5] or "", bool(r[6]), r[7] or "", r[8]) for r in rows
         ]
 
     def campaigns(self) -> list[CampaignInfo]:

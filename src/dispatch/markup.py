@@ -53,9 +53,7 @@ def sanitize_html(html: str) -> str:
 
 
 def _parser() -> MarkdownIt:
-    return MarkdownIt("commonmark", {"html": True, "typographer": False}).enable(
-        ["table", "strikethrough"]
-    )
+    return MarkdownIt("commonmark", {"html": True, "typographer": False}).enable(["table", "strikethrough"])
 
 
 @dataclass(frozen=True)
@@ -139,7 +137,7 @@ def _wrap(text: str, first: str = "", rest: str = "", width: int = TEXT_WIDTH) -
     return "\n".join(lines)
 
 
-def _render_text(tokens: Sequence[Token]) -> tuple[str, list[str], list[Block]]:
+def _render_text(tokens: Sequence[Token]) -> tuple[str, list[str], list[Block]]:  # noqa: PLR0915 - one flat token switch
     writer = _TextWriter()
     chunks: list[str] = []
     prefix: list[str] = []  # "> " for each open blockquote
@@ -194,7 +192,11 @@ def _render_text(tokens: Sequence[Token]) -> tuple[str, list[str], list[Block]]:
                 text = writer.inline(tok.children).strip()
                 if heading:
                     rule = "=" if heading <= 2 else "-"
-                    add("heading", f"{quote}{text}\n{quote}{rule * min(len(text), TEXT_WIDTH)}", text)
+                    add(
+                        "heading",
+                        f"{quote}{text}\n{quote}{rule * min(len(text), TEXT_WIDTH)}",
+                        text,
+                    )
                 elif lists:
                     marker = f"{lists[-1]}. " if lists[-1] >= 0 else "- "
                     if item_first and lists[-1] >= 0:

@@ -16,10 +16,10 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass, field
+from datetime import datetime
 from email import policy
 from email.headerregistry import Address
 from email.utils import format_datetime
-from datetime import datetime
 from urllib.parse import quote
 
 from dispatch.errors import ConfigError
@@ -30,7 +30,8 @@ _FOLD = policy.SMTP
 
 def fold(name: str, value: str) -> bytes:
     """One header as wire bytes, folded and RFC 2047-encoded by the stdlib."""
-    return _FOLD.fold(name, _FOLD.header_factory(name, value)).encode("ascii")
+    folded: str = _FOLD.fold(name, _FOLD.header_factory(name, value))
+    return folded.encode("ascii")
 
 
 def encode_body(text: str) -> tuple[bytes, bytes]:
@@ -137,7 +138,7 @@ class MessageFactory:
             cte, encoded = encode_body(body)
             parts += [
                 b"--" + boundary + b"\r\n",
-                b'Content-Type: text/' + subtype + b'; charset="utf-8"\r\n',
+                b"Content-Type: text/" + subtype + b'; charset="utf-8"\r\n',
                 b"Content-Transfer-Encoding: " + cte + b"\r\n\r\n",
                 encoded,
             ]

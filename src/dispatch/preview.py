@@ -36,7 +36,7 @@ class PreviewWriter:
             raise InputError(f"{self.folder}: cannot write the preview there: {err.strerror}") from err
         title = html.escape(self.subject)
         self._index.write(
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>Dry run: {title}</title><style>body{{font-family:sans-serif;margin:2em}}"
             "td,th{padding:4px 12px;text-align:left}tr:nth-child(even){background:#f4f4f4}"
             f"</style></head><body>\n<h1>Dry run: {title}</h1>\n<p>Nothing was sent. "
@@ -50,7 +50,7 @@ class PreviewWriter:
         (self.folder / f"{stem}.eml").write_bytes(message)
         page = self.folder / f"{stem}.html"
         page.write_text(html_body, encoding="utf-8")
-        assert self._index is not None  # noqa: S101 - set in __post_init__
+        assert self._index is not None
         self._index.write(
             f"<tr><td>{number}</td><td>{html.escape(email)}</td><td>{html.escape(name)}</td>"
             f'<td><a href="{html.escape(stem)}.html">view</a></td>'

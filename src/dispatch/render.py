@@ -105,7 +105,7 @@ class SubscriberFields:
     def __getitem__(self, name: str) -> Any:
         key = self._columns.get(name)
         if key is None:
-            shown = ", ".join(sorted({v for v in self._columns.values()}))
+            shown = ", ".join(sorted(set(self._columns.values())))
             return jinja2.StrictUndefined(
                 hint=f"{name!r} is not a column of the subscriber list (columns: {shown})"
             )
@@ -157,9 +157,7 @@ def _split(text: str, table: FieldTable) -> tuple[str | Field, ...]:
     return tuple(table.fields[int(p)] if i % 2 else p for i, p in enumerate(pieces) if p or i % 2)
 
 
-def _environment(
-    template_dir: Path | None, table: FieldTable, *, autoescape: bool
-) -> jinja2.Environment:
+def _environment(template_dir: Path | None, table: FieldTable, *, autoescape: bool) -> jinja2.Environment:
     builtin = builtin_template_dir()
     loaders: list[jinja2.BaseLoader] = []
     if template_dir is not None:
@@ -168,7 +166,7 @@ def _environment(
     loaders.append(jinja2.PrefixLoader({"builtin": jinja2.FileSystemLoader(builtin)}))
     env = jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
-        autoescape=autoescape,
+        autoescape=autoescape,  # noqa: S701 - off only for the text/plain part, never HTML
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -193,9 +191,7 @@ def _where(err: BaseException, name: str, template_dir: Path | None) -> str:
     return f"{filename} line {lineno}" if lineno else str(filename)
 
 
-def _render(
-    env: jinja2.Environment, name: str, context: dict[str, Any], template_dir: Path | None
-) -> str:
+def _render(env: jinja2.Environment, name: str, context: dict[str, Any], template_dir: Path | None) -> str:
     try:
         return env.get_template(name).render(context)
     except jinja2.TemplateNotFound as err:

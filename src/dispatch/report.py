@@ -8,6 +8,7 @@ from typing import Any
 
 from dispatch import journal as j
 from dispatch.campaign import RunSummary
+from dispatch.errors import InputError
 
 MAX_LISTED = 50
 
@@ -62,7 +63,9 @@ def send_report(summary: RunSummary, endpoint: str) -> str:
     for failure in summary.failures[:MAX_LISTED]:
         lines.append(f"    {failure.state}: {failure.email}: {failure.code or ''} {failure.message}".rstrip())
     if summary.content_changed:
-        lines.append("  Note: the article changed since this campaign started; sent recipients were not resent.")
+        lines.append(
+            "  Note: the article changed since this campaign started; sent recipients were not resent."
+        )
     if summary.recovered_unknown:
         lines.append(
             f"  Note: {summary.recovered_unknown} message(s) were in flight when an earlier run died; "
@@ -73,7 +76,10 @@ def send_report(summary: RunSummary, endpoint: str) -> str:
     if summary.daily_limit_reached:
         lines.append("Daily limit reached: the rest wait; run the same command again tomorrow.")
     if summary.interrupted:
-        lines.append("Interrupted: messages in flight were finished and recorded. Run the same command again to resume.")
+        lines.append(
+            "Interrupted: messages in flight were finished and recorded. "
+            "Run the same command again to resume."
+        )
     elif summary.deferred or summary.pending:
         lines.append("Run the same command again to retry deferred and pending recipients.")
     return "\n".join(lines)
@@ -84,34 +90,45 @@ def _ago(when: float) -> str:
 
 
 def status_report(journal: j.Journal | None, campaign: str, state_dir: Path) -> tuple[Any, str]:
-    """(JSON-able data, text) for ``dispatch status``."""
-    if journal is None:
-        if campaign:
-            return {"campaign": campaign, "error": "unknown campaign"}, f"No campaigns yet in {state_dir}."
-        return {"campaigns": []}, f"No campaigns yet in {state_dir}."
-    if not campaign:
-        infos = journal.campaigns()
-        data = {"state_dir": str(state_dir), "campaigns": [
-            {"campaign": c.id, "subject": c.subject, "recipients": c.recipients,
-             "updated": _ago(c.updated), **{k: v for k, v in c.counts.items() if k != j.IN_FLIGHT}}
-            for c in infos]}  # fmt: skip
-        lines = [f"Campaigns in {state_dir}:"] if infos else [f"No campaigns yet in {state_dir}."]
-        for c in infos:
-            counts = ", ".join(f"{k} {v}" for k, v in c.counts.items() if v)
-            lines.append(f"  {c.id}  ({_ago(c.updated)})  {c.subject}\n    {counts or 'nothing recorded'}")
-        return data, "\n".join(lines)
-    info = journal.campaign(campaign)
-    if info is None:
-        from dispatch.errors import InputError  # noqa: PLC0415
+    """(JSON-able data, text) for ``dispatch status [CAMPAIGN]``."""
+    if campaign:
+        info = journal.campaign(campaign) if journal is not None else None
+        if journal is None or info is None:
+            raise InputError(f"no campaign {campaign!r} in {state_dir}; run 'dispatch status' to list them")
+        return _campaign_report(journal, info)
+    infos = journal.campaigns() if journal is not None else []
+    data = {
+        "state_dir": str(state_dir),
+        "campaigns": [
+            {"campaign": c.id, "subject": c.subject, "recipients": c.recipients, "updated": _ago(c.updated),
+             **_counts(c)}
+            for c in infos
+        ],
+    }  # fmt: skip
+    lines = [f"Campaigns in {state_dir}:"] if infos else [f"No campaigns yet in {state_dir}."]
+    for c in infos:
+        counts = ", ".join(f"{k} {v}" for k, v in _counts(c).items() if v)
+        lines.append(f"  {c.id}  ({_ago(c.updated)})  {c.subject}\n    {counts or 'nothing recorded'}")
+    return data, "\n".join(lines)
 
-        raise InputError(f"no campaign {campaign!r} in {state_dir}; run 'dispatch status' to list them")
-    records = journal.records(campaign, (j.FAILED, j.DEFERRED, j.UNKNOWN))
-    data = {"campaign": info.id, "subject": info.subject, "recipients": info.recipients,
-            **{k: v for k, v in info.counts.items() if k != j.IN_FLIGHT},
-            "problems": [{"email": r.email, "state": r.state, "code": r.code, "enhanced": r.enhanced,
-                          "message": r.reply, "hard_bounce": r.hard_bounce, "attempts": r.attempts}
-                         for r in records]}  # fmt: skip
-    lines = [f"{info.id}: {info.subject}", "  " + ", ".join(f"{k} {v}" for k, v in info.counts.items() if v)]
+
+def _counts(info: j.CampaignInfo) -> dict[str, int]:
+    return {k: v for k, v in info.counts.items() if k != j.IN_FLIGHT}
+
+
+def _campaign_report(journal: j.Journal, info: j.CampaignInfo) -> tuple[Any, str]:
+    records = journal.records(info.id, (j.FAILED, j.DEFERRED, j.UNKNOWN))
+    problems = [
+        {"email": r.email, "state": r.state, "code": r.code, "enhanced": r.enhanced, "message": r.reply,
+         "hard_bounce": r.hard_bounce, "attempts": r.attempts}
+        for r in records
+    ]  # fmt: skip
+    data = {"campaign": info.id, "subject": info.subject, "recipients": info.recipients, **_counts(info),
+            "problems": problems}  # fmt: skip
+    lines = [
+        f"{info.id}: {info.subject}",
+        "  " + ", ".join(f"{k} {v}" for k, v in _counts(info).items() if v),
+    ]
     for r in records:
         bounce = " (hard bounce)" if r.hard_bounce else ""
         lines.append(f"  {r.state:<8} {r.email}: {r.code or ''} {r.reply}{bounce}".rstrip())

@@ -59,7 +59,7 @@ def parse_mailbox(text: str, setting: str) -> Address:
         mailboxes = list(header.addresses)  # type: ignore[attr-defined]
     except (ValueError, IndexError) as err:
         raise ConfigError(f"{setting}: {text!r} is not an address: {err}") from err
-    if len(mailboxes) != 1 or header.defects:  # type: ignore[attr-defined]
+    if len(mailboxes) != 1 or header.defects:
         raise ConfigError(f"{setting}: {text!r} must be exactly one address, like News <news@example.org>")
     box: Address = mailboxes[0]
     try:
@@ -173,7 +173,7 @@ class Settings:
         url = self.unsubscribe_url
         if url and not url.startswith("https://"):
             raise ConfigError(f"{PREFIX}UNSUBSCRIBE_URL: {url!r} must start with https://")
-        if url and any(c.isspace() or c in "<>\"" for c in url):
+        if url and any(c.isspace() or c in '<>"' for c in url):
             raise ConfigError(f"{PREFIX}UNSUBSCRIBE_URL: {url!r} must not contain spaces, <, > or quotes")
         box = self.unsubscribe_mailto.removeprefix("mailto:")
         if box:

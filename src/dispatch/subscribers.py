@@ -14,6 +14,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -105,7 +106,7 @@ class SubscriberList:
         self.encoding = encoding
         self.columns, self._dialect, self._roles = self._read_header()
 
-    def _open(self):  # type: ignore[no-untyped-def]
+    def _open(self) -> TextIO:
         try:
             return self.path.open(encoding=self.encoding, newline="")
         except LookupError as err:
@@ -133,7 +134,9 @@ class SubscriberList:
         if "\x00" in sample:
             raise InputError(f"{self.path}: looks like a binary file, not a CSV subscriber list")
         if not sample.strip():
-            raise InputError(f"{self.path}: the subscriber list is empty; it needs a header row with an email column")
+            raise InputError(
+                f"{self.path}: the subscriber list is empty; it needs a header row with an email column"
+            )
         dialect = _dialect(sample)
         header = next(csv.reader([sample.split("\n", 1)[0].rstrip("\r")], dialect))
         columns = [clean_value(h) for h in header]

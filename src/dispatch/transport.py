@@ -210,9 +210,7 @@ class SmtpTransport:
         except (OSError, smtplib.SMTPException):
             self._drop()
 
-    def send(
-        self, sender: str, recipient: str, data: bytes, before_data: Callable[[], None]
-    ) -> Result:
+    def send(self, sender: str, recipient: str, data: bytes, before_data: Callable[[], None]) -> Result:
         """One transaction for one recipient. ``before_data`` runs just before the payload."""
         limit = self.settings.max_per_connection
         if self._smtp is not None and limit and self._count >= limit:
@@ -220,7 +218,7 @@ class SmtpTransport:
         if self._smtp is None:
             self.open()
         smtp = self._smtp
-        assert smtp is not None  # noqa: S101 - open() either sets it or raises
+        assert smtp is not None
         self._count += 1
         try:
             code, reply = smtp.mail(sender)
@@ -247,7 +245,12 @@ class SmtpTransport:
             code, reply = smtp.getreply()
         except (OSError, smtplib.SMTPException) as err:
             self._drop()
-            return Result(Status.UNKNOWN, None, f"connection lost waiting for the server's reply ({err})", True)
+            return Result(
+                Status.UNKNOWN,
+                None,
+                f"connection lost waiting for the server's reply ({err})",
+                True,
+            )
         if code == 421:
             self._drop()
         return classify(code, _decode(reply), data_started=True)
