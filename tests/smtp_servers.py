@@ -74,11 +74,15 @@ class Handler:
         self.connections = 0
         self.lock = threading.Lock()
 
-    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> list[str]:
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
         session.host_name = hostname
         return responses
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
         plan = self.faults
         if address in plan.reject:
             return plan.reject[address]
@@ -95,7 +99,9 @@ class Handler:
         if plan.roll(plan.data_4xx):
             return "451 4.3.0 temporary failure, try again"
         with self.lock:
-            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+            self.received.append(
+                Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+            )
         if plan.roll(plan.drop_after_data):
             server.transport.abort()
         return "250 2.0.0 OK queued"
@@ -140,7 +146,11 @@ class Server:
 
 def authenticator(user: str, password: str) -> Callable[..., AuthResult]:
     def check(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
-        ok = isinstance(auth_data, LoginPassword) and auth_data.login == user.encode() and auth_data.password == password.encode()
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login == user.encode()
+            and auth_data.password == password.encode()
+        )
         return AuthResult(success=ok, handled=False)
 
     return check
@@ -161,10 +171,12 @@ def start_server(
     if tls is not None and offer_starttls:
         kwargs.update(tls_context=tls, require_starttls=True)
     if auth:
-        kwargs.update(authenticator=authenticator(USER, PASSWORD), auth_required=True,
-                      auth_require_tls=tls is not None)
+        kwargs.update(
+            authenticator=authenticator(USER, PASSWORD), auth_required=True, auth_require_tls=tls is not None
+        )
     controller = Controller(handler, hostname="127.0.0.1", port=port, ready_timeout=10, **kwargs)
     controller.start()
     security = "starttls" if tls is not None and offer_starttls else "none"
-    return Server(controller, handler, port, security, ca_file,
-                  USER if auth else "", PASSWORD if auth else "")
+    return Server(
+        controller, handler, port, security, ca_file, USER if auth else "", PASSWORD if auth else ""
+    )
