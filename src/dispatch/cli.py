@@ -14,7 +14,7 @@ import sys
 import threading
 import webbrowser
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,10 +23,12 @@ from dotenv import dotenv_values
 
 from dispatch import __version__
 from dispatch import journal as j
+from dispatch.article import load_article
 from dispatch.campaign import (
     Issue,
     RunSummary,
     SendOptions,
+    campaign_id,
     named_recipients,
     plan_issue,
     run_dry,
@@ -244,37 +246,33 @@ def send(
             "DISPATCH_DAILY_LIMIT": None if daily_limit is None else str(daily_limit),
         }
         settings = load_settings(env_file, overrides)
-        issue = plan_issue(
-            article, _subscribers(subscribers, settings), settings, subject=subject,
-            template_dir=template, encoding=encoding, campaign=campaign, test_send=bool(to),
-        )  # fmt: skip
-        only = named_recipients(issue, to) if to else None
         state_dir = settings.state_dir or j.default_state_dir()
-        if dry_run:
-            folder = out or Path("dispatch-preview")
-            state = None if to else j.Journal.open_existing(state_dir)
-            summary = run_dry(
-                issue,
-                folder.resolve(),
-                write_all=out is not None,
-                limit=limit,
-                state=state,
-                only=only,
-            )
-            _out(summary, as_json, dry_run_report(summary, all_written=out is not None))
-            return
-        count = len(only) if only is not None else issue.stats.valid
-        if limit:
-            count = min(count, limit)
-        _confirm(issue, count, yes)
-        journal = None if to else j.Journal(state_dir)
-        stop = threading.Event()
-        show_bar = sys.stderr.isatty() and not as_json
-        with _signals(stop), _progress(count, show_bar) as advance:
-            options = SendOptions(
-                limit=limit, resend_unknown=resend_unknown, only=only, progress=advance, stop=stop
-            )
-            summary = run_send(issue, journal, options)
+        journal = None if to or dry_run else j.Journal(state_dir)
+        with ExitStack() as held:
+            if journal is not None:  # a second run of this campaign stops here, before any work
+                held.enter_context(journal.lock(campaign or campaign_id(load_article(article))))
+            issue = plan_issue(
+                article, _subscribers(subscribers, settings), settings, subject=subject,
+                template_dir=template, encoding=encoding, campaign=campaign, test_send=bool(to),
+            )  # fmt: skip
+            only = named_recipients(issue, to) if to else None
+            if dry_run:
+                state = None if to else j.Journal.open_existing(state_dir)
+                folder = (out or Path("dispatch-preview")).resolve()
+                summary = run_dry(
+                    issue, folder, write_all=out is not None, limit=limit, state=state, only=only
+                )
+                _out(summary, as_json, dry_run_report(summary, all_written=out is not None))
+                return
+            count = len(only) if only is not None else issue.stats.valid
+            _confirm(issue, min(count, limit) if limit else count, yes)
+            stop = threading.Event()
+            show_bar = sys.stderr.isatty() and not as_json
+            with _signals(stop), _progress(count, show_bar) as advance:
+                options = SendOptions(
+                    limit=limit, resend_unknown=resend_unknown, only=only, progress=advance, stop=stop
+                )
+                summary = run_send(issue, journal, options)
         _out(summary, as_json, send_report(summary, settings.endpoint))
         raise typer.Exit(int(summary.exit_code))
 

@@ -99,6 +99,7 @@ class Journal:
         self.state_dir = state_dir
         self.path = state_dir / "journal.sqlite3"
         self._lock = threading.Lock()
+        self._held: set[str] = set()
         try:
             if not readonly:
                 state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -128,7 +129,14 @@ class Journal:
 
     @contextmanager
     def lock(self, campaign: str) -> Iterator[None]:
-        """Hold the campaign's lock for the block; LockedError at once if another run has it."""
+        """Hold the campaign's lock for the block; LockedError at once if another run has it.
+
+        Re-entrant for this Journal object, so a caller may take the lock early (before the
+        list is scanned) and :func:`dispatch.campaign.run_send` can take it again.
+        """
+        if campaign in self._held:
+            yield
+            return
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in campaign)
         path = self.state_dir / f"{safe}.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -142,7 +150,11 @@ class Journal:
                 ) from err
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
-            yield
+            self._held.add(campaign)
+            try:
+                yield
+            finally:
+                self._held.discard(campaign)
         finally:
             os.close(fd)
 
