@@ -164,6 +164,7 @@ def _signals(stop: threading.Event) -> Iterator[None]:
 
 @contextmanager
 def _progress(total: int, enabled: bool) -> Iterator[Any]:
+    """A progress bar with rate and ETA on a terminal; nothing otherwise (cron)."""
     if not enabled:
         yield None
         return
@@ -174,14 +175,20 @@ def _progress(total: int, enabled: bool) -> Iterator[Any]:
         TaskProgressColumn,
         TextColumn,
         TimeRemainingColumn,
-        TransferSpeedColumn,
     )  # fmt: skip
 
-    columns = (TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-               TimeRemainingColumn(), TransferSpeedColumn())  # fmt: skip
+    rate = TextColumn("{task.fields[rate]}")
+    columns = (TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), rate,
+               TimeRemainingColumn())  # fmt: skip
     with Progress(*columns, transient=True) as bar:
-        task = bar.add_task("send", total=total)
-        yield lambda n: bar.advance(task, n)
+        task = bar.add_task("send", total=total, rate="")
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+            speed = bar.tasks[task].speed
+            bar.update(task, rate=f"{speed:.1f} msg/s" if speed else "")
+
+        yield advance
 
 
 def _confirm(issue: Issue, count: int, yes: bool) -> None:
