@@ -230,6 +230,9 @@ def _from_plain_text(path: Path, text: str, fingerprint: str) -> Article:
             if dashed or (_is_short(nxt) and pos + 1 < len(head) and _is_short(head[pos + 1])):
                 attribution = nxt.lstrip(_DASHES).strip()
                 pos += 1
+        if len(head[pos]) > 2 * SHORT_LINE:  # what follows is a paragraph: the quote was the title
+            motto = attribution = ""
+            pos = 0
     title = head[pos].lstrip("#").strip()
     pos += 1
     if pos < len(head) and set(head[pos]) <= set("=-"):

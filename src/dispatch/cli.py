@@ -110,14 +110,24 @@ def _reporting(debug: bool) -> Iterator[None]:
         raise typer.Exit(int(ExitCode.INCOMPLETE)) from None
 
 
+PATH_SETTINGS = {"DISPATCH_SUBSCRIBERS", "DISPATCH_STATE_DIR", "DISPATCH_SMTP_CA_FILE"}
+
+
 def load_settings(env_file: Path | None, overrides: Mapping[str, str | None]) -> Settings:
-    """Flags beat the real environment, which beats the .env file."""
+    """Flags beat the real environment, which beats the .env file.
+
+    Relative paths in the file are taken relative to the file's folder.
+    """
     values: dict[str, str] = {}
     path = env_file or Path(".env")
     if env_file is not None and not env_file.is_file():
         raise InputError(f"{env_file}: no such settings file (--env-file)")
     if path.is_file():
-        values.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+        for key, raw in dotenv_values(path).items():
+            if raw and key in PATH_SETTINGS and not Path(raw).expanduser().is_absolute():
+                raw = str(path.resolve().parent / raw)  # noqa: PLW2901 - relative to the file, for cron
+            if raw is not None:
+                values[key] = raw
         if values.get("DISPATCH_SMTP_PASSWORD") and path.stat().st_mode & 0o077:
             typer.echo(
                 f"dispatch: warning: {path} holds a password others can read; chmod 600 {path}",
