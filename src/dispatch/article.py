@@ -49,6 +49,7 @@ _DATE = re.compile(
     rf"({_MONTHS})\.? \d{{1,2}}(st|nd|rd|th)?,? \d{{4}}|\d{{1,2}}[./]\d{{1,2}}[./]\d{{2,4}})\b",
     re.IGNORECASE,
 )
+_LABELLED_DATE = re.compile(rf"(?:[^\W\d]+[:,]?\s+){{0,3}}(?P<date>{_DATE.pattern})", re.IGNORECASE)
 _BULLET = re.compile(r"^\s*([-*•·▪◦]|\d{1,3}[.)])\s+(.*)$")
 _URL = re.compile(r"(https?://[^\s<>\"]+[^\s<>\".,;:!?)\]'’”])")
 _IMAGE = re.compile(r"^https?://\S+\.(png|jpe?g|gif|webp)(\?\S*)?$", re.IGNORECASE)
@@ -152,6 +153,10 @@ def _from_markdown(path: Path, text: str, fingerprint: str) -> Article:
             body = first[1] if len(first) > 1 else ""
     if not title:
         raise InputError(f"{path}: no title; add 'title:' to the front matter or start with '# Title'")
+    first = body.lstrip("\n").split("\n", 1)
+    heading = _MD_HEADING.match(first[0])
+    if heading and len(heading[1]) == 1 and heading[2].strip().casefold() == title.casefold():
+        body = first[1] if len(first) > 1 else ""  # the template shows the title already
     rendered = render_markdown(body)
     known = {k: _text(meta.get(k)) for k in KNOWN_KEYS}
     return Article(
@@ -202,8 +207,12 @@ def _split_motto(line: str) -> tuple[str, str] | None:
     return None
 
 
+def _ends_sentence(line: str) -> bool:
+    return line.rstrip().rstrip(_CLOSE_QUOTES + ")]*_").endswith((".", "?", "!", "…", "。", "！", "？"))
+
+
 def _is_short(line: str) -> bool:
-    return 0 < len(line) <= SHORT_LINE and not line.rstrip().endswith((".", "?", "!", "…"))
+    return 0 < len(line) <= SHORT_LINE and not _ends_sentence(line)
 
 
 def _escape(text: str) -> str:
@@ -227,7 +236,8 @@ def _from_plain_text(path: Path, text: str, fingerprint: str) -> Article:
             nxt = head[pos]
             dashed = nxt[0] in _DASHES
             # An attribution is a short line followed by another short line (the title).
-            if dashed or (_is_short(nxt) and pos + 1 < len(head) and _is_short(head[pos + 1])):
+            after = head[pos + 1] if pos + 1 < len(head) else ""
+            if dashed or (_is_short(nxt) and _is_short(after) and not _is_byline_or_date(after)):
                 attribution = nxt.lstrip(_DASHES).strip()
                 pos += 1
         if len(head[pos]) > 2 * SHORT_LINE:  # what follows is a paragraph: the quote was the title
@@ -244,8 +254,8 @@ def _from_plain_text(path: Path, text: str, fingerprint: str) -> Article:
         line = head[pos]
         if _BYLINE.match(line) or (line[0] in _DASHES and _is_short(line) and not author):
             author, date = _byline(line, date)
-        elif _DATE.fullmatch(line.strip(" ,|·")) and not date:
-            date = line.strip(" ,|·")
+        elif _dated(line) and not date:
+            date = _dated(line)
         elif (
             not subtitle
             and not author
@@ -258,6 +268,8 @@ def _from_plain_text(path: Path, text: str, fingerprint: str) -> Article:
             break
         pos += 1
     body_lines = _body_after(lines, head[:pos])
+    if not any(line.strip() for line in body_lines):
+        raise InputError(f"{path}: found the title {title!r} but no text after it; add the article's body")
     rendered = render_markdown(_plain_to_markdown(body_lines))
     return Article(
         title=title,
@@ -273,6 +285,16 @@ def _from_plain_text(path: Path, text: str, fingerprint: str) -> Article:
         links=rendered.links,
         blocks=rendered.blocks,
     )
+
+
+def _dated(line: str) -> str:
+    """The date of a line that is only a date, perhaps with a short label ("Updated: …")."""
+    found = _LABELLED_DATE.fullmatch(line.strip(" ,|·"))
+    return found["date"] if found else ""
+
+
+def _is_byline_or_date(line: str) -> bool:
+    return bool(_BYLINE.match(line) or _dated(line))
 
 
 def _byline(line: str, date: str) -> tuple[str, str]:
@@ -306,28 +328,29 @@ def _blocks(lines: list[str]) -> list[list[str]]:
 
 
 def _plain_to_markdown(lines: list[str]) -> str:
-    out: list[str] = []
+    out: list[tuple[str, str]] = []  # (kind, markdown): kind is "line" for a one-line paragraph
     for block in _blocks(lines):
         wrapped = len(block) > 1 and max(len(line) for line in block[:-1]) <= SHORT_LINE
+        sentences = all(_ends_sentence(line) for line in block)
         if any(_BULLET.match(line) for line in block):
-            out.append(_list_block(block))
-        elif wrapped and not all(_is_short(line) for line in block):
-            out.append(_escape(" ".join(block)))
+            out.append(("list", _list_block(block)))
+        elif wrapped and not sentences and not all(_is_short(line) for line in block):
+            out.append(("para", _escape(" ".join(block))))
         else:
             out.extend(_line_block(line) for line in block)
     # a short line between paragraphs, with no closing punctuation, reads as a subheading
-    for i in range(len(out) - 1):
-        line = out[i]
-        plain = line.replace("\\", "")
+    for i in range(1, len(out) - 1):
+        kind, text = out[i]
+        plain = text.replace("\\", "")
         if (
-            i > 0
-            and not line.startswith(("#", "- ", "> ", "!["))
+            kind == "line"
             and _is_short(plain)
             and not plain.endswith((":", ";", ","))
-            and len(out[i + 1]) > SHORT_LINE
+            and out[i + 1][0] in {"line", "para"}
+            and len(out[i + 1][1]) > SHORT_LINE
         ):
-            out[i] = "## " + line
-    return "\n\n".join(out) + "\n"
+            out[i] = ("heading", "## " + text)
+    return "\n\n".join(text for _, text in out) + "\n"
 
 
 def _list_block(block: list[str]) -> str:
@@ -345,12 +368,9 @@ def _list_block(block: list[str]) -> str:
     return "\n".join(items)
 
 
-def _line_block(line: str) -> str:
-    heading = _MD_HEADING.match(line)
-    if heading:
-        return f"{heading[1]} {_escape(heading[2])}"
+def _line_block(line: str) -> tuple[str, str]:
     if line.startswith(">"):
-        return "> " + _escape(line.lstrip("> "))
+        return "quote", "> " + _escape(line.lstrip("> "))
     if _IMAGE.match(line):
-        return f"![]({line})"
-    return _escape(line)
+        return "image", f"![]({line})"
+    return "line", _escape(line)

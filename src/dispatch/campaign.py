@@ -114,6 +114,7 @@ def plan_issue(
         reply_to=settings.reply_to,
         unsubscribe_url=settings.unsubscribe_url,
         unsubscribe_mailto=settings.unsubscribe_mailto,
+        fingerprint=article.fingerprint,
     )
     stats = subscribers.scan()
     return Issue(article, subscribers, stats, rendered, factory, name, settings, test_send)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -79,8 +80,10 @@ class _TextWriter:
     links: list[str] = field(default_factory=list)
     blocks: list[Block] = field(default_factory=list)
 
-    def inline(self, children: Sequence[Token] | None) -> str:
+    def inline(self, children: Sequence[Token] | None) -> tuple[str, str]:
+        """(text with ``[n]`` link references, plain text without them)."""
         out: list[str] = []
+        refs: set[int] = set()  # positions in ``out`` that hold a reference marker
         href_stack: list[str] = []
         skipping = ""  # inside raw <script> (or similar): its content never shows
         for tok in children or ():
@@ -104,13 +107,17 @@ class _TextWriter:
             elif tok.type == "link_open":
                 href_stack.append(str(tok.attrGet("href") or ""))
             elif tok.type == "link_close" and href_stack:
+                refs.add(len(out))
                 out.append(self._ref(href_stack.pop(), "".join(out)))
             elif tok.type == "image":
-                alt = tok.content or "image"
-                out.append(f"[{alt}]" + self._ref(str(tok.attrGet("src") or ""), ""))
-        return "\n".join(" ".join(line.split()) for line in "".join(out).split("\n"))
+                out.append(f"[{tok.content or 'image'}]")
+                refs.add(len(out))
+                out.append(self._ref(str(tok.attrGet("src") or ""), ""))
+        plain = "".join(piece for i, piece in enumerate(out) if i not in refs)
+        return _squeeze("".join(out)), _squeeze(plain)
 
     def _ref(self, href: str, shown: str) -> str:
+        """`` [n]`` for a link (numbered in order of first use), or "" where none is needed."""
         if not href.startswith(("https://", "http://", "mailto:")):
             return ""
         if shown.endswith(href.removeprefix("mailto:")):
@@ -120,16 +127,27 @@ class _TextWriter:
         return f" [{self.links.index(href) + 1}]"
 
 
+def _squeeze(text: str) -> str:
+    return "\n".join(" ".join(line.split()) for line in text.split("\n"))
+
+
+def _wide(text: str) -> bool:
+    """Mostly East Asian wide characters (two columns each, and no spaces between words)."""
+    wide = sum(unicodedata.east_asian_width(c) in "WF" for c in text)
+    return wide * 3 > len(text)
+
+
 def _wrap(text: str, first: str = "", rest: str = "", width: int = TEXT_WIDTH) -> str:
     lines: list[str] = []
     for i, piece in enumerate(text.split("\n")):
+        wide = _wide(piece)
         lines.append(
             textwrap.fill(
                 piece,
-                width=width,
+                width=width // 2 if wide else width,
                 initial_indent=first if i == 0 else rest,
                 subsequent_indent=rest,
-                break_long_words=False,
+                break_long_words=wide,
                 break_on_hyphens=False,
             )
             or (first if i == 0 else rest).rstrip()
@@ -187,15 +205,15 @@ def _render_text(tokens: Sequence[Token]) -> tuple[str, list[str], list[Block]]:
                 rows_seen += 1
                 row = None
             case "inline" if row is not None:
-                row.append(writer.inline(tok.children).strip())
+                row.append(writer.inline(tok.children)[0].strip())
             case "inline":
-                text = writer.inline(tok.children).strip()
+                text, plain = (part.strip() for part in writer.inline(tok.children))
                 if heading:
                     rule = "=" if heading <= 2 else "-"
                     add(
                         "heading",
                         f"{quote}{text}\n{quote}{rule * min(len(text), TEXT_WIDTH)}",
-                        text,
+                        plain,
                     )
                 elif lists:
                     marker = f"{lists[-1]}. " if lists[-1] >= 0 else "- "
@@ -204,13 +222,13 @@ def _render_text(tokens: Sequence[Token]) -> tuple[str, list[str], list[Block]]:
                     shown = marker if item_first else " " * len(marker)
                     depth = quote + "  " * (len(lists) - 1)
                     wrapped = _wrap(text, depth + shown, depth + " " * len(marker))
-                    add("list", wrapped, text, attach=items_seen > 0)
+                    add("list", wrapped, plain, attach=items_seen > 0)
                     items_seen += 1
                     item_first = False
-                elif text.startswith("[") and text.endswith("]") and "[" not in text[1:-1]:
-                    add("image", quote + text, text)
+                elif _only_images(tok.children):
+                    add("image", quote + text, plain)
                 else:
-                    add("quote" if quote else "paragraph", _wrap(text, quote, quote), text)
+                    add("quote" if quote else "paragraph", _wrap(text, quote, quote), plain)
             case "fence" | "code_block":
                 code = tok.content.rstrip("\n")
                 add("code", "\n".join(quote + "    " + line for line in code.split("\n")), code)
@@ -220,6 +238,11 @@ def _render_text(tokens: Sequence[Token]) -> tuple[str, list[str], list[Block]]:
                 text = " ".join(_TAG.sub(" ", sanitize_html(tok.content)).split())
                 add("html", _wrap(text, quote, quote), text)
     return "\n\n".join(chunks), writer.links, writer.blocks
+
+
+def _only_images(children: Sequence[Token] | None) -> bool:
+    kinds = {c.type for c in children or () if not (c.type == "text" and not c.content.strip())}
+    return bool(kinds) and kinds <= {"image", "softbreak", "hardbreak", "link_open", "link_close"}
 
 
 def render_markdown(source: str) -> RenderedBody:

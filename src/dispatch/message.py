@@ -14,7 +14,6 @@ import base64
 import binascii
 import hashlib
 import re
-import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
@@ -63,8 +62,17 @@ class MessageFactory:
     reply_to: Address | None = None
     unsubscribe_url: str = ""
     unsubscribe_mailto: str = ""
-    boundary: str = field(default_factory=lambda: "=_dispatch_" + secrets.token_hex(8))
+    fingerprint: str = ""  # of the article: with the campaign, it fixes the MIME boundary
     _head: bytes = field(init=False, repr=False)
+
+    @property
+    def boundary(self) -> str:
+        """Fixed per campaign and content, so a dry run and a send produce the same bytes.
+
+        ``=_`` can never occur in quoted-printable or base64 output, so no body can contain it.
+        """
+        digest = hashlib.blake2b(f"{self.campaign}\0{self.fingerprint}".encode(), digest_size=8)
+        return "=_dispatch_" + digest.hexdigest()
 
     def __post_init__(self) -> None:
         if not (self.unsubscribe_url or self.unsubscribe_mailto):

@@ -99,6 +99,25 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
+def _login_once(smtp: smtplib.SMTP, user: str, password: str) -> None:
+    """One AUTH attempt with the best advertised mechanism.
+
+    ``smtplib.SMTP.login`` would try the next mechanism after a 535, so one wrong password would
+    count as two failures towards the server's lockout.
+    """
+    if not smtp.has_extn("auth"):
+        raise smtplib.SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+    offered = smtp.esmtp_features["auth"].upper().split()
+    mechanism = next((m for m in ("PLAIN", "LOGIN", "CRAM-MD5") if m in offered), None)
+    if mechanism is None:
+        raise smtplib.SMTPException(f"no supported AUTH mechanism (server offers {' '.join(offered)})")
+    smtp.user, smtp.password = user, password
+    method = getattr(smtp, "auth_" + mechanism.lower().replace("-", "_"))
+    code, reply = smtp.auth(mechanism, method, initial_response_ok=True)
+    if code not in (235, 503):
+        raise smtplib.SMTPAuthenticationError(code, reply)
+
+
 def dot_stuff(data: bytes) -> bytes:
     """The DATA payload: leading dots doubled and the terminating ``CRLF.CRLF`` added."""
     if data.startswith(b"."):
@@ -162,7 +181,7 @@ class SmtpTransport:
                 smtp.ehlo()
             if s.smtp_user:
                 try:
-                    smtp.login(s.smtp_user, s.smtp_password)
+                    _login_once(smtp, s.smtp_user, s.smtp_password)
                 except smtplib.SMTPAuthenticationError as err:
                     raise self._fail(
                         f"refused the login for user {s.smtp_user!r} "
