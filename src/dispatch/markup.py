@@ -54,7 +54,8 @@ def sanitize_html(html: str) -> str:
 
 
 def _parser() -> MarkdownIt:
-    return MarkdownIt("commonmark", {"html": True, "typographer": False}).enable(["table", "strikethrough"])
+    options = {"html": True, "linkify": True, "typographer": False}
+    return MarkdownIt("commonmark", options).enable(["table", "strikethrough", "linkify"])
 
 
 @dataclass(frozen=True)
