@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from dispatch.campaign import Issue, RunSummary, SendOptions, plan_issue, run_dry, run_send
+from dispatch.campaign import Issue, RunSummary, plan_issue, run_dry
+from dispatch.delivery import SendOptions, run_send
 from dispatch.errors import AbortError, ExitCode
 from dispatch.journal import FAILED, SENT, Journal
 from dispatch.settings import Settings

@@ -6,7 +6,8 @@ The library comes first; ``dispatch.cli`` is a thin Typer layer over it.
 __version__ = "0.1.0"
 
 from dispatch.article import Article, load_article
-from dispatch.campaign import RunSummary, SendOptions, plan_issue, run_dry, run_send
+from dispatch.campaign import RunSummary, plan_issue, run_dry
+from dispatch.delivery import SendOptions, run_send
 from dispatch.errors import DispatchError, ExitCode
 from dispatch.render import RenderedIssue, render_issue
 from dispatch.settings import Settings

@@ -27,13 +27,12 @@ from dispatch.article import load_article
 from dispatch.campaign import (
     Issue,
     RunSummary,
-    SendOptions,
     campaign_id,
     named_recipients,
     plan_issue,
     run_dry,
-    run_send,
 )
+from dispatch.delivery import SendOptions, run_send
 from dispatch.errors import ConfigError, DispatchError, ExitCode, InputError
 from dispatch.report import dry_run_report, send_report, status_report
 from dispatch.settings import Settings

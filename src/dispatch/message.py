@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
+from email.header import Header
 from email.headerregistry import Address
 from email.utils import format_datetime
 from urllib.parse import quote
@@ -27,10 +28,44 @@ _ID_SAFE = re.compile(r"[^A-Za-z0-9.-]+")
 _FOLD = policy.SMTP
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def header_text(value: str) -> str:
+    """A header value with every control character and line break turned into a space."""
+    return " ".join(_CONTROL.sub(" ", value).split())
+
+
+def _plain(text: str) -> bool:
+    """Printable ASCII with nothing an RFC 2047 decoder would read as an encoded-word."""
+    return text.isascii() and "=?" not in text
+
+
+def _encoded_words(name: str, text: str) -> str:
+    """``text`` as RFC 2047 encoded-words (each at most 75 characters), decoding to itself."""
+    return Header(text, "utf-8", header_name=name).encode(linesep="\r\n", maxlinelen=75)
+
+
 def fold(name: str, value: str) -> bytes:
-    """One header as wire bytes, folded and RFC 2047-encoded by the stdlib."""
-    folded: str = _FOLD.fold(name, _FOLD.header_factory(name, value))
-    return folded.encode("ascii")
+    """An unstructured header (Subject) as wire bytes, folded; never more than one header.
+
+    Plain ASCII is folded by the stdlib; anything else is encoded here, so that a value that
+    merely looks like an encoded-word (``=?UTF-8?Q?=0A?=``) stays literal text.
+    """
+    text = header_text(value)
+    if _plain(text):
+        folded: str = _FOLD.fold(name, _FOLD.header_factory(name, text))
+        return folded.encode("ascii")
+    return f"{name}: {_encoded_words(name, text)}\r\n".encode("ascii")
+
+
+def fold_mailbox(name: str, display_name: str, addr_spec: str) -> bytes:
+    """An address header with one mailbox, its display name quoted or encoded as needed."""
+    display = header_text(display_name)
+    if _plain(display):
+        folded: str = _FOLD.fold(name, str(Address(display_name=display, addr_spec=addr_spec)))
+        return folded.encode("ascii")
+    return f"{name}: {_encoded_words(name, display)} <{addr_spec}>\r\n".encode("ascii")
 
 
 def encode_body(text: str) -> tuple[bytes, bytes]:
@@ -77,9 +112,9 @@ class MessageFactory:
     def __post_init__(self) -> None:
         if not (self.unsubscribe_url or self.unsubscribe_mailto):
             raise ConfigError("an unsubscribe URL or mailto address is required to build messages")
-        head = fold("From", str(self.sender))
+        head = fold_mailbox("From", self.sender.display_name, self.sender.addr_spec)
         if self.reply_to is not None:
-            head += fold("Reply-To", str(self.reply_to))
+            head += fold_mailbox("Reply-To", self.reply_to.display_name, self.reply_to.addr_spec)
         head += fold("Subject", self.subject)
         object.__setattr__(self, "_head", head)
 
@@ -129,12 +164,11 @@ class MessageFactory:
         date: datetime | None = None,
     ) -> bytes:
         """The complete message for one recipient, CRLF line ends, ready for DATA."""
-        to = str(Address(display_name=name, addr_spec=email))
         when = format_datetime(date or datetime.now().astimezone())
         boundary = self.boundary.encode()
         parts = [
             self._head,
-            fold("To", to),
+            fold_mailbox("To", name, email),
             b"Date: " + when.encode() + b"\r\n",
             b"Message-ID: " + message_id.encode() + b"\r\n",
             self._list_unsubscribe(email),

@@ -7,10 +7,13 @@ line number and the reason.
 
 from __future__ import annotations
 
+import bisect
+import codecs
 import csv
 import hashlib
 import re
 import unicodedata
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +74,30 @@ class ListStats:
     skipped: list[Skipped] = field(default_factory=list)
 
 
+def _short_digest(email: str) -> int:
+    return int.from_bytes(hashlib.blake2b(email.lower().encode(), digest_size=8).digest(), "big")
+
+
+class _Suppressed:
+    """A sorted, flat set of address digests with the line that unsubscribed each one."""
+
+    def __init__(self, found: list[tuple[int, int]]) -> None:
+        found.sort()
+        self._keys = array("Q", (k for k, _ in found))
+        self._lines = array("Q", (n for _, n in found))
+
+    def line(self, email: str) -> int:
+        """The line that unsubscribed this address, or 0."""
+        key = _short_digest(email)
+        at = bisect.bisect_left(self._keys, key)
+        return self._lines[at] if at < len(self._keys) and self._keys[at] == key else 0
+
+
+def _digest(email: str) -> bytes:
+    """A compact, case-insensitive key for de-duplication."""
+    return hashlib.blake2b(email.lower().encode(), digest_size=12).digest()
+
+
 def validate_address(raw: str) -> str:
     """The wire form of an address, or ValueError with a reason a person can act on."""
     address = raw.strip()
@@ -105,6 +132,7 @@ class SubscriberList:
         self.path = path
         self.encoding = encoding
         self.columns, self._dialect, self._roles = self._read_header()
+        self._suppressed = _Suppressed([])
 
     def _open(self) -> TextIO:
         try:
@@ -114,12 +142,27 @@ class SubscriberList:
         except OSError as err:
             raise InputError(f"{self.path}: cannot open the subscriber list: {err.strerror}") from err
 
-    def _decode_error(self, err: UnicodeDecodeError, line: int) -> InputError:
+    def _decode_error(self, err: UnicodeDecodeError) -> InputError:
+        line, byte = self._first_undecodable()
         return InputError(
-            f"{self.path}: not {self.encoding.removesuffix('-sig').upper()} text near line {line} "
-            f"(byte 0x{err.object[err.start]:02x}); re-save it as UTF-8, or pass --encoding "
+            f"{self.path}: line {line} is not {self.encoding.removesuffix('-sig').upper()} text "
+            f"(byte 0x{byte:02x}); re-save the file as UTF-8, or pass --encoding "
             "with the file's encoding (for example --encoding cp1252)"
         )
+
+    def _first_undecodable(self) -> tuple[int, int]:
+        """(line, byte) of the first byte the encoding rejects: read again, in chunks, on error only."""
+        decoder = codecs.getincrementaldecoder(self.encoding)()
+        line = 1
+        with self.path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(65536), b""):
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as err:
+                    start = max(0, err.start - len(err.object) + len(chunk))
+                    return line + chunk[:start].count(b"\n"), chunk[start] if start < len(chunk) else 0
+                line += chunk.count(b"\n")
+        return line, 0
 
     def _read_header(self) -> tuple[list[str], type[csv.Dialect] | csv.Dialect, dict[str, int]]:
         if not self.path.exists():
@@ -130,8 +173,9 @@ class SubscriberList:
             try:
                 sample = handle.read(65536)
             except UnicodeDecodeError as err:
-                raise self._decode_error(err, 1) from err
-        if "\x00" in sample:
+                raise self._decode_error(err) from err
+        nul = sample.count("\x00")  # a stray NUL in one value is cleaned; many mean binary
+        if "\x00" in sample.split("\n", 1)[0] or (nul > 4 and nul * 100 > len(sample)):
             raise InputError(f"{self.path}: looks like a binary file, not a CSV subscriber list")
         if not sample.strip():
             raise InputError(
@@ -158,9 +202,36 @@ class SubscriberList:
             )
         return columns, dialect, roles
 
+    def _unsubscribed(self) -> _Suppressed:
+        """Every address some row marks unsubscribed (one quick pass, kept in two flat arrays).
+
+        An unsubscribed row wins over every other row of the same address, wherever it is.
+        """
+        found: list[tuple[int, int]] = []
+        if "status" not in self._roles:
+            return _Suppressed(found)
+        email_at, status_at = self._roles["email"], self._roles["status"]
+        with self._open() as handle:
+            reader = csv.reader(handle, self._dialect)
+            next(reader, None)
+            line = reader.line_num + 1
+            try:
+                for row in reader:
+                    if (
+                        status_at < len(row)
+                        and email_at < len(row)
+                        and _alias(row[status_at]) in UNSUBSCRIBED
+                    ):
+                        found.append((_short_digest(row[email_at].strip()), line))
+                    line = reader.line_num + 1
+            except (UnicodeDecodeError, csv.Error):
+                pass  # reported with its line by the main pass
+        return _Suppressed(found)
+
     def __iter__(self) -> Iterator[Subscriber | Skipped]:
         """Yield each valid, unique subscriber and each skipped row, in file order."""
         seen: dict[bytes, int] = {}
+        self._suppressed = self._unsubscribed()
         with self._open() as handle:
             reader = csv.reader(handle, self._dialect)
             line = 1
@@ -171,7 +242,7 @@ class SubscriberList:
                     yield self._row(row, line, seen)
                     line = reader.line_num + 1
             except UnicodeDecodeError as err:
-                raise self._decode_error(err, line) from err
+                raise self._decode_error(err) from err
             except csv.Error as err:
                 raise InputError(f"{self.path}: line {line}: {err}; fix the quoting on that line") from err
 
@@ -189,7 +260,10 @@ class SubscriberList:
         except ValueError as err:
             shown = clean_value(cell)[:80]
             return Skipped(line, f"invalid address {shown!r}: {err}" if shown else str(err))
-        digest = hashlib.blake2b(email.lower().encode(), digest_size=12).digest()
+        digest = _digest(email)
+        marked = self._suppressed.line(email) or self._suppressed.line(cell.strip())
+        if marked:
+            return Skipped(line, f"unsubscribed (line {marked} marks this address unsubscribed)")
         first = seen.get(digest)
         if first is not None:
             return Skipped(line, f"duplicate of line {first} ({email})")

@@ -1,0 +1,266 @@
+"""Delivery: stream the planned issue's recipients through SMTP connections, recording each
+outcome in the journal as it happens.
+
+Worker threads each own one connection; the main thread feeds them from the streamed list.
+A shared pacer enforces the rate, a shared budget the daily limit, and a stop event lets
+SIGINT/SIGTERM, an abort reply or the daily limit end the run after the messages in flight.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dispatch import journal as j
+from dispatch.campaign import Failure, Issue, RunSummary, recipients, summary_for
+from dispatch.errors import AbortError
+from dispatch.settings import Rate
+from dispatch.subscribers import Subscriber
+from dispatch.transport import Result, SmtpTransport, Status, Unreachable, probe
+
+Progress = Callable[[int], None]
+MIN_SAMPLE_FOR_RATIO = 20
+MAX_BACKOFF = 60.0
+_Item = tuple[Subscriber, str | None]  # a recipient and its journal state before this run
+
+
+class Pacer:
+    """A shared rate limit: at most one message every ``interval`` seconds, no bursts."""
+
+    def __init__(self, rate: Rate | None) -> None:
+        self.interval = rate.interval if rate else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self, stop: threading.Event) -> None:
+        """Block until the next message may go (or ``stop`` is set)."""
+        if not self.interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        if slot > now:
+            stop.wait(slot - now)
+
+
+@dataclass
+class SendOptions:
+    """How a real send behaves."""
+
+    limit: int = 0
+    resend_unknown: bool = False
+    only: list[Subscriber] | None = None  # a test send to these recipients
+    progress: Progress | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    sleep: Callable[[float], None] = time.sleep
+
+
+class _Run:
+    """The shared state of one send across its worker threads."""
+
+    def __init__(self, issue: Issue, journal: j.Journal | None, options: SendOptions) -> None:
+        self.issue = issue
+        self.journal = journal
+        self.options = options
+        self.settings = issue.settings
+        self.pacer = Pacer(self.settings.rate)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.abort = ""
+        self.attempted = self.failed = self.sent = 0
+        self.untouched = 0  # recipients never tried before and not tried now: still pending
+        self.budget: int | None = None
+        self.test_results: list[tuple[Subscriber, Result]] = []
+
+    def halt(self, reason: str) -> None:
+        with self.lock:
+            self.abort = self.abort or reason
+        self.stop.set()
+
+    def take_budget(self) -> bool:
+        with self.lock:
+            if self.budget is None:
+                return True
+            if self.budget <= 0:
+                return False
+            self.budget -= 1
+            return True
+
+    def leave(self, prior: str | None) -> None:
+        """A recipient this run will not try after all."""
+        if prior is None:
+            with self.lock:
+                self.untouched += 1
+
+    def worker(self, work: queue.Queue[_Item | None]) -> None:
+        transport = SmtpTransport(self.settings)
+        try:
+            while True:
+                item = work.get()
+                if item is None:
+                    return
+                sub, prior = item
+                if self.stop.is_set() or self.options.stop.is_set():
+                    self.leave(prior)  # draining after a stop
+                    continue
+                if not self.take_budget():
+                    self.leave(prior)
+                    self.stop.set()  # the daily limit: the rest wait for a later run
+                    continue
+                self.pacer.wait(self.options.stop)
+                try:
+                    self.deliver(transport, sub)
+                except AbortError as err:
+                    self.halt(str(err))
+                except Exception as err:  # a bug must stop the run, never hang it
+                    self.halt(f"internal error while sending to {sub.email}: {type(err).__name__}: {err}")
+        finally:
+            transport.close()
+
+    def deliver(self, transport: SmtpTransport, sub: Subscriber) -> None:
+        issue, campaign, journal = self.issue, self.issue.campaign, self.journal
+        try:
+            data, _, mid = issue.message(sub)
+        except (ValueError, UnicodeError) as err:  # one odd row must not stop the others
+            data, mid = b"", ""
+            result = Result(Status.FAILED, None, f"the message could not be built: {err}")
+        else:
+
+            def mark() -> None:
+                if journal is not None:
+                    journal.in_flight(campaign, sub.key, sub.email, mid)
+
+            result = self._attempts(transport, issue.factory.sender.addr_spec, sub.email, data, mark)
+        with self.lock:
+            self.attempted += 1
+            self.sent += result.status is Status.SENT
+            self.failed += result.status is Status.FAILED
+            failed, attempted = self.failed, self.attempted
+        if journal is not None:
+            journal.outcome(
+                campaign, sub.key, sub.email, str(result.status),
+                code=result.code, enhanced=result.enhanced, reply=result.text,
+                hard_bounce=result.hard_bounce, message_id=mid, attempted=not result.data_started,
+            )  # fmt: skip
+        else:
+            with self.lock:
+                self.test_results.append((sub, result))
+        if self.options.progress is not None:
+            self.options.progress(1)
+        if result.stops_campaign:
+            raise AbortError(f"the server asked to stop: {result.line()}; run again later")
+        ratio = self.settings.max_failure_ratio
+        if ratio and attempted >= MIN_SAMPLE_FOR_RATIO and failed / attempted > ratio:
+            raise AbortError(
+                f"{failed} of {attempted} recipients were refused permanently (more than "
+                f"{ratio:.0%}); stopping to protect the sender's reputation: see 'dispatch status'"
+            )
+
+    def _attempts(
+        self, transport: SmtpTransport, sender: str, to: str, data: bytes, mark: Callable[[], None]
+    ) -> Result:
+        retries, delay = self.settings.retries, self.settings.retry_delay
+        result = Result(Status.DEFERRED, None, "not attempted")
+        for attempt in range(retries + 1):
+            try:
+                result = transport.send(sender, to, data, mark)
+            except Unreachable as err:
+                if attempt == retries:
+                    raise AbortError(f"{err} (after {retries + 1} tries)") from err
+                result = Result(Status.DEFERRED, None, str(err))
+            if result.status is not Status.DEFERRED or result.stops_campaign:
+                return result
+            if attempt < retries and not self.options.stop.is_set():
+                backoff = min(MAX_BACKOFF, delay * 2**attempt)
+                self.options.sleep(backoff * random.uniform(0.5, 1.5))
+        return result
+
+
+def run_send(issue: Issue, journal: j.Journal | None, options: SendOptions) -> RunSummary:
+    """Send the issue. With a journal (a campaign send) holds the campaign lock throughout."""
+    if journal is None:
+        return _send(issue, None, options, summary_for(issue))
+    with journal.lock(issue.campaign):
+        summary = summary_for(issue)
+        old = journal.begin(
+            issue.campaign, issue.subject, issue.article.fingerprint, str(issue.article.source)
+        )
+        summary.content_changed = old is not None
+        summary.recovered_unknown = journal.recover(issue.campaign)
+        journal.set_recipients(issue.campaign, issue.stats.valid)
+        return _send(issue, journal, options, summary)
+
+
+def _put(work: queue.Queue[_Item | None], item: _Item | None, threads: list[threading.Thread]) -> None:
+    """Queue an item while any worker is alive to take it (a dead pool must not hang the run)."""
+    while any(t.is_alive() for t in threads):
+        try:
+            work.put(item, timeout=0.5)
+            return
+        except queue.Full:
+            continue
+
+
+def _send(issue: Issue, journal: j.Journal | None, options: SendOptions, summary: RunSummary) -> RunSummary:
+    settings = issue.settings
+    run = _Run(issue, journal, options)
+    if journal is not None and settings.daily_limit:
+        run.budget = max(0, settings.daily_limit - journal.sent_within())
+    probe(settings)  # a wrong password or a dead server ends the run before any message
+    work: queue.Queue[_Item | None] = queue.Queue(maxsize=settings.connections * 4)
+    threads = [
+        threading.Thread(target=run.worker, args=(work,), name=f"smtp-{n}", daemon=True)
+        for n in range(settings.connections)
+    ]
+    for thread in threads:
+        thread.start()
+    todo = 0
+    try:
+        for sub in options.only if options.only is not None else recipients(issue):
+            state = journal.state(issue.campaign, sub.key) if journal is not None else None
+            if state in (j.SENT, j.FAILED) or (state == j.UNKNOWN and not options.resend_unknown):
+                summary.already_sent += state == j.SENT
+                continue
+            todo += 1
+            if (options.limit and todo > options.limit) or run.stop.is_set() or options.stop.is_set():
+                run.leave(state)  # counted as left, nothing more is sent
+                continue
+            _put(work, (sub, state), threads)
+    finally:
+        for _ in threads:
+            _put(work, None, threads)
+        for thread in threads:
+            thread.join()
+    _collect(run, summary)
+    return summary
+
+
+def _collect(run: _Run, summary: RunSummary) -> None:
+    """Fill in the summary: from the journal for a campaign, from the results for a test send."""
+    summary.sent_now = run.sent
+    summary.aborted = run.abort
+    summary.interrupted = run.options.stop.is_set() and not run.abort
+    summary.pending = run.untouched
+    summary.daily_limit_reached = run.budget == 0 and summary.pending > 0
+    if run.journal is not None:
+        campaign = run.issue.campaign
+        counts = run.journal.counts(campaign)
+        summary.sent, summary.failed = counts[j.SENT], counts[j.FAILED]
+        summary.deferred, summary.unknown = counts[j.DEFERRED], counts[j.UNKNOWN]
+        summary.failures = [
+            Failure(r.email, r.code, r.reply, r.state)
+            for r in run.journal.records(campaign, (j.FAILED, j.DEFERRED, j.UNKNOWN))
+        ]
+        return
+    for sub, result in run.test_results:
+        summary.sent += result.status is Status.SENT
+        summary.failed += result.status is Status.FAILED
+        summary.deferred += result.status is Status.DEFERRED
+        summary.unknown += result.status is Status.UNKNOWN
+        if result.status is not Status.SENT:
+            summary.failures.append(Failure(sub.email, result.code, result.text, str(result.status)))
