@@ -319,6 +319,8 @@ def preview(
         )
         if first is None:
             raise InputError(f"{path}: has no valid subscriber to preview with")
+        if first.line == 0:
+            typer.echo(f"dispatch: note: {first.email} is not on {path}; its columns are empty", err=True)
         data, html, _ = issue.message(first)
         out = out.resolve()
         out.parent.mkdir(parents=True, exist_ok=True)
