@@ -152,6 +152,7 @@ class RunSummary:
     interrupted: bool = False
     preview: Path | None = None
     written: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -192,6 +193,7 @@ class RunSummary:
             "daily_limit_reached": self.daily_limit_reached,
             "html_size": self.html_size,
             "preview": str(self.preview) if self.preview else None,
+            "warnings": self.warnings,
             "exit_code": int(self.exit_code),
         }
 
@@ -204,6 +206,7 @@ def summary_for(issue: Issue, **kw: Any) -> RunSummary:
         skipped=issue.stats.skipped,
         html_size=issue.rendered.html_size,
         test_send=issue.test_send,
+        warnings=list(issue.rendered.warnings),
         **kw,
     )
 

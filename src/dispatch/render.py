@@ -132,6 +132,7 @@ class RenderedIssue:
     text_parts: tuple[str | Field, ...]
     html_size: int
     text_size: int
+    warnings: tuple[str, ...] = ()
 
     def personalise(self, values: Mapping[str, str]) -> tuple[str, str]:
         """This recipient's HTML and text; ``values`` maps field names to plain strings."""
@@ -263,11 +264,33 @@ def render_issue(
     inlined = inline_css(html_doc)
     if "<!doctype" not in inlined[:200].lower():
         inlined = "<!DOCTYPE html>\n" + inlined
+    html_parts, text_parts = _split(inlined, table), _split(text_doc, table)
     return RenderedIssue(
         subject=subject,
         preheader=article.summary,
-        html_parts=_split(inlined, table),
-        text_parts=_split(text_doc, table),
+        html_parts=html_parts,
+        text_parts=text_parts,
         html_size=len(inlined.encode()),
         text_size=len(text_doc.encode()),
+        warnings=_lint(html_parts, text_parts, postal_address, len(inlined.encode())),
     )
+
+
+def _lint(
+    html_parts: Sequence[str | Field], text_parts: Sequence[str | Field], postal_address: str, size: int
+) -> tuple[str, ...]:
+    """What a bulk sender must not ship without noticing (CAN-SPAM, Gmail's requirements)."""
+    found: list[str] = []
+    for part, parts in (("HTML", html_parts), ("text", text_parts)):
+        if not any(isinstance(p, Field) and p.name == "unsubscribe_url" for p in parts):
+            found.append(f"the {part} template shows no unsubscribe link ({{{{ unsubscribe_url }}}})")
+        if not postal_address:
+            continue
+        shown = "".join(p for p in parts if isinstance(p, str))
+        if html.escape(postal_address) not in shown and postal_address not in shown:
+            found.append(f"the {part} template does not show DISPATCH_POSTAL_ADDRESS")
+    if not postal_address:
+        found.append("DISPATCH_POSTAL_ADDRESS is not set: the law in many places asks for one")
+    if size > GMAIL_CLIP_BYTES:
+        found.append(f"the HTML is {size // 1024} KB: Gmail clips messages over about 100 KB")
+    return tuple(found)

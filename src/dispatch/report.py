@@ -23,6 +23,10 @@ def _skipped(summary: RunSummary) -> list[str]:
     return lines
 
 
+def _warnings(summary: RunSummary) -> list[str]:
+    return [f"  Warning:       {w}" for w in summary.warnings]
+
+
 def _size(n: int) -> str:
     return f"{n / 1024:.1f} KB" if n >= 1024 else f"{n} B"
 
@@ -36,8 +40,8 @@ def dry_run_report(summary: RunSummary, *, all_written: bool) -> str:
         f"  Recipients:    {summary.pending} would be sent"
         + (f" ({summary.already_sent} already sent earlier)" if summary.already_sent else ""),
         *_skipped(summary),
-        f"  HTML size:     {_size(summary.html_size)} per message, CSS inlined"
-        + ("  WARNING: over 100 KB, Gmail will clip it" if summary.html_size > 100_000 else ""),
+        f"  HTML size:     {_size(summary.html_size)} per message, CSS inlined",
+        *_warnings(summary),
     ]
     what = "every message" if all_written else f"the first {summary.written} message(s)"
     lines.append(f"  Preview:       {summary.preview}  ({what}: .eml and .html)")
@@ -60,6 +64,7 @@ def send_report(summary: RunSummary, endpoint: str) -> str:
         if value:
             lines.append(f"  {label + ':':<14} {value}")
     lines += _skipped(summary)
+    lines += _warnings(summary)
     for failure in summary.failures[:MAX_LISTED]:
         lines.append(f"    {failure.state}: {failure.email}: {failure.code or ''} {failure.message}".rstrip())
     if summary.content_changed:
