@@ -163,20 +163,26 @@ def start_server(
     auth: bool = False,
     faults: FaultPlan | None = None,
     offer_starttls: bool = True,
+    implicit_tls: bool = False,
 ) -> Server:
-    """Start aiosmtpd on a free 127.0.0.1 port. With ``tls`` it offers (and requires) STARTTLS."""
+    """Start aiosmtpd on a free 127.0.0.1 port. With ``tls`` it offers (and requires) STARTTLS,
+    or with ``implicit_tls`` speaks TLS from the first byte (port-465 style)."""
     handler = Handler(faults)
     port = free_port()
     kwargs: dict[str, Any] = {}
-    if tls is not None and offer_starttls:
+    if tls is not None and implicit_tls:
+        kwargs.update(ssl_context=tls)
+    elif tls is not None and offer_starttls:
         kwargs.update(tls_context=tls, require_starttls=True)
     if auth:
         kwargs.update(
-            authenticator=authenticator(USER, PASSWORD), auth_required=True, auth_require_tls=tls is not None
+            authenticator=authenticator(USER, PASSWORD),
+            auth_required=True,
+            auth_require_tls=tls is not None and not implicit_tls,  # aiosmtpd counts only STARTTLS as TLS
         )
     controller = Controller(handler, hostname="127.0.0.1", port=port, ready_timeout=10, **kwargs)
     controller.start()
-    security = "starttls" if tls is not None and offer_starttls else "none"
+    security = "ssl" if implicit_tls else "starttls" if tls is not None and offer_starttls else "none"
     return Server(
         controller, handler, port, security, ca_file, USER if auth else "", PASSWORD if auth else ""
     )
