@@ -19,7 +19,7 @@ import frontmatter
 import yaml
 
 from dispatch.errors import InputError
-from dispatch.markup import Block, render_markdown
+from dispatch.markup import Block, RenderedBody, render_markdown
 
 TEXT_SUFFIXES = (".txt", ".text")
 MARKDOWN_SUFFIXES = (".md", ".markdown")
@@ -157,25 +157,20 @@ def _from_markdown(path: Path, text: str, fingerprint: str) -> Article:
     heading = _MD_HEADING.match(first[0])
     if heading and len(heading[1]) == 1 and heading[2].strip().casefold() == title.casefold():
         body = first[1] if len(first) > 1 else ""  # the template shows the title already
-    rendered = render_markdown(body)
-    known = {k: _text(meta.get(k)) for k in KNOWN_KEYS}
+    known = {k: _text(meta.get(k)) for k in KNOWN_KEYS if k != "title"}
+    extra = {k: v for k, v in meta.items() if k not in KNOWN_KEYS}
+    return _article(path, fingerprint, render_markdown(body), title=title, meta=extra, **known)
+
+
+def _article(path: Path, fingerprint: str, body: RenderedBody, **fields: Any) -> Article:
     return Article(
-        title=title,
-        body_html=rendered.html,
-        body_text=rendered.text,
+        body_html=body.html,
+        body_text=body.text,
+        links=body.links,
+        blocks=body.blocks,
         source=path,
         fingerprint=fingerprint,
-        subject=known["subject"],
-        subtitle=known["subtitle"],
-        preheader=known["preheader"],
-        motto=known["motto"],
-        motto_attribution=known["motto_attribution"],
-        author=known["author"],
-        date=known["date"],
-        campaign=known["campaign"],
-        links=rendered.links,
-        blocks=rendered.blocks,
-        meta={k: v for k, v in meta.items() if k not in KNOWN_KEYS},
+        **fields,
     )
 
 
@@ -271,20 +266,8 @@ def _from_plain_text(path: Path, text: str, fingerprint: str) -> Article:
     if not any(line.strip() for line in body_lines):
         raise InputError(f"{path}: found the title {title!r} but no text after it; add the article's body")
     rendered = render_markdown(_plain_to_markdown(body_lines))
-    return Article(
-        title=title,
-        body_html=rendered.html,
-        body_text=rendered.text,
-        source=path,
-        fingerprint=fingerprint,
-        subtitle=subtitle,
-        motto=motto,
-        motto_attribution=attribution,
-        author=author,
-        date=date,
-        links=rendered.links,
-        blocks=rendered.blocks,
-    )
+    return _article(path, fingerprint, rendered, title=title, subtitle=subtitle, motto=motto,
+                    motto_attribution=attribution, author=author, date=date)  # fmt: skip
 
 
 def _dated(line: str) -> str:
