@@ -76,3 +76,28 @@ def test_implicit_tls_send(
         "bob@example.com",
         "cy@example.org",
     ]
+
+
+def test_a_quota_reply_stops_the_campaign_and_defers_that_recipient(
+    smtp_server: Callable[..., Server], article: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    from tests.smtp_servers import FaultPlan
+
+    emails = [f"reader{i}@example.org" for i in range(5)]
+    listing = tmp_path / "list.csv"
+    listing.write_text("email\n" + "\n".join(emails) + "\n", encoding="utf-8")
+    server = smtp_server(faults=FaultPlan(reject={emails[1]: "550 5.4.5 Daily sending quota exceeded"}))
+    journal = Journal(tmp_path / "state")
+    issue = plan_issue(article, listing, Settings.from_mapping({**env, **server.env()}))
+
+    summary = run_send(issue, journal, SendOptions())
+
+    assert summary.exit_code == 3
+    assert "5.4.5" in summary.aborted
+    assert (summary.sent, summary.failed, summary.deferred, summary.pending) == (1, 0, 1, 3)
+    assert [r.rcpt_tos for r in server.received] == [[emails[0]]]
+    # the next run (quota restored) picks up the deferred recipient and the rest
+    server.handler.faults.reject.clear()
+    again = run_send(plan_issue(article, listing, issue.settings), journal, SendOptions())
+    assert again.exit_code == 0
+    assert sorted(r.rcpt_tos[0] for r in server.received) == sorted(emails)

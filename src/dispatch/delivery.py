@@ -57,7 +57,7 @@ class SendOptions:
     only: list[Subscriber] | None = None  # a test send to these recipients
     progress: Progress | None = None
     stop: threading.Event = field(default_factory=threading.Event)
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], object] | None = None  # the backoff wait; default: stop.wait
 
 
 class _Run:
@@ -114,7 +114,7 @@ class _Run:
                     continue
                 self.pacer.wait(self.options.stop)
                 try:
-                    self.deliver(transport, sub)
+                    self.deliver(transport, sub, prior)
                 except AbortError as err:
                     self.halt(str(err))
                 except Exception as err:  # a bug must stop the run, never hang it
@@ -122,7 +122,8 @@ class _Run:
         finally:
             transport.close()
 
-    def deliver(self, transport: SmtpTransport, sub: Subscriber) -> None:
+    def deliver(self, transport: SmtpTransport, sub: Subscriber, prior: str | None = None) -> None:
+        """Send to one recipient and record the outcome; AbortError when the campaign must stop."""
         issue, campaign, journal = self.issue, self.issue.campaign, self.journal
         try:
             data, _, mid = issue.message(sub)
@@ -135,7 +136,13 @@ class _Run:
                 if journal is not None:
                     journal.in_flight(campaign, sub.key, sub.email, mid)
 
-            result = self._attempts(transport, issue.factory.sender.addr_spec, sub.email, data, mark)
+            try:
+                result = self._attempts(transport, issue.factory.sender.addr_spec, sub.email, data, mark)
+            except AbortError:
+                self.leave(prior)  # never reached the server: still pending
+                raise
+        if result.stops_campaign:  # a quota or rate reply says nothing about this recipient
+            result = Result(Status.DEFERRED, result.code, result.text, result.data_started)
         with self.lock:
             self.attempted += 1
             self.sent += result.status is Status.SENT
@@ -176,8 +183,8 @@ class _Run:
             if result.status is not Status.DEFERRED or result.stops_campaign:
                 return result
             if attempt < retries and not self.options.stop.is_set():
-                backoff = min(MAX_BACKOFF, delay * 2**attempt)
-                self.options.sleep(backoff * random.uniform(0.5, 1.5))
+                backoff = min(MAX_BACKOFF, delay * 2**attempt) * random.uniform(0.5, 1.5)
+                (self.options.sleep or self.options.stop.wait)(backoff)  # a signal cuts it short
         return result
 
 
