@@ -21,10 +21,11 @@ from typing import Any
 
 import pytest
 
-from dispatch.campaign import Issue, RunSummary, plan_issue, run_dry
+from dispatch.campaign import Issue, RunSummary, plan_issue
 from dispatch.delivery import SendOptions, run_send
 from dispatch.errors import AbortError, ExitCode
 from dispatch.journal import FAILED, SENT, Journal
+from dispatch.preview import run_dry
 from dispatch.settings import Settings
 from tests.smtp_servers import PASSWORD, FaultPlan, Handler, Server, free_port
 

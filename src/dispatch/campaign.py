@@ -1,8 +1,8 @@
-"""Campaigns: plan an issue once, then stream the list through one message per recipient.
+"""Campaigns: plan an issue once (article, list, templates, one trial message), and decide
+which recipients a run still has to reach.
 
-A dry run and a real send share every step except the last one: a dry run writes each
-message to a preview folder, a send hands it to an SMTP transport and records the outcome in
-the journal as it happens.
+A dry run (``dispatch.preview``) and a real send (``dispatch.delivery``) share every step
+but the last: one writes each message to a folder, the other hands it to SMTP.
 """
 
 from __future__ import annotations
@@ -10,31 +10,29 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from dispatch import journal as j
-from dispatch.article import Article, load_article
-from dispatch.errors import ExitCode, InputError
+from dispatch.article import MARKDOWN_SUFFIXES, Article, load_article
+from dispatch.errors import ConfigError, ExitCode, InputError, TemplateError
 from dispatch.message import MessageFactory
-from dispatch.preview import PreviewWriter
 from dispatch.render import RenderedIssue, column_key, render_issue
 from dispatch.settings import Settings
 from dispatch.subscribers import ListStats, Skipped, Subscriber, SubscriberList, validate_address
 
-Progress = Callable[[int], None]
-MIN_SAMPLE_FOR_RATIO = 20
-MAX_BACKOFF = 60.0
-
 
 def campaign_id(article: Article) -> str:
-    """Front matter ``campaign``, else a slug of the title plus a short hash of it."""
+    """Front matter ``campaign``, else a slug of the title plus a short hash of the title and
+    the front-matter ``date`` (so a weekly "Update" with a new date is a new campaign, while an
+    edit of the body stays the same campaign)."""
     if article.campaign:
         return article.campaign
     slug = re.sub(r"[^a-z0-9]+", "-", article.title.lower()).strip("-")[:48].strip("-")
-    digest = hashlib.sha256(article.title.encode()).hexdigest()[:6]
+    dated = article.date if article.source.suffix.lower() in MARKDOWN_SUFFIXES else ""
+    digest = hashlib.sha256(f"{article.title}\0{dated}".encode()).hexdigest()[:6]
     return f"{slug or 'issue'}-{digest}"
 
 
@@ -55,6 +53,14 @@ class Issue:
     def subject(self) -> str:
         """The Subject header's text."""
         return self.rendered.subject
+
+    def require_unsubscribe_link(self) -> None:
+        """Bulk mail must show a working unsubscribe link in both parts (BULK-08, CAN-SPAM)."""
+        missing = [w for w in self.rendered.warnings if "no unsubscribe link" in w]
+        if missing:
+            raise TemplateError(
+                f"refusing to send: {'; '.join(missing)}; add it to your template (a dry run still works)"
+            )
 
     def bodies(self, sub: Subscriber) -> tuple[str, str]:
         """This recipient's (HTML, text) bodies."""
@@ -110,10 +116,16 @@ def plan_issue(
         reply_to=settings.reply_to,
         unsubscribe_url=settings.unsubscribe_url,
         unsubscribe_mailto=settings.unsubscribe_mailto,
+        unsubscribe_secret=settings.unsubscribe_secret,
         fingerprint=article.fingerprint,
     )
-    stats = subscribers.scan()
-    return Issue(article, subscribers, stats, rendered, factory, name, settings, test_send)
+    issue = Issue(article, subscribers, ListStats(), rendered, factory, name, settings, test_send)
+    trial = Subscriber(f"trial@{sender.domain}", "Trial Reader", 0, dict.fromkeys(subscribers.columns, "x"))
+    try:  # one whole message before the list is read: a setting that breaks every message stops here
+        issue.message(trial)
+    except (ValueError, UnicodeError, ConfigError) as err:
+        raise ConfigError(f"a trial message could not be built: {err}") from err
+    return replace(issue, stats=subscribers.scan())
 
 
 @dataclass(frozen=True)
@@ -144,6 +156,7 @@ class RunSummary:
     unknown: int = 0
     pending: int = 0
     already_sent: int = 0
+    suppressed: int = 0  # hard-bounced in some campaign: never mailed again
     recovered_unknown: int = 0
     content_changed: bool = False
     daily_limit_reached: bool = False
@@ -177,6 +190,7 @@ class RunSummary:
             "sent": self.sent,
             "sent_now": self.sent_now,
             "already_sent": self.already_sent,
+            "suppressed": self.suppressed,
             "failed": self.failed,
             "deferred": self.deferred,
             "unknown": self.unknown,
@@ -230,31 +244,25 @@ def named_recipients(issue: Issue, addresses: list[str]) -> list[Subscriber]:
     return list(wanted.values())
 
 
-def run_dry(
-    issue: Issue,
-    folder: Path,
-    *,
-    write_all: bool,
-    preview_count: int = 5,
-    limit: int = 0,
-    state: j.Journal | None = None,
-    only: list[Subscriber] | None = None,
-) -> RunSummary:
-    """Render and check every message; write all (or the first few) to ``folder``."""
-    summary = summary_for(issue, dry_run=True)
-    writer = PreviewWriter(folder, issue.subject)
-    try:
-        for sub in only if only is not None else recipients(issue):
-            if state is not None and state.state(issue.campaign, sub.key) in (j.SENT, j.FAILED):
-                summary.already_sent += 1
-                continue
-            if limit and summary.pending >= limit:
-                break
-            data, html, _ = issue.message(sub)
-            summary.pending += 1
-            if write_all or summary.written < preview_count:
-                writer.add(summary.pending, sub.email, sub.name, data, html)
-                summary.written += 1
-    finally:
-        summary.preview = writer.close()
-    return summary
+def skip_reason(
+    journal: j.Journal | None, campaign: str, key: str, *, resend_unknown: bool = False
+) -> tuple[str | None, str | None]:
+    """(prior journal state, why this run must not send to the recipient, or None).
+
+    The one rule both a dry run and a real send follow: never twice to a recipient recorded
+    as sent, never again after a permanent failure, an unknown outcome only when asked, and
+    never to an address that hard-bounced in any campaign.
+    """
+    if journal is None:
+        return None, None
+    state = journal.state(campaign, key)
+    if state == j.SENT:
+        return state, "already sent"
+    if state == j.FAILED:
+        return state, "failed permanently"
+    if state == j.UNKNOWN and not resend_unknown:
+        return state, "outcome unknown (--resend-unknown resends)"
+    bounced = journal.hard_bounced(key)
+    if bounced is not None:
+        return state, f"hard bounce in campaign {bounced}"
+    return state, None

@@ -30,10 +30,10 @@ from dispatch.campaign import (
     campaign_id,
     named_recipients,
     plan_issue,
-    run_dry,
 )
 from dispatch.delivery import SendOptions, run_send
 from dispatch.errors import ConfigError, DispatchError, ExitCode, InputError
+from dispatch.preview import run_dry
 from dispatch.report import dry_run_report, send_report, status_report
 from dispatch.settings import Settings
 from dispatch.subscribers import Subscriber
@@ -158,8 +158,9 @@ def _signals(stop: threading.Event) -> Iterator[None]:
     """SIGINT/SIGTERM: finish the messages in flight, record them, then stop."""
 
     def handler(signum: int, _frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
+        if stop.is_set():  # a second signal: leave now; the kernel frees the lock as we go
+            typer.echo("dispatch: stopped at once; messages in flight will show as unknown", err=True)
+            os._exit(int(ExitCode.INTERRUPTED))
         stop.set()
         typer.echo(f"dispatch: {signal.Signals(signum).name}: finishing the messages in flight…", err=True)
 

@@ -2,8 +2,9 @@
 outcome in the journal as it happens.
 
 Worker threads each own one connection; the main thread feeds them from the streamed list.
-A shared pacer enforces the rate, a shared budget the daily limit, and a stop event lets
-SIGINT/SIGTERM, an abort reply or the daily limit end the run after the messages in flight.
+A shared pacer enforces the rate, the journal's reservations the daily limit (across every
+run in the state folder), and one stop event lets SIGINT/SIGTERM, an abort reply or the daily
+limit end the run after the messages in flight.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dispatch import journal as j
-from dispatch.campaign import Failure, Issue, RunSummary, recipients, summary_for
+from dispatch.campaign import Failure, Issue, RunSummary, recipients, skip_reason, summary_for
 from dispatch.errors import AbortError
 from dispatch.settings import Rate
 from dispatch.subscribers import Subscriber
@@ -61,7 +62,12 @@ class SendOptions:
 
 
 class _Run:
-    """The shared state of one send across its worker threads."""
+    """The shared state of one send across its worker threads.
+
+    One stop event ends the run: a signal (through ``SendOptions.stop``), an abort, or the
+    daily limit. Workers check it before each message and before each retry, and every wait
+    (pacing, backoff) is cut short by it.
+    """
 
     def __init__(self, issue: Issue, journal: j.Journal | None, options: SendOptions) -> None:
         self.issue = issue
@@ -70,11 +76,12 @@ class _Run:
         self.settings = issue.settings
         self.pacer = Pacer(self.settings.rate)
         self.lock = threading.Lock()
-        self.stop = threading.Event()
+        self.stop = options.stop
         self.abort = ""
+        self.limit_reached = False
+        self.crash: BaseException | None = None
         self.attempted = self.failed = self.sent = 0
         self.untouched = 0  # recipients never tried before and not tried now: still pending
-        self.budget: int | None = None
         self.test_results: list[tuple[Subscriber, Result]] = []
 
     def halt(self, reason: str) -> None:
@@ -82,14 +89,16 @@ class _Run:
             self.abort = self.abort or reason
         self.stop.set()
 
-    def take_budget(self) -> bool:
-        with self.lock:
-            if self.budget is None:
-                return True
-            if self.budget <= 0:
-                return False
-            self.budget -= 1
-            return True
+    def reserve(self) -> int | bool | None:
+        """A slot in the daily budget: a reservation id, None if unlimited, False when spent."""
+        if not self.settings.daily_limit or self.journal is None:
+            return None
+        reservation = self.journal.reserve(self.settings.daily_limit)
+        if reservation is None:
+            self.limit_reached = True
+            self.stop.set()  # the rest wait for a later run
+            return False
+        return reservation
 
     def leave(self, prior: str | None) -> None:
         """A recipient this run will not try after all."""
@@ -100,35 +109,35 @@ class _Run:
     def worker(self, work: queue.Queue[_Item | None]) -> None:
         transport = SmtpTransport(self.settings)
         try:
-            while True:
-                item = work.get()
-                if item is None:
-                    return
+            while (item := work.get()) is not None:
                 sub, prior = item
-                if self.stop.is_set() or self.options.stop.is_set():
-                    self.leave(prior)  # draining after a stop
+                if not self.stop.is_set():
+                    self.pacer.wait(self.stop)
+                reservation = False if self.stop.is_set() else self.reserve()
+                if reservation is False:
+                    self.leave(prior)  # stopped, or over the daily limit
                     continue
-                if not self.take_budget():
-                    self.leave(prior)
-                    self.stop.set()  # the daily limit: the rest wait for a later run
-                    continue
-                self.pacer.wait(self.options.stop)
                 try:
                     self.deliver(transport, sub, prior)
                 except AbortError as err:
                     self.halt(str(err))
-                except Exception as err:  # a bug must stop the run, never hang it
-                    self.halt(f"internal error while sending to {sub.email}: {type(err).__name__}: {err}")
+                except Exception as err:  # a bug: stop the run, never hang it; re-raised by _send
+                    self.crash = self.crash or err
+                    self.halt(f"internal error: {type(err).__name__}: {err}")
+                finally:
+                    if isinstance(reservation, int) and self.journal is not None:
+                        self.journal.release(reservation)
         finally:
             transport.close()
 
     def deliver(self, transport: SmtpTransport, sub: Subscriber, prior: str | None = None) -> None:
         """Send to one recipient and record the outcome; AbortError when the campaign must stop."""
         issue, campaign, journal = self.issue, self.issue.campaign, self.journal
+        recorded = False
         try:
             data, _, mid = issue.message(sub)
         except (ValueError, UnicodeError) as err:  # one odd row must not stop the others
-            data, mid = b"", ""
+            mid = ""
             result = Result(Status.FAILED, None, f"the message could not be built: {err}")
         else:
 
@@ -136,10 +145,19 @@ class _Run:
                 if journal is not None:
                     journal.in_flight(campaign, sub.key, sub.email, mid)
 
+            def interim(result: Result) -> None:
+                """The server answered the data with a 4xx: never leave "in flight" behind."""
+                nonlocal recorded
+                recorded = True
+                self.record(sub, result, mid)
+
             try:
-                result = self._attempts(transport, issue.factory.sender.addr_spec, sub.email, data, mark)
+                result = self._attempts(
+                    transport, issue.factory.sender.addr_spec, sub.email, data, mark=mark, interim=interim
+                )
             except AbortError:
-                self.leave(prior)  # never reached the server: still pending
+                if not recorded:
+                    self.leave(prior)  # never reached the server: still pending
                 raise
         if result.stops_campaign:  # a quota or rate reply says nothing about this recipient
             result = Result(Status.DEFERRED, result.code, result.text, result.data_started)
@@ -148,15 +166,7 @@ class _Run:
             self.sent += result.status is Status.SENT
             self.failed += result.status is Status.FAILED
             failed, attempted = self.failed, self.attempted
-        if journal is not None:
-            journal.outcome(
-                campaign, sub.key, sub.email, str(result.status),
-                code=result.code, enhanced=result.enhanced, reply=result.text,
-                hard_bounce=result.hard_bounce, message_id=mid, attempted=not result.data_started,
-            )  # fmt: skip
-        else:
-            with self.lock:
-                self.test_results.append((sub, result))
+        self.record(sub, result, mid)
         if self.options.progress is not None:
             self.options.progress(1)
         if result.stops_campaign:
@@ -168,28 +178,56 @@ class _Run:
                 f"{ratio:.0%}); stopping to protect the sender's reputation: see 'dispatch status'"
             )
 
+    def record(self, sub: Subscriber, result: Result, message_id: str) -> None:
+        """Write one outcome as it happens (the journal), or keep it (a test send)."""
+        if self.journal is None:
+            with self.lock:
+                self.test_results.append((sub, result))
+            return
+        self.journal.outcome(
+            self.issue.campaign, sub.key, sub.email, str(result.status),
+            code=result.code, enhanced=result.enhanced, reply=result.text,
+            hard_bounce=result.hard_bounce, message_id=message_id, attempted=not result.data_started,
+        )  # fmt: skip
+
     def _attempts(
-        self, transport: SmtpTransport, sender: str, to: str, data: bytes, mark: Callable[[], None]
+        self,
+        transport: SmtpTransport,
+        sender: str,
+        to: str,
+        data: bytes,
+        *,
+        mark: Callable[[], None],
+        interim: Callable[[Result], None],
     ) -> Result:
+        """Up to 1 + DISPATCH_RETRIES tries with exponential backoff and jitter; each retry is
+        paced like a new message, and a stop ends the tries with the last (deferred) result."""
         retries, delay = self.settings.retries, self.settings.retry_delay
         result = Result(Status.DEFERRED, None, "not attempted")
         for attempt in range(retries + 1):
+            if attempt:
+                backoff = min(MAX_BACKOFF, delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+                (self.options.sleep or self.stop.wait)(backoff)
+                if self.stop.is_set():
+                    return result
+                self.pacer.wait(self.stop)
             try:
                 result = transport.send(sender, to, data, mark)
             except Unreachable as err:
                 if attempt == retries:
                     raise AbortError(f"{err} (after {retries + 1} tries)") from err
                 result = Result(Status.DEFERRED, None, str(err))
+                continue
+            if result.status is Status.DEFERRED and result.data_started:
+                interim(result)
             if result.status is not Status.DEFERRED or result.stops_campaign:
                 return result
-            if attempt < retries and not self.options.stop.is_set():
-                backoff = min(MAX_BACKOFF, delay * 2**attempt) * random.uniform(0.5, 1.5)
-                (self.options.sleep or self.options.stop.wait)(backoff)  # a signal cuts it short
         return result
 
 
 def run_send(issue: Issue, journal: j.Journal | None, options: SendOptions) -> RunSummary:
     """Send the issue. With a journal (a campaign send) holds the campaign lock throughout."""
+    issue.require_unsubscribe_link()
     if journal is None:
         return _send(issue, None, options, summary_for(issue))
     with journal.lock(issue.campaign):
@@ -216,8 +254,6 @@ def _put(work: queue.Queue[_Item | None], item: _Item | None, threads: list[thre
 def _send(issue: Issue, journal: j.Journal | None, options: SendOptions, summary: RunSummary) -> RunSummary:
     settings = issue.settings
     run = _Run(issue, journal, options)
-    if journal is not None and settings.daily_limit:
-        run.budget = max(0, settings.daily_limit - journal.sent_within())
     probe(settings)  # a wrong password or a dead server ends the run before any message
     work: queue.Queue[_Item | None] = queue.Queue(maxsize=settings.connections * 4)
     threads = [
@@ -229,12 +265,15 @@ def _send(issue: Issue, journal: j.Journal | None, options: SendOptions, summary
     todo = 0
     try:
         for sub in options.only if options.only is not None else recipients(issue):
-            state = journal.state(issue.campaign, sub.key) if journal is not None else None
-            if state in (j.SENT, j.FAILED) or (state == j.UNKNOWN and not options.resend_unknown):
+            state, reason = skip_reason(
+                journal, issue.campaign, sub.key, resend_unknown=options.resend_unknown
+            )
+            if reason is not None:
                 summary.already_sent += state == j.SENT
+                summary.suppressed += reason.startswith("hard bounce")
                 continue
             todo += 1
-            if (options.limit and todo > options.limit) or run.stop.is_set() or options.stop.is_set():
+            if (options.limit and todo > options.limit) or run.stop.is_set():
                 run.leave(state)  # counted as left, nothing more is sent
                 continue
             _put(work, (sub, state), threads)
@@ -243,6 +282,8 @@ def _send(issue: Issue, journal: j.Journal | None, options: SendOptions, summary
             _put(work, None, threads)
         for thread in threads:
             thread.join()
+    if run.crash is not None:
+        raise run.crash  # a bug: the CLI reports it (with the traceback under --debug)
     _collect(run, summary)
     return summary
 
@@ -251,9 +292,9 @@ def _collect(run: _Run, summary: RunSummary) -> None:
     """Fill in the summary: from the journal for a campaign, from the results for a test send."""
     summary.sent_now = run.sent
     summary.aborted = run.abort
-    summary.interrupted = run.options.stop.is_set() and not run.abort
+    summary.interrupted = run.stop.is_set() and not run.abort and not run.limit_reached
     summary.pending = run.untouched
-    summary.daily_limit_reached = run.budget == 0 and summary.pending > 0
+    summary.daily_limit_reached = run.limit_reached and summary.pending > 0
     if run.journal is not None:
         campaign = run.issue.campaign
         counts = run.journal.counts(campaign)

@@ -58,7 +58,24 @@ CREATE TABLE IF NOT EXISTS recipients (
     PRIMARY KEY (campaign, key)
 );
 CREATE INDEX IF NOT EXISTS recipients_sent_at ON recipients (sent_at);
+CREATE INDEX IF NOT EXISTS recipients_key ON recipients (key);
+CREATE TABLE IF NOT EXISTS reservations (
+    id INTEGER PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    created REAL NOT NULL
+);
 """
+RESERVATION_MAX_AGE = 3600.0  # a reservation older than this belongs to a stuck or dead run
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def default_state_dir() -> Path:
@@ -100,6 +117,7 @@ class Journal:
         self.path = state_dir / "journal.sqlite3"
         self._lock = threading.Lock()
         self._held: set[str] = set()
+        old_umask = os.umask(0o077)  # subscriber addresses and replies: for this user only
         try:
             if not readonly:
                 state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -111,10 +129,16 @@ class Journal:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.executescript(_SCHEMA)
+                for suffix in ("", "-wal", "-shm"):
+                    part = self.path.with_name(self.path.name + suffix)
+                    if part.exists():
+                        part.chmod(0o600)
         except (OSError, sqlite3.Error) as err:
             raise InputError(
                 f"{self.path}: cannot use the journal ({err}); set DISPATCH_STATE_DIR to a writable folder"
             ) from err
+        finally:
+            os.umask(old_umask)
 
     @classmethod
     def open_existing(cls, state_dir: Path) -> Journal | None:
@@ -256,6 +280,44 @@ class Journal:
                 "SELECT COUNT(*) FROM recipients WHERE sent_at >= ?", (time.time() - seconds,)
             ).fetchone()
         return int(row[0])
+
+    def reserve(self, daily_limit: int) -> int | None:
+        """Take one message from the rolling 24-hour budget shared by every run in this state
+        folder; returns a reservation to :meth:`release` once the outcome is recorded, or None
+        when the budget is spent. Atomic across processes (an immediate SQLite transaction)."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                held_now = self._db.execute("SELECT id, pid, created FROM reservations").fetchall()
+                for rid, pid, created in held_now:
+                    if created < now - RESERVATION_MAX_AGE or not _alive(pid):
+                        self._db.execute("DELETE FROM reservations WHERE id = ?", (rid,))
+                sent = self._db.execute("SELECT COUNT(*) FROM recipients WHERE sent_at >= ?", (now - DAY,))
+                held = self._db.execute("SELECT COUNT(*) FROM reservations")
+                if int(sent.fetchone()[0]) + int(held.fetchone()[0]) >= daily_limit:
+                    self._db.execute("COMMIT")
+                    return None
+                cur = self._db.execute(
+                    "INSERT INTO reservations (pid, created) VALUES (?, ?)", (os.getpid(), now)
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return cur.lastrowid
+
+    def release(self, reservation: int) -> None:
+        """Give back a reservation (after the outcome, sent or not, is recorded)."""
+        self._write("DELETE FROM reservations WHERE id = ?", (reservation,))
+
+    def hard_bounced(self, key: str) -> str | None:
+        """The campaign in which this address hard-bounced (x.1.1-type reply), if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT campaign FROM recipients WHERE key = ? AND hard_bounce = 1 LIMIT 1", (key,)
+            ).fetchone()
+        return None if row is None else str(row[0])
 
     def counts(self, campaign: str) -> dict[str, int]:
         """Recipients by state."""

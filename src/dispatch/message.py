@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -82,9 +83,19 @@ def _non_ascii(data: bytes) -> int:
     return len(data) - len(data.decode("utf-8").encode("ascii", "ignore"))
 
 
-def unsubscribe_link(template: str, email: str) -> str:
-    """An unsubscribe URL or mailto with ``{email}`` filled in (percent-encoded)."""
-    return template.replace("{email}", quote(email, safe="@"))
+def unsubscribe_token(secret: str, email: str) -> str:
+    """A short, hard-to-forge token for one address (HMAC-SHA256, 128 bits, URL-safe).
+
+    The unsubscribe endpoint recomputes it from the same DISPATCH_UNSUBSCRIBE_SECRET.
+    """
+    digest = hmac.new(secret.encode(), email.lower().encode(), hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def unsubscribe_link(template: str, email: str, secret: str = "") -> str:
+    """An unsubscribe URL or mailto with ``{email}`` (percent-encoded) and ``{token}`` filled in."""
+    link = template.replace("{email}", quote(email, safe="@"))
+    return link.replace("{token}", unsubscribe_token(secret, email)) if "{token}" in link else link
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,7 @@ class MessageFactory:
     reply_to: Address | None = None
     unsubscribe_url: str = ""
     unsubscribe_mailto: str = ""
+    unsubscribe_secret: str = field(default="", repr=False)
     fingerprint: str = ""  # of the article: with the campaign, it fixes the MIME boundary
     _head: bytes = field(init=False, repr=False)
 
@@ -132,17 +144,18 @@ class MessageFactory:
     def unsubscribe_target(self, email: str) -> str:
         """The link shown in the body: the https URL when set, else the mailto."""
         if self.unsubscribe_url:
-            return unsubscribe_link(self.unsubscribe_url, email)
+            return unsubscribe_link(self.unsubscribe_url, email, self.unsubscribe_secret)
         return self._mailto(email)
 
     def _mailto(self, email: str) -> str:
-        mailto = unsubscribe_link(self.unsubscribe_mailto, email).removeprefix("mailto:")
+        mailto = unsubscribe_link(self.unsubscribe_mailto, email, self.unsubscribe_secret)
+        mailto = mailto.removeprefix("mailto:")
         return "mailto:" + (mailto if "?" in mailto else mailto + "?subject=unsubscribe")
 
     def _list_unsubscribe(self, email: str) -> bytes:
         uris = []
         if self.unsubscribe_url:
-            uris.append(f"<{unsubscribe_link(self.unsubscribe_url, email)}>")
+            uris.append(f"<{unsubscribe_link(self.unsubscribe_url, email, self.unsubscribe_secret)}>")
         if self.unsubscribe_mailto:
             uris.append(f"<{self._mailto(email)}>")
         # Written raw, never as encoded-words (RFC 2369, RFC 8058); folded between URIs only.

@@ -1,5 +1,5 @@
-"""Dry-run output a person can open: one ``.eml`` and one ``.html`` per message, and an
-``index.html`` that links to each."""
+"""Dry runs and previews: output a person can open, one ``.eml`` and one ``.html`` per
+message, and an ``index.html`` that links to each."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from dispatch import journal as j
+from dispatch.campaign import Issue, RunSummary, recipients, skip_reason, summary_for
 from dispatch.errors import InputError
+from dispatch.subscribers import Subscriber
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]+")
 
@@ -66,3 +69,39 @@ class PreviewWriter:
             self._index.close()
             self._index = None
         return self.folder / "index.html"
+
+
+def run_dry(
+    issue: Issue,
+    folder: Path,
+    *,
+    write_all: bool,
+    preview_count: int = 5,
+    limit: int = 0,
+    state: j.Journal | None = None,
+    only: list[Subscriber] | None = None,
+    resend_unknown: bool = False,
+) -> RunSummary:
+    """Render and check every message; write all (or the first few) to ``folder``.
+
+    With the journal (read-only), recipients a real send would skip are skipped here too.
+    """
+    summary = summary_for(issue, dry_run=True)
+    writer = PreviewWriter(folder, issue.subject)
+    try:
+        for sub in only if only is not None else recipients(issue):
+            prior, reason = skip_reason(state, issue.campaign, sub.key, resend_unknown=resend_unknown)
+            if reason is not None:
+                summary.already_sent += prior == j.SENT
+                summary.suppressed += reason.startswith("hard bounce")
+                continue
+            if limit and summary.pending >= limit:
+                break
+            data, html, _ = issue.message(sub)
+            summary.pending += 1
+            if write_all or summary.written < preview_count:
+                writer.add(summary.pending, sub.email, sub.name, data, html)
+                summary.written += 1
+    finally:
+        summary.preview = writer.close()
+    return summary

@@ -116,6 +116,7 @@ class Settings:
     subscribers: Path | None = None
     unsubscribe_url: str = ""
     unsubscribe_mailto: str = ""
+    unsubscribe_secret: str = field(default="", repr=False)
     organization: str = ""
     postal_address: str = ""
     state_dir: Path | None = None
@@ -154,6 +155,7 @@ class Settings:
             subscribers=_path(env, "SUBSCRIBERS"),
             unsubscribe_url=env.get(PREFIX + "UNSUBSCRIBE_URL", "").strip(),
             unsubscribe_mailto=env.get(PREFIX + "UNSUBSCRIBE_MAILTO", "").strip(),
+            unsubscribe_secret=env.get(PREFIX + "UNSUBSCRIBE_SECRET", ""),
             organization=env.get(PREFIX + "ORGANIZATION", "").strip(),
             postal_address=env.get(PREFIX + "POSTAL_ADDRESS", "").strip(),
             state_dir=_path(env, "STATE_DIR"),
@@ -173,9 +175,21 @@ class Settings:
         url = self.unsubscribe_url
         if url and not url.startswith("https://"):
             raise ConfigError(f"{PREFIX}UNSUBSCRIBE_URL: {url!r} must start with https://")
-        if url and any(c.isspace() or c in '<>"' for c in url):
-            raise ConfigError(f"{PREFIX}UNSUBSCRIBE_URL: {url!r} must not contain spaces, <, > or quotes")
+        if url and any(c.isspace() or c in '<>"' or not c.isascii() or not c.isprintable() for c in url):
+            raise ConfigError(
+                f"{PREFIX}UNSUBSCRIBE_URL: {url!r} must be plain ASCII with no spaces, <, > or quotes; "
+                "percent-encode anything else"
+            )
+        if url and "{email}" not in url and "{token}" not in url:
+            raise ConfigError(
+                f"{PREFIX}UNSUBSCRIBE_URL: {url!r} says nothing about who unsubscribes; add {{token}} "
+                "(with DISPATCH_UNSUBSCRIBE_SECRET) or {email} to it"
+            )
+        if "{token}" in url + self.unsubscribe_mailto and not self.unsubscribe_secret:
+            raise ConfigError(f"{PREFIX}UNSUBSCRIBE_SECRET must be set to use {{token}} in unsubscribe links")
         box = self.unsubscribe_mailto.removeprefix("mailto:")
+        if box and (not box.isascii() or any(c.isspace() or not c.isprintable() for c in box)):
+            raise ConfigError(f"{PREFIX}UNSUBSCRIBE_MAILTO: {box!r} must be plain ASCII with no spaces")
         if box:
             try:
                 validate_email(box.split("?")[0], check_deliverability=False, allow_smtputf8=False)

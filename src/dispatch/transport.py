@@ -21,7 +21,8 @@ from dispatch.errors import AbortError
 from dispatch.settings import Settings
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
-_RATE_WORDS = re.compile(r"too many|rate|limit|quota|exceeded|throttl|slow down|try again later", re.I)
+_RATE_WORDS = re.compile(r"too many|rate|limit|quota|exceeded|throttl|slow down", re.I)
+FINAL_REPLY_TIMEOUT = 600.0  # RFC 5321 §4.5.3.2.6: 10 minutes for the reply to the final dot
 
 
 class Unreachable(AbortError):
@@ -261,7 +262,11 @@ class SmtpTransport:
         before_data()
         try:
             smtp.send(dot_stuff(data))
+            if smtp.sock is not None:  # a spurious timeout here would mean a duplicate or a loss
+                smtp.sock.settimeout(max(self.settings.smtp_timeout, FINAL_REPLY_TIMEOUT))
             code, reply = smtp.getreply()
+            if smtp.sock is not None:
+                smtp.sock.settimeout(self.settings.smtp_timeout)
         except (OSError, smtplib.SMTPException) as err:
             self._drop()
             return Result(
@@ -269,6 +274,11 @@ class SmtpTransport:
                 None,
                 f"connection lost waiting for the server's reply ({err})",
                 True,
+            )
+        if not 200 <= code < 600:  # unreadable: the server may have taken it; never retry
+            self._drop()
+            return Result(
+                Status.UNKNOWN, None, f"unreadable reply to the message data: {_decode(reply)!r}", True
             )
         if code == 421:
             self._drop()
