@@ -22,7 +22,6 @@ from dispatch.subscribers import (
     Skipped,
     Subscriber,
     SubscriberList,
-    read_subscribers,
     validate_address,
 )
 from tests.conftest import EXAMPLE_SUBSCRIBERS
@@ -407,7 +406,7 @@ def test_non_utf8_file_reads_with_its_encoding(write_file: WriteFile, codec: str
         ("lea@example.org", "Léa Müller", "Zürich"),
         ("bob@example.com", "Bob", "Oslo"),
     ]
-    assert read_subscribers(path, codec).scan().valid == 2
+    assert SubscriberList(path, codec).scan().valid == 2
 
 
 @pytest.mark.parametrize("good_rows", [2, 4000], ids=["in-header-sample", "far-in-file"])

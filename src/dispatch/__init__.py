@@ -12,7 +12,7 @@ from dispatch.errors import DispatchError, ExitCode
 from dispatch.preview import run_dry
 from dispatch.render import RenderedIssue, render_issue
 from dispatch.settings import Settings
-from dispatch.subscribers import Subscriber, SubscriberList, read_subscribers
+from dispatch.subscribers import Subscriber, SubscriberList
 
 __all__ = [
     "Article",
@@ -27,7 +27,6 @@ __all__ = [
     "__version__",
     "load_article",
     "plan_issue",
-    "read_subscribers",
     "render_issue",
     "run_dry",
     "run_send",

@@ -8,6 +8,7 @@ but the last: one writes each message to a folder, the other hands it to SMTP.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import time
 from collections.abc import Iterator
@@ -225,8 +226,10 @@ def summary_for(issue: Issue, **kw: Any) -> RunSummary:
     )
 
 
-def recipients(issue: Issue) -> Iterator[Subscriber]:
-    return (item for item in issue.subscribers if isinstance(item, Subscriber))
+def recipients(issue: Issue, limit: int = 0) -> Iterator[Subscriber]:
+    """The valid, unique subscribers in list order (the first ``limit`` of them, if set)."""
+    found = (item for item in issue.subscribers if isinstance(item, Subscriber))
+    return itertools.islice(found, limit or None)
 
 
 def named_recipients(issue: Issue, addresses: list[str]) -> list[Subscriber]:
@@ -242,6 +245,17 @@ def named_recipients(issue: Issue, addresses: list[str]) -> list[Subscriber]:
         if sub.key in wanted:
             wanted[sub.key] = sub
     return list(wanted.values())
+
+
+def count_to_send(issue: Issue, journal: j.Journal | None, *, resend_unknown: bool = False) -> int:
+    """How many recipients a send would reach now (a pass over the list only on re-runs)."""
+    if journal is None or journal.campaign(issue.campaign) is None:
+        return issue.stats.valid
+    campaign = issue.campaign
+    return sum(
+        skip_reason(journal, campaign, sub.key, resend_unknown=resend_unknown)[1] is None
+        for sub in recipients(issue)
+    )
 
 
 def skip_reason(

@@ -28,15 +28,16 @@ from dispatch.campaign import (
     Issue,
     RunSummary,
     campaign_id,
+    count_to_send,
     named_recipients,
     plan_issue,
+    recipients,
 )
 from dispatch.delivery import SendOptions, run_send
 from dispatch.errors import ConfigError, DispatchError, ExitCode, InputError
-from dispatch.preview import run_dry
+from dispatch.preview import run_dry, write_message
 from dispatch.report import dry_run_report, send_report, status_report
 from dispatch.settings import Settings
-from dispatch.subscribers import Subscriber
 
 EXIT_CODES = """Exit codes: 0 all done; 1 some recipients failed, were deferred or are unknown;
 2 bad usage or bad input (nothing sent); 3 aborted (authentication, quota, server down, too
@@ -281,8 +282,13 @@ def send(
                 )
                 _out(summary, as_json, dry_run_report(summary, all_written=out is not None))
                 return
-            count = len(only) if only is not None else issue.stats.valid
-            _confirm(issue, min(count, limit) if limit else count, yes)
+            count = (
+                len(only)
+                if only is not None
+                else count_to_send(issue, journal, resend_unknown=resend_unknown)
+            )
+            count = min(count, limit) if limit else count
+            _confirm(issue, count, yes)
             stop = threading.Event()
             show_bar = sys.stderr.isatty() and not as_json
             with _signals(stop), _progress(count, show_bar) as advance:
@@ -314,24 +320,15 @@ def preview(
         settings = load_settings(env_file, {})
         path = _subscribers(subscribers, settings)
         issue = plan_issue(article, path, settings, subject=subject, template_dir=template, encoding=encoding)
-        wanted = named_recipients(issue, [subscriber]) if subscriber else None
-        first = (
-            wanted[0] if wanted else next((s for s in issue.subscribers if isinstance(s, Subscriber)), None)
-        )
-        if first is None:
+        chosen = named_recipients(issue, [subscriber]) if subscriber else list(recipients(issue, 1))
+        if not chosen:
             raise InputError(f"{path}: has no valid subscriber to preview with")
-        if first.line == 0:
-            typer.echo(f"dispatch: note: {first.email} is not on {path}; its columns are empty", err=True)
-        data, html, _ = issue.message(first)
-        out = out.resolve()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(html, encoding="utf-8")
-        out.with_suffix(".eml").write_bytes(data)
-        out.with_suffix(".txt").write_text(issue.bodies(first)[1], encoding="utf-8")
-        also = f"{out.with_suffix('.eml')} and {out.with_suffix('.txt')}"
-        typer.echo(f"Preview for {first.email}: {out}\n  also {also}")
+        if chosen[0].line == 0:
+            typer.echo(f"dispatch: note: {chosen[0].email} is not on {path}; its columns are empty", err=True)
+        page, eml, text = write_message(issue, chosen[0], out.resolve())
+        typer.echo(f"Preview for {chosen[0].email}: {page}\n  also {eml} and {text}")
         if open_browser:
-            webbrowser.open(out.as_uri())
+            webbrowser.open(page.as_uri())
 
 
 @app.command()

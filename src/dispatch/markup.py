@@ -40,6 +40,13 @@ _TAG = re.compile(r"<[^>]*>")
 _TAG_NAME = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)")
 
 
+def _absolute_links_only(_element: str, attribute: str, value: str) -> str | None:
+    """An email has no page to be relative to: relative and scheme-less links are dropped."""
+    if attribute in {"href", "src"} and not value.lower().startswith(("https://", "http://", "mailto:")):
+        return None
+    return value
+
+
 def sanitize_html(html: str) -> str:
     """Keep only static, email-safe markup; drop active content with what it holds."""
     return nh3.clean(
@@ -48,6 +55,7 @@ def sanitize_html(html: str) -> str:
         attributes=_ALLOWED_ATTRIBUTES,
         clean_content_tags=_DROPPED_WITH_CONTENT,
         url_schemes={"https", "http", "mailto"},
+        attribute_filter=_absolute_links_only,
         link_rel=None,
         strip_comments=True,
     )

@@ -29,12 +29,14 @@ class PreviewWriter:
     folder: Path
     subject: str
     rows: int = 0
-    _index: TextIO | None = field(default=None, repr=False)
+    _index: TextIO = field(init=False, repr=False)
+    _open: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._index = (self.folder / "index.html").open("w", encoding="utf-8")
+            self._open = True
         except OSError as err:
             raise InputError(f"{self.folder}: cannot write the preview there: {err.strerror}") from err
         title = html.escape(self.subject)
@@ -53,7 +55,6 @@ class PreviewWriter:
         (self.folder / f"{stem}.eml").write_bytes(message)
         page = self.folder / f"{stem}.html"
         page.write_text(html_body, encoding="utf-8")
-        assert self._index is not None
         self._index.write(
             f"<tr><td>{number}</td><td>{html.escape(email)}</td><td>{html.escape(name)}</td>"
             f'<td><a href="{html.escape(stem)}.html">view</a></td>'
@@ -64,11 +65,25 @@ class PreviewWriter:
 
     def close(self) -> Path:
         """Finish ``index.html`` and return its path."""
-        if self._index is not None:
+        if self._open:
             self._index.write(f"</table>\n<p>{self.rows} message(s).</p>\n</body></html>\n")
             self._index.close()
-            self._index = None
+            self._open = False
         return self.folder / "index.html"
+
+
+def write_message(issue: Issue, sub: Subscriber, page: Path) -> tuple[Path, Path, Path]:
+    """One recipient's message as ``page`` (HTML) with ``.eml`` and ``.txt`` beside it."""
+    data, html_body, _ = issue.message(sub)
+    eml, text = page.with_suffix(".eml"), page.with_suffix(".txt")
+    try:
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(html_body, encoding="utf-8")
+        eml.write_bytes(data)
+        text.write_text(issue.bodies(sub)[1], encoding="utf-8")
+    except OSError as err:
+        raise InputError(f"{page}: cannot write the preview there: {err.strerror}") from err
+    return page, eml, text
 
 
 def run_dry(

@@ -75,6 +75,14 @@ class ListStats:
     skipped: list[Skipped] = field(default_factory=list)
 
 
+def _normalised(cell: str) -> str:
+    """The wire form of an address when it is valid, else the cell as written."""
+    try:
+        return validate_address(cell)
+    except ValueError:
+        return cell.strip()
+
+
 def _short_digest(email: str) -> int:
     return int.from_bytes(hashlib.blake2b(email.lower().encode(), digest_size=8).digest(), "big")
 
@@ -244,7 +252,7 @@ class SubscriberList:
                         and email_at < len(row)
                         and _alias(row[status_at]) in UNSUBSCRIBED
                     ):
-                        found.append((_short_digest(row[email_at].strip()), line))
+                        found.append((_short_digest(_normalised(row[email_at])), line))
                     line = reader.line_num + 1
             except (UnicodeDecodeError, csv.Error):
                 pass  # reported with its line by the main pass
@@ -309,8 +317,3 @@ class SubscriberList:
             else:
                 stats.skipped.append(item)
         return stats
-
-
-def read_subscribers(path: Path, encoding: str = "utf-8-sig") -> SubscriberList:
-    """Open a subscriber list and check its header."""
-    return SubscriberList(path, encoding)

@@ -141,7 +141,7 @@ class SmtpTransport:
         s = self.settings
         return AbortError(f"SMTP server {s.endpoint}: {what}" + (f"; {hint}" if hint else ""))
 
-    def open(self) -> None:
+    def open(self) -> smtplib.SMTP:
         """Connect, secure and log in; AbortError with one line if that cannot work."""
         s = self.settings
         if s.smtp_user and s.smtp_security == "none" and not _is_loopback(s.smtp_host):
@@ -205,6 +205,7 @@ class SmtpTransport:
             raise Unreachable(f"SMTP server {s.endpoint}: the session failed while starting ({err})") from err
         self._smtp = smtp
         self._count = 0
+        return smtp
 
     def close(self) -> None:
         """QUIT politely; never raises."""
@@ -235,10 +236,7 @@ class SmtpTransport:
         limit = self.settings.max_per_connection
         if self._smtp is not None and limit and self._count >= limit:
             self.close()
-        if self._smtp is None:
-            self.open()
-        smtp = self._smtp
-        assert smtp is not None
+        smtp = self._smtp or self.open()
         self._count += 1
         try:
             code, reply = smtp.mail(sender)
