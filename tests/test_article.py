@@ -539,11 +539,11 @@ def test_leftover_words_inside_a_paragraph_are_kept(write_file: WriteFile, sente
     assert html.escape(sentence, quote=False) in a.body_html
 
 
-def test_leftover_line_in_the_middle_is_kept(write_file: WriteFile) -> None:
+def test_share_widget_line_in_the_middle_is_dropped(write_file: WriteFile) -> None:
+    """A lone "Share this" between paragraphs is a share widget's label, not the author's text."""
     a = load(write_file, "middle.txt", f"{TITLE}\n\n{P1}\n\nShare this\n\n{P2}\n")
-    assert a.paragraphs[0] == P1
-    assert a.paragraphs[-1] == P2
-    assert "Share this" in a.body_text
+    assert a.paragraphs == [P1, P2]
+    assert "Share this" not in a.body_text
 
 
 @pytest.mark.parametrize("suffix", [".txt", ".text", ".TXT", ".Text"])
@@ -918,3 +918,69 @@ def test_markdown_without_title(write_file: WriteFile, content: str) -> None:
 def test_plain_text_with_only_leftovers(write_file: WriteFile) -> None:
     message = raises_input_error(write_file("leftovers.txt", "Share on\n\nSubscribe to our newsletter\n"))
     assert "leftover" in message
+
+
+# --- Shapes found by a new-user QA pass -------------------------------------------------------
+
+WEB_TAIL = (
+    "Share this:\nFacebook\nTwitter\nLinkedIn\n\nRelated articles\nThe Balkans after the gas crisis\n"
+    "Why Skopje matters to Brussels\n\nSubscribe to our newsletter\n"
+    "© 2024 Example Foundation. All rights reserved.\n"
+)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        WEB_TAIL,
+        "Share on\nFacebook\nLinkedIn\n\nRelated articles\nA first headline\nA second headline\n",
+        "Subscribe to our newsletter\n\nPrivacy policy | Cookie settings\n",
+        "Поделиться\n",
+    ],
+)
+def test_web_page_tail_with_headlines_and_copyright_is_dropped(write_file: WriteFile, tail: str) -> None:
+    a = load(write_file, "tail.txt", f"{TITLE}\n\n{P1}\n{P2}\n\n{tail}")
+    assert a.paragraphs == [P1, P2]
+    for junk in ("Share", "Related", "headline", "©", "Privacy", "Поделиться"):
+        assert junk not in a.body_text
+
+
+def test_lines_of_one_block_split_into_paragraph_heading_list_and_paragraph(write_file: WriteFile) -> None:
+    a = load(
+        write_file,
+        "mixed.txt",
+        "A note from the Secretary General\n"
+        "Dear friends, this year the Foundation celebrates its twentieth year with events "
+        "in Rome and Brussels.\n"
+        "Our programme for the autumn\n1. A conference on the Black Sea, 14 October\n"
+        "2. A round table on the Sahel, 3 November\n3. The annual gala dinner, 12 December\n"
+        "We look forward to seeing you there. Warm regards, and see you soon.\n",
+    )
+    assert [b.kind for b in a.blocks] == ["paragraph", "heading", "list", "list", "list", "paragraph"]
+    assert "<li>The annual gala dinner, 12 December</li>" in a.body_html
+
+
+def test_indented_lines_continue_a_list_item(write_file: WriteFile) -> None:
+    a = load(
+        write_file,
+        "cont.txt",
+        f"{TITLE}\n\n{P1}\n\n- a relief fund for the\n  families of the crews\n- training\n",
+    )
+    assert "<li>a relief fund for the families of the crews</li>" in a.body_html
+
+
+@pytest.mark.parametrize(
+    ("head", "author", "date"),
+    [
+        ("Interview by Sara Bianchi\n24 April 2024\n", "Sara Bianchi", "24 April 2024"),
+        ("Author: Jane Doe\n", "Jane Doe", ""),
+    ],
+)
+def test_bylines_with_a_label(write_file: WriteFile, head: str, author: str, date: str) -> None:
+    a = load(write_file, "by.txt", f"{TITLE}\n{head}\n{P1}\n")
+    assert (a.author, a.date, a.paragraphs) == (author, date, [P1])
+
+
+def test_a_date_above_the_title(write_file: WriteFile) -> None:
+    a = load(write_file, "dated.txt", f"12 March 2024\n{TITLE}\nBy Jane Doe\n\n{P1}\n")
+    assert (a.title, a.date, a.author) == (TITLE, "12 March 2024", "Jane Doe")

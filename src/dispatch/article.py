@@ -39,7 +39,28 @@ _LEFTOVER = re.compile(
     r"like this:?|loading\.*|comments?|leave a (reply|comment))[\s:.!…]*$",
     re.IGNORECASE,
 )
-_BYLINE = re.compile(r"^(by|written by|words by|von|par|por|di|door)\s+\S", re.IGNORECASE)
+# Markers that end the article: after the first of them, in a tail of short lines, all goes.
+_END_MARKER = re.compile(
+    r"^(share( (on|this|via|article|this (article|story|post)))?|subscribe\b.*|sign up\b.*|"
+    r"follow us\b.*|related( articles| posts| stories| content| reading)?|read (more|next)|"
+    r"more (from|on) .*|you (may|might) also like.*|tags?:.*|©.*|\(c\) \d{4}.*|copyright\b.*|"
+    r"all rights reserved.*|privacy( policy)?( \|.*)?|cookies?( settings| policy)?( \|.*)?|"
+    r"terms (of|and) (use|service|conditions).*|advertisement|back to top|leave a (reply|comment)|"
+    r"поделиться|подписаться.*|partager( sur)?|teilen|compartir( en)?|condividi( su)?|"
+    r"abonnieren|s'abonner.*|suscr[ií]bete.*|iscriviti.*)[\s:.!…|]*$",
+    re.IGNORECASE,
+)
+# Lines that are web-page furniture wherever they stand.
+_FURNITURE = re.compile(
+    r"^(share (on|this|via)( \w+)?|subscribe to (our|the) newsletter|sign up (for|to) (our|the) "
+    r"newsletter|follow us on \w+|advertisement|read more|related articles)[\s:.!…]*$",
+    re.IGNORECASE,
+)
+_BYLINE = re.compile(
+    r"^((interview|words|text|story|report|reporting|photos?|analysis|commentary|written|edited)\s+)?"
+    r"(by|von|par|por|di|door)\s+\S|^(author|autore|auteur|autor|автор)\s*:\s*\S",
+    re.IGNORECASE,
+)
 _MONTHS = (
     "jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec|january|february|march|april|june|"
     "july|august|september|october|november|december"
@@ -182,10 +203,21 @@ def _text(value: Any) -> str:
 
 
 def _strip_leftovers(lines: list[str]) -> list[str]:
+    """Drop the web page around the article: a trailing run of share/subscribe/related/
+    copyright lines (with the short lines among them), and furniture lines anywhere."""
     end = len(lines)
     while end and (not lines[end - 1].strip() or _LEFTOVER.match(lines[end - 1].strip())):
         end -= 1
-    return lines[:end]
+    cut = end
+    for i in range(end - 1, -1, -1):
+        line = lines[i].strip()
+        # a marker is a label, not a sentence that happens to start the same way
+        marker = _END_MARKER.match(line) and len(line) <= 70 and (", " not in line or line[0] == "©")
+        if marker:
+            cut = i
+        elif len(line) > SHORT_LINE or (_ends_sentence(line) and len(line) > 60):
+            break  # a real paragraph: the tail ends here
+    return [line for line in lines[:cut] if not _FURNITURE.match(line.strip())]
 
 
 def _split_motto(line: str) -> tuple[str, str] | None:
@@ -238,11 +270,15 @@ def _from_plain_text(path: Path, text: str, fingerprint: str) -> Article:
         if len(head[pos]) > 2 * SHORT_LINE:  # what follows is a paragraph: the quote was the title
             motto = attribution = ""
             pos = 0
+    date = ""
+    if pos + 1 < len(head) and _dated(head[pos]):  # a date line above the title
+        date = _dated(head[pos])
+        pos += 1
     title = head[pos].lstrip("#").strip()
     pos += 1
     if pos < len(head) and set(head[pos]) <= set("=-"):
         pos += 1  # a setext underline
-    subtitle = author = date = ""
+    subtitle = author = ""
     for _ in range(3):
         if pos >= len(head):
             break
@@ -301,10 +337,11 @@ def _body_after(lines: list[str], consumed: list[str]) -> list[str]:
 
 
 def _blocks(lines: list[str]) -> list[list[str]]:
+    """Runs of non-blank lines (right-stripped only: indentation marks list continuations)."""
     blocks: list[list[str]] = [[]]
     for line in lines:
         if line.strip():
-            blocks[-1].append(line.strip())
+            blocks[-1].append(line.rstrip())
         elif blocks[-1]:
             blocks.append([])
     return [b for b in blocks if b]
@@ -313,14 +350,12 @@ def _blocks(lines: list[str]) -> list[list[str]]:
 def _plain_to_markdown(lines: list[str]) -> str:
     out: list[tuple[str, str]] = []  # (kind, markdown): kind is "line" for a one-line paragraph
     for block in _blocks(lines):
-        wrapped = len(block) > 1 and max(len(line) for line in block[:-1]) <= SHORT_LINE
-        sentences = all(_ends_sentence(line) for line in block)
-        if any(_BULLET.match(line) for line in block):
-            out.append(("list", _list_block(block)))
-        elif wrapped and not sentences and not all(_is_short(line) for line in block):
-            out.append(("para", _escape(" ".join(block))))
+        flat = [line.strip() for line in block]
+        wrapped = len(flat) > 1 and max(len(line) for line in flat[:-1]) <= SHORT_LINE
+        if any(_BULLET.match(line) for line in flat):
+            out.extend(_mixed_block(block, wrapped=wrapped))
         else:
-            out.extend(_line_block(line) for line in block)
+            out.extend(_prose(flat, wrapped=wrapped))
     # a short line between paragraphs, with no closing punctuation, reads as a subheading
     for i in range(1, len(out) - 1):
         kind, text = out[i]
@@ -329,26 +364,51 @@ def _plain_to_markdown(lines: list[str]) -> str:
             kind == "line"
             and _is_short(plain)
             and not plain.endswith((":", ";", ","))
-            and out[i + 1][0] in {"line", "para"}
-            and len(out[i + 1][1]) > SHORT_LINE
+            and out[i + 1][0] in {"line", "para", "list"}
+            and (out[i + 1][0] == "list" or len(out[i + 1][1]) > SHORT_LINE)
         ):
             out[i] = ("heading", "## " + text)
     return "\n\n".join(text for _, text in out) + "\n"
 
 
-def _list_block(block: list[str]) -> str:
+def _prose(lines: list[str], *, wrapped: bool) -> list[tuple[str, str]]:
+    """Lines of running text: one hard-wrapped paragraph, or one paragraph per line."""
+    if not lines:
+        return []
+    sentences = all(_ends_sentence(line) for line in lines)
+    if wrapped and not sentences and not all(_is_short(line) for line in lines):
+        return [("para", _escape(" ".join(lines)))]
+    return [_line_block(line) for line in lines]
+
+
+def _mixed_block(block: list[str], *, wrapped: bool) -> list[tuple[str, str]]:
+    """A block holding list items among other lines: each run of items becomes one list.
+
+    A line after an item continues it when it is indented, or when the block is hard-wrapped
+    and the item has not ended its sentence; otherwise it starts new text.
+    """
+    out: list[tuple[str, str]] = []
     items: list[str] = []
-    for line in block:
+    prose: list[str] = []
+    for raw in block:
+        line = raw.strip()
         bullet = _BULLET.match(line)
         if bullet:
+            out.extend(_prose(prose, wrapped=wrapped))
+            prose = []
             marker = bullet[1] if bullet[1][0].isdigit() else "-"
-            marker = marker.replace(")", ".")
-            items.append(f"{marker} {_escape(bullet[2])}")
-        elif items:
+            items.append(f"{marker.replace(')', '.')} {_escape(bullet[2])}")
+        elif items and (raw[:1].isspace() or (wrapped and not _ends_sentence(items[-1]))):
             items[-1] += " " + _escape(line)
         else:
-            items.append(_escape(line))
-    return "\n".join(items)
+            if items:
+                out.append(("list", "\n".join(items)))
+                items = []
+            prose.append(line)
+    if items:
+        out.append(("list", "\n".join(items)))
+    out.extend(_prose(prose, wrapped=wrapped))
+    return out
 
 
 def _line_block(line: str) -> tuple[str, str]:
