@@ -695,7 +695,7 @@ def test_markdown_links_are_numbered_and_listed_once(rich: Article) -> None:
 
 def test_markdown_text_twin_reads_as_text(rich: Article) -> None:
     text = rich.body_text
-    assert "What happens next\n=================" in text
+    assert "What happens next\n-----------------" in text  # "=" is kept for the title
     assert "\n- a relief fund\n" in text
     assert "\n1. first step\n2. second step\n" in text
     assert "> A quoted line from the harbour master." in text
@@ -771,7 +771,7 @@ def test_render_markdown_html_and_text_carry_the_same_content() -> None:
     assert "<h1>Heading</h1>" in rendered.html
     assert '<a href="https://example.org/x">link</a>' in rendered.html
     assert "<em>emphasis</em>" in rendered.html
-    assert rendered.text == "Heading\n=======\n\nA link [1] and emphasis."
+    assert rendered.text == "Heading\n-------\n\nA link [1] and emphasis."
     assert rendered.links == ("https://example.org/x",)
 
 

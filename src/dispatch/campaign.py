@@ -19,7 +19,7 @@ from typing import Any
 from dispatch import journal as j
 from dispatch.article import MARKDOWN_SUFFIXES, Article, load_article
 from dispatch.errors import ConfigError, ExitCode, InputError, TemplateError
-from dispatch.message import MessageFactory
+from dispatch.message import MessageFactory, header_text
 from dispatch.render import RenderedIssue, column_key, render_issue
 from dispatch.settings import Settings
 from dispatch.subscribers import ListStats, Skipped, Subscriber, SubscriberList, validate_address
@@ -97,7 +97,9 @@ def plan_issue(
     sender = settings.require_sending_identity()
     article = load_article(article_path)
     subscribers = SubscriberList(subscribers_path, encoding)
-    title = article.subject or subject or article.title
+    title = header_text(article.subject or subject or article.title)
+    if not title:
+        raise InputError("the subject is empty after removing control characters; pass --subject")
     if test_send:
         title = f"[TEST] {title}"
     rendered = render_issue(

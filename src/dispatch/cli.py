@@ -8,6 +8,7 @@ stderr and an exit code, in one place (:func:`_reporting`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -37,7 +38,7 @@ from dispatch.delivery import SendOptions, run_send
 from dispatch.errors import ConfigError, DispatchError, ExitCode, InputError
 from dispatch.preview import run_dry, write_message
 from dispatch.report import dry_run_report, send_report, status_report
-from dispatch.settings import Settings
+from dispatch.settings import Settings, parse_rate
 
 EXIT_CODES = """Exit codes: 0 all done; 1 some recipients failed, were deferred or are unknown;
 2 bad usage or bad input (nothing sent); 3 aborted (authentication, quota, server down, too
@@ -54,7 +55,9 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-ArticleArg = Annotated[Path, typer.Argument(help="The article: .txt or .md.", show_default=False)]
+ArticleArg = Annotated[
+    Path, typer.Argument(metavar="ARTICLE", help="The article: .txt or .md.", show_default=False)
+]
 SubscribersOpt = Annotated[
     Path | None,
     typer.Option("--subscribers", "-s", help="Subscriber CSV (default: DISPATCH_SUBSCRIBERS)."),
@@ -89,14 +92,17 @@ def _main(
 
 
 @contextmanager
-def _reporting(debug: bool) -> Iterator[None]:
-    """The one place where errors become a line on stderr and an exit code."""
+def _reporting(debug: bool, as_json: bool = False) -> Iterator[None]:
+    """The one place where errors become a line on stderr and an exit code (and, with
+    ``--json``, an object on stdout, so a cron script always has something to parse)."""
     try:
         yield
     except DispatchError as err:
         if debug:
             raise
         typer.echo(f"dispatch: error: {err}", err=True)
+        if as_json:
+            typer.echo(json.dumps({"error": str(err), "exit_code": int(err.exit_code)}, ensure_ascii=False))
         raise typer.Exit(int(err.exit_code)) from None
     except KeyboardInterrupt:
         typer.echo("dispatch: interrupted", err=True)
@@ -113,6 +119,32 @@ def _reporting(debug: bool) -> Iterator[None]:
 PATH_SETTINGS = {"DISPATCH_SUBSCRIBERS", "DISPATCH_STATE_DIR", "DISPATCH_SMTP_CA_FILE"}
 
 
+class _Unparsed(logging.Handler):
+    """Collects python-dotenv's "could not parse statement" warnings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(str(record.args[0]) if isinstance(record.args, tuple) and record.args else "?")
+
+
+def _read_env_file(path: Path) -> dict[str, str | None]:
+    """The file's settings; a line python-dotenv cannot parse is an error naming it."""
+    handler, logger = _Unparsed(), logging.getLogger("dotenv.main")
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        values = dotenv_values(path)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+    if handler.lines:
+        raise InputError(f"{path}: line {handler.lines[0]} is not KEY=value; fix or remove it")
+    return values
+
+
 def load_settings(env_file: Path | None, overrides: Mapping[str, str | None]) -> Settings:
     """Flags beat the real environment, which beats the .env file.
 
@@ -123,7 +155,7 @@ def load_settings(env_file: Path | None, overrides: Mapping[str, str | None]) ->
     if env_file is not None and not env_file.is_file():
         raise InputError(f"{env_file}: no such settings file (--env-file)")
     if path.is_file():
-        for key, raw in dotenv_values(path).items():
+        for key, raw in _read_env_file(path).items():
             if raw and key in PATH_SETTINGS and not Path(raw).expanduser().is_absolute():
                 raw = str(path.resolve().parent / raw)  # noqa: PLW2901 - relative to the file, for cron
             if raw is not None:
@@ -231,9 +263,13 @@ def send(
     ] = False,
     subject: SubjectOpt = "",
     template: TemplateOpt = None,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="Send at most N messages this run.")] = 0,
+    limit: Annotated[
+        int,
+        typer.Option("--limit", min=0, metavar="N", help="Send at most N messages this run (0: no limit)."),
+    ] = 0,
     to: Annotated[
-        list[str] | None, typer.Option("--to", help="Test send: only to this address (repeatable).")
+        list[str] | None,
+        typer.Option("--to", metavar="ADDRESS", help="Test send: only to this address (repeatable)."),
     ] = None,
     env_file: EnvFileOpt = None,
     campaign: Annotated[
@@ -257,7 +293,9 @@ def send(
     debug: DebugOpt = False,
 ) -> None:
     """Send ARTICLE to every subscriber (or preview it with --dry-run)."""
-    with _reporting(debug):
+    with _reporting(debug, as_json):
+        if rate is not None:
+            parse_rate(rate, "--rate")
         overrides = {
             "DISPATCH_CONNECTIONS": None if connections is None else str(connections),
             "DISPATCH_RATE": rate,
@@ -341,7 +379,7 @@ def status(
     debug: DebugOpt = False,
 ) -> None:
     """Show campaigns and their counts, or one campaign's problem recipients."""
-    with _reporting(debug):
+    with _reporting(debug, as_json):
         settings = load_settings(env_file, {})
         state_dir = settings.state_dir or j.default_state_dir()
         journal = j.Journal.open_existing(state_dir)

@@ -81,6 +81,7 @@ class _Run:
         self.limit_reached = False
         self.crash: BaseException | None = None
         self.attempted = self.failed = self.sent = 0
+        self.deferred_streak = 0  # recipients deferred in a row: a relay refusing everything
         self.untouched = 0  # recipients never tried before and not tried now: still pending
         self.test_results: list[tuple[Subscriber, Result]] = []
 
@@ -165,12 +166,19 @@ class _Run:
             self.attempted += 1
             self.sent += result.status is Status.SENT
             self.failed += result.status is Status.FAILED
-            failed, attempted = self.failed, self.attempted
+            deferred = result.status is Status.DEFERRED
+            self.deferred_streak = self.deferred_streak + 1 if deferred else 0
+            failed, attempted, streak = self.failed, self.attempted, self.deferred_streak
         self.record(sub, result, mid)
         if self.options.progress is not None:
             self.options.progress(1)
         if result.stops_campaign:
             raise AbortError(f"the server asked to stop: {result.line()}; run again later")
+        if streak >= MIN_SAMPLE_FOR_RATIO:
+            raise AbortError(
+                f"the server deferred the last {streak} recipients in a row (last reply: "
+                f"{result.line()}); stopping instead of burning through the list; run again later"
+            )
         ratio = self.settings.max_failure_ratio
         if ratio and attempted >= MIN_SAMPLE_FOR_RATIO and failed / attempted > ratio:
             raise AbortError(

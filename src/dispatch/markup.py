@@ -218,7 +218,7 @@ def _render_text(tokens: Sequence[Token]) -> tuple[str, list[str], list[Block]]:
             case "inline":
                 text, plain = (part.strip() for part in writer.inline(tok.children))
                 if heading:
-                    rule = "=" if heading <= 2 else "-"
+                    rule = "-"  # "=" is for the title, in the template
                     add(
                         "heading",
                         f"{quote}{text}\n{quote}{rule * min(len(text), TEXT_WIDTH)}",

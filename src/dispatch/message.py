@@ -138,7 +138,7 @@ class MessageFactory:
     def message_id(self, key: str, *, salt: str = "") -> str:
         """A Message-ID fixed by campaign and recipient (so a resend is recognisable)."""
         digest = hashlib.blake2b(f"{self.campaign}\0{key}\0{salt}".encode(), digest_size=10)
-        left = _ID_SAFE.sub("-", self.campaign)[:32].strip(".-") or "issue"
+        left = _ID_SAFE.sub("-", self.campaign)[:24].strip(".-") or "issue"  # the header fits 78
         return f"<{left}.{digest.hexdigest()}@{self.domain}>"
 
     def unsubscribe_target(self, email: str) -> str:

@@ -15,6 +15,7 @@ from dispatch.errors import InputError
 from dispatch.subscribers import Subscriber
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]+")
+_OURS = re.compile(r"\d{5}-[A-Za-z0-9@._+-]+\.(eml|html)")
 
 
 def message_stem(number: int, email: str) -> str:
@@ -35,6 +36,9 @@ class PreviewWriter:
     def __post_init__(self) -> None:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+            for old in self.folder.iterdir():  # an earlier dry run's messages, never other files
+                if _OURS.fullmatch(old.name):
+                    old.unlink()
             self._index = (self.folder / "index.html").open("w", encoding="utf-8")
             self._open = True
         except OSError as err:

@@ -52,7 +52,7 @@ def dry_run_report(summary: RunSummary, *, all_written: bool) -> str:
 def send_report(summary: RunSummary, endpoint: str) -> str:
     """The outcome of a send: counts, failures, and what to do next."""
     lines = [
-        f"{'Test send' if summary.test_send else 'Sent'} «{summary.subject}» via {endpoint}",
+        f"{'Test send of' if summary.test_send else 'Campaign'} «{summary.subject}» via {endpoint}",
         f"  Campaign:      {summary.campaign}",
         f"  Sent now:      {summary.sent_now}"
         + (f"  (campaign total {summary.sent})" if summary.sent != summary.sent_now else ""),
@@ -66,10 +66,13 @@ def send_report(summary: RunSummary, endpoint: str) -> str:
     lines += _skipped(summary)
     lines += _warnings(summary)
     for failure in summary.failures[:MAX_LISTED]:
-        lines.append(f"    {failure.state}: {failure.email}: {failure.code or ''} {failure.message}".rstrip())
+        code = f"{failure.code} " if failure.code else ""
+        lines.append(f"    {failure.state}: {failure.email}: {code}{failure.message}".rstrip())
     if summary.content_changed:
         lines.append(
-            "  Note: the article changed since this campaign started; sent recipients were not resent."
+            "  Note: the article changed since this campaign started; recipients already sent were "
+            "not sent again. If this is a new issue, give it its own campaign (--campaign ID, or "
+            "'campaign:' in the front matter)."
         )
     if summary.recovered_unknown:
         lines.append(
@@ -78,9 +81,15 @@ def send_report(summary: RunSummary, endpoint: str) -> str:
         )
     if summary.aborted:
         lines.append(f"Aborted: {summary.aborted}")
+    if summary.unknown:
+        lines.append(
+            f"Unknown: {summary.unknown} recipient(s) may or may not have the issue (the connection "
+            "dropped after their message was sent). They are not sent again by themselves; "
+            "--resend-unknown resends them with the same Message-ID."
+        )
     if summary.daily_limit_reached:
-        lines.append("Daily limit reached: the rest wait; run the same command again tomorrow.")
-    if summary.interrupted:
+        lines.append("Daily limit reached: the rest wait; run the same command again after the 24 hours.")
+    elif summary.interrupted:
         lines.append(
             "Interrupted: messages in flight were finished and recorded. "
             "Run the same command again to resume."
@@ -118,7 +127,11 @@ def status_report(journal: j.Journal | None, campaign: str, state_dir: Path) -> 
 
 
 def _counts(info: j.CampaignInfo) -> dict[str, int]:
-    return {k: v for k, v in info.counts.items() if k != j.IN_FLIGHT}
+    """Counts by state, with pending = the latest list's recipients not yet reached."""
+    counts = dict(info.counts)
+    reached = sum(v for k, v in counts.items() if k != j.PENDING)
+    counts[j.PENDING] = max(0, info.recipients - reached)
+    return counts
 
 
 def _campaign_report(journal: j.Journal, info: j.CampaignInfo) -> tuple[Any, str]:

@@ -7,6 +7,7 @@ hands one mapping to :meth:`Settings.from_mapping`; tests pass a plain dict.
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.headerregistry import Address
@@ -69,7 +70,7 @@ def parse_mailbox(text: str, setting: str) -> Address:
     return Address(display_name=box.display_name, addr_spec=valid.ascii_email or valid.normalized)
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int = 2**31) -> int:
     raw = env.get(PREFIX + name, "").strip()
     if not raw:
         return default
@@ -77,12 +78,12 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
         value = int(raw)
     except ValueError as err:
         raise ConfigError(f"{PREFIX}{name}: {raw!r} is not a whole number") from err
-    if value < minimum:
-        raise ConfigError(f"{PREFIX}{name}: must be at least {minimum}, got {value}")
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{PREFIX}{name}: must be between {minimum} and {maximum}, got {value}")
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], name: str, default: float, maximum: float = float("inf")) -> float:
     raw = env.get(PREFIX + name, "").strip()
     if not raw:
         return default
@@ -90,9 +91,18 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError as err:
         raise ConfigError(f"{PREFIX}{name}: {raw!r} is not a number") from err
-    if value < 0:
-        raise ConfigError(f"{PREFIX}{name}: must not be negative")
+    if not 0 <= value <= maximum:
+        raise ConfigError(f"{PREFIX}{name}: must be between 0 and {maximum:g}, got {value:g}")
     return value
+
+
+def _check_ca_file(path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(f"{PREFIX}SMTP_CA_FILE: {path} does not exist or is not a file")
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=str(path))
+    except (ssl.SSLError, OSError, ValueError) as err:
+        raise ConfigError(f"{PREFIX}SMTP_CA_FILE: {path} holds no PEM certificate ({err})") from err
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:
@@ -140,11 +150,11 @@ class Settings:
         reply_raw = env.get(PREFIX + "REPLY_TO", "").strip()
         rate_raw = env.get(PREFIX + "RATE", "").strip()
         ca_file = _path(env, "SMTP_CA_FILE")
-        if ca_file is not None and not ca_file.is_file():
-            raise ConfigError(f"{PREFIX}SMTP_CA_FILE: {ca_file} does not exist or is not a file")
+        if ca_file is not None:
+            _check_ca_file(ca_file)
         settings = cls(
             smtp_host=env.get(PREFIX + "SMTP_HOST", "").strip() or "localhost",
-            smtp_port=_int(env, "SMTP_PORT", DEFAULT_PORTS[security], minimum=1),
+            smtp_port=_int(env, "SMTP_PORT", DEFAULT_PORTS[security], minimum=1, maximum=65535),
             smtp_user=env.get(PREFIX + "SMTP_USER", "").strip(),
             smtp_password=env.get(PREFIX + "SMTP_PASSWORD", ""),
             smtp_security=security,
@@ -165,7 +175,7 @@ class Settings:
             max_per_connection=_int(env, "MAX_PER_CONNECTION", 0),
             retries=_int(env, "RETRIES", 3),
             retry_delay=_float(env, "RETRY_DELAY", 1.0),
-            max_failure_ratio=_float(env, "MAX_FAILURE_RATIO", 0.5),
+            max_failure_ratio=_float(env, "MAX_FAILURE_RATIO", 0.5, maximum=1.0),
         )
         settings.check_unsubscribe()
         return settings
@@ -180,6 +190,11 @@ class Settings:
                 f"{PREFIX}UNSUBSCRIBE_URL: {url!r} must be plain ASCII with no spaces, <, > or quotes; "
                 "percent-encode anything else"
             )
+        for name, value in (("UNSUBSCRIBE_URL", url), ("UNSUBSCRIBE_MAILTO", self.unsubscribe_mailto)):
+            unknown = set(re.findall(r"\{[^}]*\}", value)) - {"{email}", "{token}"}
+            if unknown:
+                shown = ", ".join(sorted(unknown))
+                raise ConfigError(f"{PREFIX}{name}: unknown placeholder {shown}; use {{email}} or {{token}}")
         if url and "{email}" not in url and "{token}" not in url:
             raise ConfigError(
                 f"{PREFIX}UNSUBSCRIBE_URL: {url!r} says nothing about who unsubscribes; add {{token}} "

@@ -31,6 +31,7 @@ LAST_NAME_ALIASES = {"lastname", "surname", "familyname"}
 UNSUBSCRIBED = {
     "unsubscribed", "unsubscribe", "optedout", "optout", "bounced", "cleaned", "complained",
     "blocklisted", "blacklisted", "suppressed", "removed", "inactive",
+    "pending", "unconfirmed",  # double opt-in not confirmed yet (Mailchimp's "pending")
 }  # fmt: skip
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b\ufeff]+")
 
@@ -120,8 +121,10 @@ def validate_address(raw: str) -> str:
     address = raw.strip()
     if not address:
         raise ValueError("no email address")
+    if "\n" in address or "\r" in address:
+        raise ValueError("the address holds a line break (an unclosed quote on this row?)")
     if _CONTROL.search(address):
-        raise ValueError("the address contains control characters or line breaks")
+        raise ValueError("the address contains control characters")
     local, at, domain = address.rpartition("@")
     if at and len(local) <= 64 and len(address) <= 254 and _DOT_ATOM.fullmatch(local):
         return f"{local}@{_domain(domain)}"

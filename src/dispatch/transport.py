@@ -141,6 +141,13 @@ class SmtpTransport:
         s = self.settings
         return AbortError(f"SMTP server {s.endpoint}: {what}" + (f"; {hint}" if hint else ""))
 
+    def _untrusted(self, err: ssl.SSLCertVerificationError) -> AbortError:
+        if self.settings.smtp_ca_file is None:
+            hint = "set DISPATCH_SMTP_CA_FILE to the relay's CA certificate"
+        else:
+            hint = "check that DISPATCH_SMTP_HOST is the name in the certificate and the CA file is right"
+        return self._fail(f"TLS certificate not trusted ({err.verify_message})", hint)
+
     def open(self) -> smtplib.SMTP:
         """Connect, secure and log in; AbortError with one line if that cannot work."""
         s = self.settings
@@ -157,10 +164,7 @@ class SmtpTransport:
             else:
                 smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout)
         except ssl.SSLCertVerificationError as err:
-            raise self._fail(
-                f"TLS certificate not trusted ({err.verify_message})",
-                "set DISPATCH_SMTP_CA_FILE to the relay's CA certificate",
-            ) from err
+            raise self._untrusted(err) from err
         except smtplib.SMTPConnectError as err:
             detail = f"{err.smtp_code} {_decode(err.smtp_error)}"
             raise Unreachable(f"SMTP server {s.endpoint}: refused the connection ({detail})") from err
@@ -193,10 +197,7 @@ class SmtpTransport:
                     raise self._fail("does not offer AUTH", "unset DISPATCH_SMTP_USER") from err
         except ssl.SSLCertVerificationError as err:
             smtp.close()
-            raise self._fail(
-                f"TLS certificate not trusted ({err.verify_message})",
-                "set DISPATCH_SMTP_CA_FILE to the relay's CA certificate",
-            ) from err
+            raise self._untrusted(err) from err
         except AbortError:
             smtp.close()
             raise
