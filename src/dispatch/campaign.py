@@ -223,7 +223,8 @@ def summary_for(issue: Issue, **kw: Any) -> RunSummary:
         skipped=issue.stats.skipped,
         html_size=issue.rendered.html_size,
         test_send=issue.test_send,
-        warnings=list(issue.rendered.warnings),
+        warnings=list(issue.rendered.warnings)
+        + (["the list has no valid subscriber: there is nobody to send to"] if not issue.stats.valid else []),
         **kw,
     )
 
@@ -258,6 +259,18 @@ def count_to_send(issue: Issue, journal: j.Journal | None, *, resend_unknown: bo
         skip_reason(journal, campaign, sub.key, resend_unknown=resend_unknown)[1] is None
         for sub in recipients(issue)
     )
+
+
+def campaign_warnings(issue: Issue, journal: j.Journal | None) -> list[str]:
+    """A new campaign from a file that already fed another one is usually an edited title."""
+    if journal is None or journal.campaign(issue.campaign) is not None:
+        return []
+    return [
+        f"this starts a new campaign {issue.campaign!r}, but campaign {other.id!r} "
+        f"({other.counts.get(j.SENT, 0)} sent) came from the same file; if this is the same issue, "
+        f"run with --campaign {other.id}"
+        for other in journal.campaigns_from(str(issue.article.source.resolve()))
+    ]
 
 
 def skip_reason(

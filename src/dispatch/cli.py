@@ -36,7 +36,7 @@ from dispatch.campaign import (
 )
 from dispatch.delivery import SendOptions, run_send
 from dispatch.errors import ConfigError, DispatchError, ExitCode, InputError
-from dispatch.preview import run_dry, write_message
+from dispatch.preview import run_dry, sample_list, write_message
 from dispatch.report import dry_run_report, send_report, status_report
 from dispatch.settings import Settings, parse_rate
 
@@ -356,14 +356,20 @@ def preview(
     """Render one message to an HTML file (plus .eml and .txt) and optionally open it."""
     with _reporting(debug):
         settings = load_settings(env_file, {})
-        path = _subscribers(subscribers, settings)
-        issue = plan_issue(article, path, settings, subject=subject, template_dir=template, encoding=encoding)
-        chosen = named_recipients(issue, [subscriber]) if subscriber else list(recipients(issue, 1))
-        if not chosen:
-            raise InputError(f"{path}: has no valid subscriber to preview with")
-        if chosen[0].line == 0:
-            typer.echo(f"dispatch: note: {chosen[0].email} is not on {path}; its columns are empty", err=True)
-        page, eml, text = write_message(issue, chosen[0], out.resolve())
+        listed = subscribers or settings.subscribers
+        with ExitStack() as stack:
+            path = listed or stack.enter_context(sample_list())
+            issue = plan_issue(
+                article, path, settings, subject=subject, template_dir=template, encoding=encoding
+            )
+            chosen = named_recipients(issue, [subscriber]) if subscriber else list(recipients(issue, 1))
+            if not chosen:
+                raise InputError(f"{path}: has no valid subscriber to preview with")
+            if chosen[0].line == 0 and listed:
+                typer.echo(
+                    f"dispatch: note: {chosen[0].email} is not on {path}; its columns are empty", err=True
+                )
+            page, eml, text = write_message(issue, chosen[0], out.resolve())
         typer.echo(f"Preview for {chosen[0].email}: {page}\n  also {eml} and {text}")
         if open_browser:
             webbrowser.open(page.as_uri())

@@ -17,7 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dispatch import journal as j
-from dispatch.campaign import Failure, Issue, RunSummary, recipients, skip_reason, summary_for
+from dispatch.campaign import (
+    Failure,
+    Issue,
+    RunSummary,
+    campaign_warnings,
+    recipients,
+    skip_reason,
+    summary_for,
+)
 from dispatch.errors import AbortError
 from dispatch.settings import Rate
 from dispatch.subscribers import Subscriber
@@ -240,9 +248,9 @@ def run_send(issue: Issue, journal: j.Journal | None, options: SendOptions) -> R
         return _send(issue, None, options, summary_for(issue))
     with journal.lock(issue.campaign):
         summary = summary_for(issue)
-        old = journal.begin(
-            issue.campaign, issue.subject, issue.article.fingerprint, str(issue.article.source)
-        )
+        summary.warnings += campaign_warnings(issue, journal)
+        source = str(issue.article.source.resolve())
+        old = journal.begin(issue.campaign, issue.subject, issue.article.fingerprint, source)
         summary.content_changed = old is not None
         summary.recovered_unknown = journal.recover(issue.campaign)
         journal.set_recipients(issue.campaign, issue.stats.valid)

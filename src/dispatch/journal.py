@@ -352,6 +352,12 @@ class Journal:
             ).fetchall()
         return [CampaignInfo(r[0], r[1], r[2], r[3], self.counts(r[0])) for r in rows]
 
+    def campaigns_from(self, article: str) -> list[CampaignInfo]:
+        """Campaigns started from the article file at this (resolved) path."""
+        with self._lock:
+            ids = {r[0] for r in self._db.execute("SELECT id FROM campaigns WHERE article = ?", (article,))}
+        return [c for c in self.campaigns() if c.id in ids]
+
     def campaign(self, campaign: str) -> CampaignInfo | None:
         """One campaign, or None."""
         return next((c for c in self.campaigns() if c.id == campaign), None)

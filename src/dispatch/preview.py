@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import html
 import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from dispatch import journal as j
-from dispatch.campaign import Issue, RunSummary, recipients, skip_reason, summary_for
+from dispatch.campaign import Issue, RunSummary, campaign_warnings, recipients, skip_reason, summary_for
 from dispatch.errors import InputError
 from dispatch.subscribers import Subscriber
 
@@ -76,6 +79,15 @@ class PreviewWriter:
         return self.folder / "index.html"
 
 
+@contextmanager
+def sample_list() -> Iterator[Path]:
+    """A one-reader list, for a preview when no subscriber list is given or configured."""
+    with tempfile.TemporaryDirectory(prefix="dispatch-") as folder:
+        path = Path(folder) / "sample.csv"
+        path.write_text("email,name\nreader@example.org,Sample Reader\n", encoding="utf-8")
+        yield path
+
+
 def write_message(issue: Issue, sub: Subscriber, page: Path) -> tuple[Path, Path, Path]:
     """One recipient's message as ``page`` (HTML) with ``.eml`` and ``.txt`` beside it."""
     data, html_body, _ = issue.message(sub)
@@ -106,6 +118,7 @@ def run_dry(
     With the journal (read-only), recipients a real send would skip are skipped here too.
     """
     summary = summary_for(issue, dry_run=True)
+    summary.warnings += campaign_warnings(issue, state)
     writer = PreviewWriter(folder, issue.subject)
     try:
         for sub in only if only is not None else recipients(issue):
