@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer.main
+from typer.testing import CliRunner
 
 from dispatch.cli import app
 from tests.conftest import ROOT
@@ -75,3 +78,21 @@ def test_code_quality(command: list[str]) -> None:
         [sys.executable, "-m", *command], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_readme_dry_run_transcript_is_real(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's transcript is what the quick-start dry run prints today (bar the folder)."""
+    block = README.split("```text\n$ dispatch send ", 1)[1].split("```", 1)[0]
+    command, *expected = block.rstrip("\n").split("\n")
+    args = command.split()
+    paths = {"examples/thin-line-in-iraq.txt", "subscribers.example.csv", ".env.example"}
+    args = [str(ROOT / a) if a in paths else a for a in args]
+    for key in [k for k in os.environ if k.startswith("DISPATCH_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("DISPATCH_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["send", *args])
+    assert result.exit_code == 0, result.output
+    printed = result.stdout.rstrip("\n").split("\n")
+    keep = [i for i, line in enumerate(expected) if not line.lstrip().startswith("Preview:")]
+    assert [printed[i] for i in keep] == [expected[i] for i in keep]
