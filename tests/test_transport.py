@@ -34,6 +34,8 @@ from tests.smtp_servers import Server
         (550, "5.7.1 Too many messages, slow down", Status.FAILED, False, True),
         (554, "5.7.1 Message rejected as spam", Status.FAILED, False, False),
         (554, "Transaction failed", Status.FAILED, False, False),
+        (451, "4.7.1 Greylisted, please try again later", Status.DEFERRED, False, False),
+        (421, "4.7.0 Too many messages on this connection", Status.DEFERRED, False, False),
     ],
 )
 def test_replies_are_classified(code: int, text: str, status: Status, hard_bounce: bool, stops: bool) -> None:

@@ -22,6 +22,7 @@ from dispatch.settings import Settings
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 _RATE_WORDS = re.compile(r"too many|rate|limit|quota|exceeded|throttl|slow down", re.I)
+_PER_CONNECTION = re.compile(r"\b(per|this|the) (connection|session)\b", re.I)
 FINAL_REPLY_TIMEOUT = 600.0  # RFC 5321 §4.5.3.2.6: 10 minutes for the reply to the final dot
 
 
@@ -62,8 +63,8 @@ class Result:
     def stops_campaign(self) -> bool:
         """A reply that means every further message would meet the same fate (quota, rate)."""
         sub = self.enhanced[2:]
-        if self.code is None:
-            return False
+        if self.code is None or _PER_CONNECTION.search(self.text):
+            return False  # "too many messages on this connection": reconnecting is the answer
         if sub in {"4.5", "7.28"} or (self.code == 421 and sub.startswith("7.")):
             return True
         return (sub.startswith("7.") or self.code == 421) and bool(_RATE_WORDS.search(self.text))
