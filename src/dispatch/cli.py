@@ -316,8 +316,9 @@ def send(
                 state = None if to else j.Journal.open_existing(state_dir)
                 folder = (out or Path("dispatch-preview")).resolve()
                 summary = run_dry(
-                    issue, folder, write_all=out is not None, limit=limit, state=state, only=only
-                )
+                    issue, folder, write_all=out is not None, limit=limit, state=state, only=only,
+                    resend_unknown=resend_unknown,
+                )  # fmt: skip
                 _out(summary, as_json, dry_run_report(summary, all_written=out is not None))
                 return
             count = (

@@ -26,7 +26,7 @@ from dispatch.campaign import (
     skip_reason,
     summary_for,
 )
-from dispatch.errors import AbortError
+from dispatch.errors import AbortError, ConfigError
 from dispatch.settings import Rate
 from dispatch.subscribers import Subscriber
 from dispatch.transport import Result, SmtpTransport, Status, Unreachable, probe
@@ -145,7 +145,7 @@ class _Run:
         recorded = False
         try:
             data, _, mid = issue.message(sub)
-        except (ValueError, UnicodeError) as err:  # one odd row must not stop the others
+        except (ValueError, UnicodeError, ConfigError) as err:  # one odd row must not stop the others
             mid = ""
             result = Result(Status.FAILED, None, f"the message could not be built: {err}")
         else:

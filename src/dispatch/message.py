@@ -153,15 +153,18 @@ class MessageFactory:
         return "mailto:" + (mailto if "?" in mailto else mailto + "?subject=unsubscribe")
 
     def _list_unsubscribe(self, email: str) -> bytes:
-        uris = []
+        uris: list[tuple[str, str]] = []
         if self.unsubscribe_url:
-            uris.append(f"<{unsubscribe_link(self.unsubscribe_url, email, self.unsubscribe_secret)}>")
+            link = unsubscribe_link(self.unsubscribe_url, email, self.unsubscribe_secret)
+            uris.append(("DISPATCH_UNSUBSCRIBE_URL", f"<{link}>"))
         if self.unsubscribe_mailto:
-            uris.append(f"<{self._mailto(email)}>")
-        # Written raw, never as encoded-words (RFC 2369, RFC 8058); folded between URIs only.
-        value = b"List-Unsubscribe: " + ",\r\n ".join(uris).encode("ascii") + b"\r\n"
-        if max(len(line) for line in value.split(b"\r\n")) > 998:
-            raise ConfigError("DISPATCH_UNSUBSCRIBE_URL is too long for a mail header; shorten it")
+            uris.append(("DISPATCH_UNSUBSCRIBE_MAILTO", f"<{self._mailto(email)}>"))
+        # Written raw, never as encoded-words (RFC 2369, RFC 8058); folded between URIs only,
+        # and each URI's line (the first with the field name) must stay within 998 octets.
+        for i, (setting, uri) in enumerate(uris):
+            if len(uri) + (len("List-Unsubscribe: ") if i == 0 else 1) + 1 > 998:
+                raise ConfigError(f"{setting} is too long for a mail header; shorten it")
+        value = b"List-Unsubscribe: " + ",\r\n ".join(u for _, u in uris).encode("ascii") + b"\r\n"
         if self.unsubscribe_url:
             value += b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
         return value

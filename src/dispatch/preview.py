@@ -18,7 +18,7 @@ from dispatch.errors import InputError
 from dispatch.subscribers import Subscriber
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]+")
-_OURS = re.compile(r"\d{5}-[A-Za-z0-9@._+-]+\.(eml|html)")
+_OURS = re.compile(r"\d{5,}-[A-Za-z0-9@._+-]+\.(eml|html)")
 
 
 def message_stem(number: int, email: str) -> str:
