@@ -742,3 +742,25 @@ def test_second_dry_run_into_the_same_folder_replaces_only_its_own_files(
     for name, text in mine.items():
         assert (out / name).read_text(encoding="utf-8") == text, f"{name} is the user's file"
     assert (out / "index.html").is_file()
+
+
+def test_runs_opening_a_new_journal_at_the_same_moment_all_succeed(tmp_path: Path) -> None:
+    """Two cron jobs starting together on a fresh state folder must not fail with "locked"."""
+    failures: list[BaseException] = []
+    for trial in range(10):
+        folder = tmp_path / f"state-{trial}"
+        barrier = threading.Barrier(4)
+
+        def open_it(folder: Path = folder, barrier: threading.Barrier = barrier) -> None:
+            try:
+                barrier.wait(timeout=10)
+                j.Journal(folder).close()
+            except BaseException as err:  # reported below
+                failures.append(err)
+
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert failures == []

@@ -126,9 +126,7 @@ class Journal:
                 uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30
             )
             if not readonly:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=FULL")
-                self._db.executescript(_SCHEMA)
+                self._prepare()
                 for suffix in ("", "-wal", "-shm"):
                     part = self.path.with_name(self.path.name + suffix)
                     if part.exists():
@@ -139,6 +137,20 @@ class Journal:
             ) from err
         finally:
             os.umask(old_umask)
+
+    def _prepare(self) -> None:
+        """WAL mode and the schema. Two runs opening a new journal at the same moment can meet a
+        lock that SQLite's busy timeout does not cover (switching to WAL): try again briefly."""
+        for attempt in range(50):
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or attempt == 49:
+                    raise
+                time.sleep(0.1)
 
     @classmethod
     def open_existing(cls, state_dir: Path) -> Journal | None:
