@@ -164,10 +164,12 @@ def start_server(
     faults: FaultPlan | None = None,
     offer_starttls: bool = True,
     implicit_tls: bool = False,
+    handler: Handler | None = None,
 ) -> Server:
     """Start aiosmtpd on a free 127.0.0.1 port. With ``tls`` it offers (and requires) STARTTLS,
-    or with ``implicit_tls`` speaks TLS from the first byte (port-465 style)."""
-    handler = Handler(faults)
+    or with ``implicit_tls`` speaks TLS from the first byte (port-465 style). ``handler`` replaces
+    the default storing :class:`Handler` (``faults`` is then the handler's own business)."""
+    handler = handler or Handler(faults)
     port = free_port()
     kwargs: dict[str, Any] = {}
     if tls is not None and implicit_tls:

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from dispatch import journal as j
 from tests.smtp_servers import PASSWORD, FaultPlan, Handler, Server, free_port
@@ -157,22 +156,13 @@ class SlowHandler(Handler):
 
 
 @pytest.fixture
-def slow_server() -> Iterator[Callable[..., Server]]:
+def slow_server(smtp_server: Callable[..., Server]) -> Callable[..., Server]:
     """Start plain (no TLS) aiosmtpd servers with a :class:`SlowHandler` on 127.0.0.1."""
-    started: list[Server] = []
 
     def start(delay: float = 0.0, faults: FaultPlan | None = None) -> Server:
-        handler = SlowHandler(delay, faults)
-        port = free_port()
-        controller = Controller(handler, hostname="127.0.0.1", port=port, ready_timeout=10)
-        controller.start()
-        server = Server(controller, handler, port, "none")
-        started.append(server)
-        return server
+        return smtp_server(handler=SlowHandler(delay, faults))
 
-    yield start
-    for server in started:
-        server.stop()
+    return start
 
 
 @pytest.fixture
