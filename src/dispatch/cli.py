@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 import webbrowser
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from dotenv import dotenv_values
@@ -34,6 +33,7 @@ from dispatch.campaign import (
     plan_issue,
     recipients,
 )
+from dispatch.console import progress_bar, stop_on_signals
 from dispatch.delivery import SendOptions, run_send
 from dispatch.errors import ConfigError, DispatchError, ExitCode, InputError
 from dispatch.preview import run_dry, sample_list, write_message
@@ -186,54 +186,6 @@ def _out(summary: RunSummary, as_json: bool, text: str) -> None:
         typer.echo(text)
 
 
-@contextmanager
-def _signals(stop: threading.Event) -> Iterator[None]:
-    """SIGINT/SIGTERM: finish the messages in flight, record them, then stop."""
-
-    def handler(signum: int, _frame: Any) -> None:
-        if stop.is_set():  # a second signal: leave now; the kernel frees the lock as we go
-            typer.echo("dispatch: stopped at once; messages in flight will show as unknown", err=True)
-            os._exit(int(ExitCode.INTERRUPTED))
-        stop.set()
-        typer.echo(f"dispatch: {signal.Signals(signum).name}: finishing the messages in flight…", err=True)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-@contextmanager
-def _progress(total: int, enabled: bool) -> Iterator[Any]:
-    """A progress bar with rate and ETA on a terminal; nothing otherwise (cron)."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import (  # noqa: PLC0415 - only a terminal needs it
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )  # fmt: skip
-
-    rate = TextColumn("{task.fields[rate]}")
-    columns = (TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), rate,
-               TimeRemainingColumn())  # fmt: skip
-    with Progress(*columns, transient=True) as bar:
-        task = bar.add_task("send", total=total, rate="")
-
-        def advance(n: int) -> None:
-            bar.advance(task, n)
-            speed = bar.tasks[task].speed
-            bar.update(task, rate=f"{speed:.1f} msg/s" if speed else "")
-
-        yield advance
-
-
 def _confirm(issue: Issue, count: int, yes: bool) -> None:
     if yes:
         return
@@ -330,7 +282,7 @@ def send(
             _confirm(issue, count, yes)
             stop = threading.Event()
             show_bar = sys.stderr.isatty() and not as_json
-            with _signals(stop), _progress(count, show_bar) as advance:
+            with stop_on_signals(stop), progress_bar(count, enabled=show_bar) as advance:
                 options = SendOptions(
                     limit=limit, resend_unknown=resend_unknown, only=only, progress=advance, stop=stop
                 )

@@ -52,7 +52,7 @@ def dry_run_report(summary: RunSummary, *, all_written: bool) -> str:
 def send_report(summary: RunSummary, endpoint: str) -> str:
     """The outcome of a send: counts, failures, and what to do next."""
     lines = [
-        f"{'Test send of' if summary.test_send else 'Campaign'} «{summary.subject}» via {endpoint}",
+        f"{'Test send' if summary.test_send else 'Send'} «{summary.subject}» via {endpoint}",
         f"  Campaign:      {summary.campaign}",
         f"  Sent now:      {summary.sent_now}"
         + (f"  (campaign total {summary.sent})" if summary.sent != summary.sent_now else ""),
