@@ -764,3 +764,38 @@ def test_runs_opening_a_new_journal_at_the_same_moment_all_succeed(tmp_path: Pat
         for thread in threads:
             thread.join(timeout=30)
     assert failures == []
+
+
+@pytest.mark.parametrize(("age_days", "given_up"), [(6, True), (1, False)])
+def test_a_recipient_deferred_for_days_is_given_up(
+    tmp_path: Path,
+    env: dict[str, str],
+    counting_server: Callable[..., tuple[Server, Counting]],
+    age_days: float,
+    given_up: bool,
+) -> None:
+    server, _ = counting_server()
+    addresses = emails(2)
+    issue = plan_issue(
+        write_article(tmp_path / "a.md", "Give up"),
+        write_list(tmp_path / "l.csv", addresses),
+        settings_for(env, server, give_up_days="5"),
+    )
+    journal = j.Journal(tmp_path / "state")
+    journal.begin(issue.campaign, issue.subject, issue.article.fingerprint, "a.md")
+    key = addresses[0].lower()
+    journal.outcome(
+        issue.campaign, key, addresses[0], j.DEFERRED, code=451, enhanced="4.3.0", reply="4.3.0 later"
+    )
+    journal._db.execute(  # the first attempt was age_days ago
+        "UPDATE recipients SET created = created - ? WHERE key = ?", (age_days * 86400, key)
+    )
+
+    summary = run_send(issue, journal, SendOptions(sleep=lambda _s: None))
+
+    assert summary.given_up == int(given_up)
+    assert journal.state(issue.campaign, key) == (j.FAILED if given_up else j.SENT)
+    delivered = sorted(r.rcpt_tos[0] for r in server.received)
+    assert delivered == (addresses[1:] if given_up else sorted(addresses))
+    if given_up:
+        assert "gave up" in journal.records(issue.campaign, (j.FAILED,))[0].reply

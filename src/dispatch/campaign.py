@@ -165,6 +165,7 @@ class RunSummary:
     already_sent: int = 0
     suppressed: int = 0  # hard-bounced in some campaign: never mailed again
     recovered_unknown: int = 0
+    given_up: int = 0  # deferred for longer than DISPATCH_GIVE_UP_DAYS: now failed
     content_changed: bool = False
     daily_limit_reached: bool = False
     failures: list[Failure] = field(default_factory=list)

@@ -253,6 +253,8 @@ def run_send(issue: Issue, journal: j.Journal | None, options: SendOptions) -> R
         old = journal.begin(issue.campaign, issue.subject, issue.article.fingerprint, source)
         summary.content_changed = old is not None
         summary.recovered_unknown = journal.recover(issue.campaign)
+        if issue.settings.give_up_days:
+            summary.given_up = journal.give_up(issue.campaign, issue.settings.give_up_days)
         journal.set_recipients(issue.campaign, issue.stats.valid)
         return _send(issue, journal, options, summary)
 

@@ -234,6 +234,18 @@ class Journal:
             )
         return cur.rowcount
 
+    def give_up(self, campaign: str, days: float) -> int:
+        """Recipients deferred for longer than ``days`` since their first attempt become failed
+        (RFC 5321 4.5.4.1: a sender must give up eventually); returns how many."""
+        note = f" (gave up: still failing temporarily after {days:g} days)"
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE recipients SET state = ?, reply = COALESCE(reply, '') || ?, updated = ? "
+                "WHERE campaign = ? AND state = ? AND created < ?",
+                (FAILED, note, time.time(), campaign, DEFERRED, time.time() - days * DAY),
+            )
+        return cur.rowcount
+
     def state(self, campaign: str, key: str) -> str | None:
         """The recipient's state, or None if the campaign has not reached them yet."""
         with self._lock:

@@ -74,6 +74,11 @@ def send_report(summary: RunSummary, endpoint: str) -> str:
             "not sent again. If this is a new issue, give it its own campaign (--campaign ID, or "
             "'campaign:' in the front matter)."
         )
+    if summary.given_up:
+        lines.append(
+            f"  Note: gave up on {summary.given_up} recipient(s) deferred for more than "
+            "DISPATCH_GIVE_UP_DAYS; they are now failed."
+        )
     if summary.recovered_unknown:
         lines.append(
             f"  Note: {summary.recovered_unknown} message(s) were in flight when an earlier run died; "

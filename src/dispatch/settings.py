@@ -137,6 +137,7 @@ class Settings:
     retries: int = 3
     retry_delay: float = 1.0
     max_failure_ratio: float = 0.5
+    give_up_days: float = 5.0
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -176,6 +177,7 @@ class Settings:
             retries=_int(env, "RETRIES", 3),
             retry_delay=_float(env, "RETRY_DELAY", 1.0),
             max_failure_ratio=_float(env, "MAX_FAILURE_RATIO", 0.5, maximum=1.0),
+            give_up_days=_float(env, "GIVE_UP_DAYS", 5.0),
         )
         settings.check_unsubscribe()
         return settings
