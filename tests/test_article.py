@@ -984,3 +984,18 @@ def test_bylines_with_a_label(write_file: WriteFile, head: str, author: str, dat
 def test_a_date_above_the_title(write_file: WriteFile) -> None:
     a = load(write_file, "dated.txt", f"12 March 2024\n{TITLE}\nBy Jane Doe\n\n{P1}\n")
     assert (a.title, a.date, a.author) == (TITLE, "12 March 2024", "Jane Doe")
+
+
+def test_a_line_that_is_one_quotation_becomes_a_pull_quote(write_file: WriteFile) -> None:
+    a = load(
+        write_file,
+        "pull.txt",
+        f"{TITLE}\n\n{P1}\n“Security is a shared responsibility.” — Jane Doe, Director\n"
+        f"“We will not yield,” the minister said, and left.\n{P2}\n",
+    )
+    assert [b.kind for b in a.blocks] == ["paragraph", "quote", "quote", "paragraph", "paragraph"]
+    assert (
+        "<blockquote>\n<p>“Security is a shared responsibility.”</p>\n<p>— Jane Doe, Director</p>"
+        in a.body_html
+    )
+    assert "<p>“We will not yield,” the minister said, and left.</p>" in a.body_html

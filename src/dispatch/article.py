@@ -238,6 +238,11 @@ def _ends_sentence(line: str) -> bool:
     return line.rstrip().rstrip(_CLOSE_QUOTES + ")]*_").endswith((".", "?", "!", "…", "。", "！", "？"))
 
 
+def _closing(line: str) -> str:
+    """The closing quotation mark of a quoted line."""
+    return next((c for c in reversed(line) if c in _CLOSE_QUOTES), "")
+
+
 def _is_short(line: str) -> bool:
     return 0 < len(line) <= SHORT_LINE and not _ends_sentence(line)
 
@@ -414,6 +419,10 @@ def _mixed_block(block: list[str], *, wrapped: bool) -> list[tuple[str, str]]:
 def _line_block(line: str) -> tuple[str, str]:
     if line.startswith(">"):
         return "quote", "> " + _escape(line.lstrip("> "))
+    pull = _split_motto(line)
+    if pull and pull[0]:  # a line that is one quotation (perhaps "— who said it"): a pull quote
+        said = f"\n>\n> — {_escape(pull[1])}" if pull[1] else ""
+        return "quote", f"> {_escape(line[0] + pull[0] + _closing(line))}{said}"
     if _IMAGE.match(line):
         return "image", f"![]({line})"
     return "line", _escape(line)
