@@ -999,3 +999,51 @@ def test_a_line_that_is_one_quotation_becomes_a_pull_quote(write_file: WriteFile
         in a.body_html
     )
     assert "<p>“We will not yield,” the minister said, and left.</p>" in a.body_html
+
+
+@pytest.mark.parametrize(
+    ("head", "kicker", "title"),
+    [
+        (
+            "University News\n\nResearchers map an old olive tree\n",
+            "University News",
+            "Researchers map an old olive tree",
+        ),
+        (
+            "FOR IMMEDIATE RELEASE\nClean water reaches 40 villages\n",
+            "FOR IMMEDIATE RELEASE",
+            "Clean water reaches 40 villages",
+        ),
+        (
+            "NGO Update — Spring 2024\nClean water reaches 40 villages\n",
+            "NGO Update — Spring 2024",
+            "Clean water reaches 40 villages",
+        ),
+        ("A Quiet Harbour\nThe fleet returns\n", "", "A Quiet Harbour"),
+    ],
+)
+def test_a_label_above_the_headline_is_a_kicker_not_the_title(
+    write_file: WriteFile, head: str, kicker: str, title: str
+) -> None:
+    a = load(write_file, "kicker.txt", f"{head}\n{P1}\n")
+    assert (a.kicker, a.title) == (kicker, title)
+
+
+@pytest.mark.parametrize(
+    ("lines", "author", "byline", "date"),
+    [
+        ("Posted on 2 April 2024 by Field Team\n", "Field Team", "", "2 April 2024"),
+        (
+            "Dr. Aiko Tanaka, Plant Sciences\nPublished: 5 May 2024 · 4 min read\n",
+            "Dr. Aiko Tanaka, Plant Sciences",
+            "",
+            "5 May 2024",
+        ),
+        ("Автор: Анна Петрова\n12 March 2024\n", "Анна Петрова", "Автор: Анна Петрова", "12 March 2024"),
+    ],
+)
+def test_bylines_and_datelines_in_other_shapes(
+    write_file: WriteFile, lines: str, author: str, byline: str, date: str
+) -> None:
+    a = load(write_file, "by2.txt", f"{TITLE}\n{lines}\n{P1}\n")
+    assert (a.author, a.byline, a.date, a.paragraphs) == (author, byline, date, [P1])
