@@ -46,13 +46,25 @@ def measure(page: Path, width: int, tmp_path: Path) -> tuple[int, float]:
     return int(found[1]), float(found[2])
 
 
-@pytest.fixture(scope="module")
-def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+LONG_WORDS = (
+    "Long links and words must wrap\n\nRegister here: https://example.org/events/2024/annual-conference/"
+    "registration?utm_source=newsletter&utm_medium=email&utm_campaign=june2024&utm_content=footer-link\n"
+    "Pneumonoultramicroscopicsilicovolcanoconiosis-and-more-hyphenated-compound-words-without-spaces\n"
+)
+
+
+@pytest.fixture(scope="module", params=["example", "long-words"])
+def page(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.conftest import BASE_ENV, EXAMPLE_ARTICLE, EXAMPLE_SUBSCRIBERS
 
-    issue = plan_issue(EXAMPLE_ARTICLE, EXAMPLE_SUBSCRIBERS, Settings.from_mapping(BASE_ENV))
+    folder = tmp_path_factory.mktemp("browser")
+    article = EXAMPLE_ARTICLE
+    if request.param == "long-words":
+        article = folder / "long.txt"
+        article.write_text(LONG_WORDS, encoding="utf-8")
+    issue = plan_issue(article, EXAMPLE_SUBSCRIBERS, Settings.from_mapping(BASE_ENV))
     first = next(s for s in issue.subscribers if isinstance(s, Subscriber))
-    path = tmp_path_factory.mktemp("browser") / "message.html"
+    path = folder / "message.html"
     path.write_text(issue.bodies(first)[0], encoding="utf-8")
     return path
 

@@ -7,10 +7,8 @@ delimiters, quoted newlines, other encodings), and read through ``SubscriberList
 
 from __future__ import annotations
 
-import csv
 import re
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -512,7 +510,7 @@ def test_iterating_a_large_list_does_not_hold_its_rows(tmp_path: Path) -> None:
     """200k rows stream through with memory for the de-duplication digests only.
 
     Live allocations (``sys.getallocatedblocks``; tracemalloc would take ~10x longer) are
-    sampled while iterating and compared with what the same rows cost held as dicts.
+    sampled while iterating.
     One row in eight is a valid unique address (each adds its digest to the duplicate check);
     the rest are unsubscribed rows that are parsed and dropped.
     """
@@ -524,14 +522,6 @@ def test_iterating_a_large_list_does_not_hold_its_rows(tmp_path: Path) -> None:
             f"{'subscribed' if i % 8 == 0 else 'unsubscribed'},City {i % 97}\n"
             for i in range(BIG_ROWS)
         )
-    with path.open(encoding="utf-8", newline="") as handle:
-        before = sys.getallocatedblocks()
-        sample = [row for _, row in zip(range(2000), csv.DictReader(handle), strict=False)]
-        dict_blocks_per_row = (sys.getallocatedblocks() - before) / len(sample)
-        del sample
-    held_as_dicts = dict_blocks_per_row * BIG_ROWS
-
-    started = time.perf_counter()
     subscribers = SubscriberList(path)
     base = sys.getallocatedblocks()
     peak = count = mailed = 0
@@ -539,12 +529,13 @@ def test_iterating_a_large_list_does_not_hold_its_rows(tmp_path: Path) -> None:
         mailed += isinstance(item, Subscriber)
         if count % 5000 == 0:
             peak = max(peak, sys.getallocatedblocks() - base)
-    elapsed = time.perf_counter() - started
 
     assert count == BIG_ROWS
     assert mailed == BIG_ROWS // 8
-    assert peak < 0.1 * held_as_dicts, (peak, held_as_dicts)
-    assert elapsed < 5, elapsed
+    # What stays alive is the de-duplication state: about two blocks (a digest and a line
+    # number) per unique valid address, nothing per row; a list of dicts would hold ~6 per row.
+    assert peak < 3 * mailed + 5000, (peak, mailed)
+    # (speed is measured in benchmarks/, not asserted here: the machine is shared)
 
 
 def test_rows_are_read_lazily(tmp_path: Path) -> None:
@@ -564,3 +555,35 @@ def test_rows_are_read_lazily(tmp_path: Path) -> None:
     assert len(rest) == rows
     assert isinstance(rest[-1], Subscriber)
     assert (rest[-1].email, rest[-1].line) == ("late@example.org", rows + 2)
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "mailed"),
+    [
+        ("Status", "Hard Bounce", False),
+        ("Status", "Do Not Email", False),
+        ("Status", "archived", False),
+        ("Status", "spam", False),
+        ("Status", "Non-subscribed", False),
+        ("Status", "Confirmed", True),
+        ("Subscription Status", "Active", True),
+        ("Statut", "unsubscribed", False),
+        ("Email Opt Out", "1", False),
+        ("Email Opt Out", "0", True),
+        ("Subscribed", "FALSE", False),
+        ("Subscribed", "TRUE", True),
+    ],
+)
+def test_status_and_flag_columns_mail_only_clear_subscribers(
+    write_file: WriteFile, header: str, value: str, mailed: bool
+) -> None:
+    """A status is an allow-list: a value that does not clearly mean "subscribed" is skipped."""
+    text = f"email,{header}\nann@example.org,{value}\nbob@example.com,\n"
+    items = read(write_csv(write_file, text))
+    assert [s.email for s in valid(items)] == (
+        ["ann@example.org", "bob@example.com"] if mailed else ["bob@example.com"]
+    )
+    if not mailed:
+        (row,) = skipped(items)
+        assert row.line == 2
+        assert value in row.reason

@@ -26,13 +26,27 @@ from dispatch.errors import InputError
 
 EMAIL_ALIASES = {"email", "e-mail", "emailaddress", "e-mailaddress", "mail", "emailadres"}
 NAME_ALIASES = {"name", "fullname", "firstname", "givenname", "subscribername", "displayname"}
-STATUS_ALIASES = {"status", "subscriptionstatus", "state", "subscription"}
 LAST_NAME_ALIASES = {"lastname", "surname", "familyname"}
-UNSUBSCRIBED = {
-    "unsubscribed", "unsubscribe", "optedout", "optout", "bounced", "cleaned", "complained",
-    "blocklisted", "blacklisted", "suppressed", "removed", "inactive",
-    "pending", "unconfirmed",  # double opt-in not confirmed yet (Mailchimp's "pending")
+STATUS_ALIASES = {
+    "status", "subscriptionstatus", "state", "subscription", "emailstatus", "subscriberstatus",
+    "memberstatus", "statut", "estado", "stato",
 }  # fmt: skip
+# A status column is an allow-list: only these values are mailed (an unknown value such as
+# "Hard Bounce", "Do Not Email" or "archived" is skipped and reported, never guessed at).
+SUBSCRIBED = {
+    "", "subscribed", "subscriber", "active", "confirmed", "optedin", "optin", "yes", "y", "true",
+    "1", "member", "valid", "ok", "enabled", "abonné", "abonnée", "abonniert", "aktiv", "iscritto",
+    "suscrito", "ingeschreven",
+}  # fmt: skip
+UNSUBSCRIBED = {  # the common ways of saying it, reported as "unsubscribed"
+    "unsubscribed", "unsubscribe", "optedout", "optout", "bounced", "cleaned", "complained",
+    "blocklisted", "blacklisted", "suppressed", "removed", "inactive", "pending", "unconfirmed",
+}  # fmt: skip
+# Yes/no columns: "opted out = yes" or "subscribed = no" means: do not mail.
+OPT_OUT_ALIASES = {"emailoptout", "optout", "optedout", "unsubscribed", "donotemail", "hasoptedoutofemail"}
+OPT_IN_ALIASES = {"subscribed", "issubscribed", "optin", "emailoptin", "consent", "marketingconsent"}
+_TRUE = {"1", "true", "yes", "y", "x", "ja", "oui", "sí", "si"}
+_FALSE = {"0", "false", "no", "n", "nein", "non"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b\ufeff]+")
 
 
@@ -225,6 +239,8 @@ class SubscriberList:
                 ("name", NAME_ALIASES),
                 ("last", LAST_NAME_ALIASES),
                 ("status", STATUS_ALIASES),
+                ("optout", OPT_OUT_ALIASES),
+                ("optin", OPT_IN_ALIASES),
             ):
                 if alias in aliases and role not in roles:
                     roles[role] = i
@@ -241,20 +257,16 @@ class SubscriberList:
         An unsubscribed row wins over every other row of the same address, wherever it is.
         """
         found: list[tuple[int, int]] = []
-        if "status" not in self._roles:
+        if not {"status", "optout", "optin"} & set(self._roles):
             return _Suppressed(found)
-        email_at, status_at = self._roles["email"], self._roles["status"]
+        email_at = self._roles["email"]
         with self._open() as handle:
             reader = csv.reader(handle, self._dialect)
             next(reader, None)
             line = reader.line_num + 1
             try:
                 for row in reader:
-                    if (
-                        status_at < len(row)
-                        and email_at < len(row)
-                        and _alias(row[status_at]) in UNSUBSCRIBED
-                    ):
+                    if email_at < len(row) and self._opted_out(row):
                         found.append((_short_digest(_normalised(row[email_at])), line))
                     line = reader.line_num + 1
             except (UnicodeDecodeError, csv.Error):
@@ -279,15 +291,33 @@ class SubscriberList:
             except csv.Error as err:
                 raise InputError(f"{self.path}: line {line}: {err}; fix the quoting on that line") from err
 
+    def _opted_out(self, row: list[str]) -> str:
+        """Why the row's own status or flag columns say not to mail it, or ""."""
+        roles = self._roles
+
+        def cell(role: str) -> str | None:
+            at = roles.get(role)
+            return row[at].strip() if at is not None and at < len(row) else None
+
+        status, out, opt_in = cell("status"), cell("optout"), cell("optin")
+        if status is not None and _alias(status) not in SUBSCRIBED:
+            if _alias(status) in UNSUBSCRIBED:
+                return f"unsubscribed (status {status!r})"
+            return f"not subscribed (status {status!r} is not one that means subscribed)"
+        if out is not None and out.lower() in _TRUE:
+            return f"opted out ({self.columns[roles['optout']]} = {out!r})"
+        if opt_in is not None and opt_in.lower() in _FALSE:
+            return f"not subscribed ({self.columns[roles['optin']]} = {opt_in!r})"
+        return ""
+
     def _row(self, row: list[str], line: int, seen: dict[bytes, int]) -> Subscriber | Skipped:
         if not any(cell.strip() for cell in row):
             return Skipped(line, "empty row")
         roles = self._roles
         cell = row[roles["email"]] if roles["email"] < len(row) else ""
-        if "status" in roles and roles["status"] < len(row):
-            status = _alias(row[roles["status"]])
-            if status in UNSUBSCRIBED:
-                return Skipped(line, f"unsubscribed (status {row[roles['status']].strip()!r})")
+        opted_out = self._opted_out(row)
+        if opted_out:
+            return Skipped(line, opted_out)
         try:
             email = validate_address(cell)
         except ValueError as err:
