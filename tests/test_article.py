@@ -1047,3 +1047,35 @@ def test_bylines_and_datelines_in_other_shapes(
 ) -> None:
     a = load(write_file, "by2.txt", f"{TITLE}\n{lines}\n{P1}\n")
     assert (a.author, a.byline, a.date, a.paragraphs) == (author, byline, date, [P1])
+
+
+def test_captions_footnotes_quotes_lettered_lists_and_signatures(write_file: WriteFile) -> None:
+    a = load(
+        write_file,
+        "shapes.txt",
+        f"{TITLE}\n\n{P1}\n[Photo: The harbour at dawn. Credit: Example Photo Agency]\n{P2}\n\n"
+        "Footnotes\n[1] IEA, Gas Market Report, 2024.\n[2] Interview with the author, March 2024.\n\n"
+        '> "Observers are the eyes of the public." - Electoral Commission\n> guidance, 2023\n\n'
+        "Options:\n  a) first option\n  b) second option\n\nThanks,\nJo Bloggs\nVolunteer Coordinator\n\n"
+        "--\nYou are receiving this because you signed up at example.org.\n"
+        "Unsubscribe | Update preferences | View in browser\n",
+    )
+    kinds = [(b.kind, b.text) for b in a.blocks]
+    assert ("paragraph", "[Photo: The harbour at dawn. Credit: Example Photo Agency]") in kinds
+    assert ("paragraph", "[1] IEA, Gas Market Report, 2024.") in kinds
+    assert [k for k, t in kinds if k == "quote"] == ["quote"]  # one blockquote, joined
+    assert ("list", "a) first option") in kinds
+    assert ("paragraph", "Volunteer Coordinator") in kinds  # a signature line, not a heading
+    assert "<h2>" not in a.body_html
+    for junk in ("You are receiving", "Update preferences", "View in browser"):
+        assert junk not in a.body_text
+
+
+def test_a_one_line_share_bar_and_end_marks_are_dropped(write_file: WriteFile) -> None:
+    a = load(
+        write_file,
+        "bar.txt",
+        f"{TITLE}\n\n{P1}\n\nShare on Twitter Share on Facebook Share on LinkedIn\n"
+        "Subscribe to our newsletter for more\nCookie policy\n###\n",
+    )
+    assert a.paragraphs == [P1]

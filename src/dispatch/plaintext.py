@@ -31,7 +31,9 @@ _END_MARKER = re.compile(
     r"all rights reserved.*|privacy( policy)?( \|.*)?|cookies?( settings| policy)?( \|.*)?|"
     r"terms (of|and) (use|service|conditions).*|advertisement|back to top|leave a (reply|comment)|"
     r"поделиться|подписаться.*|partager( sur)?|teilen|compartir( en)?|condividi( su)?|"
-    r"abonnieren|s'abonner.*|suscr[ií]bete.*|iscriviti.*)[\s:.!…|]*$",
+    r"abonnieren|s'abonner.*|suscr[ií]bete.*|iscriviti.*|(share (on|via) \w+\s*)+|#{3}|-+ ?ends? ?-+|"
+    r"--|unsubscribe\b.*|update (your )?preferences.*|view (this )?(email )?in (your )?browser.*|"
+    r"you (are )?receiv(e|ing) this\b.*)[\s:.!…|]*$",
     re.IGNORECASE,
 )
 # Lines that are web-page furniture wherever they stand.
@@ -65,7 +67,8 @@ _DATE_TAIL = re.compile(r"\s*[·|,–—-]\s*\d+\s*(min|minute|minutes)\b.*", re
 # a byline in another language is shown as written ("Autor: …"); an English one as "By {author}"
 _FOREIGN_BYLINE = re.compile(r"^(autore|auteur|autor|автор|von|par|por|di|door)\b", re.IGNORECASE)
 _LABELLED_DATE = re.compile(rf"(?:[^\W\d]+[:,]?\s+){{0,3}}(?P<date>{_DATE.pattern})", re.IGNORECASE)
-_BULLET = re.compile(r"^\s*([-*•·▪◦]|\d{1,3}[.)])\s+(.*)$")
+_BULLET = re.compile(r"^\s*([-*•·▪◦]|\d{1,3}[.)]|[a-z][)])\s+(.*)$")
+_FOOTNOTE = re.compile(r"^\[\d{1,3}\]\s")
 _URL = re.compile(r"(https?://[^\s<>\"]+[^\s<>\".,;:!?)\]'’”])")
 _IMAGE = re.compile(r"^https?://\S+\.(png|jpe?g|gif|webp)(\?\S*)?$", re.IGNORECASE)
 _PUNCTUATION = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~&])")
@@ -270,10 +273,14 @@ def _plain_to_markdown(lines: list[str]) -> str:
     for i in range(1, len(out) - 1):
         kind, text = out[i]
         plain = text.replace("\\", "")
+        before = out[i - 1][1].replace("\\", "")
         if (
             kind == "line"
             and _is_short(plain)
             and not plain.endswith((":", ";", ","))
+            and not plain.startswith(("[", "(", "Photo", "Image", "Credit", "Source", "Caption"))
+            and not before.endswith(",")  # "Thanks," / "Jo Bloggs" / "Volunteer Coordinator"
+            and out[i - 1][0] != "heading"
             and out[i + 1][0] in {"line", "para", "list"}
             and (out[i + 1][0] == "list" or len(out[i + 1][1]) > SHORT_LINE)
         ):
@@ -286,7 +293,11 @@ def _prose(lines: list[str], *, wrapped: bool) -> list[tuple[str, str]]:
     if not lines:
         return []
     sentences = all(_ends_sentence(line) for line in lines)
-    if wrapped and not sentences and not all(_is_short(line) for line in lines):
+    entries = any(_FOOTNOTE.match(line) for line in lines)  # "[1] IEA, …": one entry per line
+    quoted = all(line.startswith(">") for line in lines)
+    if quoted and len(lines) > 1:  # a hard-wrapped quotation: one blockquote
+        return [("quote", "> " + _escape(" ".join(line.lstrip("> ") for line in lines)))]
+    if wrapped and not sentences and not entries and not all(_is_short(line) for line in lines):
         return [("para", _escape(" ".join(lines)))]
     return [_line_block(line) for line in lines]
 
@@ -306,8 +317,11 @@ def _mixed_block(block: list[str], *, wrapped: bool) -> list[tuple[str, str]]:
         if bullet:
             out.extend(_prose(prose, wrapped=wrapped))
             prose = []
-            marker = bullet[1] if bullet[1][0].isdigit() else "-"
-            items.append(f"{marker.replace(')', '.')} {_escape(bullet[2])}")
+            if bullet[1][0].isalpha():  # "a) …": Markdown has no lettered lists, the letter stays
+                items.append(f"- {_escape(bullet[1] + ' ' + bullet[2])}")
+            else:
+                marker = bullet[1] if bullet[1][0].isdigit() else "-"
+                items.append(f"{marker.replace(')', '.')} {_escape(bullet[2])}")
         elif items and (raw[:1].isspace() or (wrapped and not _ends_sentence(items[-1]))):
             items[-1] += " " + _escape(line)
         else:
