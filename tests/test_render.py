@@ -146,3 +146,31 @@ def test_every_block_kind_renders_in_the_builtin_html(write_file: Callable[..., 
     ):
         assert fragment in html, fragment
     assert "[1] https://example.org/a" in text
+
+
+@pytest.mark.parametrize(
+    ("name", "override"),
+    [
+        (
+            "email.html",
+            '{% block body %}<p>Dear {{ subscriber.name | otherwise("reader") }},</p>{{ super() }}{% endblock %}',
+        ),
+        (
+            "email.txt",
+            '{% block body %}Dear {{ subscriber.name | otherwise("reader") }},\n\n{{ super() }}{% endblock %}',
+        ),
+    ],
+)
+def test_a_user_template_overrides_one_block_of_the_builtin(
+    article: Path, tmp_path: Path, name: str, override: str
+) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / name).write_text(f'{{% extends "builtin/{name}" %}}\n{override}', encoding="utf-8")
+    issue = render(article, folder)
+    html, text = issue.personalise({**VALUES, "name": "Ann"})
+    shown = html if name.endswith(".html") else text
+    assert "Dear Ann," in shown
+    assert "Part of the ongoing efforts" in shown  # super() kept the article
+    assert "https://example.org/u/1" in shown  # and the rest of the built-in layout
+    assert issue.warnings == ()

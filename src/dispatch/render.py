@@ -15,6 +15,7 @@ import logging
 import re
 import secrets
 import traceback
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -159,6 +160,11 @@ def _split(text: str, table: FieldTable) -> tuple[str | Field, ...]:
     return tuple(table.fields[int(p)] if i % 2 else p for i, p in enumerate(pieces) if p or i % 2)
 
 
+def display_width(text: str) -> int:
+    """Columns the text takes in a terminal: East Asian wide characters count twice."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in str(text))
+
+
 def _environment(template_dir: Path | None, table: FieldTable, *, autoescape: bool) -> jinja2.Environment:
     builtin = builtin_template_dir()
     loaders: list[jinja2.BaseLoader] = []
@@ -177,6 +183,7 @@ def _environment(template_dir: Path | None, table: FieldTable, *, autoescape: bo
         lstrip_blocks=True,
     )
     env.filters["otherwise"] = _otherwise_filter(table)
+    env.filters["display_width"] = display_width
     return env
 
 
