@@ -153,11 +153,13 @@ def test_every_block_kind_renders_in_the_builtin_html(write_file: Callable[..., 
     [
         (
             "email.html",
-            '{% block body %}<p>Dear {{ subscriber.name | otherwise("reader") }},</p>{{ super() }}{% endblock %}',
+            '{% block body %}<p>Dear {{ subscriber.name | otherwise("reader") }},</p>'
+            "{{ super() }}{% endblock %}",
         ),
         (
             "email.txt",
-            '{% block body %}Dear {{ subscriber.name | otherwise("reader") }},\n\n{{ super() }}{% endblock %}',
+            '{% block body %}Dear {{ subscriber.name | otherwise("reader") }},\n\n'
+            "{{ super() }}{% endblock %}",
         ),
     ],
 )
