@@ -146,7 +146,7 @@ def raw_headers(head: bytes) -> list[tuple[str, bytes]]:
     for line in head.split(b"\r\n"):
         if line[:1] in (b" ", b"\t"):
             name, value = fields[-1]
-            fields[-1] = (name, value + line)
+            fields[-1] = (name, (value + line).strip())  # folding whitespace at either end is not value
         else:
             name, _, value = line.partition(b":")
             fields.append((name.decode("ascii"), value.strip()))

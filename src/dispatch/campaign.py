@@ -267,9 +267,19 @@ def count_to_send(issue: Issue, journal: j.Journal | None, *, resend_unknown: bo
 
 
 def campaign_warnings(issue: Issue, journal: j.Journal | None) -> list[str]:
-    """A new campaign from a file that already fed another one is usually an edited title."""
-    if journal is None or journal.campaign(issue.campaign) is not None:
+    """A new campaign from a file that already fed another one is usually an edited title; an
+    old campaign whose article changed will not resend to those already reached."""
+    if journal is None:
         return []
+    known = journal.fingerprint(issue.campaign)
+    if known is not None:
+        if known == issue.article.fingerprint:
+            return []
+        return [
+            f"the article changed since campaign {issue.campaign!r} started: recipients already "
+            "sent are not sent again; if this is a new issue, give it its own campaign "
+            "(--campaign ID, or 'campaign:' in the front matter)"
+        ]
     return [
         f"this starts a new campaign {issue.campaign!r}, but campaign {other.id!r} "
         f"({other.counts.get(j.SENT, 0)} sent) came from the same file; if this is the same issue, "

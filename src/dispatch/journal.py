@@ -376,6 +376,12 @@ class Journal:
             ).fetchall()
         return [CampaignInfo(r[0], r[1], r[2], r[3], self.counts(r[0])) for r in rows]
 
+    def fingerprint(self, campaign: str) -> str | None:
+        """The article fingerprint the campaign was started (or last run) with."""
+        with self._lock:
+            row = self._db.execute("SELECT fingerprint FROM campaigns WHERE id = ?", (campaign,)).fetchone()
+        return None if row is None else str(row[0])
+
     def campaigns_from(self, article: str) -> list[CampaignInfo]:
         """Campaigns started from the article file at this (resolved) path."""
         with self._lock:

@@ -28,8 +28,8 @@ _ALLOWED_TAGS = {
 _ALLOWED_ATTRIBUTES = {
     "a": {"href", "title"},
     "img": {"src", "alt", "title", "width", "height"},
-    "td": {"align", "colspan", "rowspan"},
-    "th": {"align", "colspan", "rowspan"},
+    "td": {"align", "colspan", "rowspan", "style"},
+    "th": {"align", "colspan", "rowspan", "style"},
     "ol": {"start"},
 }
 _DROPPED_WITH_CONTENT = {
@@ -47,9 +47,14 @@ def _absolute_links_only(_element: str, attribute: str, value: str) -> str | Non
     return value
 
 
+_EMPTY_LINK = re.compile(r"<a>(.*?)</a>", re.DOTALL)
+_NO_SRC_IMAGE = re.compile(r"<img(?![^>]*\ssrc=)[^>]*>")
+
+
 def sanitize_html(html: str) -> str:
-    """Keep only static, email-safe markup; drop active content with what it holds."""
-    return nh3.clean(
+    """Keep only static, email-safe markup; drop active content with what it holds (and links
+    or images left without a target, which would only look broken)."""
+    clean = nh3.clean(
         html,
         tags=_ALLOWED_TAGS,
         attributes=_ALLOWED_ATTRIBUTES,
@@ -58,7 +63,9 @@ def sanitize_html(html: str) -> str:
         attribute_filter=_absolute_links_only,
         link_rel=None,
         strip_comments=True,
+        filter_style_properties={"text-align"},
     )
+    return _NO_SRC_IMAGE.sub("", _EMPTY_LINK.sub(r"\1", clean))
 
 
 def _parser() -> MarkdownIt:
@@ -107,6 +114,8 @@ class _TextWriter:
                     out.append("\n")
             elif skipping:
                 continue
+            elif tok.type in {"s_open", "s_close"}:
+                out.append("~~")  # struck-out text must not read as current in the text part
             elif tok.type in {"text", "code_inline"}:
                 out.append(tok.content)
             elif tok.type == "softbreak":

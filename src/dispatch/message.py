@@ -164,7 +164,10 @@ class MessageFactory:
         for i, (setting, uri) in enumerate(uris):
             if len(uri) + (len("List-Unsubscribe: ") if i == 0 else 1) + 1 > 998:
                 raise ConfigError(f"{setting} is too long for a mail header; shorten it")
-        value = b"List-Unsubscribe: " + ",\r\n ".join(u for _, u in uris).encode("ascii") + b"\r\n"
+        joined = ",\r\n ".join(u for _, u in uris).encode("ascii")
+        first = joined.split(b"\r\n", 1)[0]
+        gap = b"\r\n " if len(b"List-Unsubscribe: ") + len(first) > 78 else b" "  # fold, never split
+        value = b"List-Unsubscribe:" + gap + joined + b"\r\n"
         if self.unsubscribe_url:
             value += b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
         return value

@@ -68,12 +68,6 @@ def send_report(summary: RunSummary, endpoint: str) -> str:
     for failure in summary.failures[:MAX_LISTED]:
         code = f"{failure.code} " if failure.code else ""
         lines.append(f"    {failure.state}: {failure.email}: {code}{failure.message}".rstrip())
-    if summary.content_changed:
-        lines.append(
-            "  Note: the article changed since this campaign started; recipients already sent were "
-            "not sent again. If this is a new issue, give it its own campaign (--campaign ID, or "
-            "'campaign:' in the front matter)."
-        )
     if summary.given_up:
         lines.append(
             f"  Note: gave up on {summary.given_up} recipient(s) deferred for more than "
@@ -88,9 +82,9 @@ def send_report(summary: RunSummary, endpoint: str) -> str:
         lines.append(f"Aborted: {summary.aborted}")
     if summary.unknown:
         lines.append(
-            f"Unknown: {summary.unknown} recipient(s) may or may not have the issue (the connection "
-            "dropped after their message was sent). They are not sent again by themselves; "
-            "--resend-unknown resends them with the same Message-ID."
+            f"Unknown: {summary.unknown} recipient(s) may or may not have the issue (the run stopped, "
+            "or the connection dropped, while their message was being delivered). They are not sent "
+            "again by themselves; --resend-unknown resends them with the same Message-ID."
         )
     if summary.daily_limit_reached:
         lines.append("Daily limit reached: the rest wait; run the same command again after the 24 hours.")
