@@ -24,8 +24,11 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """SIGINT/SIGTERM set ``stop``: the messages in flight finish and are recorded, then the run
     ends. A second signal leaves at once (the kernel frees the campaign lock as the process goes)."""
 
+    received: list[int] = []  # counted here: the event is also set by aborts and the daily limit
+
     def handler(signum: int, _frame: Any) -> None:
-        if stop.is_set():
+        received.append(signum)
+        if len(received) > 1:
             _say("stopped at once; messages in flight will show as unknown")
             os._exit(int(ExitCode.INTERRUPTED))
         stop.set()

@@ -120,26 +120,37 @@ class _Run:
         try:
             while (item := work.get()) is not None:
                 sub, prior = item
-                if not self.stop.is_set():
-                    self.pacer.wait(self.stop)
-                reservation = False if self.stop.is_set() else self.reserve()
-                if reservation is False:
-                    self.leave(prior)  # stopped, or over the daily limit
-                    continue
                 try:
-                    self.deliver(transport, sub, prior)
+                    self._one(transport, sub, prior)
                 except AbortError as err:
                     self.halt(str(err))
-                except Exception as err:  # a bug: stop the run, never hang it; re-raised by _send
+                except Exception as err:  # a bug or a broken journal: stop the run, never hang it
                     self.crash = self.crash or err
                     self.halt(f"internal error: {type(err).__name__}: {err}")
-                finally:
-                    if isinstance(reservation, int) and self.journal is not None:
-                        self.journal.release(reservation)
         finally:
             transport.close()
 
-    def deliver(self, transport: SmtpTransport, sub: Subscriber, prior: str | None = None) -> None:
+    def _one(self, transport: SmtpTransport, sub: Subscriber, prior: str | None) -> None:
+        """Pace, take a slot of the daily budget, deliver; or leave the recipient pending."""
+        if not self.stop.is_set():
+            self.pacer.wait(self.stop)
+        reservation = False if self.stop.is_set() else self.reserve()
+        if reservation is False:
+            self.leave(prior)  # stopped, or over the daily limit
+            return
+        try:
+            self.deliver(transport, sub, prior, reservation=reservation or None)
+        finally:
+            if isinstance(reservation, int) and self.journal is not None:
+                self.journal.release(reservation)  # (a no-op when the outcome already took it)
+
+    def deliver(
+        self,
+        transport: SmtpTransport,
+        sub: Subscriber,
+        prior: str | None = None,
+        reservation: int | None = None,
+    ) -> None:
         """Send to one recipient and record the outcome; AbortError when the campaign must stop."""
         issue, campaign, journal = self.issue, self.issue.campaign, self.journal
         recorded = False
@@ -177,7 +188,7 @@ class _Run:
             deferred = result.status is Status.DEFERRED
             self.deferred_streak = self.deferred_streak + 1 if deferred else 0
             failed, attempted, streak = self.failed, self.attempted, self.deferred_streak
-        self.record(sub, result, mid)
+        self.record(sub, result, mid, reservation=reservation)
         if self.options.progress is not None:
             self.options.progress(1)
         if result.stops_campaign:
@@ -194,7 +205,9 @@ class _Run:
                 f"{ratio:.0%}); stopping to protect the sender's reputation: see 'dispatch status'"
             )
 
-    def record(self, sub: Subscriber, result: Result, message_id: str) -> None:
+    def record(
+        self, sub: Subscriber, result: Result, message_id: str, *, reservation: int | None = None
+    ) -> None:
         """Write one outcome as it happens (the journal), or keep it (a test send)."""
         if self.journal is None:
             with self.lock:
@@ -204,6 +217,7 @@ class _Run:
             self.issue.campaign, sub.key, sub.email, str(result.status),
             code=result.code, enhanced=result.enhanced, reply=result.text,
             hard_bounce=result.hard_bounce, message_id=message_id, attempted=not result.data_started,
+            reservation=reservation,
         )  # fmt: skip
 
     def _attempts(
@@ -259,14 +273,16 @@ def run_send(issue: Issue, journal: j.Journal | None, options: SendOptions) -> R
         return _send(issue, journal, options, summary)
 
 
-def _put(work: queue.Queue[_Item | None], item: _Item | None, threads: list[threading.Thread]) -> None:
-    """Queue an item while any worker is alive to take it (a dead pool must not hang the run)."""
+def _put(work: queue.Queue[_Item | None], item: _Item | None, threads: list[threading.Thread]) -> bool:
+    """Queue an item while any worker is alive to take it (a dead pool must not hang the run);
+    False when no worker is left."""
     while any(t.is_alive() for t in threads):
         try:
             work.put(item, timeout=0.5)
-            return
+            return True
         except queue.Full:
             continue
+    return False
 
 
 def _send(issue: Issue, journal: j.Journal | None, options: SendOptions, summary: RunSummary) -> RunSummary:
@@ -294,7 +310,8 @@ def _send(issue: Issue, journal: j.Journal | None, options: SendOptions, summary
             if (options.limit and todo > options.limit) or run.stop.is_set():
                 run.leave(state)  # counted as left, nothing more is sent
                 continue
-            _put(work, (sub, state), threads)
+            if not _put(work, (sub, state), threads):
+                run.leave(state)
     finally:
         for _ in threads:
             _put(work, None, threads)

@@ -223,7 +223,8 @@ class Journal:
         """Rows left in flight by a run that died become unknown; returns how many."""
         with self._lock:
             cur = self._db.execute(
-                "UPDATE recipients SET state = ?, reply = ?, updated = ? WHERE campaign = ? AND state = ?",
+                "UPDATE recipients SET state = ?, reply = ?, sent_at = COALESCE(sent_at, updated), "
+                "updated = ? WHERE campaign = ? AND state = ?",  # maybe delivered: it counts today
                 (
                     UNKNOWN,
                     "the run ended while this message was in flight",
@@ -278,14 +279,47 @@ class Journal:
         hard_bounce: bool = False,
         message_id: str = "",
         attempted: bool = True,
+        reservation: int | None = None,
     ) -> None:
         """Record a recipient's outcome as it happens (sent, deferred, failed or unknown).
 
         ``attempted`` counts an attempt; pass False when :meth:`in_flight` already counted it.
         """
         now = time.time()
-        sent_at = now if state == SENT else None
-        self._write(
+        # an unknown outcome may have been delivered: it keeps counting against the daily limit
+        sent_at = now if state in (SENT, UNKNOWN) else None
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._outcome_row(
+                    campaign, key, email, state, code=code, enhanced=enhanced, reply=reply,
+                    hard_bounce=hard_bounce, message_id=message_id, attempted=attempted,
+                    now=now, sent_at=sent_at,
+                )  # fmt: skip
+                if reservation is not None:  # one transaction: never counted twice, never zero times
+                    self._db.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _outcome_row(
+        self,
+        campaign: str,
+        key: str,
+        email: str,
+        state: str,
+        *,
+        code: int | None,
+        enhanced: str,
+        reply: str,
+        hard_bounce: bool,
+        message_id: str,
+        attempted: bool,
+        now: float,
+        sent_at: float | None,
+    ) -> None:
+        self._db.execute(
             "INSERT INTO recipients (campaign, key, email, state, attempts, code, enhanced, reply, "
             "hard_bounce, message_id, created, updated, sent_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign, key) DO UPDATE SET "
