@@ -1079,3 +1079,86 @@ def test_a_one_line_share_bar_and_end_marks_are_dropped(write_file: WriteFile) -
         "Subscribe to our newsletter for more\nCookie policy\n###\n",
     )
     assert a.paragraphs == [P1]
+
+
+# --- Ordinary articles a review found mangled by over-eager rules --------------------------------
+
+LONG_1 = (
+    "The city council approved a £2.4m plan on Tuesday to build protected cycle lanes along the "
+    "length of Mill Road, after two years of consultation."
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "title", "author", "first", "last"),
+    [
+        (  # a headline with "news" in it is a headline, and the line under it its standfirst
+            "Good news for cyclists\nNew lanes open on Mill Road next month\n\n"
+            "By Priya Shah\n12 March 2024\n\n"
+            f"{LONG_1}\n“We will not let this drag on,” said councillor Ann Lee. “Work starts in April.”\n",
+            "Good news for cyclists",
+            "Priya Shah",
+            LONG_1,
+            "“We will not let this drag on,” said councillor Ann Lee. “Work starts in April.”",
+        ),
+        (  # capitals followed by a hard-wrapped paragraph: a headline, not a kicker
+            "COUNCIL APPROVES NEW BUDGET FOR 2025\nThe city council on Tuesday approved a budget of 412 "
+            "million euros for\nnext year, after a six-hour debate that ran past midnight. The budget\n"
+            "raises spending on schools by 4 percent and cuts the roads programme.\n",
+            "COUNCIL APPROVES NEW BUDGET FOR 2025",
+            "",
+            "The city council on Tuesday approved a budget of 412 million euros for next year, after a "
+            "six-hour debate that ran past midnight. The budget raises spending on schools by 4 percent "
+            "and cuts the roads programme.",
+            None,
+        ),
+        (  # a lead paragraph that starts like a byline is body text
+            f"Inflation falls again\n\nUpdated figures released on Monday by the Office for National "
+            f"Statistics show that inflation fell to 2.1 percent in April.\n{LONG_1}\n",
+            "Inflation falls again",
+            "",
+            "Updated figures released on Monday by the Office for National Statistics show that inflation "
+            "fell to 2.1 percent in April.",
+            LONG_1,
+        ),
+        (  # a closing call to action and a sign-off are the author's, not web-page furniture
+            f"Volunteers needed\n\nDear members,\n\n{LONG_1}\n\nSign up at the front desk or reply to this "
+            "email.\n\nThanks,\nJo Bloggs\nVolunteer Coordinator\n",
+            "Volunteers needed",
+            "",
+            "Dear members,",
+            "Volunteer Coordinator",
+        ),
+        (  # a list straight under the title is body, and a sentence after it is not an item
+            "What to bring\n\n- a packed lunch\n- water\nWe meet at the car park at 9am.\n",
+            "What to bring",
+            "",
+            "a packed lunch",
+            "We meet at the car park at 9am.",
+        ),
+        (  # a quoted headline with its byline: no motto
+            "“We are not going anywhere”\nBy Tom Reed\n\n" + LONG_1 + "\n",
+            "“We are not going anywhere”",
+            "Tom Reed",
+            LONG_1,
+            None,
+        ),
+        (  # "Cookies" is a bake-sale section, "--" an author's separator
+            f"Bake sale\n\n{LONG_1}\n\nCookies\nOat and raisin, 50p each.\n\n--\n\nSee you there!\n",
+            "Bake sale",
+            "",
+            LONG_1,
+            "See you there!",
+        ),
+    ],
+    ids=["news-headline", "capitals", "updated-lead", "sign-off", "list-first", "quoted-headline", "cookies"],
+)
+def test_ordinary_articles_keep_their_shape(
+    write_file: WriteFile, text: str, title: str, author: str, first: str, last: str | None
+) -> None:
+    a = load(write_file, "ordinary.txt", text)
+    assert (a.title, a.author, a.motto) == (title, author, "")
+    texts = [b.text for b in a.blocks]
+    assert texts[0] == first
+    if last is not None:
+        assert texts[-1] == last

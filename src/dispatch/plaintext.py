@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 
-_OPEN_QUOTES = "“\"«„‘'‹「『‚"
 _CLOSE_QUOTES = "”\"»“’'›」』‘"
 _DASHES = "—–―-~"
 _LEFTOVER = re.compile(
@@ -25,16 +24,23 @@ _LEFTOVER = re.compile(
 )
 # Markers that end the article: after the first of them, in a tail of short lines, all goes.
 _END_MARKER = re.compile(
-    r"^(share( (on|this|via|article|this (article|story|post)))?|subscribe\b.*|sign up\b.*|"
-    r"follow us\b.*|related( articles| posts| stories| content| reading)?|read (more|next)|"
-    r"more (from|on) .*|you (may|might) also like.*|tags?:.*|©.*|\(c\) \d{4}.*|copyright\b.*|"
-    r"all rights reserved.*|privacy( policy)?( \|.*)?|cookies?( settings| policy)?( \|.*)?|"
+    r"^(share( (on|this|via|article|this (article|story|post)))?|(share (on|via) \w+\s*)+|"
+    r"subscribe( (to|for))?( (our|the))?( \w+)?( newsletter| updates| list| mailing list)?"
+    r"( (for|to get) (more|updates|the latest)( \w+)?)?|"
+    r"sign up( (for|to))?( (our|the))?( newsletter| updates)?|follow us( on \w+)?|"
+    r"related( articles| posts| stories| content| reading)?|read (more|next)|you (may|might) also like|"
+    r"tags?:.*|©.*|\(c\) \d{4}.*|copyright\b.*|all rights reserved.*|"
+    r"privacy (policy|notice)( \|.*)?|cookies? (settings|policy|preferences)( \|.*)?|"
     r"terms (of|and) (use|service|conditions).*|advertisement|back to top|leave a (reply|comment)|"
     r"поделиться|подписаться.*|partager( sur)?|teilen|compartir( en)?|condividi( su)?|"
-    r"abonnieren|s'abonner.*|suscr[ií]bete.*|iscriviti.*|(share (on|via) \w+\s*)+|#{3}|-+ ?ends? ?-+|"
-    r"--|unsubscribe\b.*|update (your )?preferences.*|view (this )?(email )?in (your )?browser.*|"
-    r"you (are )?receiv(e|ing) this\b.*)[\s:.!…|]*$",
+    r"abonnieren|s'abonner.*|suscr[ií]bete.*|iscriviti.*|#{3}|-+ ?ends? ?-+|"
+    r"unsubscribe( \|.*)?|update (your )?preferences.*|view (this )?(email )?in (your )?browser.*|"
+    r"you (are )?receiv(e|ing) this\b.*|this (e-?mail|message) was sent\b.*)[\s:.!…|]*$",
     re.IGNORECASE,
+)
+# Markers that may end like a sentence and still be page furniture.
+_FOOTER_SENTENCE = re.compile(
+    r"^(©|\(c\)|copyright|all rights reserved|you (are )?receiv|this (e-?mail|message) was sent)", re.I
 )
 # Lines that are web-page furniture wherever they stand.
 _FURNITURE = re.compile(
@@ -58,9 +64,9 @@ _DATE = re.compile(
     re.IGNORECASE,
 )
 _KICKER = re.compile(
-    r"\b(news|update|newsletter|bulletin|digest|briefing|press release|media release|"
-    r"announcement|dispatch|issue|edition|volume|vol\.|weekly|monthly|quarterly|"
-    r"новости|nachrichten|actualités|noticias|notizie|nieuws|communiqué)\b",
+    r"(?:[\w&'’.]+ ){0,3}(news|newsletter|update|bulletin|digest|briefing|press release|"
+    r"media release|новости|nachrichten|actualités|noticias|notizie|nieuws|communiqué)"
+    r"(?:\s*[—–:|-]\s*.{1,30})?",
     re.IGNORECASE,
 )
 _DATE_TAIL = re.compile(r"\s*[·|,–—-]\s*\d+\s*(min|minute|minutes)\b.*", re.IGNORECASE)
@@ -68,6 +74,9 @@ _DATE_TAIL = re.compile(r"\s*[·|,–—-]\s*\d+\s*(min|minute|minutes)\b.*", re
 _FOREIGN_BYLINE = re.compile(r"^(autore|auteur|autor|автор|von|par|por|di|door)\b", re.IGNORECASE)
 _LABELLED_DATE = re.compile(rf"(?:[^\W\d]+[:,]?\s+){{0,3}}(?P<date>{_DATE.pattern})", re.IGNORECASE)
 _BULLET = re.compile(r"^\s*([-*•·▪◦]|\d{1,3}[.)]|[a-z][)])\s+(.*)$")
+_SALUTATION = re.compile(
+    r"(dear|hi|hello|hey|liebe|lieber|cher|chère|caro|cara|querido|querida|beste)\b.{0,40},$", re.I
+)
 _FOOTNOTE = re.compile(r"^\[\d{1,3}\]\s")
 _URL = re.compile(r"(https?://[^\s<>\"]+[^\s<>\".,;:!?)\]'’”])")
 _IMAGE = re.compile(r"^https?://\S+\.(png|jpe?g|gif|webp)(\?\S*)?$", re.IGNORECASE)
@@ -84,22 +93,34 @@ def _strip_leftovers(lines: list[str]) -> list[str]:
     cut = end
     for i in range(end - 1, -1, -1):
         line = lines[i].strip()
-        # a marker is a label, not a sentence that happens to start the same way
-        marker = _END_MARKER.match(line) and len(line) <= 70 and (", " not in line or line[0] == "©")
-        if marker:
+        if _is_end_marker(line):
             cut = i
-        elif len(line) > SHORT_LINE or (_ends_sentence(line) and len(line) > 60):
-            break  # a real paragraph: the tail ends here
+        elif len(line) > SHORT_LINE or _ends_sentence(line):
+            break  # the author's own text: the tail ends here
+    while cut and (not lines[cut - 1].strip() or set(lines[cut - 1].strip()) <= set("-—–_=*~ ")):
+        cut -= 1  # a rule or a "--" signature line left above the cut
     return [line for line in lines[:cut] if not _FURNITURE.match(line.strip())]
 
 
+def _is_end_marker(line: str) -> bool:
+    """A label such as "Share on" or "© 2024 …", not a sentence that starts the same way."""
+    if not _END_MARKER.match(line) or len(line) > 70:
+        return False
+    return bool(_FOOTER_SENTENCE.match(line)) or (", " not in line and not _ends_sentence(line))
+
+
+_PAIRS = {"“": "”", '"': '"', "«": "»", "„": "“”", "‘": "’", "'": "'", "‹": "›", "「": "」", "『": "』"}
+
+
 def _split_motto(line: str) -> tuple[str, str] | None:
-    """``“quote”`` or ``“quote” — Author`` → (quote, attribution); None if not a quote."""
+    """``“quote”`` or ``“quote” — Author`` → (quote, attribution); None unless the whole line is
+    one quotation (``“A,” she said. “B.”`` is a sentence, not a quote)."""
     line = line.strip()
-    if len(line) < 3 or line[0] not in _OPEN_QUOTES:
+    if len(line) < 3 or line[0] not in _PAIRS:
         return None
-    for i in range(len(line) - 1, 0, -1):
-        if line[i] in _CLOSE_QUOTES:
+    closers = _PAIRS[line[0]]
+    for i in range(1, len(line)):
+        if line[i] in closers and not (i + 1 < len(line) and line[i + 1].isalpha()):  # not "don’t"
             rest = line[i + 1 :].strip()
             if rest and rest[0] not in _DASHES:
                 return None
@@ -134,13 +155,22 @@ def parse(text: str) -> tuple[dict[str, str], str]:
     lines = _strip_leftovers([line.rstrip() for line in text.split("\n")])
     if not any(line.strip() for line in lines):
         raise ValueError("nothing is left after removing web-page leftovers")
-    head = [line.strip() for line in lines if line.strip()]
+    head: list[str] = []
+    alone: list[bool] = []  # the line stands alone: a blank line (or the end) follows it
+    for i, raw in enumerate(lines):
+        if raw.strip():
+            head.append(raw.strip())
+            alone.append(i + 1 >= len(lines) or not lines[i + 1].strip())
     motto, attribution, pos = _motto(head)
     date = kicker = ""
     if pos + 1 < len(head) and _dated(head[pos]):  # a date line above the title
         date = _dated(head[pos])
         pos += 1
-    if pos + 2 < len(head) and _is_kicker(head[pos], head[pos + 1]):
+    if (
+        pos + 2 < len(head)
+        and _is_kicker(head[pos], head[pos + 1])
+        and (alone[pos + 1] or _is_byline_or_date(head[pos + 2]))  # the headline stands alone
+    ):
         kicker = head[pos]  # "University News", "FOR IMMEDIATE RELEASE": a label above the headline
         pos += 1
     title = head[pos].lstrip("#").strip()
@@ -152,9 +182,10 @@ def parse(text: str) -> tuple[dict[str, str], str]:
         if pos >= len(head):
             break
         line = head[pos]
-        if (_BYLINE.match(line) or (line[0] in _DASHES and _is_short(line))) and not author:
-            author, date = _byline(line, date)
-            byline = line.lstrip(_DASHES).strip()
+        if _BULLET.match(line):
+            break  # a list right under the title is body
+        if (_BYLINE.match(line) or line[0] in _DASHES) and _is_short(line) and len(line) <= 80 and not author:
+            author, date, byline = _byline(line, date)
         elif _dated(line) and not date:
             date = _dated(line)
         elif (
@@ -188,7 +219,7 @@ def parse(text: str) -> tuple[dict[str, str], str]:
 def _motto(head: list[str]) -> tuple[str, str, int]:
     """(motto, attribution, lines used) for an opening quotation; ("", "", 0) when there is none."""
     found = _split_motto(head[0])
-    if not found or len(head) <= 2:
+    if not found or len(head) <= 2 or _BYLINE.match(head[1]):  # a quoted headline, then its byline
         return "", "", 0
     motto, attribution = found
     pos = 1
@@ -217,25 +248,28 @@ def _dated(line: str) -> str:
 
 
 def _is_kicker(line: str, following: str) -> bool:
-    """A short label above the headline: all capitals, or a section/series name."""
-    if len(line) > 60 or _ends_sentence(following) or _is_byline_or_date(following):
+    """A short label above the headline: all capitals, or a section name ("University News",
+    "NGO Update — Spring 2024"), never a headline that merely contains such a word."""
+    if len(line) > 60 or _ends_sentence(line) or _ends_sentence(following) or _is_byline_or_date(following):
         return False
     letters = [c for c in line if c.isalpha()]
-    shouting = len(letters) >= 4 and all(c.isupper() for c in letters) and len(following) > len(line) // 2
-    return shouting or bool(_KICKER.search(line))
+    shouting = len(letters) >= 4 and all(c.isupper() for c in letters) and len(line) <= 40
+    return shouting or bool(_KICKER.fullmatch(line))
 
 
 def _is_byline_or_date(line: str) -> bool:
     return bool(_BYLINE.match(line) or _dated(line))
 
 
-def _byline(line: str, date: str) -> tuple[str, str]:
+def _byline(line: str, date: str) -> tuple[str, str, str]:
+    """(author, date, the byline as written without its date) of a byline line."""
     found = _DATE.search(line)
-    if found and not date:
-        date = found[0]
+    if found:
+        date = date or found[0]
         line = line[: found.start()] + line[found.end() :]
-    author = _BYLINE.sub(lambda m: m[0][-1], line.strip().lstrip(_DASHES).strip(), count=1)
-    return author.strip(" ,|·-–—"), date
+    shown = line.strip().lstrip(_DASHES).strip().strip(" ,|·-–—")
+    author = _BYLINE.sub(lambda m: m[0][-1], shown, count=1)
+    return author.strip(" ,|·-–—"), date, shown
 
 
 def _body_after(lines: list[str], consumed: list[str]) -> list[str]:
@@ -294,6 +328,9 @@ def _prose(lines: list[str], *, wrapped: bool) -> list[tuple[str, str]]:
         return []
     sentences = all(_ends_sentence(line) for line in lines)
     entries = any(_FOOTNOTE.match(line) for line in lines)  # "[1] IEA, …": one entry per line
+    # a letter ("Dear friends," …) or mostly whole sentences: one paragraph per line
+    inner_ends = sum(map(_ends_sentence, lines[:-1]))
+    entries = entries or bool(_SALUTATION.match(lines[0])) or inner_ends * 2 > len(lines) - 1 > 0
     quoted = all(line.startswith(">") for line in lines)
     if quoted and len(lines) > 1:  # a hard-wrapped quotation: one blockquote
         return [("quote", "> " + _escape(" ".join(line.lstrip("> ") for line in lines)))]
@@ -311,6 +348,7 @@ def _mixed_block(block: list[str], *, wrapped: bool) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     items: list[str] = []
     prose: list[str] = []
+    last = 0  # the length of the previous line
     for raw in block:
         line = raw.strip()
         bullet = _BULLET.match(line)
@@ -322,13 +360,14 @@ def _mixed_block(block: list[str], *, wrapped: bool) -> list[tuple[str, str]]:
             else:
                 marker = bullet[1] if bullet[1][0].isdigit() else "-"
                 items.append(f"{marker.replace(')', '.')} {_escape(bullet[2])}")
-        elif items and (raw[:1].isspace() or (wrapped and not _ends_sentence(items[-1]))):
-            items[-1] += " " + _escape(line)
+        elif items and (raw[:1].isspace() or (wrapped and not _ends_sentence(items[-1]) and last >= 60)):
+            items[-1] += " " + _escape(line)  # indented, or the item was wrapped at the margin
         else:
             if items:
                 out.append(("list", "\n".join(items)))
                 items = []
             prose.append(line)
+        last = len(line)
     if items:
         out.append(("list", "\n".join(items)))
     out.extend(_prose(prose, wrapped=wrapped))
