@@ -587,3 +587,18 @@ def test_status_and_flag_columns_mail_only_clear_subscribers(
         (row,) = skipped(items)
         assert row.line == 2
         assert value in row.reason
+
+
+@pytest.mark.parametrize(
+    ("header", "values"),
+    [("State", ["TX", "MA"]), ("Status", ["Paid", "Lifetime"]), ("Member Status", ["Paid", "Lifetime"])],
+)
+def test_columns_that_are_not_subscription_statuses_do_not_decide_who_is_mailed(
+    write_file: WriteFile, header: str, values: list[str]
+) -> None:
+    text = f"email,{header}\nann@example.org,{values[0]}\nbob@example.com,{values[1]}\n"
+    path = write_csv(write_file, text)
+    subscribers = SubscriberList(path)
+    assert [s.email for s in valid(list(subscribers))] == ["ann@example.org", "bob@example.com"]
+    if header == "Status":  # named like a status, so the list says why it was not used
+        assert any("holds no subscription statuses" in note for note in subscribers.notes)

@@ -228,8 +228,15 @@ def summary_for(issue: Issue, **kw: Any) -> RunSummary:
         skipped=issue.stats.skipped,
         html_size=issue.rendered.html_size,
         test_send=issue.test_send,
-        warnings=list(issue.rendered.warnings)
-        + (["the list has no valid subscriber: there is nobody to send to"] if not issue.stats.valid else []),
+        warnings=[
+            *issue.rendered.warnings,
+            *issue.subscribers.notes,
+            *(
+                ["the list has no valid subscriber: there is nobody to send to"]
+                if not issue.stats.valid
+                else []
+            ),
+        ],
         **kw,
     )
 

@@ -12,6 +12,7 @@ import codecs
 import csv
 import functools
 import hashlib
+import itertools
 import re
 import unicodedata
 from array import array
@@ -28,8 +29,8 @@ EMAIL_ALIASES = {"email", "e-mail", "emailaddress", "e-mailaddress", "mail", "em
 NAME_ALIASES = {"name", "fullname", "firstname", "givenname", "subscribername", "displayname"}
 LAST_NAME_ALIASES = {"lastname", "surname", "familyname"}
 STATUS_ALIASES = {
-    "status", "subscriptionstatus", "state", "subscription", "emailstatus", "subscriberstatus",
-    "memberstatus", "statut", "estado", "stato",
+    "status", "subscriptionstatus", "emailstatus", "subscriberstatus", "newsletterstatus",
+    "statut", "stato",
 }  # fmt: skip
 # A status column is an allow-list: only these values are mailed (an unknown value such as
 # "Hard Bounce", "Do Not Email" or "archived" is skipped and reported, never guessed at).
@@ -42,6 +43,11 @@ UNSUBSCRIBED = {  # the common ways of saying it, reported as "unsubscribed"
     "unsubscribed", "unsubscribe", "optedout", "optout", "bounced", "cleaned", "complained",
     "blocklisted", "blacklisted", "suppressed", "removed", "inactive", "pending", "unconfirmed",
 }  # fmt: skip
+# Words that show a column really holds subscription statuses (values are compared squeezed).
+_STATUS_WORD = re.compile(
+    r"subscri|abonn|optin|optout|optedout|bounce|spam|complain|clean|archiv|donot|inactive|active|"
+    r"confirm|pending|delet|block|suppress|remov|verified|valid"
+)
 # Yes/no columns: "opted out = yes" or "subscribed = no" means: do not mail.
 OPT_OUT_ALIASES = {"emailoptout", "optout", "optedout", "unsubscribed", "donotemail", "hasoptedoutofemail"}
 OPT_IN_ALIASES = {"subscribed", "issubscribed", "optin", "emailoptin", "consent", "marketingconsent"}
@@ -178,8 +184,10 @@ class SubscriberList:
     def __init__(self, path: Path, encoding: str = "utf-8-sig") -> None:
         self.path = path
         self.encoding = encoding
+        self.notes: list[str] = []  # things about the list a person should know (not errors)
         self.columns, self._dialect, self._roles = self._read_header()
         self._suppressed = _Suppressed([])
+        self._check_status_column()
 
     def _open(self) -> TextIO:
         try:
@@ -250,6 +258,30 @@ class SubscriberList:
                 "name one column 'email'"
             )
         return columns, dialect, roles
+
+    def _check_status_column(self) -> None:
+        """A column named like a status that holds no status words (a US "State" column, a
+        "Status" of membership tiers) must not decide who is mailed: it is ignored, and said so."""
+        at = self._roles.get("status")
+        if at is None:
+            return
+        values: set[str] = set()
+        with self._open() as handle:
+            reader = csv.reader(handle, self._dialect)
+            next(reader, None)
+            try:
+                for row in itertools.islice(reader, 2000):
+                    if at < len(row) and row[at].strip():
+                        values.add(_alias(row[at]))
+            except (UnicodeDecodeError, csv.Error):
+                return  # the main pass reports it, with its line
+        if values and not any(v in SUBSCRIBED | UNSUBSCRIBED or _STATUS_WORD.search(v) for v in values):
+            del self._roles["status"]
+            shown = ", ".join(sorted(values)[:5])
+            self.notes.append(
+                f"{self.path}: column {self.columns[at]!r} holds no subscription statuses ({shown}…); "
+                "it is not used to decide who is mailed"
+            )
 
     def _unsubscribed(self) -> _Suppressed:
         """Every address some row marks unsubscribed (one quick pass, kept in two flat arrays).
