@@ -13,6 +13,8 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +63,22 @@ class Issue:
 
     def require_unsubscribe_link(self) -> None:
         """Bulk mail must show a working unsubscribe link in both parts (BULK-08, CAN-SPAM)."""
-        missing = [w for w in self.rendered.warnings if "no unsubscribe link" in w]
+        missing = self.rendered.parts_without_unsubscribe
         if missing:
             raise TemplateError(
-                f"refusing to send: {'; '.join(missing)}; add it to your template (a dry run still works)"
+                f"refusing to send: the {' and '.join(missing)} template shows no unsubscribe link; "
+                "add {{ unsubscribe_url }} to it (a dry run still works)"
             )
+
+    @cached_property
+    def _column_keys(self) -> dict[str, str]:
+        """CSV column → template key, worked out once per issue, not per recipient."""
+        return {c: column_key(c) for c in self.subscribers.columns}
 
     def bodies(self, sub: Subscriber) -> tuple[str, str]:
         """This recipient's (HTML, text) bodies."""
-        values = {column_key(k): v for k, v in sub.fields.items()}
+        keys = self._column_keys
+        values = {keys.get(k) or column_key(k): v for k, v in sub.fields.items()}
         values |= {
             "email": sub.email,
             "name": sub.name,
@@ -187,6 +196,11 @@ class RunSummary:
             return ExitCode.INCOMPLETE
         return ExitCode.OK
 
+    def count_skip(self, skip: Skip) -> None:
+        """Count a recipient this run leaves out on purpose."""
+        self.already_sent += skip is Skip.SENT
+        self.suppressed += skip is Skip.BOUNCED
+
     def as_json(self) -> dict[str, Any]:
         """A machine-readable summary (stable keys)."""
         return {
@@ -295,9 +309,18 @@ def campaign_warnings(issue: Issue, journal: j.Journal | None) -> list[str]:
     ]
 
 
+class Skip(StrEnum):
+    """Why a run does not send to a recipient."""
+
+    SENT = "already sent"
+    FAILED = "failed permanently"
+    UNKNOWN = "outcome unknown (--resend-unknown resends)"
+    BOUNCED = "hard bounce in an earlier campaign"
+
+
 def skip_reason(
     journal: j.Journal | None, campaign: str, key: str, *, resend_unknown: bool = False
-) -> tuple[str | None, str | None]:
+) -> tuple[str | None, Skip | None]:
     """(prior journal state, why this run must not send to the recipient, or None).
 
     The one rule both a dry run and a real send follow: never twice to a recipient recorded
@@ -308,12 +331,11 @@ def skip_reason(
         return None, None
     state = journal.state(campaign, key)
     if state == j.SENT:
-        return state, "already sent"
+        return state, Skip.SENT
     if state == j.FAILED:
-        return state, "failed permanently"
+        return state, Skip.FAILED
     if state == j.UNKNOWN and not resend_unknown:
-        return state, "outcome unknown (--resend-unknown resends)"
-    bounced = journal.hard_bounced(key)
-    if bounced is not None:
-        return state, f"hard bounce in campaign {bounced}"
+        return state, Skip.UNKNOWN
+    if journal.hard_bounced(key) is not None:
+        return state, Skip.BOUNCED
     return state, None

@@ -303,8 +303,7 @@ def _send(issue: Issue, journal: j.Journal | None, options: SendOptions, summary
                 journal, issue.campaign, sub.key, resend_unknown=options.resend_unknown
             )
             if reason is not None:
-                summary.already_sent += state == j.SENT
-                summary.suppressed += reason.startswith("hard bounce")
+                summary.count_skip(reason)
                 continue
             todo += 1
             if (options.limit and todo > options.limit) or run.stop.is_set():

@@ -194,6 +194,18 @@ class Journal:
         finally:
             os.close(fd)
 
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One immediate (write-locked) SQLite transaction, across threads and processes."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
     def _write(self, sql: str, params: tuple[object, ...]) -> None:
         with self._lock:
             self._db.execute(sql, params)
@@ -288,48 +300,20 @@ class Journal:
         now = time.time()
         # an unknown outcome may have been delivered: it keeps counting against the daily limit
         sent_at = now if state in (SENT, UNKNOWN) else None
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._outcome_row(
-                    campaign, key, email, state, code=code, enhanced=enhanced, reply=reply,
-                    hard_bounce=hard_bounce, message_id=message_id, attempted=attempted,
-                    now=now, sent_at=sent_at,
-                )  # fmt: skip
-                if reservation is not None:  # one transaction: never counted twice, never zero times
-                    self._db.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-
-    def _outcome_row(
-        self,
-        campaign: str,
-        key: str,
-        email: str,
-        state: str,
-        *,
-        code: int | None,
-        enhanced: str,
-        reply: str,
-        hard_bounce: bool,
-        message_id: str,
-        attempted: bool,
-        now: float,
-        sent_at: float | None,
-    ) -> None:
-        self._db.execute(
-            "INSERT INTO recipients (campaign, key, email, state, attempts, code, enhanced, reply, "
-            "hard_bounce, message_id, created, updated, sent_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign, key) DO UPDATE SET "
-            "state = excluded.state, code = excluded.code, enhanced = excluded.enhanced, "
-            "reply = excluded.reply, hard_bounce = excluded.hard_bounce, "
-            "attempts = attempts + ?, sent_at = excluded.sent_at, updated = excluded.updated, "
-            "message_id = COALESCE(NULLIF(excluded.message_id, ''), message_id)",
-            (campaign, key, email, state, int(attempted), code, enhanced, reply, int(hard_bounce),
-             message_id, now, now, sent_at, int(attempted)),
-        )  # fmt: skip
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO recipients (campaign, key, email, state, attempts, code, enhanced, reply, "
+                "hard_bounce, message_id, created, updated, sent_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign, key) DO UPDATE SET "
+                "state = excluded.state, code = excluded.code, enhanced = excluded.enhanced, "
+                "reply = excluded.reply, hard_bounce = excluded.hard_bounce, "
+                "attempts = attempts + ?, sent_at = excluded.sent_at, updated = excluded.updated, "
+                "message_id = COALESCE(NULLIF(excluded.message_id, ''), message_id)",
+                (campaign, key, email, state, int(attempted), code, enhanced, reply, int(hard_bounce),
+                 message_id, now, now, sent_at, int(attempted)),
+            )  # fmt: skip
+            if reservation is not None:  # one transaction: never counted twice, never zero times
+                self._db.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
 
     def sent_within(self, seconds: float = DAY) -> int:
         """Messages sent by any campaign in this state folder in the last ``seconds``."""
@@ -344,25 +328,18 @@ class Journal:
         folder; returns a reservation to :meth:`release` once the outcome is recorded, or None
         when the budget is spent. Atomic across processes (an immediate SQLite transaction)."""
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                held_now = self._db.execute("SELECT id, pid, created FROM reservations").fetchall()
-                for rid, pid, created in held_now:
-                    if created < now - RESERVATION_MAX_AGE or not _alive(pid):
-                        self._db.execute("DELETE FROM reservations WHERE id = ?", (rid,))
-                sent = self._db.execute("SELECT COUNT(*) FROM recipients WHERE sent_at >= ?", (now - DAY,))
-                held = self._db.execute("SELECT COUNT(*) FROM reservations")
-                if int(sent.fetchone()[0]) + int(held.fetchone()[0]) >= daily_limit:
-                    self._db.execute("COMMIT")
-                    return None
-                cur = self._db.execute(
-                    "INSERT INTO reservations (pid, created) VALUES (?, ?)", (os.getpid(), now)
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            held_now = self._db.execute("SELECT id, pid, created FROM reservations").fetchall()
+            for rid, pid, created in held_now:
+                if created < now - RESERVATION_MAX_AGE or not _alive(pid):
+                    self._db.execute("DELETE FROM reservations WHERE id = ?", (rid,))
+            sent = self._db.execute("SELECT COUNT(*) FROM recipients WHERE sent_at >= ?", (now - DAY,))
+            held = self._db.execute("SELECT COUNT(*) FROM reservations")
+            if int(sent.fetchone()[0]) + int(held.fetchone()[0]) >= daily_limit:
+                return None
+            cur = self._db.execute(
+                "INSERT INTO reservations (pid, created) VALUES (?, ?)", (os.getpid(), now)
+            )
         return cur.lastrowid
 
     def release(self, reservation: int) -> None:

@@ -122,10 +122,9 @@ def run_dry(
     writer = PreviewWriter(folder, issue.subject)
     try:
         for sub in only if only is not None else recipients(issue):
-            prior, reason = skip_reason(state, issue.campaign, sub.key, resend_unknown=resend_unknown)
+            _, reason = skip_reason(state, issue.campaign, sub.key, resend_unknown=resend_unknown)
             if reason is not None:
-                summary.already_sent += prior == j.SENT
-                summary.suppressed += reason.startswith("hard bounce")
+                summary.count_skip(reason)
                 continue
             if limit and summary.pending >= limit:
                 break

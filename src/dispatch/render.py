@@ -136,6 +136,15 @@ class RenderedIssue:
     text_size: int
     warnings: tuple[str, ...] = ()
 
+    @property
+    def parts_without_unsubscribe(self) -> list[str]:
+        """Which parts ("HTML", "text") show no unsubscribe link."""
+        return [
+            part
+            for part, parts in (("HTML", self.html_parts), ("text", self.text_parts))
+            if not _shows_unsubscribe(parts)
+        ]
+
     def personalise(self, values: Mapping[str, str]) -> tuple[str, str]:
         """This recipient's HTML and text; ``values`` maps field names to plain strings."""
         return (
@@ -283,13 +292,17 @@ def render_issue(
     )
 
 
+def _shows_unsubscribe(parts: Sequence[str | Field]) -> bool:
+    return any(isinstance(p, Field) and p.name == "unsubscribe_url" for p in parts)
+
+
 def _lint(
     html_parts: Sequence[str | Field], text_parts: Sequence[str | Field], postal_address: str, size: int
 ) -> tuple[str, ...]:
     """What a bulk sender must not ship without noticing (CAN-SPAM, Gmail's requirements)."""
     found: list[str] = []
     for part, parts in (("HTML", html_parts), ("text", text_parts)):
-        if not any(isinstance(p, Field) and p.name == "unsubscribe_url" for p in parts):
+        if not _shows_unsubscribe(parts):
             found.append(f"the {part} template shows no unsubscribe link ({{{{ unsubscribe_url }}}})")
         if not postal_address:
             continue
