@@ -44,10 +44,10 @@ from typing import Any
 import jinja2
 
 from dispatch import ExitCode, SendOptions, Settings, Subscriber, SubscriberList, plan_issue, run_send
-from dispatch import journal as j
 from dispatch.campaign import Issue
 from dispatch.message import unsubscribe_link
 from dispatch.render import Field, builtin_template_dir, column_key, inline_css
+from dispatch.state import journal as j
 
 SMTP_SINK = Path("/usr/sbin/smtp-sink")
 LOOPBACK = "127.0.0.1"

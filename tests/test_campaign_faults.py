@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from dispatch import journal as j
+from dispatch.state import journal as j
 from tests.smtp_servers import PASSWORD, FaultPlan, Handler, Server, free_port
 
 CAMPAIGN = "faults-issue"

@@ -24,12 +24,12 @@ from typing import Any
 
 import pytest
 
-from dispatch import journal as j
 from dispatch.campaign import Issue, RunSummary, count_to_send, plan_issue
 from dispatch.delivery import SendOptions, run_send
 from dispatch.errors import ConfigError, ExitCode, InputError, TemplateError
 from dispatch.preview import run_dry
 from dispatch.settings import Settings
+from dispatch.state import journal as j
 from tests.smtp_servers import FaultPlan, Handler, Received, Server, start_server
 
 Invoke = Callable[..., Any]

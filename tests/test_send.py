@@ -24,9 +24,9 @@ import pytest
 from dispatch.campaign import Issue, RunSummary, plan_issue
 from dispatch.delivery import SendOptions, run_send
 from dispatch.errors import AbortError, ExitCode
-from dispatch.journal import FAILED, SENT, Journal
 from dispatch.preview import run_dry
 from dispatch.settings import Settings
+from dispatch.state.journal import FAILED, SENT, Journal
 from tests.smtp_servers import PASSWORD, FaultPlan, Handler, Server, free_port
 
 SENDER = "news@example.org"  # the address in conftest's DISPATCH_FROM

@@ -10,8 +10,8 @@ import pytest
 
 from dispatch.campaign import plan_issue
 from dispatch.delivery import SendOptions, run_send
-from dispatch.journal import Journal
 from dispatch.settings import Settings
+from dispatch.state.journal import Journal
 from dispatch.transport import Status, classify, dot_stuff
 from tests.smtp_servers import Server
 

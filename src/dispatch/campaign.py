@@ -18,12 +18,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from dispatch import journal as j
 from dispatch.article import MARKDOWN_SUFFIXES, Article, load_article
 from dispatch.errors import ConfigError, ExitCode, InputError, TemplateError
 from dispatch.message import MessageFactory, header_text
 from dispatch.render import RenderedIssue, column_key, render_issue
 from dispatch.settings import Settings
+from dispatch.state import journal as j
 from dispatch.subscribers import ListStats, Skipped, Subscriber, SubscriberList, validate_address
 
 # The longest address RFC 5321 allows (64 + 1 + 189 = 254 octets): a trial message built for it

@@ -22,7 +22,6 @@ import typer
 from dotenv import dotenv_values
 
 from dispatch import __version__
-from dispatch import journal as j
 from dispatch.article import load_article
 from dispatch.campaign import (
     Issue,
@@ -39,6 +38,7 @@ from dispatch.errors import ConfigError, DispatchError, ExitCode, InputError
 from dispatch.preview import run_dry, sample_list, write_message
 from dispatch.report import dry_run_report, send_report, status_report
 from dispatch.settings import Settings, parse_rate
+from dispatch.state import journal as j
 
 EXIT_CODES = """Exit codes: 0 all done; 1 some recipients failed, were deferred or are unknown;
 2 bad usage or bad input (nothing sent); 3 aborted (authentication, quota, server down, too

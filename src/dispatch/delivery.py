@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dispatch import journal as j
 from dispatch.campaign import (
     Failure,
     Issue,
@@ -28,6 +27,7 @@ from dispatch.campaign import (
 )
 from dispatch.errors import AbortError, ConfigError
 from dispatch.settings import Rate
+from dispatch.state import journal as j
 from dispatch.subscribers import Subscriber
 from dispatch.transport import Result, SmtpTransport, Status, Unreachable, probe
 
@@ -216,7 +216,7 @@ class _Run:
         self.journal.outcome(
             self.issue.campaign, sub.key, sub.email, str(result.status),
             code=result.code, enhanced=result.enhanced, reply=result.text,
-            hard_bounce=result.hard_bounce, message_id=message_id, attempted=not result.data_started,
+            hard_bounce=result.hard_bounce, message_id=message_id, attempts=0 if result.data_started else 1,
             reservation=reservation,
         )  # fmt: skip
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from dispatch import journal as j
 from dispatch.campaign import Issue, RunSummary, campaign_warnings, recipients, skip_reason, summary_for
 from dispatch.errors import InputError
+from dispatch.state import journal as j
 from dispatch.subscribers import Subscriber
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]+")

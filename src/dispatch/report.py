@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dispatch import journal as j
 from dispatch.campaign import RunSummary
 from dispatch.errors import InputError
+from dispatch.state import journal as j
 
 MAX_LISTED = 50
 

@@ -13,9 +13,10 @@ the holder dies, even by SIGKILL, so a stale lock can never block cron.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
-import sqlite3
-import threading
+import re
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,15 +25,16 @@ from pathlib import Path
 
 import platformdirs
 
-from dispatch.errors import InputError, LockedError
+from dispatch.errors import LockedError
+from dispatch.state.db import Database, Schema, StateError, check_not_symlink
 
 PENDING, IN_FLIGHT, SENT = "pending", "in_flight", "sent"
 DEFERRED, FAILED, UNKNOWN = "deferred", "failed", "unknown"
 STATES = (PENDING, IN_FLIGHT, SENT, DEFERRED, FAILED, UNKNOWN)
 DAY = 86_400.0
+FILENAME = "journal.sqlite3"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS campaigns (
+_CAMPAIGNS = """CREATE TABLE campaigns (
     id TEXT PRIMARY KEY,
     subject TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
@@ -40,8 +42,8 @@ CREATE TABLE IF NOT EXISTS campaigns (
     recipients INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL,
     updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS recipients (
+)"""
+_RECIPIENTS = """CREATE TABLE recipients (
     campaign TEXT NOT NULL,
     key TEXT NOT NULL,
     email TEXT NOT NULL,
@@ -56,16 +58,25 @@ CREATE TABLE IF NOT EXISTS recipients (
     updated REAL NOT NULL,
     sent_at REAL,
     PRIMARY KEY (campaign, key)
-);
-CREATE INDEX IF NOT EXISTS recipients_sent_at ON recipients (sent_at);
-CREATE INDEX IF NOT EXISTS recipients_key ON recipients (key);
-CREATE TABLE IF NOT EXISTS reservations (
-    id INTEGER PRIMARY KEY,
+)"""
+# AUTOINCREMENT: an id is never handed out twice, so a late release by one run can never free
+# another run's slot of the shared daily budget.
+_RESERVATIONS = """CREATE TABLE reservations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     pid INTEGER NOT NULL,
     created REAL NOT NULL
-);
-"""
+)"""
+_INDEXES = """CREATE INDEX recipients_sent_at ON recipients (sent_at);
+CREATE INDEX recipients_key ON recipients (key)"""
+
+SCHEMA = Schema(
+    what="journal",
+    version=2,
+    create=";".join((_CAMPAIGNS, _RECIPIENTS, _RESERVATIONS, _INDEXES)),
+    migrations={1: "DROP TABLE reservations;" + _RESERVATIONS},
+)
 RESERVATION_MAX_AGE = 3600.0  # a reservation older than this belongs to a stuck or dead run
+_PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def _alive(pid: int) -> bool:
@@ -109,53 +120,30 @@ class CampaignInfo:
     counts: dict[str, int]
 
 
+def lock_name(campaign: str) -> str:
+    """The lock file's name: the campaign ID itself when it is a plain file name, else a
+    readable slug plus a hash (never too long, never a path)."""
+    if _PLAIN_ID.fullmatch(campaign):
+        return f"{campaign}.lock"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", campaign).strip("._-")[:40] or "campaign"
+    return f"{slug}-{hashlib.sha256(campaign.encode()).hexdigest()[:12]}.lock"
+
+
 class Journal:
     """Durable per-recipient state for every campaign in one state folder."""
 
     def __init__(self, state_dir: Path, *, readonly: bool = False) -> None:
         self.state_dir = state_dir
-        self.path = state_dir / "journal.sqlite3"
-        self._lock = threading.Lock()
+        self.path = state_dir / FILENAME
         self._held: set[str] = set()
-        old_umask = os.umask(0o077)  # subscriber addresses and replies: for this user only
-        try:
-            if not readonly:
-                state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
-            self._db = sqlite3.connect(
-                uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30
-            )
-            if not readonly:
-                self._prepare()
-                for suffix in ("", "-wal", "-shm"):
-                    part = self.path.with_name(self.path.name + suffix)
-                    if part.exists():
-                        part.chmod(0o600)
-        except (OSError, sqlite3.Error) as err:
-            raise InputError(
-                f"{self.path}: cannot use the journal ({err}); set DISPATCH_STATE_DIR to a writable folder"
-            ) from err
-        finally:
-            os.umask(old_umask)
-
-    def _prepare(self) -> None:
-        """WAL mode and the schema. Two runs opening a new journal at the same moment can meet a
-        lock that SQLite's busy timeout does not cover (switching to WAL): try again briefly."""
-        for attempt in range(50):
-            try:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=FULL")
-                self._db.executescript(_SCHEMA)
-                return
-            except sqlite3.OperationalError as err:
-                if "locked" not in str(err) or attempt == 49:
-                    raise
-                time.sleep(0.1)
+        self._db = Database(self.path, SCHEMA, readonly=readonly)
 
     @classmethod
     def open_existing(cls, state_dir: Path) -> Journal | None:
         """The journal read-only, or None if no run has written one yet."""
-        if not (state_dir / "journal.sqlite3").is_file():
+        path = state_dir / FILENAME
+        check_not_symlink(path, "journal")
+        if not path.exists():
             return None
         return cls(state_dir, readonly=True)
 
@@ -168,15 +156,24 @@ class Journal:
         """Hold the campaign's lock for the block; LockedError at once if another run has it.
 
         Re-entrant for this Journal object, so a caller may take the lock early (before the
-        list is scanned) and :func:`dispatch.campaign.run_send` can take it again.
+        list is scanned) and :func:`dispatch.campaign.run_send` can take it again. The lock file
+        is never opened through a symlink (a planted one in a shared folder is refused).
         """
         if campaign in self._held:
             yield
             return
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in campaign)
-        path = self.state_dir / f"{safe}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        path = self.state_dir / lock_name(campaign)
         try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+        except OSError as err:
+            if path.is_symlink():
+                raise StateError(
+                    f"{path}: is a symlink; dispatch never writes through one: remove it"
+                ) from err
+            raise StateError(f"{path}: cannot create the campaign lock: {err.strerror}") from err
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StateError(f"{path}: is not a regular file; remove it from the state folder")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as err:
@@ -194,34 +191,18 @@ class Journal:
         finally:
             os.close(fd)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """One immediate (write-locked) SQLite transaction, across threads and processes."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def _write(self, sql: str, params: tuple[object, ...]) -> None:
-        with self._lock:
-            self._db.execute(sql, params)
-
     def begin(self, campaign: str, subject: str, fingerprint: str, article: str) -> str | None:
         """Register a run of the campaign; returns the old fingerprint if the content changed."""
         now = time.time()
-        with self._lock:
-            row = self._db.execute("SELECT fingerprint FROM campaigns WHERE id = ?", (campaign,)).fetchone()
+        with self._db.transaction() as db:
+            row = db.execute("SELECT fingerprint FROM campaigns WHERE id = ?", (campaign,)).fetchone()
             if row is None:
-                self._db.execute(
+                db.execute(
                     "INSERT INTO campaigns VALUES (?, ?, ?, ?, 0, ?, ?)",
                     (campaign, subject, fingerprint, article, now, now),
                 )
                 return None
-            self._db.execute(
+            db.execute(
                 "UPDATE campaigns SET subject = ?, article = ?, updated = ? WHERE id = ?",
                 (subject, article, now, campaign),
             )
@@ -229,48 +210,37 @@ class Journal:
 
     def set_recipients(self, campaign: str, count: int) -> None:
         """Remember how many valid recipients the list had on the latest run."""
-        self._write("UPDATE campaigns SET recipients = ? WHERE id = ?", (count, campaign))
+        self._db.execute("UPDATE campaigns SET recipients = ? WHERE id = ?", (count, campaign))
 
     def recover(self, campaign: str) -> int:
         """Rows left in flight by a run that died become unknown; returns how many."""
-        with self._lock:
-            cur = self._db.execute(
-                "UPDATE recipients SET state = ?, reply = ?, sent_at = COALESCE(sent_at, updated), "
-                "updated = ? WHERE campaign = ? AND state = ?",  # maybe delivered: it counts today
-                (
-                    UNKNOWN,
-                    "the run ended while this message was in flight",
-                    time.time(),
-                    campaign,
-                    IN_FLIGHT,
-                ),
-            )
+        cur = self._db.execute(
+            "UPDATE recipients SET state = ?, reply = ?, sent_at = COALESCE(sent_at, updated), "
+            "updated = ? WHERE campaign = ? AND state = ?",  # maybe delivered: it counts today
+            (UNKNOWN, "the run ended while this message was in flight", time.time(), campaign, IN_FLIGHT),
+        )
         return cur.rowcount
 
     def give_up(self, campaign: str, days: float) -> int:
         """Recipients deferred for longer than ``days`` since their first attempt become failed
         (RFC 5321 4.5.4.1: a sender must give up eventually); returns how many."""
         note = f" (gave up: still failing temporarily after {days:g} days)"
-        with self._lock:
-            cur = self._db.execute(
-                "UPDATE recipients SET state = ?, reply = COALESCE(reply, '') || ?, updated = ? "
-                "WHERE campaign = ? AND state = ? AND created < ?",
-                (FAILED, note, time.time(), campaign, DEFERRED, time.time() - days * DAY),
-            )
+        cur = self._db.execute(
+            "UPDATE recipients SET state = ?, reply = COALESCE(reply, '') || ?, updated = ? "
+            "WHERE campaign = ? AND state = ? AND created < ?",
+            (FAILED, note, time.time(), campaign, DEFERRED, time.time() - days * DAY),
+        )
         return cur.rowcount
 
     def state(self, campaign: str, key: str) -> str | None:
         """The recipient's state, or None if the campaign has not reached them yet."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT state FROM recipients WHERE campaign = ? AND key = ?", (campaign, key)
-            ).fetchone()
+        row = self._db.one("SELECT state FROM recipients WHERE campaign = ? AND key = ?", (campaign, key))
         return None if row is None else str(row[0])
 
     def in_flight(self, campaign: str, key: str, email: str, message_id: str) -> None:
         """Record, durably, that this recipient's message data is about to be sent."""
         now = time.time()
-        self._write(
+        self._db.execute(
             "INSERT INTO recipients (campaign, key, email, state, attempts, message_id, created, updated) "
             "VALUES (?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (campaign, key) DO UPDATE SET "
             "state = excluded.state, attempts = attempts + 1, message_id = excluded.message_id, "
@@ -290,18 +260,19 @@ class Journal:
         reply: str,
         hard_bounce: bool = False,
         message_id: str = "",
-        attempted: bool = True,
+        attempts: int = 1,
         reservation: int | None = None,
     ) -> None:
         """Record a recipient's outcome as it happens (sent, deferred, failed or unknown).
 
-        ``attempted`` counts an attempt; pass False when :meth:`in_flight` already counted it.
+        ``attempts`` counts the tries this outcome adds; tries that reached :meth:`in_flight`
+        were counted there already.
         """
         now = time.time()
         # an unknown outcome may have been delivered: it keeps counting against the daily limit
         sent_at = now if state in (SENT, UNKNOWN) else None
-        with self._transaction():
-            self._db.execute(
+        with self._db.transaction() as db:
+            db.execute(
                 "INSERT INTO recipients (campaign, key, email, state, attempts, code, enhanced, reply, "
                 "hard_bounce, message_id, created, updated, sent_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign, key) DO UPDATE SET "
@@ -309,58 +280,49 @@ class Journal:
                 "reply = excluded.reply, hard_bounce = excluded.hard_bounce, "
                 "attempts = attempts + ?, sent_at = excluded.sent_at, updated = excluded.updated, "
                 "message_id = COALESCE(NULLIF(excluded.message_id, ''), message_id)",
-                (campaign, key, email, state, int(attempted), code, enhanced, reply, int(hard_bounce),
-                 message_id, now, now, sent_at, int(attempted)),
+                (campaign, key, email, state, attempts, code, enhanced, reply, int(hard_bounce),
+                 message_id, now, now, sent_at, attempts),
             )  # fmt: skip
             if reservation is not None:  # one transaction: never counted twice, never zero times
-                self._db.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
+                db.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
 
     def sent_within(self, seconds: float = DAY) -> int:
         """Messages sent by any campaign in this state folder in the last ``seconds``."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT COUNT(*) FROM recipients WHERE sent_at >= ?", (time.time() - seconds,)
-            ).fetchone()
-        return int(row[0])
+        row = self._db.one("SELECT COUNT(*) FROM recipients WHERE sent_at >= ?", (time.time() - seconds,))
+        return int(row[0]) if row else 0
 
     def reserve(self, daily_limit: int) -> int | None:
         """Take one message from the rolling 24-hour budget shared by every run in this state
         folder; returns a reservation to :meth:`release` once the outcome is recorded, or None
         when the budget is spent. Atomic across processes (an immediate SQLite transaction)."""
         now = time.time()
-        with self._transaction():
-            held_now = self._db.execute("SELECT id, pid, created FROM reservations").fetchall()
-            for rid, pid, created in held_now:
+        with self._db.transaction() as db:
+            for rid, pid, created in db.execute("SELECT id, pid, created FROM reservations").fetchall():
                 if created < now - RESERVATION_MAX_AGE or not _alive(pid):
-                    self._db.execute("DELETE FROM reservations WHERE id = ?", (rid,))
-            sent = self._db.execute("SELECT COUNT(*) FROM recipients WHERE sent_at >= ?", (now - DAY,))
-            held = self._db.execute("SELECT COUNT(*) FROM reservations")
+                    db.execute("DELETE FROM reservations WHERE id = ?", (rid,))
+            sent = db.execute("SELECT COUNT(*) FROM recipients WHERE sent_at >= ?", (now - DAY,))
+            held = db.execute("SELECT COUNT(*) FROM reservations")
             if int(sent.fetchone()[0]) + int(held.fetchone()[0]) >= daily_limit:
                 return None
-            cur = self._db.execute(
-                "INSERT INTO reservations (pid, created) VALUES (?, ?)", (os.getpid(), now)
-            )
+            cur = db.execute("INSERT INTO reservations (pid, created) VALUES (?, ?)", (os.getpid(), now))
         return cur.lastrowid
 
     def release(self, reservation: int) -> None:
         """Give back a reservation (after the outcome, sent or not, is recorded)."""
-        self._write("DELETE FROM reservations WHERE id = ?", (reservation,))
+        self._db.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
 
     def hard_bounced(self, key: str) -> str | None:
         """The campaign in which this address hard-bounced (x.1.1-type reply), if any."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT campaign FROM recipients WHERE key = ? AND hard_bounce = 1 LIMIT 1", (key,)
-            ).fetchone()
+        row = self._db.one(
+            "SELECT campaign FROM recipients WHERE key = ? AND hard_bounce = 1 LIMIT 1", (key,)
+        )
         return None if row is None else str(row[0])
 
     def counts(self, campaign: str) -> dict[str, int]:
         """Recipients by state."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT state, COUNT(*) FROM recipients WHERE campaign = ? GROUP BY state",
-                (campaign,),
-            ).fetchall()
+        rows = self._db.all(
+            "SELECT state, COUNT(*) FROM recipients WHERE campaign = ? GROUP BY state", (campaign,)
+        )
         counts = dict.fromkeys(STATES, 0)
         counts.update({str(s): int(n) for s, n in rows})
         return counts
@@ -368,35 +330,29 @@ class Journal:
     def records(self, campaign: str, states: tuple[str, ...]) -> list[Record]:
         """The rows in the given states, oldest first."""
         marks = ", ".join("?" * len(states))
-        with self._lock:
-            # Only "?" placeholders are formatted into the query text.
-            rows = self._db.execute(
-                "SELECT email, state, attempts, code, enhanced, reply, hard_bounce, message_id, "  # noqa: S608
-                f"updated FROM recipients WHERE campaign = ? AND state IN ({marks}) ORDER BY updated",
-                (campaign, *states),
-            ).fetchall()
+        # Only "?" placeholders are formatted into the query text.
+        rows = self._db.all(
+            "SELECT email, state, attempts, code, enhanced, reply, hard_bounce, message_id, "  # noqa: S608
+            f"updated FROM recipients WHERE campaign = ? AND state IN ({marks}) ORDER BY updated",
+            (campaign, *states),
+        )
         return [
             Record(r[0], r[1], r[2], r[3], r[4] or "", r[5] or "", bool(r[6]), r[7] or "", r[8]) for r in rows
         ]
 
     def campaigns(self) -> list[CampaignInfo]:
         """Every campaign, most recently updated first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, subject, recipients, updated FROM campaigns ORDER BY updated DESC"
-            ).fetchall()
+        rows = self._db.all("SELECT id, subject, recipients, updated FROM campaigns ORDER BY updated DESC")
         return [CampaignInfo(r[0], r[1], r[2], r[3], self.counts(r[0])) for r in rows]
 
     def fingerprint(self, campaign: str) -> str | None:
         """The article fingerprint the campaign was started (or last run) with."""
-        with self._lock:
-            row = self._db.execute("SELECT fingerprint FROM campaigns WHERE id = ?", (campaign,)).fetchone()
+        row = self._db.one("SELECT fingerprint FROM campaigns WHERE id = ?", (campaign,))
         return None if row is None else str(row[0])
 
     def campaigns_from(self, article: str) -> list[CampaignInfo]:
         """Campaigns started from the article file at this (resolved) path."""
-        with self._lock:
-            ids = {r[0] for r in self._db.execute("SELECT id FROM campaigns WHERE article = ?", (article,))}
+        ids = {r[0] for r in self._db.all("SELECT id FROM campaigns WHERE article = ?", (article,))}
         return [c for c in self.campaigns() if c.id in ids]
 
     def campaign(self, campaign: str) -> CampaignInfo | None:
