@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from dispatch.article import MARKDOWN_SUFFIXES, Article, load_article
+from dispatch.context import column_key
 from dispatch.errors import ConfigError, ExitCode, InputError, TemplateError
 from dispatch.message import MessageFactory, header_text
-from dispatch.render import RenderedIssue, column_key, render_issue
+from dispatch.render import RenderedIssue, render_issue
 from dispatch.settings import Settings
 from dispatch.state import journal as j
 from dispatch.subscribers import ListStats, Skipped, Subscriber, SubscriberList, validate_address

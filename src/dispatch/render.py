@@ -1,37 +1,47 @@
 """Templates: Jinja2 renders an issue once, premailer inlines its CSS once, and each
 recipient's copy is a cheap fill-in of placeholders on the already-inlined issue.
 
-Subscriber fields (``subscriber.name``, any CSV column, ``unsubscribe_url``) render as
-opaque placeholder tokens during the one Jinja2 pass. After inlining, the issue is split
-on those tokens into literal chunks; personalising is a join with each recipient's values,
-HTML-escaped in the HTML part and verbatim in the text part. Subscriber values are never
-parsed as template code.
+Templates see plain data only (:mod:`dispatch.context`). Subscriber values render as
+placeholder tokens (:mod:`dispatch.fields`) during the one Jinja2 pass; after inlining, the
+issue is split on those tokens into literal chunks, and personalising is a join with each
+recipient's values (escaped in the HTML part, verbatim in the text part, filters replayed
+exactly). Subscriber values are never parsed as template code. Templates load only from
+their folder (no symlink out of it, no hidden or non-template files) and render within time
+and size limits, in Jinja2's immutable sandbox.
 """
 
 from __future__ import annotations
 
 import html
 import logging
-import re
-import secrets
+import os
+import signal
+import stat
+import threading
 import traceback
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from premailer import Premailer
 
 from dispatch.article import Article
+from dispatch.context import template_context
 from dispatch.errors import TemplateError
+from dispatch.fields import Field, FieldError, FieldTable, output
 
 HTML_TEMPLATE = "email.html"
 TEXT_TEMPLATE = "email.txt"
 GMAIL_CLIP_BYTES = 100_000
+TEMPLATE_SUFFIXES = (".html", ".htm", ".txt", ".text", ".css", ".j2", ".jinja", ".jinja2")
+MAX_TEMPLATE_BYTES = 1_000_000
+MAX_OUTPUT_CHARS = 5_000_000
+RENDER_SECONDS = 10
 
 
 def builtin_template_dir() -> Path:
@@ -40,88 +50,6 @@ def builtin_template_dir() -> Path:
     if (packaged / HTML_TEMPLATE).is_file():
         return packaged
     return Path(__file__).resolve().parents[2] / "templates"
-
-
-class FieldInConditionError(Exception):
-    """A subscriber field was used where its value is needed during the one issue render."""
-
-
-@dataclass(frozen=True)
-class Field:
-    """A per-recipient value, rendered as a placeholder token and filled in later."""
-
-    token: str
-    name: str
-    fallback: str = ""
-
-    def __str__(self) -> str:
-        return self.token
-
-    def __html__(self) -> str:
-        return self.token
-
-    def __bool__(self) -> bool:
-        raise FieldInConditionError(
-            f"subscriber field {self.name!r} is filled in per recipient, after rendering, so it "
-            f"cannot be tested with 'if'; write {{{{ subscriber.{self.name} | otherwise('…') }}}}"
-        )
-
-
-@dataclass
-class FieldTable:
-    """Hands out placeholder tokens; one per (field, fallback)."""
-
-    nonce: str = field(default_factory=lambda: secrets.token_hex(6))
-    fields: list[Field] = field(default_factory=list)
-
-    def get(self, name: str, fallback: str = "") -> Field:
-        for f in self.fields:
-            if f.name == name and f.fallback == fallback:
-                return f
-        new = Field(f"zqx{self.nonce}f{len(self.fields)}xqz", name, fallback)
-        self.fields.append(new)
-        return new
-
-    def pattern(self) -> re.Pattern[str]:
-        return re.compile(rf"zqx{self.nonce}f(\d+)xqz", re.IGNORECASE)
-
-
-def column_key(name: str) -> str:
-    """``First Name`` → ``first_name``: how a CSV column is reachable as an attribute."""
-    return re.sub(r"\W+", "_", name.strip().lower()).strip("_")
-
-
-class SubscriberFields:
-    """``subscriber.<column>`` in templates: a placeholder for each known column."""
-
-    def __init__(self, table: FieldTable, columns: Sequence[str]) -> None:
-        self._table = table
-        self._columns = {column_key(c): column_key(c) for c in columns}
-        self._columns |= {c: column_key(c) for c in columns}
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return self[name]
-
-    def __getitem__(self, name: str) -> Any:
-        key = self._columns.get(name)
-        if key is None:
-            shown = ", ".join(sorted(set(self._columns.values())))
-            return jinja2.StrictUndefined(
-                hint=f"{name!r} is not a column of the subscriber list (columns: {shown})"
-            )
-        return self._table.get(key)
-
-
-def _otherwise_filter(table: FieldTable) -> Callable[[Any, str], Any]:
-    def otherwise(value: Any, fallback: str) -> Any:
-        """``{{ subscriber.name | otherwise('friend') }}``: the fallback for an empty value."""
-        if isinstance(value, Field):
-            return table.get(value.name, str(fallback))
-        return value or fallback
-
-    return otherwise
 
 
 @dataclass(frozen=True)
@@ -154,19 +82,9 @@ class RenderedIssue:
 
 
 def _join(parts: Sequence[str | Field], values: Mapping[str, str], *, escape: bool) -> str:
-    out: list[str] = []
-    for part in parts:
-        if isinstance(part, str):
-            out.append(part)
-        else:
-            value = values.get(part.name, "") or part.fallback
-            out.append(html.escape(value) if escape else value)
-    return "".join(out)
-
-
-def _split(text: str, table: FieldTable) -> tuple[str | Field, ...]:
-    pieces = table.pattern().split(text)
-    return tuple(table.fields[int(p)] if i % 2 else p for i, p in enumerate(pieces) if p or i % 2)
+    return "".join(
+        part if isinstance(part, str) else output(part.evaluate(values), escape=escape) for part in parts
+    )
 
 
 def display_width(text: str) -> int:
@@ -174,16 +92,71 @@ def display_width(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in str(text))
 
 
+class RefusedTemplate(jinja2.TemplateError):
+    """A template file that must not be loaded (unlike "not found", never falls back)."""
+
+
+class TemplateLoader(jinja2.BaseLoader):
+    """Templates from one folder only: never through a symlink that leaves it, never a hidden
+    file, a non-template file (``.env``, keys…), something that is not a regular file (a FIFO
+    would hang the run) or a file over 1 MB."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        pieces = jinja2.loaders.split_template_path(template)  # refuses ".." and absolute paths
+        path = self.folder.joinpath(*pieces)
+        if any(p.startswith(".") for p in pieces) or path.suffix.lower() not in TEMPLATE_SUFFIXES:
+            raise RefusedTemplate(f"{template!r}: only template files ({', '.join(TEMPLATE_SUFFIXES)}) load")
+        try:
+            real = path.resolve(strict=True)
+        except (FileNotFoundError, RuntimeError):
+            raise jinja2.TemplateNotFound(template) from None
+        if not real.is_relative_to(self.folder.resolve()):
+            raise RefusedTemplate(f"{path}: leads outside the template folder (a symlink?)")
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as err:
+            raise RefusedTemplate(f"{path}: cannot read it: {err.strerror}") from err
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_TEMPLATE_BYTES:
+                raise RefusedTemplate(f"{path}: not a regular file of at most 1 MB")
+            data = handle.read(MAX_TEMPLATE_BYTES + 1)
+        try:
+            source = data.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise RefusedTemplate(f"{path}: is not UTF-8 text") from err
+        mtime = info.st_mtime
+        return source, str(path), lambda: path.is_file() and path.stat().st_mtime == mtime
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, with subscriber fields recorded when subscripted (``name[0]``)."""
+
+    table: FieldTable
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        return self.table.getitem(obj, argument, super().getitem)
+
+
+def _otherwise(value: Any, fallback: str = "") -> Any:
+    """``{{ subscriber.name | otherwise('friend') }}``: the fallback for an empty value."""
+    return value or fallback
+
+
 def _environment(template_dir: Path | None, table: FieldTable, *, autoescape: bool) -> jinja2.Environment:
-    builtin = builtin_template_dir()
+    builtin = TemplateLoader(builtin_template_dir())
     loaders: list[jinja2.BaseLoader] = []
     if template_dir is not None:
-        loaders.append(jinja2.FileSystemLoader(template_dir))
-    loaders.append(jinja2.FileSystemLoader(builtin))
-    loaders.append(jinja2.PrefixLoader({"builtin": jinja2.FileSystemLoader(builtin)}))
+        loaders.append(TemplateLoader(template_dir))
+    loaders += [builtin, jinja2.PrefixLoader({"builtin": builtin})]
     # Templates may come from a folder the sender does not control: the sandbox keeps them
-    # away from Python internals (email-standards SEC-05); it costs nothing, one render per issue.
-    env = ImmutableSandboxedEnvironment(
+    # away from Python internals (email-standards SEC-05), and the context holds plain data.
+    env = _Environment(
         loader=jinja2.ChoiceLoader(loaders),
         autoescape=autoescape,
         undefined=jinja2.StrictUndefined,
@@ -191,8 +164,11 @@ def _environment(template_dir: Path | None, table: FieldTable, *, autoescape: bo
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["otherwise"] = _otherwise_filter(table)
+    env.table = table
+    env.filters["otherwise"] = _otherwise
     env.filters["display_width"] = display_width
+    env.filters = {n: table.deferring("filter", n, f) for n, f in env.filters.items()}
+    env.tests = {n: table.deferring("test", n, cast("Callable[..., Any]", f)) for n, f in env.tests.items()}
     return env
 
 
@@ -202,7 +178,7 @@ def _where(err: BaseException, name: str, template_dir: Path | None) -> str:
     lineno = getattr(err, "lineno", None)
     if not lineno:
         for frame in reversed(traceback.extract_tb(err.__traceback__)):
-            if frame.filename.endswith((".html", ".txt", ".j2", ".jinja")):
+            if frame.filename.endswith(TEMPLATE_SUFFIXES):
                 filename, lineno = frame.filename, frame.lineno
                 break
     if not filename:
@@ -211,15 +187,46 @@ def _where(err: BaseException, name: str, template_dir: Path | None) -> str:
     return f"{filename} line {lineno}" if lineno else str(filename)
 
 
+@contextmanager
+def _time_limit(seconds: int) -> Iterator[None]:
+    """Stop a render that runs away (``{% for i in range(99999) %}{% for j in range(99999) %}``).
+    Enforced with SIGALRM in the main thread; elsewhere (a library caller's thread) not at all."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expired(_signum: int, _frame: Any) -> None:
+        raise TimeoutError(f"rendering took longer than {seconds} s (an endless loop?)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _render(env: jinja2.Environment, name: str, context: dict[str, Any], template_dir: Path | None) -> str:
     try:
-        return env.get_template(name).render(context)
+        with _time_limit(RENDER_SECONDS):
+            chunks: list[str] = []
+            size = 0
+            for chunk in env.get_template(name).generate(context):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_OUTPUT_CHARS:
+                    raise ValueError(f"the rendered {name} is over {MAX_OUTPUT_CHARS:,} characters")
+            return "".join(chunks)
     except jinja2.TemplateNotFound as err:
-        raise TemplateError(f"template {err.name!r} not found in {template_dir or 'built-ins'}") from err
+        origin = f"{_where(err, name, template_dir)}: " if err.name != name else ""
+        looked = template_dir or "the built-ins"
+        raise TemplateError(f"{origin}template {err.name!r} not found (looked in {looked})") from err
     except jinja2.TemplateSyntaxError as err:
         raise TemplateError(f"{_where(err, name, template_dir)}: {err.message}") from err
-    except (jinja2.TemplateError, FieldInConditionError, TypeError, ValueError) as err:
-        message = getattr(err, "message", None) or str(err)
+    except (jinja2.TemplateError, FieldError, TimeoutError, TypeError, ValueError, LookupError,
+            AttributeError, ArithmeticError, RecursionError) as err:  # fmt: skip
+        message = getattr(err, "message", None) or str(err) or type(err).__name__
         raise TemplateError(f"{_where(err, name, template_dir)}: {message}") from err
 
 
@@ -229,6 +236,8 @@ def inline_css(document: str) -> str:
     ``strip_important=False`` keeps ``!important`` in the ``@media`` rules left in ``<style>``,
     so the phone layout can still beat the inlined desktop widths.
     """
+    from premailer import Premailer  # noqa: PLC0415 - heavy (lxml, cssutils): only when rendering
+
     try:
         return str(
             Premailer(
@@ -259,20 +268,10 @@ def render_issue(
     if template_dir is not None and not template_dir.is_dir():
         raise TemplateError(f"{template_dir}: template folder does not exist")
     table = FieldTable()
-    subscriber = SubscriberFields(table, ["email", "name", *columns])
-    context: dict[str, Any] = {
-        "article": article,
-        "subject": subject,
-        "preheader": article.summary,
-        "organization": organization,
-        "postal_address": postal_address,
-        "subscriber": subscriber,
-        "email": table.get("email"),
-        "name": table.get("name"),
-        "unsubscribe_url": table.get("unsubscribe_url"),
-        "meta": article.meta,
-        "test_send": test_send,
-    }
+    context = template_context(
+        article, table, subject=subject, columns=columns, organization=organization,
+        postal_address=postal_address, test_send=test_send,
+    )  # fmt: skip
     html_env = _environment(template_dir, table, autoescape=True)
     text_env = _environment(template_dir, table, autoescape=False)
     html_doc = _render(html_env, HTML_TEMPLATE, context, template_dir)
@@ -280,7 +279,7 @@ def render_issue(
     inlined = inline_css(html_doc)
     if "<!doctype" not in inlined[:200].lower():
         inlined = "<!DOCTYPE html>\n" + inlined
-    html_parts, text_parts = _split(inlined, table), _split(text_doc, table)
+    html_parts, text_parts = table.split(inlined), table.split(text_doc)
     return RenderedIssue(
         subject=subject,
         preheader=article.summary,
@@ -293,7 +292,7 @@ def render_issue(
 
 
 def _shows_unsubscribe(parts: Sequence[str | Field]) -> bool:
-    return any(isinstance(p, Field) and p.name == "unsubscribe_url" for p in parts)
+    return any(isinstance(p, Field) and p.base_name == "unsubscribe_url" for p in parts)
 
 
 def _lint(
