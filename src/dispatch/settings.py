@@ -6,9 +6,10 @@ hands one mapping to :meth:`Settings.from_mapping`; tests pass a plain dict.
 
 from __future__ import annotations
 
+import difflib
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from pathlib import Path
@@ -96,6 +97,21 @@ def _float(env: Mapping[str, str], name: str, default: float, maximum: float = f
     return value
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|k|kb|m|mb|g|gb)?\s*$", re.I)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3}
+
+
+def _size(env: Mapping[str, str], name: str, default: int) -> int:
+    """A size in bytes, also written ``10MB`` or ``500k``."""
+    raw = env.get(PREFIX + name, "").strip()
+    if not raw:
+        return default
+    match = _SIZE.match(raw)
+    if not match or float(match[1]) <= 0:
+        raise ConfigError(f"{PREFIX}{name}: {raw!r} is not a size; write it like 10MB, 500KB or 2000000")
+    return int(float(match[1]) * _SIZE_UNITS[(match[2] or "").lower()])
+
+
 def _check_ca_file(path: Path) -> None:
     if not path.is_file():
         raise ConfigError(f"{PREFIX}SMTP_CA_FILE: {path} does not exist or is not a file")
@@ -110,6 +126,102 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
     return Path(raw).expanduser() if raw else None
 
 
+def _text(env: Mapping[str, str], name: str, default: str = "") -> str:
+    """A one-line setting: surrounding space trimmed; a control character is an error."""
+    raw = env.get(PREFIX + name, "").strip()
+    if any(not c.isprintable() for c in raw):
+        raise ConfigError(f"{PREFIX}{name}: holds a control character or line break; write it on one line")
+    return raw or default
+
+
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+_ADDRESS_LITERAL = re.compile(r"\[(?:\d{1,3}\.){3}\d{1,3}\]|\[IPv6:[0-9A-Fa-f:.]+\]")
+_LIST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+")
+
+
+def _ehlo_name(env: Mapping[str, str]) -> str:
+    name = _text(env, "EHLO_NAME")
+    if name and not (_HOSTNAME.fullmatch(name) or _ADDRESS_LITERAL.fullmatch(name)):
+        raise ConfigError(
+            f"{PREFIX}EHLO_NAME: {name!r} is not a host name (like mail.example.org) or an address "
+            "literal (like [192.0.2.1])"
+        )
+    return name
+
+
+_HOST_PORT = re.compile(r"\[(?P<v6>[0-9A-Fa-f:.]+)\](?::(?P<p6>\d+))?|(?P<host>[^:\s]+)(?::(?P<port>\d+))?")
+
+
+def _host_port(env: Mapping[str, str], name: str, default_port: int) -> str:
+    """``host:port`` (or ``[v6]:port``); the port is optional."""
+    raw = _text(env, name)
+    if not raw:
+        return ""
+    match = _HOST_PORT.fullmatch(raw)
+    port = int((match and (match["p6"] or match["port"])) or default_port)
+    if match is None or not 0 < port < 65536:
+        raise ConfigError(f"{PREFIX}{name}: {raw!r} is not host:port (like 127.0.0.1:5353)")
+    host = match["v6"] or match["host"]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# Every setting dispatch reads, with what it is for. A DISPATCH_* name that is not here is a
+# misspelling: refused in a settings file, a warning in the environment (see unknown_settings).
+KNOWN: dict[str, str] = {
+    "SMTP_HOST": "SMTP relay host",
+    "SMTP_PORT": "SMTP relay port",
+    "SMTP_SECURITY": "starttls, ssl or none",
+    "SMTP_USER": "SMTP login",
+    "SMTP_PASSWORD": "SMTP password",
+    "SMTP_CA_FILE": "extra CA certificate for the relay",
+    "SMTP_TIMEOUT": "seconds for every connection and reply",
+    "EHLO_NAME": "the name dispatch gives in EHLO/HELO",
+    "MAX_MESSAGE_SIZE": "the largest message dispatch will send",
+    "FROM": "the sender",
+    "REPLY_TO": "where replies go",
+    "SUBSCRIBERS": "the default subscriber list",
+    "UNSUBSCRIBE_URL": "the https unsubscribe endpoint",
+    "UNSUBSCRIBE_MAILTO": "the unsubscribe mailbox",
+    "UNSUBSCRIBE_SECRET": "the key of unsubscribe tokens",
+    "LIST_ID": "the newsletter's List-Id",
+    "ORGANIZATION": "who sends the newsletter",
+    "POSTAL_ADDRESS": "the sender's postal address",
+    "STATE_DIR": "journal, suppression store and locks",
+    "CONNECTIONS": "parallel SMTP connections",
+    "RATE": "rate limit",
+    "DAILY_LIMIT": "messages per rolling 24 hours",
+    "MAX_PER_CONNECTION": "messages per SMTP connection",
+    "RETRIES": "in-run retries of temporary failures",
+    "RETRY_DELAY": "the first retry's delay",
+    "MAX_FAILURE_RATIO": "abort above this share of refusals",
+    "GIVE_UP_DAYS": "when a deferred recipient becomes failed",
+    "DKIM_KEY_FILE": "DKIM private key",
+    "DKIM_SELECTOR": "DKIM selector",
+    "DKIM_DOMAIN": "DKIM signing domain",
+    "DNS_SERVER": "resolver for dispatch check --dns",
+    "SERVE_HOST": "address dispatch serve listens on",
+    "SERVE_PORT": "port dispatch serve listens on",
+    "LANGUAGE": "the newsletter's language",
+    "LOGO": "a logo for the masthead",
+    "WEB_URL": "the web version of each issue",
+    "CHROMIUM": "the browser for proofs",
+}
+DEFAULT_MAX_MESSAGE_SIZE = 10_000_000  # Amazon SES v1's limit; most relays take more
+
+
+def unknown_settings(names: Iterable[str]) -> list[tuple[str, str]]:
+    """``(name, closest known name or "")`` for each DISPATCH_* name dispatch does not read."""
+    known = [PREFIX + k for k in KNOWN]
+    found = []
+    for name in names:
+        if name.startswith(PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            found.append((name, close[0] if close else ""))
+    return found
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a run needs to know besides the article and the list."""
@@ -121,12 +233,15 @@ class Settings:
     smtp_security: str = "starttls"
     smtp_ca_file: Path | None = None
     smtp_timeout: float = 30.0
+    ehlo_name: str = ""
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     sender: Address | None = None
     reply_to: Address | None = None
     subscribers: Path | None = None
     unsubscribe_url: str = ""
     unsubscribe_mailto: str = ""
     unsubscribe_secret: str = field(default="", repr=False)
+    list_id_setting: str = ""
     organization: str = ""
     postal_address: str = ""
     state_dir: Path | None = None
@@ -138,78 +253,138 @@ class Settings:
     retry_delay: float = 1.0
     max_failure_ratio: float = 0.5
     give_up_days: float = 5.0
+    dkim_key_file: Path | None = None
+    dkim_selector: str = ""
+    dkim_domain: str = ""
+    dns_server: str = ""
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8025
+    language: str = ""
+    logo: str = ""
+    web_url: str = ""
+    chromium: str = ""
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
         """Build settings from ``DISPATCH_*`` keys; raise ConfigError naming the bad one."""
-        security = env.get(PREFIX + "SMTP_SECURITY", "starttls").strip().lower() or "starttls"
+        security = _text(env, "SMTP_SECURITY", "starttls").lower()
         if security not in SECURITY_MODES:
             raise ConfigError(
                 f"{PREFIX}SMTP_SECURITY: {security!r} is not one of {', '.join(SECURITY_MODES)}"
             )
-        sender_raw = env.get(PREFIX + "FROM", "").strip()
-        reply_raw = env.get(PREFIX + "REPLY_TO", "").strip()
-        rate_raw = env.get(PREFIX + "RATE", "").strip()
+        sender_raw = _text(env, "FROM")
+        reply_raw = _text(env, "REPLY_TO")
+        rate_raw = _text(env, "RATE")
         ca_file = _path(env, "SMTP_CA_FILE")
         if ca_file is not None:
             _check_ca_file(ca_file)
+        password = env.get(PREFIX + "SMTP_PASSWORD", "")
+        if any(not c.isprintable() for c in password):
+            raise ConfigError(f"{PREFIX}SMTP_PASSWORD: holds a control character or line break")
         settings = cls(
-            smtp_host=env.get(PREFIX + "SMTP_HOST", "").strip() or "localhost",
+            smtp_host=_text(env, "SMTP_HOST", "localhost"),
             smtp_port=_int(env, "SMTP_PORT", DEFAULT_PORTS[security], minimum=1, maximum=65535),
-            smtp_user=env.get(PREFIX + "SMTP_USER", "").strip(),
-            smtp_password=env.get(PREFIX + "SMTP_PASSWORD", ""),
+            smtp_user=_text(env, "SMTP_USER"),
+            smtp_password=password,
             smtp_security=security,
             smtp_ca_file=ca_file,
             smtp_timeout=_float(env, "SMTP_TIMEOUT", 30.0) or 30.0,
+            ehlo_name=_ehlo_name(env),
+            max_message_size=_size(env, "MAX_MESSAGE_SIZE", DEFAULT_MAX_MESSAGE_SIZE),
             sender=parse_mailbox(sender_raw, PREFIX + "FROM") if sender_raw else None,
             reply_to=parse_mailbox(reply_raw, PREFIX + "REPLY_TO") if reply_raw else None,
             subscribers=_path(env, "SUBSCRIBERS"),
-            unsubscribe_url=env.get(PREFIX + "UNSUBSCRIBE_URL", "").strip(),
-            unsubscribe_mailto=env.get(PREFIX + "UNSUBSCRIBE_MAILTO", "").strip(),
-            unsubscribe_secret=env.get(PREFIX + "UNSUBSCRIBE_SECRET", ""),
-            organization=env.get(PREFIX + "ORGANIZATION", "").strip(),
-            postal_address=env.get(PREFIX + "POSTAL_ADDRESS", "").strip(),
+            unsubscribe_url=_text(env, "UNSUBSCRIBE_URL"),
+            unsubscribe_mailto=_text(env, "UNSUBSCRIBE_MAILTO"),
+            unsubscribe_secret=env.get(PREFIX + "UNSUBSCRIBE_SECRET", "").strip(),
+            list_id_setting=_text(env, "LIST_ID"),
+            organization=_text(env, "ORGANIZATION"),
+            postal_address=_text(env, "POSTAL_ADDRESS"),
             state_dir=_path(env, "STATE_DIR"),
-            connections=_int(env, "CONNECTIONS", 1, minimum=1),
+            connections=_int(env, "CONNECTIONS", 1, minimum=1, maximum=64),
             rate=parse_rate(rate_raw) if rate_raw else None,
             daily_limit=_int(env, "DAILY_LIMIT", 0),
             max_per_connection=_int(env, "MAX_PER_CONNECTION", 0),
-            retries=_int(env, "RETRIES", 3),
-            retry_delay=_float(env, "RETRY_DELAY", 1.0),
+            retries=_int(env, "RETRIES", 3, maximum=20),
+            retry_delay=_float(env, "RETRY_DELAY", 1.0, maximum=3600),
             max_failure_ratio=_float(env, "MAX_FAILURE_RATIO", 0.5, maximum=1.0),
             give_up_days=_float(env, "GIVE_UP_DAYS", 5.0),
+            dkim_key_file=_path(env, "DKIM_KEY_FILE"),
+            dkim_selector=_text(env, "DKIM_SELECTOR"),
+            dkim_domain=_text(env, "DKIM_DOMAIN").lower(),
+            dns_server=_host_port(env, "DNS_SERVER", 53),
+            serve_host=_text(env, "SERVE_HOST", "127.0.0.1"),
+            serve_port=_int(env, "SERVE_PORT", 8025, minimum=1, maximum=65535),
+            language=_text(env, "LANGUAGE"),
+            logo=_text(env, "LOGO"),
+            web_url=_text(env, "WEB_URL"),
+            chromium=_text(env, "CHROMIUM"),
         )
         settings.check_unsubscribe()
+        settings.check_list_id()
+        settings.check_dkim()
         return settings
+
+    @property
+    def list_id(self) -> str:
+        """The newsletter's identity (RFC 2919), ``newsletter.example.org`` style: the setting, or
+        a slug of the organisation on the From domain."""
+        if self.list_id_setting:
+            return self.list_id_setting.strip("<>")
+        slug = re.sub(r"[^a-z0-9]+", "-", self.organization.lower()).strip("-")[:40].strip("-")
+        domain = self.sender.domain if self.sender is not None else "example.invalid"
+        return f"{slug or 'newsletter'}.{domain}"
+
+    def check_list_id(self) -> None:
+        """``DISPATCH_LIST_ID`` is a dot-atom with a dot, like ``news.example.org`` (RFC 2919)."""
+        value = self.list_id_setting.strip("<>")
+        if value and (len(value) > 200 or not _LIST_ID.fullmatch(value)):
+            raise ConfigError(
+                f"{PREFIX}LIST_ID: {self.list_id_setting!r} is not a list identity; write it like "
+                "news.example.org (letters, digits, dots and dashes, at most 200 characters)"
+            )
+
+    def check_dkim(self) -> None:
+        """The three DKIM settings come together (whether the key works is checked before a run)."""
+        given = {"DKIM_KEY_FILE": self.dkim_key_file, "DKIM_SELECTOR": self.dkim_selector,
+                 "DKIM_DOMAIN": self.dkim_domain}  # fmt: skip
+        if any(given.values()) and not all(given.values()):
+            missing = ", ".join(PREFIX + k for k, v in given.items() if not v)
+            raise ConfigError(f"DKIM signing needs all three DKIM settings; also set {missing}")
+        if self.dkim_selector and not _HOSTNAME.fullmatch(self.dkim_selector):
+            raise ConfigError(f"{PREFIX}DKIM_SELECTOR: {self.dkim_selector!r} is not a DNS label like s2026")
+        if self.dkim_domain and not _HOSTNAME.fullmatch(self.dkim_domain):
+            raise ConfigError(f"{PREFIX}DKIM_DOMAIN: {self.dkim_domain!r} is not a domain like example.org")
 
     def check_unsubscribe(self) -> None:
         """Validate the unsubscribe settings' shape (their presence is checked per run)."""
         url = self.unsubscribe_url
         if url and not url.startswith("https://"):
             raise ConfigError(f"{PREFIX}UNSUBSCRIBE_URL: {url!r} must start with https://")
-        if url and any(c.isspace() or c in '<>"' or not c.isascii() or not c.isprintable() for c in url):
+        if url and any(c.isspace() or c in '<>",' or not c.isascii() or not c.isprintable() for c in url):
             raise ConfigError(
-                f"{PREFIX}UNSUBSCRIBE_URL: {url!r} must be plain ASCII with no spaces, <, > or quotes; "
-                "percent-encode anything else"
+                f"{PREFIX}UNSUBSCRIBE_URL: {url!r} must be plain ASCII with no spaces, commas, <, > or "
+                "quotes; percent-encode anything else"
             )
         for name, value in (("UNSUBSCRIBE_URL", url), ("UNSUBSCRIBE_MAILTO", self.unsubscribe_mailto)):
             unknown = set(re.findall(r"\{[^}]*\}", value)) - {"{email}", "{token}"}
             if unknown:
                 shown = ", ".join(sorted(unknown))
                 raise ConfigError(f"{PREFIX}{name}: unknown placeholder {shown}; use {{email}} or {{token}}")
-        if url and "{email}" not in url and "{token}" not in url:
+        mailto = self.unsubscribe_mailto
+        box, _, query = mailto.removeprefix("mailto:").partition("?")
+        bad = [c for c in mailto if c.isspace() or c in '<>",\\' or not c.isascii() or not c.isprintable()]
+        if bad:
             raise ConfigError(
-                f"{PREFIX}UNSUBSCRIBE_URL: {url!r} says nothing about who unsubscribes; add {{token}} "
-                "(with DISPATCH_UNSUBSCRIBE_SECRET) or {email} to it"
+                f"{PREFIX}UNSUBSCRIBE_MAILTO: {mailto!r} must be one plain address (optionally ?subject=…), "
+                f"without spaces, commas, <, >, quotes or backslashes (found {bad[0]!r})"
             )
-        if "{token}" in url + self.unsubscribe_mailto and not self.unsubscribe_secret:
-            raise ConfigError(f"{PREFIX}UNSUBSCRIBE_SECRET must be set to use {{token}} in unsubscribe links")
-        box = self.unsubscribe_mailto.removeprefix("mailto:")
-        if box and (not box.isascii() or any(c.isspace() or not c.isprintable() for c in box)):
-            raise ConfigError(f"{PREFIX}UNSUBSCRIBE_MAILTO: {box!r} must be plain ASCII with no spaces")
+        if query and not re.fullmatch(r"[A-Za-z0-9._~%!$&'()*+;=:@/?{}-]*", query):
+            raise ConfigError(f"{PREFIX}UNSUBSCRIBE_MAILTO: {query!r} after '?' must be percent-encoded")
         if box:
+            sample = box.replace("{email}", "x").replace("{token}", "x")
             try:
-                validate_email(box.split("?")[0], check_deliverability=False, allow_smtputf8=False)
+                validate_email(sample, check_deliverability=False, allow_smtputf8=False)
             except EmailNotValidError as err:
                 raise ConfigError(f"{PREFIX}UNSUBSCRIBE_MAILTO: {box!r} is not an address: {err}") from err
 
