@@ -930,7 +930,9 @@ def test_on_a_terminal_send_asks_first(
     settings = env_file(**plain_server.env())
     args = ["send", str(article), "-s", str(subscribers), "--env-file", str(settings)]
     returncode, out = _run_on_a_terminal(args, answer, tmp_path)
-    assert f"Send «{SUBJECT}» to 3 subscribers via 127.0.0.1:{plain_server.port}?" in out
+    assert (
+        f"Send «{SUBJECT}» from news@example.org to 3 subscribers via 127.0.0.1:{plain_server.port}?" in out
+    )
     assert len(plain_server.received) == sent
     if sent:
         assert returncode == 0, out

@@ -55,7 +55,7 @@ PEOPLE = [
     ("zoe@example.org", "Zoë Łukasiewicz-Ørsted Ñandú Пётр Чайковский", "Kraków"),
     ("john@example.com", 'Doe, John "JD"', "Oslo"),
     ("tom@example.org", "<script>Tom & Jerry</script>", "{{ 7*7 }}"),
-    ("eve@example.org", "Eve\r\nBcc: x@example.com", "Lyon"),
+    ("eve@example.org", "Eve\r\nBcc: victim", "Lyon"),
     ("uni@example.org", "U\u2028Bcc: x@example.com", "Rome"),
     ("user@bücher.example", "Büch", "Bonn"),
     ("nobody@example.org", "", ""),
@@ -415,10 +415,12 @@ def assert_no_injected_header(b: Built) -> None:
     assert len(b.msg["To"].addresses) == 1
 
 
+# A line break followed by an address in a quoted CSV value makes the list refused outright
+# (tests/test_subscribers.py); without the address the value is cleaned and mailed.
 INJECTED_NAMES = [
-    pytest.param("Eve\r\nBcc: x@example.com", id="crlf"),
-    pytest.param("Eve\nBcc: x@example.com", id="lf"),
-    pytest.param("Eve\rBcc: x@example.com", id="cr"),
+    pytest.param("Eve\r\nBcc: victim", id="crlf"),
+    pytest.param("Eve\nBcc: victim", id="lf"),
+    pytest.param("Eve\rBcc: victim", id="cr"),
     pytest.param("Eve\u2028Bcc: x@example.com", id="u2028"),
     pytest.param("Eve\u2029\x85\x0b\x0cBcc: x@example.com", id="other-breaks"),
     pytest.param("Eve\r\n\r\n<html>body</html>", id="blank-line"),

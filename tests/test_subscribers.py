@@ -262,9 +262,9 @@ def test_short_and_long_rows_are_still_subscribers(write_file: WriteFile) -> Non
 @pytest.mark.parametrize(
     ("raw", "clean"),
     [
-        ("Eve\r\nBcc: x@example.com", "Eve Bcc: x@example.com"),
-        ("Eve\nBcc: x@example.com", "Eve Bcc: x@example.com"),
-        ("Eve\rBcc: x@example.com", "Eve Bcc: x@example.com"),
+        ("Eve\r\nBcc: x", "Eve Bcc: x"),
+        ("Eve\nBcc: x", "Eve Bcc: x"),
+        ("Eve\rBcc: x", "Eve Bcc: x"),
         ("Eve\u2028Bcc: x@example.com", "Eve Bcc: x@example.com"),
         ("Eve\u2029Mallory", "Eve Mallory"),
         ("Eve\x0b\x0c\x1b\x7f\x85Mallory", "Eve Mallory"),
@@ -288,6 +288,20 @@ def test_control_characters_in_names_and_values_are_cleaned(
     assert subs[0].fields["city"] == clean
     # Line numbers count physical lines (CRLF, LF or a lone CR), as an editor shows them.
     assert subs[1].line == len(re.findall(r"\r\n|\r|\n", text[: text.index("bob@")])) + 1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["Eve\r\nBcc: x@example.com", "Eve\nann2@example.org,Ann", "Eve\rx@example.net", "A\nb,c,d\ne"],
+    ids=["crlf-header", "lf-row", "cr-address", "delimiters"],
+)
+def test_a_value_spanning_lines_over_what_looks_like_rows_refuses_the_list(
+    write_file: WriteFile, raw: str
+) -> None:
+    cell = '"' + raw.replace('"', '""') + '"'
+    path = write_csv(write_file, f"email,name,city\nann@example.org,{cell},x\nbob@example.com,Bob,Oslo\n")
+    with pytest.raises(InputError, match=r"lines 2–\d+ read as one row"):
+        read(path)
 
 
 # --- Internationalised addresses ---------------------------------------------------------
@@ -438,13 +452,13 @@ MESSY = (
     ";;;\r\n"  # 11 empty
     ";Nameless;subscribed;\r\n"  # 12 no address
     "cy@example.org;Cy again;;Rome\r\n"  # 13 duplicate of 7
-    '"eve@example.org";"Eve\nBcc: x@example.com";subscribed;"Lyon"\r\n'  # 14-15
+    '"eve@example.org";"Eve\nBcc: x";subscribed;"Lyon"\r\n'  # 14-15
 )
 MESSY_VALID = [
     ("ann@example.org", "Ann Example", 2),
     ("cy@example.org", "Cy Split", 7),
     ("user@xn--bcher-kva.example", "Büch", 10),
-    ("eve@example.org", "Eve Bcc: x@example.com", 14),
+    ("eve@example.org", "Eve Bcc: x", 14),
 ]
 MESSY_SKIPPED = {
     3: "duplicate",

@@ -18,6 +18,7 @@ import yaml
 
 from dispatch import plaintext
 from dispatch.errors import InputError
+from dispatch.files import read_regular
 from dispatch.markup import Block, RenderedBody, render_markdown
 
 TEXT_SUFFIXES = (".txt", ".text")
@@ -26,6 +27,7 @@ KNOWN_KEYS = (
     "title", "subject", "subtitle", "preheader", "author", "date", "campaign", "motto", "motto_attribution",
 )  # fmt: skip
 
+MAX_ARTICLE_BYTES = 50_000_000
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*$")
 
 
@@ -70,14 +72,7 @@ class Article:
 
 def read_text_file(path: Path, what: str = "article") -> str:
     """Read a UTF-8 text file or raise an InputError that says what is wrong and what to do."""
-    if not path.exists():
-        raise InputError(f"{path}: no such {what} file; check the path")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, not an {what} file")
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise InputError(f"{path}: cannot read the {what}: {err.strerror}") from err
+    data = read_regular(path, what, limit=MAX_ARTICLE_BYTES)
     if b"\x00" in data[:8192]:
         raise InputError(f"{path}: looks like a binary file, not a text {what}; save it as UTF-8 text")
     try:

@@ -37,11 +37,24 @@ def campaign_id(article: Article) -> str:
     the front-matter ``date`` (so a weekly "Update" with a new date is a new campaign, while an
     edit of the body stays the same campaign)."""
     if article.campaign:
+        check_campaign_id(article.campaign, f"{article.source}: front matter 'campaign'")
         return article.campaign
     slug = re.sub(r"[^a-z0-9]+", "-", article.title.lower()).strip("-")[:48].strip("-")
     dated = article.date if article.source.suffix.lower() in MARKDOWN_SUFFIXES else ""
     digest = hashlib.sha256(f"{article.title}\0{dated}".encode()).hexdigest()[:6]
     return f"{slug or 'issue'}-{digest}"
+
+
+MAX_CAMPAIGN_ID = 100
+
+
+def check_campaign_id(value: str, where: str) -> None:
+    """A campaign ID is one printable line of at most 100 characters (it names a lock file)."""
+    if len(value) > MAX_CAMPAIGN_ID or any(not c.isprintable() for c in value):
+        raise InputError(
+            f"{where}: a campaign ID is one line of at most {MAX_CAMPAIGN_ID} printable characters "
+            f"(this one has {len(value)}); use something like spring-2026"
+        )
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,15 @@ class Issue:
     campaign: str
     settings: Settings
     test_send: bool = False
+    trial_size: int = 0  # bytes of the message built for the longest possible address
+
+    def check_size(self, limit: int, whose: str) -> None:
+        """Refuse, before the first message, messages larger than ``limit`` (0: none)."""
+        if limit and self.trial_size > limit:
+            raise InputError(
+                f"each message is about {self.trial_size / 1e6:.1f} MB, but {whose} takes at most "
+                f"{limit / 1e6:.1f} MB; shorten the article or its attachments (nothing was sent)"
+            )
 
     @property
     def subject(self) -> str:
@@ -139,9 +161,11 @@ def plan_issue(
     issue = Issue(article, subscribers, ListStats(), rendered, factory, name, settings, test_send)
     trial = Subscriber(LONGEST_ADDRESS, "Trial Reader", 0, dict.fromkeys(subscribers.columns, "x"))
     try:  # one whole message before the list is read: a setting that breaks every message stops here
-        issue.message(trial)
+        trial_size = len(issue.message(trial)[0])
     except (ValueError, UnicodeError, ConfigError) as err:
         raise ConfigError(f"a trial message could not be built: {err}") from err
+    issue = replace(issue, trial_size=trial_size)
+    issue.check_size(settings.max_message_size, "DISPATCH_MAX_MESSAGE_SIZE")
     return replace(issue, stats=subscribers.scan())
 
 
@@ -240,7 +264,7 @@ def summary_for(issue: Issue, **kw: Any) -> RunSummary:
         campaign=issue.campaign,
         subject=issue.subject,
         recipients=issue.stats.valid,
-        skipped=issue.stats.skipped,
+        skipped=list(issue.stats.skipped),
         html_size=issue.rendered.html_size,
         test_send=issue.test_send,
         warnings=[
@@ -277,15 +301,14 @@ def named_recipients(issue: Issue, addresses: list[str]) -> list[Subscriber]:
     return list(wanted.values())
 
 
-def count_to_send(issue: Issue, journal: j.Journal | None, *, resend_unknown: bool = False) -> int:
+def count_to_send(
+    issue: Issue, journal: j.Journal | None, *, resend_unknown: bool = False, retry_failed: bool = False
+) -> int:
     """How many recipients a send would reach now (a pass over the list only on re-runs)."""
     if journal is None or journal.campaign(issue.campaign) is None:
         return issue.stats.valid
-    campaign = issue.campaign
-    return sum(
-        skip_reason(journal, campaign, sub.key, resend_unknown=resend_unknown)[1] is None
-        for sub in recipients(issue)
-    )
+    flags = {"resend_unknown": resend_unknown, "retry_failed": retry_failed}
+    return sum(skip_reason(journal, issue.campaign, sub.key, **flags)[1] is None for sub in recipients(issue))
 
 
 def campaign_warnings(issue: Issue, journal: j.Journal | None) -> list[str]:
@@ -320,20 +343,26 @@ class Skip(StrEnum):
 
 
 def skip_reason(
-    journal: j.Journal | None, campaign: str, key: str, *, resend_unknown: bool = False
+    journal: j.Journal | None,
+    campaign: str,
+    key: str,
+    *,
+    resend_unknown: bool = False,
+    retry_failed: bool = False,
 ) -> tuple[str | None, Skip | None]:
     """(prior journal state, why this run must not send to the recipient, or None).
 
     The one rule both a dry run and a real send follow: never twice to a recipient recorded
-    as sent, never again after a permanent failure, an unknown outcome only when asked, and
-    never to an address that hard-bounced in any campaign.
+    as sent, never again after a permanent failure (unless asked: a failure the sender caused,
+    such as a message too big, can be retried once fixed), an unknown outcome only when asked,
+    and never to an address that hard-bounced in any campaign.
     """
     if journal is None:
         return None, None
     state = journal.state(campaign, key)
     if state == j.SENT:
         return state, Skip.SENT
-    if state == j.FAILED:
+    if state == j.FAILED and not retry_failed:
         return state, Skip.FAILED
     if state == j.UNKNOWN and not resend_unknown:
         return state, Skip.UNKNOWN

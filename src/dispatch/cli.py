@@ -7,11 +7,13 @@ stderr and an exit code, in one place (:func:`_reporting`).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import sys
 import threading
+import traceback
 import webbrowser
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -27,6 +29,7 @@ from dispatch.campaign import (
     Issue,
     RunSummary,
     campaign_id,
+    check_campaign_id,
     count_to_send,
     named_recipients,
     plan_issue,
@@ -35,9 +38,10 @@ from dispatch.campaign import (
 from dispatch.console import progress_bar, stop_on_signals
 from dispatch.delivery import SendOptions, run_send
 from dispatch.errors import ConfigError, DispatchError, ExitCode, InputError
+from dispatch.files import read_regular
 from dispatch.preview import run_dry, sample_list, write_message
 from dispatch.report import dry_run_report, send_report, status_report
-from dispatch.settings import Settings, parse_rate
+from dispatch.settings import Settings, parse_rate, unknown_settings
 from dispatch.state import journal as j
 
 EXIT_CODES = """Exit codes: 0 all done; 1 some recipients failed, were deferred or are unknown;
@@ -94,29 +98,33 @@ def _main(
 @contextmanager
 def _reporting(debug: bool, as_json: bool = False) -> Iterator[None]:
     """The one place where errors become a line on stderr and an exit code (and, with
-    ``--json``, an object on stdout, so a cron script always has something to parse)."""
+    ``--json``, an object on stdout, so a cron script always has something to parse).
+    ``--debug`` adds the traceback and changes nothing else."""
     try:
         yield
-    except DispatchError as err:
-        if debug:
-            raise
-        typer.echo(f"dispatch: error: {err}", err=True)
-        if as_json:
-            typer.echo(json.dumps({"error": str(err), "exit_code": int(err.exit_code)}, ensure_ascii=False))
-        raise typer.Exit(int(err.exit_code)) from None
-    except KeyboardInterrupt:
-        typer.echo("dispatch: interrupted", err=True)
-        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        return
     except (typer.Exit, typer.Abort):
         raise
-    except Exception as err:
-        if debug:
-            raise
-        typer.echo(f"dispatch: internal error: {type(err).__name__}: {err} (run with --debug)", err=True)
-        raise typer.Exit(int(ExitCode.INCOMPLETE)) from None
+    except DispatchError as err:
+        code, kind, message = err.exit_code, "error", str(err)
+    except KeyboardInterrupt:
+        code, kind, message = ExitCode.INTERRUPTED, "interrupted", "stopped by the user"
+    except OSError as err:  # the machine: a full disk, a vanished folder, no permission
+        where = f"{err.filename}: " if err.filename else ""
+        code, kind, message = ExitCode.BAD_INPUT, "error", f"{where}{err.strerror or err}"
+    except Exception as err:  # a bug: reported as one, never dressed up as bad input
+        code, kind = ExitCode.INCOMPLETE, "internal error"
+        message = f"{type(err).__name__}: {err} (run with --debug)"
+    if debug:
+        traceback.print_exc()
+    typer.echo(f"dispatch: {kind}: {message}", err=True)
+    if as_json:
+        typer.echo(json.dumps({"error": message, "kind": kind, "exit_code": int(code)}, ensure_ascii=False))
+    raise typer.Exit(int(code))
 
 
 PATH_SETTINGS = {"DISPATCH_SUBSCRIBERS", "DISPATCH_STATE_DIR", "DISPATCH_SMTP_CA_FILE"}
+PATH_SETTINGS |= {"DISPATCH_DKIM_KEY_FILE", "DISPATCH_LOGO"}
 
 
 class _Unparsed(logging.Handler):
@@ -131,17 +139,25 @@ class _Unparsed(logging.Handler):
 
 
 def _read_env_file(path: Path) -> dict[str, str | None]:
-    """The file's settings; a line python-dotenv cannot parse is an error naming it."""
+    """The file's settings; a line python-dotenv cannot parse is an error naming it, and so is
+    a setting dispatch does not read (a misspelling would silently fall back to a default)."""
+    try:
+        text = read_regular(path, "settings", limit=1_000_000).decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: is not UTF-8 text; re-save the settings file as UTF-8") from err
     handler, logger = _Unparsed(), logging.getLogger("dotenv.main")
     logger.addHandler(handler)
     propagate, logger.propagate = logger.propagate, False
     try:
-        values = dotenv_values(path)
+        values = dotenv_values(stream=io.StringIO(text))
     finally:
         logger.removeHandler(handler)
         logger.propagate = propagate
     if handler.lines:
         raise InputError(f"{path}: line {handler.lines[0]} is not KEY=value; fix or remove it")
+    for name, close in unknown_settings(values):
+        hint = f"did you mean {close}?" if close else "see .env.example for the settings dispatch reads"
+        raise ConfigError(f"{path}: unknown setting {name}; {hint}")
     return values
 
 
@@ -152,11 +168,9 @@ def load_settings(env_file: Path | None, overrides: Mapping[str, str | None]) ->
     """
     values: dict[str, str] = {}
     path = env_file or Path(".env")
-    if env_file is not None and not env_file.is_file():
-        raise InputError(f"{env_file}: no such settings file (--env-file)")
-    if path.is_file():
+    if env_file is not None or os.path.lexists(path):
         for key, raw in _read_env_file(path).items():
-            if raw and key in PATH_SETTINGS and not Path(raw).expanduser().is_absolute():
+            if raw and key in PATH_SETTINGS and not Path(raw).expanduser().is_absolute() and "://" not in raw:
                 raw = str(path.resolve().parent / raw)  # noqa: PLW2901 - relative to the file, for cron
             if raw is not None:
                 values[key] = raw
@@ -165,7 +179,13 @@ def load_settings(env_file: Path | None, overrides: Mapping[str, str | None]) ->
                 f"dispatch: warning: {path} holds a password others can read; chmod 600 {path}",
                 err=True,
             )
-    values.update({k: v for k, v in os.environ.items() if k.startswith("DISPATCH_")})
+    environment = {k: v for k, v in os.environ.items() if k.startswith("DISPATCH_")}
+    for name, close in unknown_settings(environment):
+        hint = f" (did you mean {close}?)" if close else ""
+        typer.echo(
+            f"dispatch: warning: the environment sets {name}, which dispatch does not read{hint}", err=True
+        )
+    values.update(environment)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings.from_mapping(values)
 
@@ -175,6 +195,20 @@ def _subscribers(option: Path | None, settings: Settings) -> Path:
     if path is None:
         raise ConfigError("no subscriber list: pass -s/--subscribers LIST.csv or set DISPATCH_SUBSCRIBERS")
     return path
+
+
+def _sender(settings: Settings) -> str:
+    return settings.sender.addr_spec if settings.sender is not None else "(no DISPATCH_FROM)"
+
+
+def _inputs(*paths: Path | None) -> list[Path]:
+    """Files a run reads, which no output may replace (a template folder: every file in it)."""
+    found: list[Path] = []
+    for path in paths:
+        if path is None:
+            continue
+        found += [p for p in path.rglob("*") if p.is_file()][:1000] if path.is_dir() else [path]
+    return found
 
 
 def _out(summary: RunSummary, as_json: bool, text: str) -> None:
@@ -193,7 +227,10 @@ def _confirm(issue: Issue, count: int, yes: bool) -> None:
         raise InputError(
             "refusing to send without a terminal to confirm on: add --yes to send unattended (cron)"
         )
-    question = f"Send «{issue.subject}» to {count} subscribers via {issue.settings.endpoint}?"
+    question = (
+        f"Send «{issue.subject}» from {_sender(issue.settings)} to {count} subscribers "
+        f"via {issue.settings.endpoint}?"
+    )
     if not typer.confirm(question, default=False):
         typer.echo("Nothing sent.")
         raise typer.Exit(int(ExitCode.INCOMPLETE))
@@ -230,6 +267,12 @@ def send(
     resend_unknown: Annotated[
         bool, typer.Option("--resend-unknown", help="Resend recipients whose outcome is unknown.")
     ] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed", help="Send again to recipients recorded as failed (not hard bounces)."
+        ),
+    ] = False,
     connections: Annotated[
         int | None, typer.Option("--connections", min=1, help="Parallel SMTP connections.")
     ] = None,
@@ -254,6 +297,7 @@ def send(
             "DISPATCH_DAILY_LIMIT": None if daily_limit is None else str(daily_limit),
         }
         settings = load_settings(env_file, overrides)
+        check_campaign_id(campaign, "--campaign")
         state_dir = settings.state_dir or j.default_state_dir()
         journal = None if to or dry_run else j.Journal(state_dir)
         with ExitStack() as held:
@@ -269,14 +313,15 @@ def send(
                 folder = (out or Path("dispatch-preview")).resolve()
                 summary = run_dry(
                     issue, folder, write_all=out is not None, limit=limit, state=state, only=only,
-                    resend_unknown=resend_unknown,
+                    resend_unknown=resend_unknown, retry_failed=retry_failed,
+                    inputs=_inputs(article, issue.subscribers.path, env_file, template),
                 )  # fmt: skip
                 _out(summary, as_json, dry_run_report(summary, all_written=out is not None))
                 return
             count = (
                 len(only)
                 if only is not None
-                else count_to_send(issue, journal, resend_unknown=resend_unknown)
+                else count_to_send(issue, journal, resend_unknown=resend_unknown, retry_failed=retry_failed)
             )
             count = min(count, limit) if limit else count
             _confirm(issue, count, yes)
@@ -284,10 +329,11 @@ def send(
             show_bar = sys.stderr.isatty() and not as_json
             with stop_on_signals(stop), progress_bar(count, enabled=show_bar) as advance:
                 options = SendOptions(
-                    limit=limit, resend_unknown=resend_unknown, only=only, progress=advance, stop=stop
-                )
+                    limit=limit, resend_unknown=resend_unknown, retry_failed=retry_failed, only=only,
+                    progress=advance, stop=stop,
+                )  # fmt: skip
                 summary = run_send(issue, journal, options)
-        _out(summary, as_json, send_report(summary, settings.endpoint))
+        _out(summary, as_json, send_report(summary, settings.endpoint, _sender(settings)))
         raise typer.Exit(int(summary.exit_code))
 
 
@@ -322,10 +368,11 @@ def preview(
                 typer.echo(
                     f"dispatch: note: {chosen[0].email} is not on {path}; its columns are empty", err=True
                 )
-            page, eml, text = write_message(issue, chosen[0], out.resolve())
+            inputs = _inputs(article, listed, env_file, template)
+            page, eml, text = write_message(issue, chosen[0], out.resolve(), inputs=inputs)
         typer.echo(f"Preview for {chosen[0].email}: {page}\n  also {eml} and {text}")
-        if open_browser:
-            webbrowser.open(page.as_uri())
+        if open_browser and not webbrowser.open(page.as_uri()):
+            typer.echo(f"dispatch: no browser could be opened here; open {page} yourself", err=True)
 
 
 @app.command()
@@ -335,12 +382,19 @@ def status(
     ] = "",
     env_file: EnvFileOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Forget campaigns that never recorded a recipient.")
+    ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Show campaigns and their counts, or one campaign's problem recipients."""
     with _reporting(debug, as_json):
         settings = load_settings(env_file, {})
         state_dir = settings.state_dir or j.default_state_dir()
+        if prune:
+            pruned = j.Journal(state_dir).prune_empty()
+            typer.echo(f"Forgot {len(pruned)} campaign(s) that never recorded a recipient" + (
+                ": " + ", ".join(pruned) if pruned else "."), err=as_json)  # fmt: skip
         journal = j.Journal.open_existing(state_dir)
         data, text = status_report(journal, campaign, state_dir)
         typer.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else text)

@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dispatch.campaign import (
     Failure,
@@ -25,14 +25,15 @@ from dispatch.campaign import (
     skip_reason,
     summary_for,
 )
-from dispatch.errors import AbortError, ConfigError
+from dispatch.errors import AbortError, ConfigError, DispatchError
 from dispatch.settings import Rate
 from dispatch.state import journal as j
-from dispatch.subscribers import Subscriber
-from dispatch.transport import Result, SmtpTransport, Status, Unreachable, probe
+from dispatch.subscribers import Skipped, Subscriber
+from dispatch.transport import Result, Scope, SmtpTransport, Status, Unreachable, probe
 
 Progress = Callable[[int], None]
 MIN_SAMPLE_FOR_RATIO = 20
+UNKNOWN_STREAK = 5  # lost replies to the data in a row: a relay that drops every message's answer
 MAX_BACKOFF = 60.0
 _Item = tuple[Subscriber, str | None]  # a recipient and its journal state before this run
 
@@ -63,6 +64,7 @@ class SendOptions:
 
     limit: int = 0
     resend_unknown: bool = False
+    retry_failed: bool = False  # send again to recipients recorded as failed (not hard bounces)
     only: list[Subscriber] | None = None  # a test send to these recipients
     progress: Progress | None = None
     stop: threading.Event = field(default_factory=threading.Event)
@@ -90,8 +92,10 @@ class _Run:
         self.crash: BaseException | None = None
         self.attempted = self.failed = self.sent = 0
         self.deferred_streak = 0  # recipients deferred in a row: a relay refusing everything
+        self.unknown_streak = 0  # replies to the data lost in a row: a relay that loses every answer
         self.untouched = 0  # recipients never tried before and not tried now: still pending
         self.test_results: list[tuple[Subscriber, Result]] = []
+        self.unbuildable: list[Skipped] = []
 
     def halt(self, reason: str) -> None:
         with self.lock:
@@ -122,7 +126,7 @@ class _Run:
                 sub, prior = item
                 try:
                     self._one(transport, sub, prior)
-                except AbortError as err:
+                except DispatchError as err:  # an abort, or the journal failing (a full disk)
                     self.halt(str(err))
                 except Exception as err:  # a bug or a broken journal: stop the run, never hang it
                     self.crash = self.crash or err
@@ -154,14 +158,18 @@ class _Run:
         """Send to one recipient and record the outcome; AbortError when the campaign must stop."""
         issue, campaign, journal = self.issue, self.issue.campaign, self.journal
         recorded = False
+        tries = _Tries()
         try:
             data, _, mid = issue.message(sub)
-        except (ValueError, UnicodeError, ConfigError) as err:  # one odd row must not stop the others
-            mid = ""
-            result = Result(Status.FAILED, None, f"the message could not be built: {err}")
+        except (ValueError, UnicodeError, ConfigError) as err:  # as in a dry run: skipped, with its line
+            with self.lock:
+                self.unbuildable.append(Skipped(sub.line, f"the message could not be built: {err}"))
+            self.leave(prior)
+            return
         else:
 
             def mark() -> None:
+                tries.reached_data += 1
                 if journal is not None:
                     journal.in_flight(campaign, sub.key, sub.email, mid)
 
@@ -169,34 +177,58 @@ class _Run:
                 """The server answered the data with a 4xx: never leave "in flight" behind."""
                 nonlocal recorded
                 recorded = True
-                self.record(sub, result, mid)
+                self.record(sub, result, mid, attempts=tries.take_unmarked())
 
             try:
                 result = self._attempts(
-                    transport, issue.factory.sender.addr_spec, sub.email, data, mark=mark, interim=interim
+                    transport,
+                    issue.factory.sender.addr_spec,
+                    sub.email,
+                    data,
+                    tries,
+                    mark=mark,
+                    interim=interim,
                 )
             except AbortError:
                 if not recorded:
                     self.leave(prior)  # never reached the server: still pending
                 raise
-        if result.stops_campaign:  # a quota or rate reply says nothing about this recipient
-            result = Result(Status.DEFERRED, result.code, result.text, result.data_started)
+        if result.stops_campaign:  # about the message, the sender or the rate: not this recipient
+            result = replace(result, status=Status.DEFERRED)
         with self.lock:
             self.attempted += 1
             self.sent += result.status is Status.SENT
             self.failed += result.status is Status.FAILED
-            deferred = result.status is Status.DEFERRED
+            deferred, unknown = result.status is Status.DEFERRED, result.status is Status.UNKNOWN
             self.deferred_streak = self.deferred_streak + 1 if deferred else 0
-            failed, attempted, streak = self.failed, self.attempted, self.deferred_streak
-        self.record(sub, result, mid, reservation=reservation)
+            self.unknown_streak = self.unknown_streak + 1 if unknown else 0
+            failed, attempted = self.failed, self.attempted
+            streaks = self.deferred_streak, self.unknown_streak
+        self.record(sub, result, mid, reservation=reservation, attempts=tries.take_unmarked())
         if self.options.progress is not None:
             self.options.progress(1)
-        if result.stops_campaign:
-            raise AbortError(f"the server asked to stop: {result.line()}; run again later")
-        if streak >= MIN_SAMPLE_FOR_RATIO:
+        self._check_stop(result, failed, attempted, streaks)
+
+    def _check_stop(self, result: Result, failed: int, attempted: int, streaks: tuple[int, int]) -> None:
+        """AbortError when going on would only burn through the list."""
+        if result.scope is Scope.MESSAGE:
             raise AbortError(
-                f"the server deferred the last {streak} recipients in a row (last reply: "
+                f"the server refused the message itself, not the recipient: {result.line()}; nobody was "
+                "marked failed; fix the cause, then run again"
+            )
+        if result.scope is Scope.RATE:
+            raise AbortError(f"the server asked to stop: {result.line()}; run again later")
+        deferred_streak, unknown_streak = streaks
+        if deferred_streak >= MIN_SAMPLE_FOR_RATIO:
+            raise AbortError(
+                f"the server deferred the last {deferred_streak} recipients in a row (last reply: "
                 f"{result.line()}); stopping instead of burning through the list; run again later"
+            )
+        if unknown_streak >= UNKNOWN_STREAK:
+            raise AbortError(
+                f"the server's reply to the last {unknown_streak} messages was lost ({result.line()}); "
+                "they may or may not have been delivered, so dispatch stops rather than risk more; "
+                "check the relay, then see 'dispatch status'"
             )
         ratio = self.settings.max_failure_ratio
         if ratio and attempted >= MIN_SAMPLE_FOR_RATIO and failed / attempted > ratio:
@@ -206,9 +238,16 @@ class _Run:
             )
 
     def record(
-        self, sub: Subscriber, result: Result, message_id: str, *, reservation: int | None = None
+        self,
+        sub: Subscriber,
+        result: Result,
+        message_id: str,
+        *,
+        reservation: int | None = None,
+        attempts: int = 0,
     ) -> None:
-        """Write one outcome as it happens (the journal), or keep it (a test send)."""
+        """Write one outcome as it happens (the journal), or keep it (a test send). ``attempts``
+        counts the tries the journal has not counted yet (those that never reached the data)."""
         if self.journal is None:
             with self.lock:
                 self.test_results.append((sub, result))
@@ -216,7 +255,7 @@ class _Run:
         self.journal.outcome(
             self.issue.campaign, sub.key, sub.email, str(result.status),
             code=result.code, enhanced=result.enhanced, reply=result.text,
-            hard_bounce=result.hard_bounce, message_id=message_id, attempts=0 if result.data_started else 1,
+            hard_bounce=result.hard_bounce, message_id=message_id, attempts=attempts,
             reservation=reservation,
         )  # fmt: skip
 
@@ -226,6 +265,7 @@ class _Run:
         sender: str,
         to: str,
         data: bytes,
+        tries: _Tries,
         *,
         mark: Callable[[], None],
         interim: Callable[[Result], None],
@@ -241,6 +281,7 @@ class _Run:
                 if self.stop.is_set():
                     return result
                 self.pacer.wait(self.stop)
+            tries.total += 1
             try:
                 result = transport.send(sender, to, data, mark)
             except Unreachable as err:
@@ -255,9 +296,30 @@ class _Run:
         return result
 
 
+@dataclass
+class _Tries:
+    """How often one recipient was tried in this run, and how many of those tries the journal
+    counted already (a try that reached the data was counted when it went in flight)."""
+
+    total: int = 0
+    reached_data: int = 0
+    recorded: int = 0
+
+    def take_unmarked(self) -> int:
+        """Tries not yet counted in the journal (and now counted)."""
+        unmarked = self.total - self.reached_data - self.recorded
+        self.recorded += unmarked
+        return unmarked
+
+
 def run_send(issue: Issue, journal: j.Journal | None, options: SendOptions) -> RunSummary:
-    """Send the issue. With a journal (a campaign send) holds the campaign lock throughout."""
+    """Send the issue. With a journal (a campaign send) holds the campaign lock throughout.
+
+    A wrong password, a dead server or messages larger than the relay takes end the run before
+    any message, and before the journal records the campaign at all."""
     issue.require_unsubscribe_link()
+    relay = probe(issue.settings)
+    issue.check_size(relay.size_limit, f"the relay {issue.settings.endpoint} (its SIZE)")
     if journal is None:
         return _send(issue, None, options, summary_for(issue))
     with journal.lock(issue.campaign):
@@ -288,7 +350,6 @@ def _put(work: queue.Queue[_Item | None], item: _Item | None, threads: list[thre
 def _send(issue: Issue, journal: j.Journal | None, options: SendOptions, summary: RunSummary) -> RunSummary:
     settings = issue.settings
     run = _Run(issue, journal, options)
-    probe(settings)  # a wrong password or a dead server ends the run before any message
     work: queue.Queue[_Item | None] = queue.Queue(maxsize=settings.connections * 4)
     threads = [
         threading.Thread(target=run.worker, args=(work,), name=f"smtp-{n}", daemon=True)
@@ -300,8 +361,9 @@ def _send(issue: Issue, journal: j.Journal | None, options: SendOptions, summary
     try:
         for sub in options.only if options.only is not None else recipients(issue):
             state, reason = skip_reason(
-                journal, issue.campaign, sub.key, resend_unknown=options.resend_unknown
-            )
+                journal, issue.campaign, sub.key, resend_unknown=options.resend_unknown,
+                retry_failed=options.retry_failed,
+            )  # fmt: skip
             if reason is not None:
                 summary.count_skip(reason)
                 continue
@@ -325,6 +387,7 @@ def _send(issue: Issue, journal: j.Journal | None, options: SendOptions, summary
 def _collect(run: _Run, summary: RunSummary) -> None:
     """Fill in the summary: from the journal for a campaign, from the results for a test send."""
     summary.sent_now = run.sent
+    summary.skipped += run.unbuildable
     summary.aborted = run.abort
     summary.interrupted = run.stop.is_set() and not run.abort and not run.limit_reached
     summary.pending = run.untouched

@@ -18,7 +18,6 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
-from email.header import Header
 from email.headerregistry import Address
 from email.utils import format_datetime
 from urllib.parse import quote
@@ -29,6 +28,11 @@ _ID_SAFE = re.compile(r"[^A-Za-z0-9.-]+")
 _FOLD = policy.SMTP
 
 
+MAX_HEADER_LINE = 78  # RFC 5322's recommendation; 998 is the hard limit no line may pass
+MAX_LINE = 998
+MAX_DISPLAY_NAME = 200
+ENCODED_WORD_BYTES = 42  # base64 of 42 bytes is 56 characters: a 68-character encoded-word
+FOLD_SEPARATOR = "\r\n "
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
@@ -42,31 +46,57 @@ def _plain(text: str) -> bool:
     return text.isascii() and "=?" not in text
 
 
-def _encoded_words(name: str, text: str) -> str:
-    """``text`` as RFC 2047 encoded-words (each at most 75 characters), decoding to itself."""
-    return Header(text, "utf-8", header_name=name).encode(linesep="\r\n", maxlinelen=75)
+def _encoded_words(text: str) -> list[str]:
+    """``text`` as RFC 2047 "B" encoded-words of 68 characters at most (the limit is 75), each
+    holding whole characters, decoding back to exactly ``text``."""
+    words: list[bytes] = []
+    chunk = b""
+    for char in text:
+        data = char.encode()
+        if chunk and len(chunk) + len(data) > ENCODED_WORD_BYTES:
+            words.append(chunk)
+            chunk = b""
+        chunk += data
+    words.append(chunk)
+    return [f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words]
+
+
+def _fits(folded: str) -> bool:
+    """Folded by the stdlib within 78 octets a line, and with no encoded-word of its own (the
+    stdlib makes over-long ones for words it cannot fold)."""
+    return "=?" not in folded and max(map(len, folded.split("\r\n"))) <= MAX_HEADER_LINE
 
 
 def fold(name: str, value: str) -> bytes:
     """An unstructured header (Subject) as wire bytes, folded; never more than one header.
 
-    Plain ASCII is folded by the stdlib; anything else is encoded here, so that a value that
-    merely looks like an encoded-word (``=?UTF-8?Q?=0A?=``) stays literal text.
+    Plain ASCII is folded by the stdlib; anything else (non-ASCII text, a word too long to fold,
+    text that merely looks like an encoded-word such as ``=?UTF-8?Q?=0A?=``) is encoded here, so
+    it stays literal text and no line passes 78 octets.
     """
     text = header_text(value)
     if _plain(text):
         folded: str = _FOLD.fold(name, _FOLD.header_factory(name, text))
-        return folded.encode("ascii")
-    return f"{name}: {_encoded_words(name, text)}\r\n".encode("ascii")
+        if _fits(folded):
+            return folded.encode("ascii")
+    return f"{name}: {FOLD_SEPARATOR.join(_encoded_words(text))}\r\n".encode("ascii")
 
 
 def fold_mailbox(name: str, display_name: str, addr_spec: str) -> bytes:
-    """An address header with one mailbox, its display name quoted or encoded as needed."""
-    display = header_text(display_name)
+    """An address header with one mailbox, its display name quoted or encoded as needed (and
+    cut to MAX_DISPLAY_NAME characters: the list reports longer names as it reads them)."""
+    display = header_text(display_name)[:MAX_DISPLAY_NAME].rstrip()
     if _plain(display):
         folded: str = _FOLD.fold(name, str(Address(display_name=display, addr_spec=addr_spec)))
-        return folded.encode("ascii")
-    return f"{name}: {_encoded_words(name, display)} <{addr_spec}>\r\n".encode("ascii")
+        if _fits(folded):
+            return folded.encode("ascii")
+    if not display:  # never reached for a valid address; kept so the function is total
+        return f"{name}: {addr_spec}\r\n".encode("ascii")
+    words = _encoded_words(display)
+    last = f"{words[-1]} <{addr_spec}>"
+    if len(last) + 1 > MAX_HEADER_LINE or (len(words) == 1 and len(name) + 2 + len(last) > MAX_HEADER_LINE):
+        last = f"{words[-1]}{FOLD_SEPARATOR}<{addr_spec}>"
+    return f"{name}: {FOLD_SEPARATOR.join([*words[:-1], last])}\r\n".encode("ascii")
 
 
 def encode_body(text: str) -> tuple[bytes, bytes]:

@@ -1,24 +1,33 @@
 """Dry runs and previews: output a person can open, one ``.eml`` and one ``.html`` per
-message, and an ``index.html`` that links to each."""
+message, and an ``index.html`` that links to each.
+
+Everything is written through :class:`dispatch.files.OutputFolder`: only files dispatch wrote
+are ever replaced or removed, never through a symlink, never over an input, and all private.
+"""
 
 from __future__ import annotations
 
 import html
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
 
 from dispatch.campaign import Issue, RunSummary, campaign_warnings, recipients, skip_reason, summary_for
-from dispatch.errors import InputError
+from dispatch.errors import ConfigError, InputError
+from dispatch.files import OutputFolder
 from dispatch.state import journal as j
-from dispatch.subscribers import Subscriber
+from dispatch.subscribers import Skipped, Subscriber
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]+")
-_OURS = re.compile(r"\d{5,}-[A-Za-z0-9@._+-]+\.(eml|html)")
+# The names message_stem makes (an address always has an "@"); a user's "20240115-minutes.html"
+# can never be one of them, so it is never touched.
+MESSAGE_FILES = re.compile(r"\d{5,}-[A-Za-z0-9._+-]*@[A-Za-z0-9@._+-]*\.(?:eml|html)")
+INDEX = "index.html"
+MAX_INDEX_ROWS = 2000
+WILL_BE_SENT = "will be sent"
 
 
 def message_stem(number: int, email: str) -> str:
@@ -28,55 +37,56 @@ def message_stem(number: int, email: str) -> str:
 
 @dataclass
 class PreviewWriter:
-    """Writes messages into a folder as they are rendered, then closes the index."""
+    """Writes messages into a folder as they are rendered, then the index. Before anything is
+    written, a file this run could replace that dispatch did not write stops the run (exit 2)."""
 
     folder: Path
     subject: str
+    inputs: Iterable[Path] = ()
     rows: int = 0
-    _index: TextIO = field(init=False, repr=False)
-    _open: bool = field(default=False, init=False, repr=False)
+    _index_rows: list[str] = field(default_factory=list, repr=False)
+    out: OutputFolder = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            for old in self.folder.iterdir():  # an earlier dry run's messages, never other files
-                if _OURS.fullmatch(old.name):
-                    old.unlink()
-            self._index = (self.folder / "index.html").open("w", encoding="utf-8")
-            self._open = True
-        except OSError as err:
-            raise InputError(f"{self.folder}: cannot write the preview there: {err.strerror}") from err
-        title = html.escape(self.subject)
-        self._index.write(
-            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>Dry run: {title}</title><style>body{{font-family:sans-serif;margin:2em}}"
-            "td,th{padding:4px 12px;text-align:left}tr:nth-child(even){background:#f4f4f4}"
-            f"</style></head><body>\n<h1>Dry run: {title}</h1>\n<p>Nothing was sent. "
-            "Each row is one message exactly as it would leave.</p>\n"
-            "<table><tr><th>#</th><th>To</th><th>Name</th><th>HTML</th><th>Message</th></tr>\n"
-        )
+        self.out = OutputFolder(self.folder, inputs=self.inputs)
+        self.out.refuse_foreign(INDEX)
+        self.out.refuse_foreign_like(MESSAGE_FILES)
 
-    def add(self, number: int, email: str, name: str, message: bytes, html_body: str) -> Path:
+    def add(self, number: int, sub: Subscriber, message: bytes, html_body: str, status: str) -> Path:
         """Write one message's ``.eml`` and ``.html``; returns the ``.html`` path."""
-        stem = message_stem(number, email)
-        (self.folder / f"{stem}.eml").write_bytes(message)
-        page = self.folder / f"{stem}.html"
-        page.write_text(html_body, encoding="utf-8")
-        self._index.write(
-            f"<tr><td>{number}</td><td>{html.escape(email)}</td><td>{html.escape(name)}</td>"
-            f'<td><a href="{html.escape(stem)}.html">view</a></td>'
-            f'<td><a href="{html.escape(stem)}.eml">.eml</a></td></tr>\n'
-        )
+        stem = message_stem(number, sub.email)
+        self.out.write(f"{stem}.eml", message)
+        page = self.out.write(f"{stem}.html", html_body.encode())
+        if len(self._index_rows) < MAX_INDEX_ROWS:
+            self._index_rows.append(
+                f"<tr><td>{number}</td><td>{html.escape(sub.email)}</td><td>{html.escape(sub.name)}</td>"
+                f"<td>{html.escape(status)}</td>"
+                f'<td><a href="{html.escape(stem)}.html">view</a></td>'
+                f'<td><a href="{html.escape(stem)}.eml">.eml</a></td></tr>\n'
+            )
         self.rows += 1
         return page
 
     def close(self) -> Path:
-        """Finish ``index.html`` and return its path."""
-        if self._open:
-            self._index.write(f"</table>\n<p>{self.rows} message(s).</p>\n</body></html>\n")
-            self._index.close()
-            self._open = False
-        return self.folder / "index.html"
+        """Write ``index.html``, remove what an earlier dry run left, save the manifest."""
+        title = html.escape(self.subject)
+        more = self.rows - len(self._index_rows)
+        page = (
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>Dry run: {title}</title><style>body{{font-family:sans-serif;margin:2em}}"
+            "td,th{padding:4px 12px;text-align:left}tr:nth-child(even){background:#f4f4f4}"
+            f"</style></head><body>\n<h1>Dry run: {title}</h1>\n<p>Nothing was sent. "
+            "Each row is one message exactly as it would leave.</p>\n<table><tr><th>#</th><th>To</th>"
+            "<th>Name</th><th>Status</th><th>HTML</th><th>Message</th></tr>\n"
+            + "".join(self._index_rows)
+            + "</table>\n"
+            + (f"<p>… and {more} more in this folder.</p>\n" if more > 0 else "")
+            + f"<p>{self.rows} message(s).</p>\n</body></html>\n"
+        )
+        path = self.out.write(INDEX, page.encode())
+        self.out.remove_stale(MESSAGE_FILES)
+        self.out.close()
+        return path
 
 
 @contextmanager
@@ -88,18 +98,25 @@ def sample_list() -> Iterator[Path]:
         yield path
 
 
-def write_message(issue: Issue, sub: Subscriber, page: Path) -> tuple[Path, Path, Path]:
-    """One recipient's message as ``page`` (HTML) with ``.eml`` and ``.txt`` beside it."""
+def write_message(
+    issue: Issue, sub: Subscriber, page: Path, *, inputs: Iterable[Path] = ()
+) -> tuple[Path, Path, Path]:
+    """One recipient's message as ``page`` (HTML) with ``.eml`` and ``.txt`` beside it; none of
+    the three may replace an input or a file dispatch did not write (checked before writing)."""
     data, html_body, _ = issue.message(sub)
-    eml, text = page.with_suffix(".eml"), page.with_suffix(".txt")
-    try:
-        page.parent.mkdir(parents=True, exist_ok=True)
-        page.write_text(html_body, encoding="utf-8")
-        eml.write_bytes(data)
-        text.write_text(issue.bodies(sub)[1], encoding="utf-8")
-    except OSError as err:
-        raise InputError(f"{page}: cannot write the preview there: {err.strerror}") from err
-    return page, eml, text
+    out = OutputFolder(page.parent, inputs=inputs, what="preview --out")
+    names = [page.name, page.with_suffix(".eml").name, page.with_suffix(".txt").name]
+    if len(set(names)) < 3:
+        raise InputError(f"{page}: give preview --out a file name ending in .html")
+    for name in names:
+        out.refuse_foreign(name)
+    written = (
+        out.write(names[0], html_body.encode()),
+        out.write(names[1], data),
+        out.write(names[2], issue.bodies(sub)[1].encode()),
+    )
+    out.close()
+    return written
 
 
 def run_dry(
@@ -112,27 +129,37 @@ def run_dry(
     state: j.Journal | None = None,
     only: list[Subscriber] | None = None,
     resend_unknown: bool = False,
+    retry_failed: bool = False,
+    inputs: Iterable[Path] = (),
 ) -> RunSummary:
-    """Render and check every message; write all (or the first few) to ``folder``.
-
-    With the journal (read-only), recipients a real send would skip are skipped here too.
-    """
+    """Render and check every message a send would send; write all (or the first few) to
+    ``folder``. With the journal (read-only), recipients a real send would skip are skipped
+    here too, and still previewed (marked) among the first few, so a sent campaign can be
+    looked at again."""
     summary = summary_for(issue, dry_run=True)
     summary.warnings += campaign_warnings(issue, state)
-    writer = PreviewWriter(folder, issue.subject)
+    writer = PreviewWriter(folder, issue.subject, inputs)
     try:
         for sub in only if only is not None else recipients(issue):
-            _, reason = skip_reason(state, issue.campaign, sub.key, resend_unknown=resend_unknown)
+            _, reason = skip_reason(
+                state, issue.campaign, sub.key, resend_unknown=resend_unknown, retry_failed=retry_failed
+            )
+            if reason is None and limit and summary.pending >= limit:
+                break
+            show = write_all or summary.written < preview_count
             if reason is not None:
                 summary.count_skip(reason)
+                if not show:
+                    continue
+            try:
+                data, html_body, _ = issue.message(sub)
+            except (ValueError, UnicodeError, ConfigError) as err:
+                summary.skipped.append(Skipped(sub.line, f"the message could not be built: {err}"))
                 continue
-            if limit and summary.pending >= limit:
-                break
-            data, html, _ = issue.message(sub)
-            summary.pending += 1
-            if write_all or summary.written < preview_count:
-                writer.add(summary.pending, sub.email, sub.name, data, html)
+            summary.pending += reason is None
+            if show:
                 summary.written += 1
+                writer.add(summary.written, sub, data, html_body, str(reason) if reason else WILL_BE_SENT)
     finally:
         summary.preview = writer.close()
     return summary

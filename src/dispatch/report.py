@@ -49,10 +49,11 @@ def dry_run_report(summary: RunSummary, *, all_written: bool) -> str:
     return "\n".join(lines)
 
 
-def send_report(summary: RunSummary, endpoint: str) -> str:
+def send_report(summary: RunSummary, endpoint: str, sender: str = "") -> str:
     """The outcome of a send: counts, failures, and what to do next."""
+    sender = f" from {sender}" if sender else ""
     lines = [
-        f"{'Test send' if summary.test_send else 'Send'} «{summary.subject}» via {endpoint}",
+        f"{'Test send' if summary.test_send else 'Send'} «{summary.subject}»{sender} via {endpoint}",
         f"  Campaign:      {summary.campaign}",
         f"  Sent now:      {summary.sent_now}"
         + (f"  (campaign total {summary.sent})" if summary.sent != summary.sent_now else ""),

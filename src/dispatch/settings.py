@@ -17,6 +17,7 @@ from pathlib import Path
 from email_validator import EmailNotValidError, validate_email
 
 from dispatch.errors import ConfigError
+from dispatch.message import MAX_DISPLAY_NAME
 
 PREFIX = "DISPATCH_"
 SECURITY_MODES = ("starttls", "ssl", "none")
@@ -64,6 +65,11 @@ def parse_mailbox(text: str, setting: str) -> Address:
     if len(mailboxes) != 1 or header.defects:
         raise ConfigError(f"{setting}: {text!r} must be exactly one address, like News <news@example.org>")
     box: Address = mailboxes[0]
+    if len(box.display_name) > MAX_DISPLAY_NAME:
+        raise ConfigError(
+            f"{setting}: the name is {len(box.display_name):,} characters long; inboxes show a few dozen: "
+            f"use at most {MAX_DISPLAY_NAME}"
+        )
     try:
         valid = validate_email(box.addr_spec, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as err:

@@ -12,6 +12,7 @@ import codecs
 import csv
 import functools
 import hashlib
+import io
 import itertools
 import re
 import unicodedata
@@ -24,6 +25,8 @@ from typing import TextIO
 from email_validator import EmailNotValidError, validate_email
 
 from dispatch.errors import InputError
+from dispatch.files import open_regular
+from dispatch.message import MAX_DISPLAY_NAME
 
 EMAIL_ALIASES = {"email", "e-mail", "emailaddress", "e-mailaddress", "mail", "emailadres"}
 NAME_ALIASES = {"name", "fullname", "firstname", "givenname", "subscribername", "displayname"}
@@ -54,6 +57,10 @@ OPT_IN_ALIASES = {"subscribed", "issubscribed", "optin", "emailoptin", "consent"
 _TRUE = {"1", "true", "yes", "y", "x", "ja", "oui", "sí", "si"}
 _FALSE = {"0", "false", "no", "n", "nein", "non"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b\ufeff]+")
+_ADDRESS_LIKE = re.compile(r"[^\s@,;]+@[^\s@,;]+\.[A-Za-z]{2,}")
+MAX_VALUE = 65_536  # one subscriber value; longer is a data error (or an unclosed quote)
+FIELD_LIMIT = 16_000_000  # what the csv module may read into one value before giving up
+csv.field_size_limit(FIELD_LIMIT)  # process-wide; the default (128 KB) would refuse the whole list
 
 
 def _alias(header: str) -> str:
@@ -145,6 +152,10 @@ def validate_address(raw: str) -> str:
         raise ValueError("the address holds a line break (an unclosed quote on this row?)")
     if _CONTROL.search(address):
         raise ValueError("the address contains control characters")
+    if "=?" in address:
+        raise ValueError(
+            "the address looks like an encoded-word (=?…?=), which mail programs decode into another one"
+        )
     local, at, domain = address.rpartition("@")
     if at and len(local) <= 64 and len(address) <= 254 and _DOT_ATOM.fullmatch(local):
         return f"{local}@{_domain(domain)}"
@@ -191,11 +202,12 @@ class SubscriberList:
 
     def _open(self) -> TextIO:
         try:
-            return self.path.open(encoding=self.encoding, newline="")
+            codecs.lookup(self.encoding)
         except LookupError as err:
             raise InputError(f"--encoding {self.encoding!r} is not a known text encoding") from err
-        except OSError as err:
-            raise InputError(f"{self.path}: cannot open the subscriber list: {err.strerror}") from err
+        return io.TextIOWrapper(
+            open_regular(self.path, "subscriber list"), encoding=self.encoding, newline=""
+        )
 
     def _decode_error(self, err: UnicodeDecodeError) -> InputError:
         line, byte = self._first_undecodable()
@@ -209,7 +221,7 @@ class SubscriberList:
         """(line, byte) of the first byte the encoding rejects: read again, in chunks, on error only."""
         decoder = codecs.getincrementaldecoder(self.encoding)()
         line = 1
-        with self.path.open("rb") as handle:
+        with open_regular(self.path, "subscriber list") as handle:
             for chunk in iter(lambda: handle.read(65536), b""):
                 try:
                     decoder.decode(chunk)
@@ -220,10 +232,6 @@ class SubscriberList:
         return line, 0
 
     def _read_header(self) -> tuple[list[str], type[csv.Dialect] | csv.Dialect, dict[str, int]]:
-        if not self.path.exists():
-            raise InputError(f"{self.path}: no such subscriber list; check the path")
-        if self.path.is_dir():
-            raise InputError(f"{self.path}: is a folder, not a CSV subscriber list")
         with self._open() as handle:
             try:
                 sample = handle.read(65536)
@@ -250,8 +258,25 @@ class SubscriberList:
                 ("optout", OPT_OUT_ALIASES),
                 ("optin", OPT_IN_ALIASES),
             ):
-                if alias in aliases and role not in roles:
+                if alias not in aliases:
+                    continue
+                if role == "email" and role in roles:
+                    raise InputError(
+                        f"{self.path}: columns {columns[roles[role]]!r} (column {roles[role] + 1}) and "
+                        f"{name!r} (column {i + 1}) both hold the email address; rename or remove one"
+                    )
+                if role in roles:
+                    self.notes.append(
+                        f"{self.path}: columns {columns[roles[role]]!r} and {name!r} both look like the "
+                        f"{role} column; dispatch uses {columns[roles[role]]!r}"
+                    )
+                else:
                     roles[role] = i
+        repeated = sorted({c for c in columns if c and columns.count(c) > 1})
+        if repeated:
+            self.notes.append(
+                f"{self.path}: the header repeats {', '.join(map(repr, repeated))}; templates see the first"
+            )
         if "email" not in roles:
             raise InputError(
                 f"{self.path}: no email column in the header ({', '.join(columns) or 'empty'}); "
@@ -316,12 +341,33 @@ class SubscriberList:
                 next(reader, None)
                 line = reader.line_num + 1
                 for row in reader:
+                    if reader.line_num > line:
+                        self._check_merged(row, line, reader.line_num)
                     yield self._row(row, line, seen)
                     line = reader.line_num + 1
             except UnicodeDecodeError as err:
                 raise self._decode_error(err) from err
             except csv.Error as err:
+                if "field limit" in str(err):
+                    raise InputError(
+                        f"{self.path}: line {line}: a value is longer than {FIELD_LIMIT // 1_000_000} MB "
+                        "(a quote opened and never closed?); fix that row"
+                    ) from err
                 raise InputError(f"{self.path}: line {line}: {err}; fix the quoting on that line") from err
+
+    def _check_merged(self, row: list[str], first: int, last: int) -> None:
+        """A quoted value may run across lines (a postal address), but not over what looks like
+        more rows: that is a quote left open, and those rows would be silently merged into one."""
+        needed = max(1, len(self.columns) - 1)
+        delimiter = self._dialect.delimiter
+        for cell in row:
+            for piece in cell.splitlines()[1:]:
+                if _ADDRESS_LIKE.search(piece) or piece.count(delimiter) >= needed:
+                    raise InputError(
+                        f"{self.path}: lines {first}–{last} read as one row: a quoted value runs across "
+                        f"lines and holds what look like more rows (a quote opened on line {first} and "
+                        "never closed?); fix the quoting, nobody was sent anything"
+                    )
 
     def _opted_out(self, row: list[str]) -> str:
         """Why the row's own status or flag columns say not to mail it, or ""."""
@@ -345,6 +391,11 @@ class SubscriberList:
     def _row(self, row: list[str], line: int, seen: dict[bytes, int]) -> Subscriber | Skipped:
         if not any(cell.strip() for cell in row):
             return Skipped(line, "empty row")
+        longest = max(map(len, row))
+        if longest > MAX_VALUE:
+            return Skipped(
+                line, f"a value is {longest:,} characters long (at most {MAX_VALUE:,}); is a quote unclosed?"
+            )
         roles = self._roles
         cell = row[roles["email"]] if roles["email"] < len(row) else ""
         opted_out = self._opted_out(row)
@@ -374,11 +425,21 @@ class SubscriberList:
         return Subscriber(email=email, name=name, line=line, fields=values)
 
     def scan(self) -> ListStats:
-        """One full pass: counts valid recipients and collects skipped rows."""
+        """One full pass: counts valid recipients and collects skipped rows (and says which
+        names are too long for a To header)."""
         stats = ListStats()
+        long_names: list[int] = []
         for item in self:
             if isinstance(item, Subscriber):
                 stats.valid += 1
+                if len(item.name) > MAX_DISPLAY_NAME:
+                    long_names.append(item.line)
             else:
                 stats.skipped.append(item)
+        if long_names:
+            shown = ", ".join(map(str, long_names[:5])) + (" …" if len(long_names) > 5 else "")
+            self.notes.append(
+                f"{self.path}: {len(long_names)} name(s) are over {MAX_DISPLAY_NAME} characters (line "
+                f"{shown}); the To header shows the first {MAX_DISPLAY_NAME}"
+            )
         return stats

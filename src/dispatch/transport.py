@@ -9,6 +9,9 @@ moment before the data is sent.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import ipaddress
 import re
 import smtplib
@@ -21,8 +24,19 @@ from dispatch.errors import AbortError
 from dispatch.settings import Settings
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
-_RATE_WORDS = re.compile(r"too many|rate|limit|quota|exceeded|throttl|slow down", re.I)
+# Free text is read only to refine a transient reply (RFC 3463 codes come first): Postfix's
+# "too much mail from", Exchange's "submission rate … exceeded", SES's "Throttling failure",
+# Gmail's "unusual rate" (email-standards.md, section E2).
+_RATE_WORDS = re.compile(r"too (?:many|much)|\brate\b|throttl|quota|exceeded|slow down|\blimit", re.I)
 _PER_CONNECTION = re.compile(r"\b(per|this|the) (connection|session)\b", re.I)
+_QUOTA_WORDS = re.compile(r"quota ?exceeded|sending (?:limit|quota)", re.I)
+_MESSAGE_WORDS = re.compile(
+    r"line too long|message (?:file )?(?:is )?too (?:big|large)|message size|size limit|exceeds (?:the )?"
+    r"(?:maximum|fixed|size)",
+    re.I,
+)
+_SENDER_POLICY = {515, 23, 25, 26, 27, 57}  # x.7.x about the sender's authentication (SPF/DKIM/DMARC, PTR)
+_EXPECTED = {"MAIL": (250,), "RCPT": (250, 251), "DATA": (354,)}
 FINAL_REPLY_TIMEOUT = 600.0  # RFC 5321 §4.5.3.2.6: 10 minutes for the reply to the final dot
 
 
@@ -39,6 +53,42 @@ class Status(StrEnum):
     UNKNOWN = "unknown"  # the server may or may not have accepted it
 
 
+class Scope(StrEnum):
+    """Whom a reply is about, which decides who pays for it (email-standards.md, E2)."""
+
+    RECIPIENT = "recipient"  # that address fails or waits; the run goes on
+    MESSAGE = "message"  # the message or the sender: every recipient would get the same answer
+    RATE = "rate"  # the rate, a quota or too many connections: stop now, retry later
+
+
+def _enhanced_parts(text: str) -> tuple[int, int] | None:
+    found = _ENHANCED.match(text)
+    return (int(found[2]), int(found[3])) if found else None
+
+
+def reply_scope(code: int, text: str) -> Scope:
+    """Classify by reply code and enhanced status code first; read words only to refine."""
+    parts = _enhanced_parts(text)
+    subject, detail = parts if parts else (None, None)
+    if _PER_CONNECTION.search(text):
+        return Scope.RECIPIENT  # "too many messages on this connection": reconnecting is the answer
+    if code < 500:
+        if (subject, detail) == (7, 28) or (code == 421 and subject == 7) or subject == 5:
+            return Scope.RATE
+        if subject in (1, 2):
+            return Scope.RECIPIENT  # that mailbox (Gmail's 450 4.2.1 "receiving mail at a rate")
+        return Scope.RATE if _RATE_WORDS.search(text) else Scope.RECIPIENT
+    if (subject, detail) == (4, 5) or (subject == 2 and detail == 0 and _QUOTA_WORDS.search(text)):
+        return Scope.RATE  # a daily sending limit: stop for the day
+    if subject == 2 and detail is not None and 251 <= detail <= 255:
+        return Scope.MESSAGE  # Exchange: sender throttled, a person must fix the mailbox
+    if (subject, detail) == (3, 4) or subject in (5, 6) or (subject == 7 and detail in _SENDER_POLICY):
+        return Scope.MESSAGE  # too big, protocol or syntax, content encoding, sender authentication
+    if subject is None and (code in (500, 501, 502, 503, 504) or _MESSAGE_WORDS.search(text)):
+        return Scope.MESSAGE
+    return Scope.RECIPIENT
+
+
 @dataclass(frozen=True)
 class Result:
     """One message's outcome with the server's last reply."""
@@ -47,6 +97,7 @@ class Result:
     code: int | None
     text: str
     data_started: bool = False  # the message data was (at least partly) sent
+    scope: Scope = Scope.RECIPIENT
 
     @property
     def enhanced(self) -> str:
@@ -57,17 +108,17 @@ class Result:
     @property
     def hard_bounce(self) -> bool:
         """A permanent "no such mailbox / bad address" reply (x.1.1, x.1.2, x.1.3)."""
-        return self.status is Status.FAILED and self.enhanced[2:] in {"1.1", "1.2", "1.3"}
+        return (
+            self.status is Status.FAILED
+            and self.scope is Scope.RECIPIENT
+            and self.enhanced[2:] in {"1.1", "1.2", "1.3"}
+        )
 
     @property
     def stops_campaign(self) -> bool:
-        """A reply that means every further message would meet the same fate (quota, rate)."""
-        sub = self.enhanced[2:]
-        if self.code is None or _PER_CONNECTION.search(self.text):
-            return False  # "too many messages on this connection": reconnecting is the answer
-        if sub in {"4.5", "7.28"} or (self.code == 421 and sub.startswith("7.")):
-            return True
-        return (sub.startswith("7.") or self.code == 421) and bool(_RATE_WORDS.search(self.text))
+        """A reply about the message, the sender or the rate: every further message would meet
+        the same fate, so the run stops and this recipient is not blamed (left deferred)."""
+        return self.scope is not Scope.RECIPIENT
 
     def line(self) -> str:
         """The reply as one short line."""
@@ -75,9 +126,11 @@ class Result:
 
 
 def classify(code: int, text: str, *, data_started: bool = False) -> Result:
-    """2xx sent; 4xx deferred; 5xx failed (RFC 5321 §4.2.1)."""
+    """2xx sent; 4xx deferred; 5xx failed (RFC 5321 §4.2.1), with whom the reply is about."""
+    text = " ".join(text.split())
     status = Status.SENT if 200 <= code < 300 else Status.DEFERRED if code < 500 else Status.FAILED
-    return Result(status, code, " ".join(text.split()), data_started)
+    scope = Scope.RECIPIENT if status is Status.SENT else reply_scope(code, text)
+    return Result(status, code, text, data_started, scope)
 
 
 def _decode(reply: bytes | str) -> str:
@@ -101,11 +154,15 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
 def _login_once(smtp: smtplib.SMTP, user: str, password: str) -> None:
-    """One AUTH attempt with the best advertised mechanism.
+    """One AUTH attempt with the best advertised mechanism, credentials as UTF-8 (RFC 4616).
 
     ``smtplib.SMTP.login`` would try the next mechanism after a 535, so one wrong password would
-    count as two failures towards the server's lockout.
+    count as two failures towards the server's lockout; it also fails on a non-ASCII password.
     """
     if not smtp.has_extn("auth"):
         raise smtplib.SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
@@ -113,9 +170,18 @@ def _login_once(smtp: smtplib.SMTP, user: str, password: str) -> None:
     mechanism = next((m for m in ("PLAIN", "LOGIN", "CRAM-MD5") if m in offered), None)
     if mechanism is None:
         raise smtplib.SMTPException(f"no supported AUTH mechanism (server offers {' '.join(offered)})")
-    smtp.user, smtp.password = user, password
-    method = getattr(smtp, "auth_" + mechanism.lower().replace("-", "_"))
-    code, reply = smtp.auth(mechanism, method, initial_response_ok=True)
+    name, secret = user.encode(), password.encode()
+    if mechanism == "PLAIN":
+        code, reply = smtp.docmd("AUTH", "PLAIN " + _b64(b"\0" + name + b"\0" + secret))
+    elif mechanism == "LOGIN":
+        code, reply = smtp.docmd("AUTH", "LOGIN " + _b64(name))
+        if code == 334:
+            code, reply = smtp.docmd(_b64(secret))
+    else:
+        code, reply = smtp.docmd("AUTH", "CRAM-MD5")
+        if code == 334:
+            digest = hmac.new(secret, base64.b64decode(reply), hashlib.md5).hexdigest()
+            code, reply = smtp.docmd(_b64(name + b" " + digest.encode()))
     if code not in (235, 503):
         raise smtplib.SMTPAuthenticationError(code, reply)
 
@@ -130,6 +196,14 @@ def dot_stuff(data: bytes) -> bytes:
     return data + b".\r\n"
 
 
+@dataclass(frozen=True)
+class RelayInfo:
+    """What the relay advertised in its EHLO reply (after STARTTLS)."""
+
+    size_limit: int = 0  # RFC 1870 SIZE: the largest message it takes (0: not stated)
+    pipelining: bool = False  # RFC 2920: MAIL, RCPT and DATA may go in one round trip
+
+
 class SmtpTransport:
     """One SMTP connection, opened lazily, re-opened after a drop or every N messages."""
 
@@ -137,6 +211,7 @@ class SmtpTransport:
         self.settings = settings
         self._smtp: smtplib.SMTP | None = None
         self._count = 0
+        self.info = RelayInfo()
 
     def _fail(self, what: str, hint: str = "") -> AbortError:
         s = self.settings
@@ -157,57 +232,77 @@ class SmtpTransport:
                 "DISPATCH_SMTP_SECURITY=none would send the password in clear text; "
                 "use starttls or ssl, or a relay on this machine"
             )
+        name = s.ehlo_name or None
         try:
             if s.smtp_security == "ssl":
                 smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                    s.smtp_host, s.smtp_port, timeout=s.smtp_timeout, context=tls_context(s)
+                    s.smtp_host,
+                    s.smtp_port,
+                    local_hostname=name,
+                    timeout=s.smtp_timeout,
+                    context=tls_context(s),
                 )
             else:
-                smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout)
+                smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, local_hostname=name, timeout=s.smtp_timeout)
         except ssl.SSLCertVerificationError as err:
             raise self._untrusted(err) from err
         except smtplib.SMTPConnectError as err:
             detail = f"{err.smtp_code} {_decode(err.smtp_error)}"
             raise Unreachable(f"SMTP server {s.endpoint}: refused the connection ({detail})") from err
-        except (OSError, smtplib.SMTPException) as err:
+        except (OSError, smtplib.SMTPException, UnicodeError) as err:
             raise Unreachable(
                 f"SMTP server {s.endpoint}: cannot connect ({err}); "
                 "check DISPATCH_SMTP_HOST and DISPATCH_SMTP_PORT"
             ) from err
         try:
-            smtp.ehlo()
-            if s.smtp_security == "starttls":
-                try:
-                    smtp.starttls(context=tls_context(s))
-                except smtplib.SMTPNotSupportedError as err:
-                    raise self._fail(
-                        "does not offer STARTTLS, and dispatch never falls back to plain text",
-                        "use DISPATCH_SMTP_SECURITY=ssl, or none for a relay on this machine",
-                    ) from err
-                smtp.ehlo()
-            if s.smtp_user:
-                try:
-                    _login_once(smtp, s.smtp_user, s.smtp_password)
-                except smtplib.SMTPAuthenticationError as err:
-                    raise self._fail(
-                        f"refused the login for user {s.smtp_user!r} "
-                        f"({err.smtp_code} {_decode(err.smtp_error)})",
-                        "check DISPATCH_SMTP_USER and DISPATCH_SMTP_PASSWORD",
-                    ) from err
-                except smtplib.SMTPNotSupportedError as err:
-                    raise self._fail("does not offer AUTH", "unset DISPATCH_SMTP_USER") from err
+            self._start(smtp)
         except ssl.SSLCertVerificationError as err:
             smtp.close()
             raise self._untrusted(err) from err
         except AbortError:
             smtp.close()
             raise
-        except (OSError, smtplib.SMTPException) as err:
+        except (OSError, smtplib.SMTPException, UnicodeError) as err:
             smtp.close()
             raise Unreachable(f"SMTP server {s.endpoint}: the session failed while starting ({err})") from err
         self._smtp = smtp
         self._count = 0
         return smtp
+
+    def _start(self, smtp: smtplib.SMTP) -> None:
+        """EHLO, STARTTLS (never falling back to plain text), EHLO again, AUTH; then note what
+        the relay advertises."""
+        s = self.settings
+        code, reply = smtp.ehlo()
+        if code != 250:
+            code, reply = smtp.helo()
+            if code != 250:
+                raise self._fail(
+                    f"refused EHLO and HELO ({code} {_decode(reply)})", "check DISPATCH_EHLO_NAME"
+                )
+        if s.smtp_security == "starttls":
+            try:
+                smtp.starttls(context=tls_context(s))
+            except smtplib.SMTPNotSupportedError as err:
+                raise self._fail(
+                    "does not offer STARTTLS, and dispatch never falls back to plain text",
+                    "use DISPATCH_SMTP_SECURITY=ssl, or none for a relay on this machine",
+                ) from err
+            smtp.ehlo()
+        if s.smtp_user:
+            try:
+                _login_once(smtp, s.smtp_user, s.smtp_password)
+            except smtplib.SMTPAuthenticationError as err:
+                raise self._fail(
+                    f"refused the login for user {s.smtp_user!r} ({err.smtp_code} {_decode(err.smtp_error)})",
+                    "check DISPATCH_SMTP_USER and DISPATCH_SMTP_PASSWORD",
+                ) from err
+            except smtplib.SMTPNotSupportedError as err:
+                raise self._fail("does not offer AUTH", "unset DISPATCH_SMTP_USER") from err
+        size = smtp.esmtp_features.get("size", "").strip()
+        self.info = RelayInfo(
+            size_limit=int(size) if size.isdigit() else 0, pipelining=smtp.has_extn("pipelining")
+        )
 
     def close(self) -> None:
         """QUIT politely; never raises."""
@@ -233,32 +328,48 @@ class SmtpTransport:
         except (OSError, smtplib.SMTPException):
             self._drop()
 
+    def _envelope(
+        self, smtp: smtplib.SMTP, sender: str, recipient: str, size: int
+    ) -> list[tuple[int, bytes]]:
+        """MAIL, RCPT and DATA with their replies: in one round trip when the relay pipelines,
+        else one at a time, stopping at the first refusal."""
+        mail = f"MAIL FROM:<{sender}>" + (f" SIZE={size}" if smtp.has_extn("size") else "")
+        if not self.info.pipelining:
+            replies = [smtp.docmd(mail)]
+            if replies[-1][0] == 250:
+                replies.append(smtp.docmd(f"RCPT TO:<{recipient}>"))
+                if replies[-1][0] in (250, 251):
+                    replies.append(smtp.docmd("DATA"))
+            return replies
+        smtp.send(f"{mail}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n")
+        replies = [smtp.getreply() for _ in range(3)]
+        if replies[2][0] == 354 and (replies[0][0] != 250 or replies[1][0] not in (250, 251)):
+            smtp.send(".\r\n")  # the relay opened DATA despite a refusal: send an empty message
+            smtp.getreply()
+        return replies
+
     def send(self, sender: str, recipient: str, data: bytes, before_data: Callable[[], None]) -> Result:
         """One transaction for one recipient. ``before_data`` runs just before the payload."""
         limit = self.settings.max_per_connection
         if self._smtp is not None and limit and self._count >= limit:
             self.close()
         smtp = self._smtp or self.open()
+        relay_limit = self.info.size_limit
+        if relay_limit and len(data) > relay_limit:
+            return Result(
+                Status.FAILED, None,
+                f"this message is {len(data):,} bytes; the relay takes at most {relay_limit:,} (SIZE)",
+            )  # fmt: skip
         self._count += 1
         try:
-            code, reply = smtp.mail(sender)
-            if code != 250:
-                self._reset(smtp, code)
-                result = classify(code, _decode(reply))
-                if result.status is Status.FAILED:
-                    raise self._fail(f"refused the sender {sender} ({result.line()})", "check DISPATCH_FROM")
-                return result
-            code, reply = smtp.rcpt(recipient)
-            if code not in (250, 251):
-                self._reset(smtp, code)
-                return classify(code, _decode(reply))
-            code, reply = smtp.docmd("DATA")
-            if code != 354:
-                self._reset(smtp, code)
-                return classify(code, _decode(reply))
+            replies = self._envelope(smtp, sender, recipient, len(data))
         except (OSError, smtplib.SMTPException) as err:
             self._drop()
             return Result(Status.DEFERRED, None, f"connection lost before the message was sent ({err})")
+        for stage, (code, reply) in zip(("MAIL", "RCPT", "DATA"), replies, strict=False):
+            if code not in _EXPECTED[stage]:
+                self._reset(smtp, code)
+                return self._refused(stage, sender, code, _decode(reply))
         before_data()
         try:
             smtp.send(dot_stuff(data))
@@ -284,11 +395,23 @@ class SmtpTransport:
             self._drop()
         return classify(code, _decode(reply), data_started=True)
 
+    def _refused(self, stage: str, sender: str, code: int, text: str) -> Result:
+        """A refusal before any data left. At MAIL it is about the sender or the message, never a
+        recipient: a 5xx there stops the campaign with nobody marked failed."""
+        result = classify(code, text)
+        if stage == "MAIL" and code >= 500:
+            if result.scope is Scope.MESSAGE and result.enhanced[2:] == "3.4":
+                raise self._fail(f"refused the message size ({result.line()})", "lower the message size")
+            raise self._fail(f"refused the sender {sender} ({result.line()})", "check DISPATCH_FROM")
+        return result
 
-def probe(settings: Settings) -> None:
-    """Open and close one session: finds a wrong password or a dead server before sending."""
+
+def probe(settings: Settings) -> RelayInfo:
+    """Open and close one session: finds a wrong password or a dead server before sending, and
+    reads what the relay advertises (its SIZE limit)."""
     transport = SmtpTransport(settings)
     try:
         transport.open()
+        return transport.info
     finally:
         transport.close()

@@ -351,10 +351,22 @@ class Journal:
         return None if row is None else str(row[0])
 
     def campaigns_from(self, article: str) -> list[CampaignInfo]:
-        """Campaigns started from the article file at this (resolved) path."""
+        """Campaigns started from the article file at this (resolved) path that reached someone
+        (a run that stopped before sending anything is not an earlier issue)."""
         ids = {r[0] for r in self._db.all("SELECT id FROM campaigns WHERE article = ?", (article,))}
-        return [c for c in self.campaigns() if c.id in ids]
+        return [c for c in self.campaigns() if c.id in ids and c.counts[SENT] + c.counts[UNKNOWN]]
 
     def campaign(self, campaign: str) -> CampaignInfo | None:
         """One campaign, or None."""
         return next((c for c in self.campaigns() if c.id == campaign), None)
+
+    def prune_empty(self) -> list[str]:
+        """Forget campaigns that never recorded a recipient (a run that stopped before its first
+        message); returns their IDs."""
+        with self._db.transaction() as db:
+            rows = db.execute(
+                "SELECT id FROM campaigns WHERE NOT EXISTS "
+                "(SELECT 1 FROM recipients WHERE recipients.campaign = campaigns.id)"
+            ).fetchall()
+            db.executemany("DELETE FROM campaigns WHERE id = ?", rows)
+        return [str(r[0]) for r in rows]
