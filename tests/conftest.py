@@ -24,6 +24,7 @@ BASE_ENV = {
     "DISPATCH_REPLY_TO": "editors@example.org",
     "DISPATCH_UNSUBSCRIBE_URL": "https://example.org/unsubscribe?email={email}",
     "DISPATCH_UNSUBSCRIBE_MAILTO": "unsubscribe@example.org",
+    "DISPATCH_UNSUBSCRIBE_SECRET": "test-secret-0123456789-abcdefghijklmnop",
     "DISPATCH_ORGANIZATION": "Example Foundation",
     "DISPATCH_POSTAL_ADDRESS": "1 Example Street, Springfield",
     "DISPATCH_RETRY_DELAY": "0.01",

@@ -26,10 +26,13 @@ import pytest
 from dispatch.campaign import Issue, plan_issue
 from dispatch.settings import Settings
 from dispatch.subscribers import Subscriber
+from dispatch.tokens import read_token
+from tests.conftest import BASE_ENV
 
 WriteFile = Callable[..., Path]
 
 UNSUBSCRIBE_URL = "https://example.org/unsubscribe?email={email}"
+LIST_ID = "example-foundation.example.org"  # the default: the organisation on the From domain
 POSTAL_ADDRESS = "1 Example Street, Springfield"
 EXPECTED_HEADERS = {
     "From",
@@ -38,6 +41,7 @@ EXPECTED_HEADERS = {
     "To",
     "Date",
     "Message-ID",
+    "List-Id",
     "List-Unsubscribe",
     "List-Unsubscribe-Post",
     "MIME-Version",
@@ -179,11 +183,20 @@ def write_people(write_file: WriteFile, people: list[tuple[str, str, str]]) -> P
     return write_file("people.csv", ("email,name,city\r\n" + rows).encode("utf-8"))
 
 
+def assert_link_for(url: str, email: str) -> None:
+    """The recipient's unsubscribe link: the configured URL, plus a token that reads back (with
+    the secret) as this address on this newsletter's list."""
+    prefix = UNSUBSCRIBE_URL.replace("{email}", quote(email, safe="@"))
+    assert url.startswith(prefix + "&t="), url
+    token = url.removeprefix(prefix + "&t=")
+    assert read_token(BASE_ENV["DISPATCH_UNSUBSCRIBE_SECRET"], token) == (LIST_ID, email.lower())
+
+
 def build_all(issue: Issue) -> list[Built]:
     out = []
     for sub in issue.subscribers:
         assert isinstance(sub, Subscriber), sub
-        raw, _, mid = issue.message(sub)
+        raw, mid = issue.message(sub)
         out.append(Built(sub, raw, mid))
     return out
 
@@ -303,7 +316,7 @@ def test_message_id_is_on_the_sender_domain_and_unique(built: list[Built], issue
     assert all(MESSAGE_ID.match(mid) for mid in ids), ids
     assert ids == [b.mid for b in built]
     assert len(set(ids)) == len(ids)
-    again = [issue.message(b.sub)[2] for b in built]
+    again = [issue.message(b.sub)[1] for b in built]
     assert again == ids
 
 
@@ -329,7 +342,7 @@ def test_list_unsubscribe_is_raw_https_and_mailto_with_one_click(built: list[Bui
         assert b"=?" not in value
         match = re.fullmatch(rb"<(https://[^>\s]+)>,\s*<(mailto:[^>\s]+)>", value)
         assert match, value
-        assert match[1].decode() == UNSUBSCRIBE_URL.replace("{email}", quote(b.sub.email, safe="@"))
+        assert_link_for(match[1].decode(), b.sub.email)
         assert match[2].startswith(b"mailto:unsubscribe@example.org")
         assert raw_header(b, "List-Unsubscribe-Post") == b"List-Unsubscribe=One-Click"
         assert b.raw.count(b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n") == 1
@@ -544,7 +557,10 @@ def test_html_has_inlined_css_and_keeps_media_rules(built: list[Built]) -> None:
 
 def test_unsubscribe_url_and_postal_address_in_both_parts(built: list[Built]) -> None:
     for b in built:
-        url = UNSUBSCRIBE_URL.replace("{email}", quote(b.sub.email, safe="@"))
+        url = re.search(r"https://example\.org/unsubscribe\S+", b.text)
+        assert url, b.text
+        url = url[0]
+        assert_link_for(url, b.sub.email)
         assert url in b.text
         assert POSTAL_ADDRESS in b.text
         assert f'href="{html_lib.escape(url)}"' in b.html

@@ -21,12 +21,15 @@ from typing import Any
 from dispatch.article import MARKDOWN_SUFFIXES, Article, load_article
 from dispatch.context import column_key
 from dispatch.errors import ConfigError, ExitCode, InputError, TemplateError
-from dispatch.message import MessageFactory, header_text
+from dispatch.message import EncodedBody, MessageFactory, header_text
 from dispatch.render import RenderedIssue, render_issue
 from dispatch.settings import Settings
 from dispatch.state import journal as j
 from dispatch.subscribers import ListStats, Skipped, Subscriber, SubscriberList, validate_address
 
+# Without DISPATCH_UNSUBSCRIBE_SECRET a dry run or a preview still shows a link of the right
+# shape, sealed with this well-known key; a real send refuses to start (``require_sendable``).
+SAMPLE_SECRET = "dispatch-sample-secret: previews only, never used to send"
 # The longest address RFC 5321 allows (64 + 1 + 189 = 254 octets): a trial message built for it
 # proves that no recipient's headers can outgrow the line limit.
 LONGEST_ADDRESS = "a" * 64 + "@" + ".".join(["b" * 63, "c" * 63, "d" * 57, "org"])
@@ -85,12 +88,18 @@ class Issue:
         return self.rendered.subject
 
     def require_unsubscribe_link(self) -> None:
-        """Bulk mail must show a working unsubscribe link in both parts (BULK-08, CAN-SPAM)."""
+        """Bulk mail must show a working unsubscribe link in both parts (BULK-08, CAN-SPAM), and
+        its token must be sealed with the sender's own secret."""
         missing = self.rendered.parts_without_unsubscribe
         if missing:
             raise TemplateError(
                 f"refusing to send: the {' and '.join(missing)} template shows no unsubscribe link; "
                 "add {{ unsubscribe_url }} to it (a dry run still works)"
+            )
+        if not self.settings.unsubscribe_secret:
+            raise ConfigError(
+                "refusing to send: DISPATCH_UNSUBSCRIBE_SECRET is not set, so unsubscribe links cannot be "
+                "sealed; set a long random value in .env (openssl rand -base64 36)"
             )
 
     @cached_property
@@ -98,8 +107,8 @@ class Issue:
         """CSV column → template key, worked out once per issue, not per recipient."""
         return {c: column_key(c) for c in self.subscribers.columns}
 
-    def bodies(self, sub: Subscriber) -> tuple[str, str]:
-        """This recipient's (HTML, text) bodies."""
+    def values(self, sub: Subscriber) -> dict[str, str]:
+        """Every per-recipient value the templates can use, by field name."""
         keys = self._column_keys
         values = {keys.get(k) or column_key(k): v for k, v in sub.fields.items()}
         values |= {
@@ -107,15 +116,19 @@ class Issue:
             "name": sub.name,
             "unsubscribe_url": self.factory.unsubscribe_target(sub.email),
         }
-        return self.rendered.personalise(values)
+        return values
 
-    def message(self, sub: Subscriber, *, message_id: str = "") -> tuple[bytes, str, str]:
-        """(wire bytes, HTML body, Message-ID) of this recipient's copy."""
-        html, text = self.bodies(sub)
+    def bodies(self, sub: Subscriber) -> tuple[str, str]:
+        """This recipient's (HTML, text) bodies, decoded (previews, checks)."""
+        values = self.values(sub)
+        return self.factory.html.text(values), self.factory.text.text(values)
+
+    def message(self, sub: Subscriber, *, message_id: str = "") -> tuple[bytes, str]:
+        """(wire bytes, Message-ID) of this recipient's copy."""
         salt = str(time.time_ns()) if self.test_send else ""
         mid = message_id or self.factory.message_id(sub.key, salt=salt)
-        data = self.factory.build(email=sub.email, name=sub.name, text=text, html=html, message_id=mid)
-        return data, html, mid
+        data = self.factory.build(email=sub.email, name=sub.name, values=self.values(sub), message_id=mid)
+        return data, mid
 
 
 def plan_issue(
@@ -152,10 +165,14 @@ def plan_issue(
         sender=sender,
         subject=title,
         campaign=name,
+        text=EncodedBody(rendered.text_parts, subtype="plain", escape=False),
+        html=EncodedBody(rendered.html_parts, subtype="html", escape=True),
+        list_id=settings.list_id,
+        list_name=settings.organization,
         reply_to=settings.reply_to,
         unsubscribe_url=settings.unsubscribe_url,
         unsubscribe_mailto=settings.unsubscribe_mailto,
-        unsubscribe_secret=settings.unsubscribe_secret,
+        unsubscribe_secret=settings.unsubscribe_secret or SAMPLE_SECRET,
         fingerprint=article.fingerprint,
     )
     issue = Issue(article, subscribers, ListStats(), rendered, factory, name, settings, test_send)

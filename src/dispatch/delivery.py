@@ -160,7 +160,7 @@ class _Run:
         recorded = False
         tries = _Tries()
         try:
-            data, _, mid = issue.message(sub)
+            data, mid = issue.message(sub)
         except (ValueError, UnicodeError, ConfigError) as err:  # as in a dry run: skipped, with its line
             with self.lock:
                 self.unbuildable.append(Skipped(sub.line, f"the message could not be built: {err}"))

@@ -1,11 +1,17 @@
-"""MIME messages: one ``multipart/alternative`` message per recipient, as wire bytes.
+"""MIME messages: one message per recipient, as wire bytes, built from parts made once.
 
-Everything that is the same for every recipient (From, Subject, Reply-To, the boundary) is
-folded once per issue with the stdlib's ``email.policy.SMTP``; the per-recipient step only
-folds ``To``, fills in Date, Message-ID and List-Unsubscribe, and encodes the two bodies with
-C-speed codecs (quoted-printable, or base64 for mostly non-Latin text). The result follows
-RFC 5322/2045/2046: CRLF line ends, no line over 78 octets in headers or 76 in bodies,
-non-ASCII headers as RFC 2047 encoded-words, text/plain first and text/html last.
+Everything that is the same for every recipient is prepared once per issue: the constant
+headers (folded by the stdlib's ``email.policy.SMTP``), the MIME skeleton, inline images and
+attachments (base64), and the two text parts, quoted-printable encoded chunk by chunk. Per
+recipient, only the values that differ are encoded and spliced in between the chunks (a
+quoted-printable soft line break ends each chunk, so the pieces join into valid lines that
+decode to exactly the personalised text), and To, Date, Message-ID and List-Unsubscribe are
+written. Mostly non-Latin text is sent as base64 instead, encoded whole per recipient.
+
+The result follows RFC 5322/2045/2046: CRLF line ends, no header line over 78 octets and no
+body line over 76, non-ASCII headers as RFC 2047 encoded-words, ``multipart/alternative``
+with text/plain first and text/html last (inside ``multipart/related`` with inline images,
+inside ``multipart/mixed`` with attachments).
 """
 
 from __future__ import annotations
@@ -13,16 +19,18 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
 import re
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
 from email.headerregistry import Address
 from email.utils import format_datetime
-from urllib.parse import quote
 
 from dispatch.errors import ConfigError
+from dispatch.fields import Field, output
+from dispatch.tokens import make_token, unsubscribe_link
 
 _ID_SAFE = re.compile(r"[^A-Za-z0-9.-]+")
 _FOLD = policy.SMTP
@@ -99,57 +107,146 @@ def fold_mailbox(name: str, display_name: str, addr_spec: str) -> bytes:
     return f"{name}: {FOLD_SEPARATOR.join([*words[:-1], last])}\r\n".encode("ascii")
 
 
-def encode_body(text: str) -> tuple[bytes, bytes]:
-    """(Content-Transfer-Encoding, encoded CRLF body) for a UTF-8 text part."""
-    data = text.replace("\r\n", "\n").replace("\n", "\r\n").encode()
-    non_ascii = sum(1 for b in data if b > 0x7F) if len(data) < 4096 else _non_ascii(data)
-    if non_ascii * 3 > len(data):
-        return b"base64", base64.encodebytes(data).replace(b"\n", b"\r\n")
+# --- bodies: encoded once, personalised by splicing --------------------------------------
+
+QP_LINE = 76  # RFC 2045: encoded lines of at most 76 characters
+
+
+def _crlf(text: str) -> bytes:
+    return text.replace("\r\n", "\n").replace("\n", "\r\n").encode()
+
+
+def _qp(text: str) -> bytes:
+    """``text`` quoted-printable, ending where a next piece can start on a new line: after a
+    real line break, or after a soft one (``=`` CRLF, which decodes to nothing)."""
+    if not text:
+        return b""
+    data = _crlf(text)
     encoded = binascii.b2a_qp(data, istext=True)
-    return b"quoted-printable", encoded if encoded.endswith(b"\r\n") else encoded + b"\r\n"
+    if b"\r\n" not in data:  # without a line break to copy, b2a_qp ends its soft breaks with LF alone
+        encoded = encoded.replace(b"\n", b"\r\n")
+    if encoded.endswith(b"\r\n"):
+        return encoded
+    last = encoded.rfind(b"\n") + 1
+    if len(encoded) - last >= QP_LINE:  # no room for the "=": break the line a little earlier
+        cut = len(encoded) - 3
+        cut = next(i for i in (cut, cut - 1, cut - 2) if b"=" not in encoded[i - 2 : i])
+        encoded = encoded[:cut] + b"=\r\n" + encoded[cut:]
+    return encoded + b"=\r\n"
 
 
-def _non_ascii(data: bytes) -> int:
-    return len(data) - len(data.decode("utf-8").encode("ascii", "ignore"))
+def _base64(data: bytes) -> bytes:
+    return base64.encodebytes(data).replace(b"\n", b"\r\n")
 
 
-def unsubscribe_token(secret: str, email: str) -> str:
-    """A short, hard-to-forge token for one address (HMAC-SHA256, 128 bits, URL-safe).
-
-    The unsubscribe endpoint recomputes it from the same DISPATCH_UNSUBSCRIBE_SECRET.
-    """
-    digest = hmac.new(secret.encode(), email.lower().encode(), hashlib.sha256).digest()[:16]
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+def _mostly_non_latin(text: str) -> bool:
+    """Quoted-printable would triple most bytes: base64 is shorter (and safer)."""
+    data = text.encode()
+    return (len(data) - len(text.encode("ascii", "ignore"))) * 3 > len(data)
 
 
-def unsubscribe_link(template: str, email: str, secret: str = "") -> str:
-    """An unsubscribe URL or mailto with ``{email}`` (percent-encoded) and ``{token}`` filled in."""
-    link = template.replace("{email}", quote(email, safe="@"))
-    return link.replace("{token}", unsubscribe_token(secret, email)) if "{token}" in link else link
+class EncodedBody:
+    """One text part (``plain`` or ``html``), encoded once; :meth:`encode` gives a recipient's."""
+
+    def __init__(self, parts: Sequence[str | Field], *, subtype: str, escape: bool) -> None:
+        self.parts = tuple(parts)
+        self.escape = escape
+        literal = "".join(p for p in self.parts if isinstance(p, str))
+        self.base64 = _mostly_non_latin(literal)
+        self.head = (
+            f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+            f"Content-Transfer-Encoding: {'base64' if self.base64 else 'quoted-printable'}\r\n\r\n"
+        ).encode()
+        self._pieces: tuple[bytes | Field, ...] = tuple(
+            p if isinstance(p, Field) else _qp(p) for p in self.parts
+        )
+
+    def text(self, values: Mapping[str, str]) -> str:
+        """The recipient's text, decoded (for previews and checks)."""
+        return "".join(
+            p if isinstance(p, str) else output(p.evaluate(values), escape=self.escape) for p in self.parts
+        )
+
+    def encode(self, values: Mapping[str, str]) -> list[bytes]:
+        """The recipient's encoded body, as pieces to join (ends with a line break)."""
+        if self.base64:
+            return [_base64(_crlf(self.text(values)))]
+        escape = self.escape
+        return [
+            p if isinstance(p, bytes) else _qp(output(p.evaluate(values), escape=escape))
+            for p in self._pieces
+        ]
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A MIME part the same for every recipient (an inline image or an attachment), encoded."""
+
+    headers: str  # Content-Type, Content-Disposition, Content-ID…: CRLF-separated, no blank line
+    data: bytes
+
+    def encode(self) -> bytes:
+        """The part's header and base64 body."""
+        return (self.headers.rstrip("\r\n") + "\r\n" + "Content-Transfer-Encoding: base64\r\n\r\n").encode(
+            "ascii"
+        ) + _base64(self.data)
+
+
+# --- the message ----------------------------------------------------------------------------
+
+_DATE_CACHE: dict[int, bytes] = {}
+
+
+def _date_header(date: datetime | None) -> bytes:
+    """``Date:`` now (formatted once a second) or at ``date``."""
+    if date is not None:
+        return b"Date: " + format_datetime(date).encode() + b"\r\n"
+    second = int(time.time())
+    cached = _DATE_CACHE.get(second)
+    if cached is None:
+        _DATE_CACHE.clear()
+        cached = _DATE_CACHE[second] = (
+            b"Date: " + format_datetime(datetime.now().astimezone()).encode() + b"\r\n"
+        )
+    return cached
+
+
+def _boundary_line(boundary: str, *, last: bool = False) -> bytes:
+    return f"--{boundary}{'--' if last else ''}\r\n".encode("ascii")
 
 
 @dataclass(frozen=True)
 class MessageFactory:
-    """Builds each recipient's message bytes; constant headers are prepared once."""
+    """Builds each recipient's message bytes; everything constant is prepared once."""
 
     sender: Address
     subject: str
     campaign: str
+    text: EncodedBody
+    html: EncodedBody
+    list_id: str = ""
+    list_name: str = ""
     reply_to: Address | None = None
     unsubscribe_url: str = ""
     unsubscribe_mailto: str = ""
     unsubscribe_secret: str = field(default="", repr=False)
-    fingerprint: str = ""  # of the article: with the campaign, it fixes the MIME boundary
+    fingerprint: str = ""  # of the article: with the campaign, it fixes the MIME boundaries
+    related: tuple[Attachment, ...] = ()  # inline images, referenced from the HTML as cid:
+    attachments: tuple[Attachment, ...] = ()
+    sign: Callable[[bytes], bytes] | None = field(default=None, repr=False)  # DKIM: the signed bytes
     _head: bytes = field(init=False, repr=False)
+    _list_id: bytes = field(init=False, repr=False)
+    _structure: bytes = field(init=False, repr=False)  # MIME headers up to the text part's body
+    _middle: bytes = field(init=False, repr=False)  # between the text and the HTML part
+    _tail: bytes = field(init=False, repr=False)  # after the HTML part
 
-    @property
-    def boundary(self) -> str:
+    def boundary(self, kind: str = "") -> str:
         """Fixed per campaign and content, so a dry run and a send produce the same bytes.
 
         ``=_`` can never occur in quoted-printable or base64 output, so no body can contain it.
         """
         digest = hashlib.blake2b(f"{self.campaign}\0{self.fingerprint}".encode(), digest_size=8)
-        return "=_dispatch_" + digest.hexdigest()
+        return f"=_dispatch_{digest.hexdigest()}{kind}"
 
     def __post_init__(self) -> None:
         if not (self.unsubscribe_url or self.unsubscribe_mailto):
@@ -158,7 +255,43 @@ class MessageFactory:
         if self.reply_to is not None:
             head += fold_mailbox("Reply-To", self.reply_to.display_name, self.reply_to.addr_spec)
         head += fold("Subject", self.subject)
+        alternative, related, mixed = self.boundary("_a"), self.boundary("_r"), self.boundary("_m")
+        top = alternative
+        opening = b""
+        closing = _boundary_line(alternative, last=True)
+        if self.related:
+            closing += b"".join(_boundary_line(related) + part.encode() for part in self.related)
+            closing += _boundary_line(related, last=True)
+            opening = _boundary_line(related) + _multipart("alternative", alternative) + b"\r\n" + opening
+            top = related
+        if self.attachments:
+            closing += b"".join(_boundary_line(mixed) + part.encode() for part in self.attachments)
+            closing += _boundary_line(mixed, last=True)
+            kind = "related" if self.related else "alternative"
+            opening = _boundary_line(mixed) + _multipart(kind, top) + b"\r\n" + opening
+            top = mixed
+        kind = "mixed" if self.attachments else "related" if self.related else "alternative"
+        structure = b"MIME-Version: 1.0\r\n" + _multipart(kind, top) + b"\r\n"
         object.__setattr__(self, "_head", head)
+        object.__setattr__(
+            self, "_structure", structure + opening + _boundary_line(alternative) + self.text.head
+        )
+        object.__setattr__(self, "_middle", _boundary_line(alternative) + self.html.head)
+        object.__setattr__(self, "_tail", closing)
+        object.__setattr__(self, "_list_id", self._list_id_header())
+
+    def _list_id_header(self) -> bytes:
+        if not self.list_id:
+            return b""
+        phrase = header_text(self.list_name)[:MAX_DISPLAY_NAME]
+        if phrase and _plain(phrase):
+            folded: str = _FOLD.fold("List-Id", f"{_quoted_phrase(phrase)} <{self.list_id}>")
+            if _fits(folded):
+                return folded.encode("ascii")
+        if phrase:
+            words = FOLD_SEPARATOR.join(_encoded_words(phrase))
+            return f"List-Id: {words}{FOLD_SEPARATOR}<{self.list_id}>\r\n".encode("ascii")
+        return f"List-Id: <{self.list_id}>\r\n".encode("ascii")
 
     @property
     def domain(self) -> str:
@@ -171,32 +304,36 @@ class MessageFactory:
         left = _ID_SAFE.sub("-", self.campaign)[:24].strip(".-") or "issue"  # the header fits 78
         return f"<{left}.{digest.hexdigest()}@{self.domain}>"
 
+    def _token(self, email: str) -> str:
+        return make_token(self.unsubscribe_secret, self.list_id, email)
+
     def unsubscribe_target(self, email: str) -> str:
         """The link shown in the body: the https URL when set, else the mailto."""
         if self.unsubscribe_url:
-            return unsubscribe_link(self.unsubscribe_url, email, self.unsubscribe_secret)
+            return unsubscribe_link(self.unsubscribe_url, email, self._token(email))
         return self._mailto(email)
 
     def _mailto(self, email: str) -> str:
-        mailto = unsubscribe_link(self.unsubscribe_mailto, email, self.unsubscribe_secret)
-        mailto = mailto.removeprefix("mailto:")
+        template = self.unsubscribe_mailto.removeprefix("mailto:")
+        mailto = template.replace("{email}", email)
+        if "{token}" in mailto:
+            mailto = mailto.replace("{token}", self._token(email))
         return "mailto:" + (mailto if "?" in mailto else mailto + "?subject=unsubscribe")
 
-    def _list_unsubscribe(self, email: str) -> bytes:
+    def _list_unsubscribe(self, email: str, link: str) -> bytes:
         uris: list[tuple[str, str]] = []
         if self.unsubscribe_url:
-            link = unsubscribe_link(self.unsubscribe_url, email, self.unsubscribe_secret)
             uris.append(("DISPATCH_UNSUBSCRIBE_URL", f"<{link}>"))
         if self.unsubscribe_mailto:
             uris.append(("DISPATCH_UNSUBSCRIBE_MAILTO", f"<{self._mailto(email)}>"))
         # Written raw, never as encoded-words (RFC 2369, RFC 8058); folded between URIs only,
         # and each URI's line (the first with the field name) must stay within 998 octets.
         for i, (setting, uri) in enumerate(uris):
-            if len(uri) + (len("List-Unsubscribe: ") if i == 0 else 1) + 1 > 998:
+            if len(uri) + (len("List-Unsubscribe: ") if i == 0 else 1) + 1 > MAX_LINE:
                 raise ConfigError(f"{setting} is too long for a mail header; shorten it")
         joined = ",\r\n ".join(u for _, u in uris).encode("ascii")
         first = joined.split(b"\r\n", 1)[0]
-        gap = b"\r\n " if len(b"List-Unsubscribe: ") + len(first) > 78 else b" "  # fold, never split
+        gap = b"\r\n " if len(b"List-Unsubscribe: ") + len(first) > MAX_HEADER_LINE else b" "
         value = b"List-Unsubscribe:" + gap + joined + b"\r\n"
         if self.unsubscribe_url:
             value += b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
@@ -207,31 +344,38 @@ class MessageFactory:
         *,
         email: str,
         name: str,
-        text: str,
-        html: str,
+        values: Mapping[str, str],
         message_id: str,
         date: datetime | None = None,
     ) -> bytes:
-        """The complete message for one recipient, CRLF line ends, ready for DATA."""
-        when = format_datetime(date or datetime.now().astimezone())
-        boundary = self.boundary.encode()
-        parts = [
+        """The complete message for one recipient, CRLF line ends, ready for DATA.
+
+        ``values`` holds every field the templates use, ``unsubscribe_url`` included (see
+        :meth:`unsubscribe_target`)."""
+        link = values["unsubscribe_url"] if self.unsubscribe_url else ""
+        pieces = [
             self._head,
             fold_mailbox("To", name, email),
-            b"Date: " + when.encode() + b"\r\n",
-            b"Message-ID: " + message_id.encode() + b"\r\n",
-            self._list_unsubscribe(email),
-            b"MIME-Version: 1.0\r\n",
-            b'Content-Type: multipart/alternative; boundary="' + boundary + b'"\r\n',
-            b"\r\n",
+            _date_header(date),
+            b"Message-ID: " + message_id.encode("ascii") + b"\r\n",
+            self._list_id,
+            self._list_unsubscribe(email, link),
+            self._structure,
+            *self.text.encode(values),
+            self._middle,
+            *self.html.encode(values),
+            self._tail,
         ]
-        for subtype, body in ((b"plain", text), (b"html", html)):
-            cte, encoded = encode_body(body)
-            parts += [
-                b"--" + boundary + b"\r\n",
-                b"Content-Type: text/" + subtype + b'; charset="utf-8"\r\n',
-                b"Content-Transfer-Encoding: " + cte + b"\r\n\r\n",
-                encoded,
-            ]
-        parts.append(b"--" + boundary + b"--\r\n")
-        return b"".join(parts)
+        data = b"".join(pieces)
+        return self.sign(data) if self.sign is not None else data
+
+
+def _multipart(kind: str, boundary: str) -> bytes:
+    return f'Content-Type: multipart/{kind}; boundary="{boundary}"\r\n'.encode("ascii")
+
+
+def _quoted_phrase(phrase: str) -> str:
+    """A display phrase as RFC 5322 allows it: an atom run as is, anything else quoted."""
+    if re.fullmatch(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+", phrase):
+        return phrase
+    return '"' + phrase.replace("\\", "\\\\").replace('"', '\\"') + '"'

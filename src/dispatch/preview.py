@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dispatch.campaign import Issue, RunSummary, campaign_warnings, recipients, skip_reason, summary_for
+from dispatch.campaign import Issue, RunSummary, Skip, campaign_warnings, recipients, skip_reason, summary_for
 from dispatch.errors import ConfigError, InputError
 from dispatch.files import OutputFolder
 from dispatch.state import journal as j
@@ -103,7 +103,8 @@ def write_message(
 ) -> tuple[Path, Path, Path]:
     """One recipient's message as ``page`` (HTML) with ``.eml`` and ``.txt`` beside it; none of
     the three may replace an input or a file dispatch did not write (checked before writing)."""
-    data, html_body, _ = issue.message(sub)
+    data, _ = issue.message(sub)
+    html_body, text_body = issue.bodies(sub)
     out = OutputFolder(page.parent, inputs=inputs, what="preview --out")
     names = [page.name, page.with_suffix(".eml").name, page.with_suffix(".txt").name]
     if len(set(names)) < 3:
@@ -113,7 +114,7 @@ def write_message(
     written = (
         out.write(names[0], html_body.encode()),
         out.write(names[1], data),
-        out.write(names[2], issue.bodies(sub)[1].encode()),
+        out.write(names[2], text_body.encode()),
     )
     out.close()
     return written
@@ -139,27 +140,43 @@ def run_dry(
     summary = summary_for(issue, dry_run=True)
     summary.warnings += campaign_warnings(issue, state)
     writer = PreviewWriter(folder, issue.subject, inputs)
+    flags = {"resend_unknown": resend_unknown, "retry_failed": retry_failed}
     try:
         for sub in only if only is not None else recipients(issue):
-            _, reason = skip_reason(
-                state, issue.campaign, sub.key, resend_unknown=resend_unknown, retry_failed=retry_failed
-            )
+            _, reason = skip_reason(state, issue.campaign, sub.key, **flags)
             if reason is None and limit and summary.pending >= limit:
                 break
-            show = write_all or summary.written < preview_count
-            if reason is not None:
-                summary.count_skip(reason)
-                if not show:
-                    continue
-            try:
-                data, html_body, _ = issue.message(sub)
-            except (ValueError, UnicodeError, ConfigError) as err:
-                summary.skipped.append(Skipped(sub.line, f"the message could not be built: {err}"))
-                continue
-            summary.pending += reason is None
-            if show:
-                summary.written += 1
-                writer.add(summary.written, sub, data, html_body, str(reason) if reason else WILL_BE_SENT)
-    finally:
-        summary.preview = writer.close()
+            _preview_one(
+                issue, writer, summary, sub, reason, show=write_all or summary.written < preview_count
+            )
+    except BaseException:
+        writer.out.close()  # what was written stays recorded as dispatch's own
+        raise
+    summary.preview = writer.close()
     return summary
+
+
+def _preview_one(
+    issue: Issue,
+    writer: PreviewWriter,
+    summary: RunSummary,
+    sub: Subscriber,
+    reason: Skip | None,
+    *,
+    show: bool,
+) -> None:
+    """Count one recipient as a send would, and write its message if it is among those shown."""
+    if reason is not None:
+        summary.count_skip(reason)
+        if not show:
+            return  # a send would skip it: nothing to build
+    try:
+        data, _ = issue.message(sub)
+    except (ValueError, UnicodeError, ConfigError) as err:  # as in a send: skipped, with its line
+        summary.skipped.append(Skipped(sub.line, f"the message could not be built: {err}"))
+        return
+    summary.pending += reason is None
+    if show:
+        summary.written += 1
+        status = str(reason) if reason else WILL_BE_SENT
+        writer.add(summary.written, sub, data, issue.bodies(sub)[0], status)
