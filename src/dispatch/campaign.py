@@ -25,11 +25,11 @@ from dispatch.message import EncodedBody, MessageFactory, header_text
 from dispatch.render import RenderedIssue, render_issue
 from dispatch.settings import Settings
 from dispatch.state import journal as j
-from dispatch.subscribers import ListStats, Skipped, Subscriber, SubscriberList, validate_address
+from dispatch.subscribers import ListStats, Subscriber, SubscriberList, validate_address
 
 # Without DISPATCH_UNSUBSCRIBE_SECRET a dry run or a preview still shows a link of the right
 # shape, sealed with this well-known key; a real send refuses to start (``require_sendable``).
-SAMPLE_SECRET = "dispatch-sample-secret: previews only, never used to send"
+SAMPLE_SECRET = "dispatch-sample-secret: previews only, never used to send"  # noqa: S105 - public on purpose
 # The longest address RFC 5321 allows (64 + 1 + 189 = 254 octets): a trial message built for it
 # proves that no recipient's headers can outgrow the line limit.
 LONGEST_ADDRESS = "a" * 64 + "@" + ".".join(["b" * 63, "c" * 63, "d" * 57, "org"])
@@ -203,7 +203,7 @@ class RunSummary:
     campaign: str
     subject: str
     recipients: int
-    skipped: list[Skipped]
+    skipped: ListStats  # the rows left out, with their lines (the first 10,000 of them)
     html_size: int
     dry_run: bool = False
     test_send: bool = False
@@ -258,13 +258,14 @@ class RunSummary:
             "failed": self.failed,
             "deferred": self.deferred,
             "unknown": self.unknown,
-            "skipped": len(self.skipped),
+            "skipped": self.skipped.skipped_total,
             "pending": self.pending,
             "failures": [
                 {"email": f.email, "code": f.code, "message": f.message, "state": f.state}
                 for f in self.failures
             ],
-            "skipped_rows": [{"line": s.line, "reason": s.reason} for s in self.skipped],
+            "skipped_rows": [{"line": s.line, "reason": s.reason} for s in self.skipped.skipped],
+            "skipped_rows_complete": self.skipped.skipped_total == len(self.skipped.skipped),
             "aborted": self.aborted or None,
             "interrupted": self.interrupted,
             "content_changed": self.content_changed,
@@ -281,7 +282,7 @@ def summary_for(issue: Issue, **kw: Any) -> RunSummary:
         campaign=issue.campaign,
         subject=issue.subject,
         recipients=issue.stats.valid,
-        skipped=list(issue.stats.skipped),
+        skipped=ListStats(skipped=list(issue.stats.skipped), skipped_total=issue.stats.skipped_total),
         html_size=issue.rendered.html_size,
         test_send=issue.test_send,
         warnings=[
@@ -376,13 +377,13 @@ def skip_reason(
     """
     if journal is None:
         return None, None
-    state = journal.state(campaign, key)
+    state, bounced = journal.skip_state(campaign, key)
     if state == j.SENT:
         return state, Skip.SENT
     if state == j.FAILED and not retry_failed:
         return state, Skip.FAILED
     if state == j.UNKNOWN and not resend_unknown:
         return state, Skip.UNKNOWN
-    if journal.hard_bounced(key) is not None:
+    if bounced:
         return state, Skip.BOUNCED
     return state, None

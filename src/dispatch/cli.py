@@ -299,7 +299,7 @@ def send(
         settings = load_settings(env_file, overrides)
         check_campaign_id(campaign, "--campaign")
         state_dir = settings.state_dir or j.default_state_dir()
-        journal = None if to or dry_run else j.Journal(state_dir)
+        journal = None if to or dry_run else j.Journal(state_dir, durable=settings.journal_sync == "full")
         with ExitStack() as held:
             if journal is not None:  # a second run of this campaign stops here, before any work
                 held.enter_context(journal.lock(campaign or campaign_id(load_article(article))))

@@ -387,7 +387,8 @@ def _send(issue: Issue, journal: j.Journal | None, options: SendOptions, summary
 def _collect(run: _Run, summary: RunSummary) -> None:
     """Fill in the summary: from the journal for a campaign, from the results for a test send."""
     summary.sent_now = run.sent
-    summary.skipped += run.unbuildable
+    for item in run.unbuildable:
+        summary.skipped.skip(item)
     summary.aborted = run.abort
     summary.interrupted = run.stop.is_set() and not run.abort and not run.limit_reached
     summary.pending = run.untouched

@@ -173,7 +173,7 @@ def _preview_one(
     try:
         data, _ = issue.message(sub)
     except (ValueError, UnicodeError, ConfigError) as err:  # as in a send: skipped, with its line
-        summary.skipped.append(Skipped(sub.line, f"the message could not be built: {err}"))
+        summary.skipped.skip(Skipped(sub.line, f"the message could not be built: {err}"))
         return
     summary.pending += reason is None
     if show:

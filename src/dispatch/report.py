@@ -14,12 +14,13 @@ MAX_LISTED = 50
 
 
 def _skipped(summary: RunSummary) -> list[str]:
-    if not summary.skipped:
+    total = summary.skipped.skipped_total
+    if not total:
         return ["  Skipped rows:  none"]
-    lines = [f"  Skipped rows:  {len(summary.skipped)}"]
-    lines += [f"    line {s.line}: {s.reason}" for s in summary.skipped[:MAX_LISTED]]
-    if len(summary.skipped) > MAX_LISTED:
-        lines.append(f"    … and {len(summary.skipped) - MAX_LISTED} more (see --json)")
+    lines = [f"  Skipped rows:  {total}"]
+    lines += [f"    line {s.line}: {s.reason}" for s in summary.skipped.skipped[:MAX_LISTED]]
+    if total > MAX_LISTED:
+        lines.append(f"    … and {total - MAX_LISTED} more (see --json)")
     return lines
 
 

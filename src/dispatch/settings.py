@@ -118,6 +118,14 @@ def _size(env: Mapping[str, str], name: str, default: int) -> int:
     return int(float(match[1]) * _SIZE_UNITS[(match[2] or "").lower()])
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first is the default)."""
+    value = _text(env, name, choices[0]).lower()
+    if value not in choices:
+        raise ConfigError(f"{PREFIX}{name}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
 def _check_ca_file(path: Path) -> None:
     if not path.is_file():
         raise ConfigError(f"{PREFIX}SMTP_CA_FILE: {path} does not exist or is not a file")
@@ -195,6 +203,7 @@ KNOWN: dict[str, str] = {
     "ORGANIZATION": "who sends the newsletter",
     "POSTAL_ADDRESS": "the sender's postal address",
     "STATE_DIR": "journal, suppression store and locks",
+    "JOURNAL_SYNC": "normal, or full to sync every journal write to disk",
     "CONNECTIONS": "parallel SMTP connections",
     "RATE": "rate limit",
     "DAILY_LIMIT": "messages per rolling 24 hours",
@@ -251,6 +260,7 @@ class Settings:
     organization: str = ""
     postal_address: str = ""
     state_dir: Path | None = None
+    journal_sync: str = "normal"
     connections: int = 1
     rate: Rate | None = None
     daily_limit: int = 0
@@ -273,11 +283,7 @@ class Settings:
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
         """Build settings from ``DISPATCH_*`` keys; raise ConfigError naming the bad one."""
-        security = _text(env, "SMTP_SECURITY", "starttls").lower()
-        if security not in SECURITY_MODES:
-            raise ConfigError(
-                f"{PREFIX}SMTP_SECURITY: {security!r} is not one of {', '.join(SECURITY_MODES)}"
-            )
+        security = _choice(env, "SMTP_SECURITY", SECURITY_MODES)
         sender_raw = _text(env, "FROM")
         reply_raw = _text(env, "REPLY_TO")
         rate_raw = _text(env, "RATE")
@@ -307,6 +313,7 @@ class Settings:
             organization=_text(env, "ORGANIZATION"),
             postal_address=_text(env, "POSTAL_ADDRESS"),
             state_dir=_path(env, "STATE_DIR"),
+            journal_sync=_choice(env, "JOURNAL_SYNC", ("normal", "full")),
             connections=_int(env, "CONNECTIONS", 1, minimum=1, maximum=64),
             rate=parse_rate(rate_raw) if rate_raw else None,
             daily_limit=_int(env, "DAILY_LIMIT", 0),

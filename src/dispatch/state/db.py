@@ -25,6 +25,7 @@ from typing import Any
 from dispatch.errors import DispatchError
 
 SIDE_FILES = ("", "-wal", "-shm")
+SYNC_SECONDS = 1.0  # with synchronous=NORMAL: the most a power cut can take back
 
 
 class StateError(DispatchError):
@@ -96,7 +97,10 @@ class Database:
     def __init__(self, path: Path, schema: Schema, *, readonly: bool = False, durable: bool = True) -> None:
         self.path = path
         self.schema = schema
+        self.durable = durable
         self._lock = threading.RLock()
+        self._read_lock = threading.Lock()
+        self._synced = time.monotonic()
         for suffix in SIDE_FILES:
             check_not_symlink(path.with_name(path.name + suffix), schema.what)
         old_umask = os.umask(0o077)  # addresses and replies: for this user only
@@ -112,6 +116,15 @@ class Database:
                     self._check_version(self._version())
                 else:
                     self._prepare(durable)
+                # Lookups get their own connection: in WAL mode a reader never waits for a
+                # writer's commit (and its sync) to finish.
+                self._reader = sqlite3.connect(
+                    f"file:{path}?mode=ro",
+                    uri=True,
+                    check_same_thread=False,
+                    isolation_level=None,
+                    timeout=30,
+                )
             if not readonly:
                 for suffix in SIDE_FILES:
                     part = path.with_name(path.name + suffix)
@@ -203,11 +216,36 @@ class Database:
                 self.conn.execute("ROLLBACK")
                 raise
             self.conn.execute("COMMIT")
+            self._settle()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         """One statement in its own (autocommit) transaction."""
         with self._lock, self.guard():
-            return self.conn.execute(sql, params)
+            cursor = self.conn.execute(sql, params)
+            self._settle()
+            return cursor
+
+    def _settle(self) -> None:
+        """Not durable (``synchronous=NORMAL``): a commit survives the process being killed at
+        once, and reaches the disk at the latest SYNC_SECONDS later, when the log is synced."""
+        if self.durable or time.monotonic() - self._synced < SYNC_SECONDS:
+            return
+        self._synced = time.monotonic()
+        wal = self.path.with_name(self.path.name + "-wal")
+        try:
+            fd = os.open(wal, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return  # no log yet (or not ours to touch): nothing to sync
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """The first row of a lookup, on the reader connection (never waits for a commit)."""
+        with self._read_lock, self.guard():
+            row: tuple[Any, ...] | None = self._reader.execute(sql, params).fetchone()
+            return row
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         """The first row of a query, or None."""
@@ -224,6 +262,7 @@ class Database:
         """Close the file (never raises)."""
         with contextlib.suppress(sqlite3.Error):
             self.conn.close()
+            self._reader.close()
 
 
 def _tables(conn: sqlite3.Connection) -> dict[str, set[str]]:

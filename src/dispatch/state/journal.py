@@ -132,11 +132,11 @@ def lock_name(campaign: str) -> str:
 class Journal:
     """Durable per-recipient state for every campaign in one state folder."""
 
-    def __init__(self, state_dir: Path, *, readonly: bool = False) -> None:
+    def __init__(self, state_dir: Path, *, readonly: bool = False, durable: bool = False) -> None:
         self.state_dir = state_dir
         self.path = state_dir / FILENAME
         self._held: set[str] = set()
-        self._db = Database(self.path, SCHEMA, readonly=readonly)
+        self._db = Database(self.path, SCHEMA, readonly=readonly, durable=durable)
 
     @classmethod
     def open_existing(cls, state_dir: Path) -> Journal | None:
@@ -234,8 +234,18 @@ class Journal:
 
     def state(self, campaign: str, key: str) -> str | None:
         """The recipient's state, or None if the campaign has not reached them yet."""
-        row = self._db.one("SELECT state FROM recipients WHERE campaign = ? AND key = ?", (campaign, key))
+        row = self._db.read("SELECT state FROM recipients WHERE campaign = ? AND key = ?", (campaign, key))
         return None if row is None else str(row[0])
+
+    def skip_state(self, campaign: str, key: str) -> tuple[str | None, bool]:
+        """(the recipient's state in this campaign, whether the address hard-bounced in any
+        campaign): what a run needs to decide about one recipient, in one lookup."""
+        row = self._db.read(
+            "SELECT (SELECT state FROM recipients WHERE campaign = ? AND key = ?), "
+            "EXISTS (SELECT 1 FROM recipients WHERE key = ? AND hard_bounce = 1)",
+            (campaign, key, key),
+        )
+        return (None, False) if row is None else (row[0], bool(row[1]))
 
     def in_flight(self, campaign: str, key: str, email: str, message_id: str) -> None:
         """Record, durably, that this recipient's message data is about to be sent."""
