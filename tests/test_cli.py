@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from dispatch.cli import load_settings
+from dispatch.cli.common import load_settings
 from dispatch.settings import Rate
 from tests.conftest import EXAMPLE_ARTICLE
 from tests.smtp_servers import Server
@@ -252,6 +252,7 @@ class Bad:
     missing_template_dir: bool = False
     missing_env_file: bool = False
     extra: tuple[str, ...] = ()
+    preview_ok: bool = False  # a preview needs no sending settings: it uses marked samples
 
 
 LONG_GOOD_ROWS = "".join(f"reader{n:05d}@example.org,Reader {n}\n" for n in range(3000))
@@ -281,7 +282,7 @@ BAD_INPUTS = [
         ("list.csv", "UTF-8"),
         subscribers=("email,name\n" + LONG_GOOD_ROWS).encode() + b"late@example.org,Ren\xe9\n",
     ),
-    Bad("missing DISPATCH_FROM", ("DISPATCH_FROM",), settings={"DISPATCH_FROM": ""}),
+    Bad("missing DISPATCH_FROM", ("DISPATCH_FROM",), settings={"DISPATCH_FROM": ""}, preview_ok=True),
     Bad("invalid DISPATCH_FROM", ("DISPATCH_FROM",), settings={"DISPATCH_FROM": "not an address"}),
     Bad(
         "two addresses in DISPATCH_FROM",
@@ -292,6 +293,7 @@ BAD_INPUTS = [
         "no unsubscribe setting",
         ("DISPATCH_UNSUBSCRIBE",),
         settings={"DISPATCH_UNSUBSCRIBE_URL": "", "DISPATCH_UNSUBSCRIBE_MAILTO": ""},
+        preview_ok=True,
     ),
     Bad(
         "http unsubscribe URL",
@@ -363,7 +365,7 @@ BAD_RUNS = [
     pytest.param(case, mode, id=f"{case.id} [{mode.lstrip('-')}]")
     for case in BAD_INPUTS
     for mode in ("--dry-run", "--yes", "preview")
-    if not (mode == "preview" and case.extra)  # --to exists only on send
+    if not (mode == "preview" and (case.extra or case.preview_ok))  # --to exists only on send
 ]
 
 
@@ -447,7 +449,7 @@ USER_HTML = """<!DOCTYPE html>
 <html><head><style>{% include "style.css" %}</style></head>
 <body><p class="mine">Hello {{ subscriber.name | otherwise('friend') }} from {{ subscriber.city }}!</p>
 <h1>{{ article.title }}</h1>
-<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p></body></html>
+<p><a href="{{ unsubscribe_url }}">Unsubscribe</a> {{ postal_address }}</p></body></html>
 """
 
 

@@ -26,6 +26,7 @@ from dispatch.delivery import SendOptions, run_send
 from dispatch.errors import ConfigError, ExitCode, InputError, TemplateError
 from dispatch.preview import run_dry
 from dispatch.settings import Settings
+from dispatch.skips import SkipRules
 from dispatch.state import journal as j
 from dispatch.tokens import BadToken, read_token
 from tests.smtp_servers import FaultPlan, Handler, Received, Server, start_server
@@ -366,7 +367,7 @@ def test_dry_run_counts_unknown_recipients_as_the_send_does(
     folder = tmp_path / "dry"
     state = read_only()
     dry = run_dry(issue, folder, write_all=True, state=state, resend_unknown=resend_unknown)
-    would = count_to_send(issue, state, resend_unknown=resend_unknown)
+    would = count_to_send(issue, SkipRules(state, None, issue.campaign, resend_unknown=resend_unknown))
 
     handler.drop.clear()
     server.received.clear()

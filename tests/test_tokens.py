@@ -77,6 +77,16 @@ def test_every_single_character_change_is_refused() -> None:
                     read_token(SECRET, token[:at] + char + token[at + 1 :])
 
 
+def test_every_bit_flip_of_the_bytes_is_refused() -> None:
+    data = base64.urlsafe_b64decode(make_token(SECRET, LIST, "ann@example.org") + "==")
+    for at in range(len(data)):
+        for bit in range(8):
+            changed = bytearray(data)
+            changed[at] ^= 1 << bit
+            with pytest.raises(BadToken):
+                read_token(SECRET, base64.urlsafe_b64encode(bytes(changed)).rstrip(b"=").decode())
+
+
 def test_every_truncation_and_extension_is_refused() -> None:
     token = make_token(SECRET, LIST, "ann@example.org")
     for end in range(len(token)):

@@ -15,7 +15,6 @@ from dispatch.state.journal import Journal
 from dispatch.transport import Scope, Status, classify, dot_stuff
 from tests.smtp_servers import Server
 
-
 R, M, Q = Scope.RECIPIENT, Scope.MESSAGE, Scope.RATE
 D, F = Status.DEFERRED, Status.FAILED
 
@@ -28,7 +27,7 @@ D, F = Status.DEFERRED, Status.FAILED
         (250, "2.0.0 OK queued", Status.SENT, R, False),
         # Gmail
         (421, "4.7.28 Our system has detected an unusual rate of unsolicited mail", D, Q, False),
-        (421, "4.7.0 This message is suspicious due to the very low reputation of the sending IP", D, Q, False),
+        (421, "4.7.0 This message is suspicious due to the very low reputation of the IP", D, Q, False),
         (450, "4.2.1 The user you are trying to contact is receiving mail at a rate that prevents "
               "additional messages from being delivered", D, R, False),
         (550, "5.1.1 The email account that you tried to reach does not exist", F, R, True),
@@ -74,7 +73,9 @@ D, F = Status.DEFERRED, Status.FAILED
         (553, "5.1.3 Bad recipient address syntax", F, R, True),
     ],
 )  # fmt: skip
-def test_replies_are_classified(code: int, text: str, status: Status, scope: Scope, hard_bounce: bool) -> None:
+def test_replies_are_classified(
+    code: int, text: str, status: Status, scope: Scope, hard_bounce: bool
+) -> None:
     result = classify(code, text)
     assert result.status is status
     assert result.scope is scope

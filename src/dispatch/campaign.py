@@ -13,17 +13,18 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from dispatch.article import MARKDOWN_SUFFIXES, Article, load_article
 from dispatch.context import column_key
+from dispatch.dkim import load_signer
 from dispatch.errors import ConfigError, ExitCode, InputError, TemplateError
 from dispatch.message import EncodedBody, MessageFactory, header_text
 from dispatch.render import RenderedIssue, render_issue
 from dispatch.settings import Settings
+from dispatch.skips import Skip, SkipRules
 from dispatch.state import journal as j
 from dispatch.subscribers import ListStats, Subscriber, SubscriberList, validate_address
 
@@ -73,6 +74,7 @@ class Issue:
     settings: Settings
     test_send: bool = False
     trial_size: int = 0  # bytes of the message built for the longest possible address
+    notes: tuple[str, ...] = ()  # found while planning, for the person running it (a short DKIM key…)
 
     def check_size(self, limit: int, whose: str) -> None:
         """Refuse, before the first message, messages larger than ``limit`` (0: none)."""
@@ -131,6 +133,11 @@ class Issue:
         return data, mid
 
 
+def trial_subscriber(columns: list[str]) -> Subscriber:
+    """A made-up recipient with the longest address RFC 5321 allows and every column filled."""
+    return Subscriber(LONGEST_ADDRESS, "Trial Reader", 0, dict.fromkeys(columns, "x"))
+
+
 def plan_issue(
     article_path: Path,
     subscribers_path: Path,
@@ -161,6 +168,9 @@ def plan_issue(
         test_send=test_send,
     )
     name = campaign or campaign_id(article)
+    signer = None
+    if settings.dkim_key_file is not None:
+        signer = load_signer(settings.dkim_key_file, settings.dkim_selector, settings.dkim_domain)
     factory = MessageFactory(
         sender=sender,
         subject=title,
@@ -174,9 +184,13 @@ def plan_issue(
         unsubscribe_mailto=settings.unsubscribe_mailto,
         unsubscribe_secret=settings.unsubscribe_secret or SAMPLE_SECRET,
         fingerprint=article.fingerprint,
+        sign=signer.signed if signer is not None else None,
     )
-    issue = Issue(article, subscribers, ListStats(), rendered, factory, name, settings, test_send)
-    trial = Subscriber(LONGEST_ADDRESS, "Trial Reader", 0, dict.fromkeys(subscribers.columns, "x"))
+    notes = signer.warnings if signer is not None else ()
+    issue = Issue(
+        article, subscribers, ListStats(), rendered, factory, name, settings, test_send, notes=notes
+    )
+    trial = trial_subscriber(subscribers.columns)
     try:  # one whole message before the list is read: a setting that breaks every message stops here
         trial_size = len(issue.message(trial)[0])
     except (ValueError, UnicodeError, ConfigError) as err:
@@ -214,7 +228,8 @@ class RunSummary:
     unknown: int = 0
     pending: int = 0
     already_sent: int = 0
-    suppressed: int = 0  # hard-bounced in some campaign: never mailed again
+    suppressed: int = 0  # unsubscribed from this list, or bounced, complained, removed by hand
+    suppressed_by: dict[str, int] = field(default_factory=dict)  # reason -> how many
     recovered_unknown: int = 0
     given_up: int = 0  # deferred for longer than DISPATCH_GIVE_UP_DAYS: now failed
     content_changed: bool = False
@@ -225,11 +240,14 @@ class RunSummary:
     preview: Path | None = None
     written: int = 0
     warnings: list[str] = field(default_factory=list)
+    blocking: list[str] = field(default_factory=list)  # a real send would refuse (a dry run shows them)
 
     @property
     def exit_code(self) -> ExitCode:
         """0 all done; 130 interrupted; 3 aborted; 1 failed, deferred, unknown or over the
         daily limit (recipients left by ``--limit`` are a choice, not a failure)."""
+        if self.blocking:
+            return ExitCode.BAD_INPUT
         if self.interrupted:
             return ExitCode.INTERRUPTED
         if self.aborted:
@@ -238,10 +256,12 @@ class RunSummary:
             return ExitCode.INCOMPLETE
         return ExitCode.OK
 
-    def count_skip(self, skip: Skip) -> None:
+    def count_skip(self, skip: Skip, detail: str = "") -> None:
         """Count a recipient this run leaves out on purpose."""
         self.already_sent += skip is Skip.SENT
-        self.suppressed += skip is Skip.BOUNCED
+        if skip is Skip.SUPPRESSED:
+            self.suppressed += 1
+            self.suppressed_by[detail] = self.suppressed_by.get(detail, 0) + 1
 
     def as_json(self) -> dict[str, Any]:
         """A machine-readable summary (stable keys)."""
@@ -255,6 +275,7 @@ class RunSummary:
             "sent_now": self.sent_now,
             "already_sent": self.already_sent,
             "suppressed": self.suppressed,
+            "suppressed_by_reason": dict(sorted(self.suppressed_by.items())),
             "failed": self.failed,
             "deferred": self.deferred,
             "unknown": self.unknown,
@@ -273,6 +294,7 @@ class RunSummary:
             "html_size": self.html_size,
             "preview": str(self.preview) if self.preview else None,
             "warnings": self.warnings,
+            "blocking": self.blocking,
             "exit_code": int(self.exit_code),
         }
 
@@ -319,14 +341,11 @@ def named_recipients(issue: Issue, addresses: list[str]) -> list[Subscriber]:
     return list(wanted.values())
 
 
-def count_to_send(
-    issue: Issue, journal: j.Journal | None, *, resend_unknown: bool = False, retry_failed: bool = False
-) -> int:
-    """How many recipients a send would reach now (a pass over the list only on re-runs)."""
-    if journal is None or journal.campaign(issue.campaign) is None:
+def count_to_send(issue: Issue, rules: SkipRules) -> int:
+    """How many recipients a send would reach now (one pass over the list)."""
+    if rules.store is None and (rules.journal is None or rules.journal.campaign(issue.campaign) is None):
         return issue.stats.valid
-    flags = {"resend_unknown": resend_unknown, "retry_failed": retry_failed}
-    return sum(skip_reason(journal, issue.campaign, sub.key, **flags)[1] is None for sub in recipients(issue))
+    return sum(rules.check(sub.key)[1] is None for sub in recipients(issue))
 
 
 def campaign_warnings(issue: Issue, journal: j.Journal | None) -> list[str]:
@@ -349,41 +368,3 @@ def campaign_warnings(issue: Issue, journal: j.Journal | None) -> list[str]:
         f"run with --campaign {other.id}"
         for other in journal.campaigns_from(str(issue.article.source.resolve()))
     ]
-
-
-class Skip(StrEnum):
-    """Why a run does not send to a recipient."""
-
-    SENT = "already sent"
-    FAILED = "failed permanently"
-    UNKNOWN = "outcome unknown (--resend-unknown resends)"
-    BOUNCED = "hard bounce in an earlier campaign"
-
-
-def skip_reason(
-    journal: j.Journal | None,
-    campaign: str,
-    key: str,
-    *,
-    resend_unknown: bool = False,
-    retry_failed: bool = False,
-) -> tuple[str | None, Skip | None]:
-    """(prior journal state, why this run must not send to the recipient, or None).
-
-    The one rule both a dry run and a real send follow: never twice to a recipient recorded
-    as sent, never again after a permanent failure (unless asked: a failure the sender caused,
-    such as a message too big, can be retried once fixed), an unknown outcome only when asked,
-    and never to an address that hard-bounced in any campaign.
-    """
-    if journal is None:
-        return None, None
-    state, bounced = journal.skip_state(campaign, key)
-    if state == j.SENT:
-        return state, Skip.SENT
-    if state == j.FAILED and not retry_failed:
-        return state, Skip.FAILED
-    if state == j.UNKNOWN and not resend_unknown:
-        return state, Skip.UNKNOWN
-    if bounced:
-        return state, Skip.BOUNCED
-    return state, None

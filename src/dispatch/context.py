@@ -16,7 +16,13 @@ from typing import Any
 import jinja2
 
 from dispatch.article import Article
+from dispatch.errors import ConfigError
 from dispatch.fields import Field, FieldTable
+from dispatch.language import FALLBACK, choose_language, direction, iso_date, readable_date, words
+from dispatch.markup import demote_headings, wrap_without_orphan
+
+MOTTO_WIDTH = 70  # the text part's motto, inside its quote marks
+LOGO_BOX = (200, 60)  # the most room a masthead logo takes, in CSS pixels (width, height)
 
 
 def column_key(name: str) -> str:
@@ -37,8 +43,13 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
-def article_data(article: Article) -> dict[str, Any]:
-    """The article as a template sees it (``article.title``, ``article.blocks`` …)."""
+def article_data(article: Article, lang: str = FALLBACK) -> dict[str, Any]:
+    """The article as a template sees it (``article.title``, ``article.blocks`` …), with its
+    headings fitted under the title and its date and byline written for a reader in ``lang``."""
+    said = words(lang)
+    quotes = said["quotes"]
+    motto = f"{quotes[0]}{article.motto}{quotes[-1]}" if article.motto else ""
+    author_line = said["by"].replace("{author}", article.author) if article.author else ""
     return {
         "title": article.title,
         "subject": article.subject,
@@ -51,7 +62,10 @@ def article_data(article: Article) -> dict[str, Any]:
         "byline": article.byline,
         "kicker": article.kicker,
         "date": article.date,
-        "body_html": article.body_html,
+        "date_text": readable_date(article.date, lang),
+        "byline_text": article.byline or author_line,
+        "motto_text": wrap_without_orphan(motto, MOTTO_WIDTH),
+        "body_html": demote_headings(article.body_html),
         "body_text": article.body_text,
         "links": list(article.links),
         "blocks": [{"kind": b.kind, "text": b.text} for b in article.blocks],
@@ -82,6 +96,55 @@ def subscriber_fields(table: FieldTable, columns: Sequence[str]) -> SubscriberFi
     return fields
 
 
+def article_language(article: Article, setting: str = "") -> str:
+    """Front matter ``lang:``, else ``DISPATCH_LANGUAGE``, else what the text is written in."""
+    sample = "\n".join([article.title, article.subtitle, *(b.text for b in article.blocks)])
+    return choose_language(article.meta.get("lang"), setting, sample)
+
+
+def logo_data(logo: Mapping[str, Any] | None, organization: str) -> dict[str, Any] | None:
+    """A masthead logo as plain data, scaled to fit the masthead, or None.
+
+    ``src`` must be an https URL or a ``cid:`` reference to an embedded part. The logo stands
+    for the organisation's name in the masthead, so its alt text is the name unless given."""
+    if not logo:
+        return None
+    src = str(logo.get("src") or "")
+    if not src.startswith(("https://", "cid:")):
+        raise ConfigError(f"the logo must be an https:// URL or an embedded cid: image, not {src!r}")
+    try:
+        width, height = int(logo.get("width") or 0), int(logo.get("height") or 0)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"the logo's width and height must be whole numbers: {err}") from err
+    if width <= 0 or height <= 0:
+        raise ConfigError("the logo needs its width and height in pixels")
+    scale = min(1.0, LOGO_BOX[0] / width, LOGO_BOX[1] / height)
+    alt = " ".join(str(logo.get("alt") or organization).split())
+    return {
+        "src": src,
+        "alt": alt,
+        "width": max(1, round(width * scale)),
+        "height": max(1, round(height * scale)),
+    }
+
+
+def _web_url(url: str) -> str:
+    url = url.strip()
+    if url and not url.startswith(("https://", "http://")):
+        raise ConfigError(f"the web version's address must start with https://, not {url!r}")
+    return url
+
+
+def _wording(lang: str, issue_number: str) -> dict[str, str]:
+    """dispatch's own words for the templates, with the recipient's address split out of the
+    footer's sentence (``reason_before`` + address + ``reason_after``) and the issue labelled."""
+    said = words(lang)
+    before, _, after = said.pop("reason").partition("{email}")
+    number = issue_number.lstrip("#").strip()
+    said["issue"] = said["issue"].replace("{n}", number) if number.isdigit() else issue_number
+    return {**said, "reason_before": before, "reason_after": after}
+
+
 def template_context(
     article: Article,
     table: FieldTable,
@@ -91,9 +154,23 @@ def template_context(
     organization: str = "",
     postal_address: str = "",
     test_send: bool = False,
+    language: str = "",
+    logo: Mapping[str, Any] | None = None,
+    web_url: str = "",
+    issue_date: str = "",
 ) -> dict[str, Any]:
-    """Everything a template can use, as plain data (see the README's table)."""
-    data = article_data(article)
+    """Everything a template can use, as plain data (see the README's table).
+
+    ``language`` is ``DISPATCH_LANGUAGE``; ``logo`` a ``{src, alt, width, height}``
+    mapping or None; ``web_url`` the issue's web version ("" for none); ``issue_date`` the
+    masthead's date (ISO or as written) when it is not the article's own date.
+    """
+    lang = article_language(article, language)
+    written_dir = str(article.meta.get("dir") or "").strip().lower()
+    data = article_data(article, lang)
+    issue = article.meta.get("issue")
+    issue_number = "" if issue is None else " ".join(str(plain(issue)).split())
+    dated = issue_date or article.date
     return {
         "article": data,
         "meta": data["meta"],
@@ -102,6 +179,14 @@ def template_context(
         "organization": organization,
         "postal_address": postal_address,
         "test_send": test_send,
+        "lang": lang,
+        "dir": written_dir if written_dir in {"ltr", "rtl"} else direction(lang),
+        "issue_date": readable_date(dated, lang),
+        "issue_date_iso": iso_date(dated),
+        "issue_number": issue_number,
+        "logo": logo_data(logo, organization),
+        "web_url": _web_url(web_url),
+        "words": _wording(lang, issue_number),
         "subscriber": subscriber_fields(table, columns),
         "email": table.base("email", "email"),
         "name": table.base("name", "name"),

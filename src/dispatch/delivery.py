@@ -22,12 +22,14 @@ from dispatch.campaign import (
     RunSummary,
     campaign_warnings,
     recipients,
-    skip_reason,
     summary_for,
 )
 from dispatch.errors import AbortError, ConfigError, DispatchError
+from dispatch.preflight import preflight, require_no_blocking
 from dispatch.settings import Rate
+from dispatch.skips import Skip, SkipRules
 from dispatch.state import journal as j
+from dispatch.state.suppression import SuppressionStore
 from dispatch.subscribers import Skipped, Subscriber
 from dispatch.transport import Result, Scope, SmtpTransport, Status, Unreachable, probe
 
@@ -65,6 +67,7 @@ class SendOptions:
     limit: int = 0
     resend_unknown: bool = False
     retry_failed: bool = False  # send again to recipients recorded as failed (not hard bounces)
+    suppressions: SuppressionStore | None = None  # checked just before each message
     only: list[Subscriber] | None = None  # a test send to these recipients
     progress: Progress | None = None
     stop: threading.Event = field(default_factory=threading.Event)
@@ -84,6 +87,11 @@ class _Run:
         self.journal = journal
         self.options = options
         self.settings = issue.settings
+        self.rules = SkipRules(
+            journal, options.suppressions, issue.campaign, issue.settings.list_id,
+            resend_unknown=options.resend_unknown, retry_failed=options.retry_failed,
+        )  # fmt: skip
+        self.late_suppressed: list[str] = []  # suppressed while the run was under way
         self.pacer = Pacer(self.settings.rate)
         self.lock = threading.Lock()
         self.stop = options.stop
@@ -138,6 +146,11 @@ class _Run:
         """Pace, take a slot of the daily budget, deliver; or leave the recipient pending."""
         if not self.stop.is_set():
             self.pacer.wait(self.stop)
+        entry = self.rules.suppressed(sub.key)  # an unsubscribe may have come in since the list was read
+        if entry is not None:
+            with self.lock:
+                self.late_suppressed.append(entry.reason)
+            return
         reservation = False if self.stop.is_set() else self.reserve()
         if reservation is False:
             self.leave(prior)  # stopped, or over the daily limit
@@ -248,6 +261,8 @@ class _Run:
     ) -> None:
         """Write one outcome as it happens (the journal), or keep it (a test send). ``attempts``
         counts the tries the journal has not counted yet (those that never reached the data)."""
+        if result.hard_bounce:
+            self.rules.record_bounce(sub.email)
         if self.journal is None:
             with self.lock:
                 self.test_results.append((sub, result))
@@ -318,13 +333,18 @@ def run_send(issue: Issue, journal: j.Journal | None, options: SendOptions) -> R
     A wrong password, a dead server or messages larger than the relay takes end the run before
     any message, and before the journal records the campaign at all."""
     issue.require_unsubscribe_link()
+    problems = preflight(issue)
+    require_no_blocking(problems)
     relay = probe(issue.settings)
     issue.check_size(relay.size_limit, f"the relay {issue.settings.endpoint} (its SIZE)")
+    warnings = [p.message for p in problems]
     if journal is None:
-        return _send(issue, None, options, summary_for(issue))
+        summary = summary_for(issue)
+        summary.warnings += warnings
+        return _send(issue, None, options, summary)
     with journal.lock(issue.campaign):
         summary = summary_for(issue)
-        summary.warnings += campaign_warnings(issue, journal)
+        summary.warnings += warnings + campaign_warnings(issue, journal)
         source = str(issue.article.source.resolve())
         old = journal.begin(issue.campaign, issue.subject, issue.article.fingerprint, source)
         summary.content_changed = old is not None
@@ -360,12 +380,9 @@ def _send(issue: Issue, journal: j.Journal | None, options: SendOptions, summary
     todo = 0
     try:
         for sub in options.only if options.only is not None else recipients(issue):
-            state, reason = skip_reason(
-                journal, issue.campaign, sub.key, resend_unknown=options.resend_unknown,
-                retry_failed=options.retry_failed,
-            )  # fmt: skip
+            state, reason, detail = run.rules.check(sub.key)
             if reason is not None:
-                summary.count_skip(reason)
+                summary.count_skip(reason, detail)
                 continue
             todo += 1
             if (options.limit and todo > options.limit) or run.stop.is_set():
@@ -386,6 +403,8 @@ def _send(issue: Issue, journal: j.Journal | None, options: SendOptions, summary
 
 def _collect(run: _Run, summary: RunSummary) -> None:
     """Fill in the summary: from the journal for a campaign, from the results for a test send."""
+    for reason in run.late_suppressed:
+        summary.count_skip(Skip.SUPPRESSED, reason)
     summary.sent_now = run.sent
     for item in run.unbuildable:
         summary.skipped.skip(item)

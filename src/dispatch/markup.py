@@ -2,7 +2,9 @@
 
 Both outputs come from one markdown-it token stream, so the HTML and the text part always
 carry the same content. Raw HTML in the source is sanitised with nh3: active content
-(``<script>``, ``<iframe>``, ``<form>`` ...) never reaches the email.
+(``<script>``, ``<iframe>``, ``<form>`` ...) never reaches the email. Straight quotes and
+double hyphens become typographic ones (markdown-it's typographer); tables in the text part
+are aligned columns; :func:`demote_headings` fits body headings under the issue's title.
 """
 
 from __future__ import annotations
@@ -68,9 +70,37 @@ def sanitize_html(html: str) -> str:
     return _NO_SRC_IMAGE.sub("", _EMPTY_LINK.sub(r"\1", clean))
 
 
-def _parser() -> MarkdownIt:
-    options = {"html": True, "linkify": True, "typographer": False}
-    return MarkdownIt("commonmark", options).enable(["table", "strikethrough", "linkify"])
+ENGLISH_QUOTES = "“”‘’"
+
+
+def _parser(quotes: str = ENGLISH_QUOTES) -> MarkdownIt:
+    options = {"html": True, "linkify": True, "typographer": True, "quotes": quotes}
+    rules = ["table", "strikethrough", "linkify", "replacements", "smartquotes"]
+    return MarkdownIt("commonmark", options).enable(rules)
+
+
+_HEADING_TAG = re.compile(r"<(/?)h([1-6])(?=[\s>])", re.IGNORECASE)
+
+
+def demote_headings(html: str, top: int = 2) -> str:
+    """Fit the body's headings under the title: the first level used becomes ``top`` (h2), and
+    each heading is at most one level below the one it follows, so levels never skip
+    (``# A`` / ``### B`` → h2 / h3). Raw HTML headings count the same as Markdown ones."""
+    open_levels: list[int] = []  # the source levels of the sections we are in
+    current = top
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal current
+        if match[1]:
+            return f"</h{current}"
+        level = int(match[2])
+        while open_levels and open_levels[-1] >= level:
+            open_levels.pop()
+        open_levels.append(level)
+        current = min(top - 1 + len(open_levels), 6)
+        return f"<h{current}"
+
+    return _HEADING_TAG.sub(replace, html)
 
 
 @dataclass(frozen=True)
@@ -173,6 +203,20 @@ def _wrap(text: str, first: str = "", rest: str = "", width: int = TEXT_WIDTH) -
     return "\n".join(lines)
 
 
+def wrap_without_orphan(text: str, width: int = TEXT_WIDTH) -> str:
+    """Wrap ``text`` so that its last line never holds one word alone (a typographer's orphan):
+    narrower measures are tried, down to two thirds of ``width``, until the last word has
+    company. Text without spaces (Chinese, Japanese) is wrapped as usual."""
+    if _wide(text) or " " not in text.strip():
+        return _wrap(text, width=width)
+    measure = width
+    lines = textwrap.wrap(text, measure, break_long_words=False, break_on_hyphens=False)
+    while len(lines) > 1 and " " not in lines[-1] and measure > width * 2 // 3:
+        measure -= 1
+        lines = textwrap.wrap(text, measure, break_long_words=False, break_on_hyphens=False)
+    return "\n".join(lines)
+
+
 def _render_text(tokens: Sequence[Token]) -> tuple[str, list[str], list[Block]]:  # noqa: PLR0915 - one flat token switch
     writer = _TextWriter()
     chunks: list[str] = []
@@ -181,11 +225,10 @@ def _render_text(tokens: Sequence[Token]) -> tuple[str, list[str], list[Block]]:
     heading = 0
     item_first = False
     items_seen = 0  # list items already written in the current (outermost) list
-    row: list[str] | None = None
-    rows_seen = 0
+    table: _Table | None = None
 
     def add(kind: str, rendered: str, text: str, *, attach: bool = False) -> None:
-        """Add a block; ``attach`` keeps it on the next line of the previous one (lists, tables)."""
+        """Add a block; ``attach`` keeps it on the next line of the previous one (list items)."""
         if not rendered.strip():
             return
         if attach and chunks:
@@ -209,21 +252,27 @@ def _render_text(tokens: Sequence[Token]) -> tuple[str, list[str], list[Block]]:
                 lists.pop()
                 items_seen = items_seen if lists else 0
             case "table_open":
-                rows_seen = 0
+                table = _Table()
+            case "thead_close" if table is not None:
+                table.header = bool(table.rows)
+            case "th_open" | "td_open" if table is not None:
+                table.align(str(tok.attrGet("style") or ""))
+            case "table_close" if table is not None:
+                rendered = table.render(quote)
+                if rendered.strip():
+                    chunks.append(rendered)
+                    writer.blocks.extend(Block("table", " | ".join(row)) for row in table.rows)
+                table = None
             case "list_item_open":
                 item_first = True
             case "heading_open":
                 heading = int(tok.tag[1:])
             case "heading_close":
                 heading = 0
-            case "tr_open":
-                row = []
-            case "tr_close" if row is not None:
-                add("table", quote + " | ".join(row), " | ".join(row), attach=rows_seen > 0)
-                rows_seen += 1
-                row = None
-            case "inline" if row is not None:
-                row.append(writer.inline(tok.children)[0].strip())
+            case "tr_open" if table is not None:
+                table.rows.append([])
+            case "inline" if table is not None and table.rows:
+                table.rows[-1].append(writer.inline(tok.children)[0].strip())
             case "inline":
                 text, plain = (part.strip() for part in writer.inline(tok.children))
                 if heading:
@@ -258,14 +307,73 @@ def _render_text(tokens: Sequence[Token]) -> tuple[str, list[str], list[Block]]:
     return "\n\n".join(chunks), writer.links, writer.blocks
 
 
+def _columns(text: str) -> int:
+    """Columns the text takes in a terminal: East Asian wide characters count twice."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+@dataclass
+class _Table:
+    """A table for the text part: aligned columns, or one record per row when too wide."""
+
+    rows: list[list[str]] = field(default_factory=list)
+    aligns: list[str] = field(default_factory=list)
+    header: bool = False
+
+    def align(self, style: str) -> None:
+        if len(self.rows) == 1:  # the first row says how every column is aligned
+            found = re.search(r"text-align:\s*(left|right|center)", style)
+            self.aligns.append(found[1] if found else "left")
+
+    def render(self, quote: str, width: int = TEXT_WIDTH) -> str:
+        count = max((len(row) for row in self.rows), default=0)
+        rows = [row + [""] * (count - len(row)) for row in self.rows]
+        aligns = self.aligns + ["left"] * (count - len(self.aligns))
+        if not rows:
+            return ""
+        widths = [max(_columns(row[i]) for row in rows) for i in range(count)]
+        if sum(widths) + 2 * (count - 1) + len(quote) > width and len(rows) > int(self.header):
+            return self._records(rows, quote, width)
+        lines = [
+            quote + "  ".join(_pad(cell, w, a) for cell, w, a in zip(row, widths, aligns, strict=True))
+            for row in rows
+        ]
+        if self.header:
+            lines.insert(1, quote + "  ".join("-" * w for w in widths))
+        return "\n".join(line.rstrip() for line in lines)
+
+    def _records(self, rows: list[list[str]], quote: str, width: int) -> str:
+        """Too wide for columns: each row as ``Heading: value`` lines, rows apart."""
+        names, body = (rows[0], rows[1:]) if self.header else ([""] * len(rows[0]), rows)
+        records = []
+        for row in body:
+            lines = [
+                _wrap(f"{name}: {cell}" if name else cell, quote, quote + "  ", width)
+                for name, cell in zip(names, row, strict=True)
+                if cell
+            ]
+            records.append("\n".join(lines))
+        return f"\n{quote.rstrip()}\n".join(records)
+
+
+def _pad(cell: str, width: int, align: str) -> str:
+    room = width - _columns(cell)
+    if align == "right":
+        return " " * room + cell
+    if align == "center":
+        return " " * (room // 2) + cell + " " * (room - room // 2)
+    return cell + " " * room
+
+
 def _only_images(children: Sequence[Token] | None) -> bool:
     kinds = {c.type for c in children or () if not (c.type == "text" and not c.content.strip())}
     return bool(kinds) and kinds <= {"image", "softbreak", "hardbreak", "link_open", "link_close"}
 
 
-def render_markdown(source: str) -> RenderedBody:
-    """Render CommonMark source to sanitised HTML, wrapped text and a block list."""
-    md = _parser()
+def render_markdown(source: str, *, quotes: str = ENGLISH_QUOTES) -> RenderedBody:
+    """Render CommonMark source to sanitised HTML, wrapped text and a block list; ``quotes``
+    are the four marks straight quotes become (double open/close, single open/close)."""
+    md = _parser(quotes)
     tokens = md.parse(source)
     html = sanitize_html(md.renderer.render(tokens, md.options, {}))
     text, links, blocks = _render_text(tokens)

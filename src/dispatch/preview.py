@@ -12,13 +12,18 @@ import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from email.headerregistry import Address
 from pathlib import Path
 
-from dispatch.campaign import Issue, RunSummary, Skip, campaign_warnings, recipients, skip_reason, summary_for
+from dispatch.campaign import Issue, RunSummary, campaign_warnings, recipients, summary_for
 from dispatch.errors import ConfigError, InputError
 from dispatch.files import OutputFolder
+from dispatch.preflight import preflight
+from dispatch.settings import Settings
+from dispatch.skips import Skip, SkipRules
 from dispatch.state import journal as j
+from dispatch.state.suppression import SuppressionStore
 from dispatch.subscribers import Skipped, Subscriber
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]+")
@@ -128,6 +133,7 @@ def run_dry(
     preview_count: int = 5,
     limit: int = 0,
     state: j.Journal | None = None,
+    suppressions: SuppressionStore | None = None,
     only: list[Subscriber] | None = None,
     resend_unknown: bool = False,
     retry_failed: bool = False,
@@ -138,17 +144,20 @@ def run_dry(
     here too, and still previewed (marked) among the first few, so a sent campaign can be
     looked at again."""
     summary = summary_for(issue, dry_run=True)
-    summary.warnings += campaign_warnings(issue, state)
+    problems = preflight(issue)
+    summary.blocking = [p.message for p in problems if p.blocking]
+    summary.warnings += [p.message for p in problems if not p.blocking] + campaign_warnings(issue, state)
     writer = PreviewWriter(folder, issue.subject, inputs)
-    flags = {"resend_unknown": resend_unknown, "retry_failed": retry_failed}
+    rules = SkipRules(
+        state, suppressions, issue.campaign, issue.settings.list_id, resend_unknown, retry_failed
+    )
     try:
         for sub in only if only is not None else recipients(issue):
-            _, reason = skip_reason(state, issue.campaign, sub.key, **flags)
+            _, reason, detail = rules.check(sub.key)
             if reason is None and limit and summary.pending >= limit:
                 break
-            _preview_one(
-                issue, writer, summary, sub, reason, show=write_all or summary.written < preview_count
-            )
+            show = write_all or summary.written < preview_count
+            _preview_one(issue, writer, summary, sub, (reason, detail), show=show)
     except BaseException:
         writer.out.close()  # what was written stays recorded as dispatch's own
         raise
@@ -161,13 +170,14 @@ def _preview_one(
     writer: PreviewWriter,
     summary: RunSummary,
     sub: Subscriber,
-    reason: Skip | None,
+    skip: tuple[Skip | None, str],
     *,
     show: bool,
 ) -> None:
     """Count one recipient as a send would, and write its message if it is among those shown."""
+    reason, detail = skip
     if reason is not None:
-        summary.count_skip(reason)
+        summary.count_skip(reason, detail)
         if not show:
             return  # a send would skip it: nothing to build
     try:
@@ -178,5 +188,59 @@ def _preview_one(
     summary.pending += reason is None
     if show:
         summary.written += 1
-        status = str(reason) if reason else WILL_BE_SENT
+        status = (f"{reason} ({detail})" if detail else str(reason)) if reason else WILL_BE_SENT
         writer.add(summary.written, sub, data, issue.bodies(sub)[0], status)
+
+
+SAMPLE_SENDER = Address("Sample sender (DISPATCH_FROM not set)", "sender@example.org")
+SAMPLE_UNSUBSCRIBE_URL = "https://example.org/unsubscribe/{token}"
+
+
+def with_samples(settings: Settings) -> tuple[Settings, list[str]]:
+    """Settings a preview can use without any ``.env``: a sample From and unsubscribe link where
+    none is set (marked as samples in the message itself), and the names of what was filled in."""
+    filled: list[str] = []
+    if settings.sender is None:
+        settings = replace(settings, sender=SAMPLE_SENDER)
+        filled.append("DISPATCH_FROM")
+    if not (settings.unsubscribe_url or settings.unsubscribe_mailto):
+        settings = replace(settings, unsubscribe_url=SAMPLE_UNSUBSCRIBE_URL)
+        filled.append("DISPATCH_UNSUBSCRIBE_URL")
+    return settings, filled
+
+
+def proof_files(
+    issue: Issue,
+    sub: Subscriber,
+    page: Path,
+    scratch: Path,
+    *,
+    png: Path | None,
+    pdf: Path | None,
+    inputs: Iterable[Path] = (),
+) -> list[Path]:
+    """Pictures (``--png DIR``) and a PDF (``--pdf FILE``) of one message for sign-off, made
+    with the machine's Chromium in ``scratch`` and then written like every other output."""
+    from dispatch import proof  # noqa: PLC0415 - Playwright loads only when a proof is asked for
+
+    chromium = proof.find_chromium(issue.settings.chromium)
+    made: list[Path] = []
+    if png is not None:
+        out = OutputFolder(png, inputs=inputs, what="--png")
+        for name in ("desktop.png", "phone.png", "dark.png"):
+            out.refuse_foreign(name)
+        for picture in proof.screenshots(page, scratch, chromium):
+            made.append(out.write(picture.name, picture.read_bytes()))
+        out.close()
+    if pdf is not None:
+        out = OutputFolder(pdf.parent, inputs=inputs, what="--pdf")
+        out.refuse_foreign(pdf.name)
+        data, _ = issue.message(sub)
+        headers = data.split(b"\r\n\r\n", 1)[0].decode("ascii", "replace")
+        text = issue.bodies(sub)[1]
+        made_pdf = proof.pdf(
+            scratch / "proof.pdf", html_file=page, text=text, headers=headers, chromium=chromium
+        )
+        made.append(out.write(pdf.name, made_pdf.read_bytes()))
+        out.close()
+    return made

@@ -25,7 +25,13 @@ def _skipped(summary: RunSummary) -> list[str]:
 
 
 def _warnings(summary: RunSummary) -> list[str]:
-    return [f"  Warning:       {w}" for w in summary.warnings]
+    return [f"  Blocking:      {b}" for b in summary.blocking] + [
+        f"  Warning:       {w}" for w in summary.warnings
+    ]
+
+
+def _reasons(summary: RunSummary) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(summary.suppressed_by.items()))
 
 
 def _size(n: int) -> str:
@@ -40,13 +46,19 @@ def dry_run_report(summary: RunSummary, *, all_written: bool) -> str:
         f"  Campaign:      {summary.campaign}",
         f"  Recipients:    {summary.pending} would be sent"
         + (f" ({summary.already_sent} already sent earlier)" if summary.already_sent else ""),
+        *([f"  Suppressed:    {summary.suppressed} ({_reasons(summary)})"] if summary.suppressed else []),
         *_skipped(summary),
         f"  HTML size:     {_size(summary.html_size)} per message, CSS inlined",
         *_warnings(summary),
     ]
     what = "every message" if all_written else f"the first {summary.written} message(s)"
     lines.append(f"  Preview:       {summary.preview}  ({what}: .eml and .html)")
-    lines.append("To send for real, run the same command without --dry-run.")
+    if summary.blocking:
+        lines.append(
+            "A real send would refuse to start: fix what is marked Blocking above, then dry-run again."
+        )
+    else:
+        lines.append("To send for real, run the same command without --dry-run.")
     return "\n".join(lines)
 
 
@@ -61,6 +73,8 @@ def send_report(summary: RunSummary, endpoint: str, sender: str = "") -> str:
     ]
     if summary.already_sent:
         lines.append(f"  Already sent:  {summary.already_sent} (skipped: never sent twice)")
+    if summary.suppressed:
+        lines.append(f"  Suppressed:    {summary.suppressed} ({_reasons(summary)})")
     for label, value in (("Failed", summary.failed), ("Deferred", summary.deferred),
                          ("Unknown", summary.unknown), ("Pending", summary.pending)):  # fmt: skip
         if value:

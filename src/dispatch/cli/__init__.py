@@ -1,0 +1,15 @@
+"""The ``dispatch`` command: a thin Typer layer over the library.
+
+Only this package knows about the terminal, Typer and ``.env`` files. Each module holds one
+group of commands; each command builds settings, calls the library, prints a summary, and
+maps any failure to one line on stderr and an exit code in one place
+(:func:`dispatch.cli.common.reporting`). Commands import the library only when they run, so
+``dispatch --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+from dispatch.cli import inbox, previewing, sending  # noqa: F401 - each registers its commands
+from dispatch.cli.common import app, main
+
+__all__ = ["app", "main"]

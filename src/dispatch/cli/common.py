@@ -1,0 +1,328 @@
+"""What every command shares: the app, its options, settings loading, and the one place where
+errors become a line on stderr and an exit code."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from typer import _click as click
+from typer.core import TyperArgument, TyperCommand, TyperGroup
+
+from dispatch import __version__
+from dispatch.errors import ConfigError, DispatchError, ExitCode, InputError
+
+if TYPE_CHECKING:
+    from dispatch.campaign import RunSummary
+    from dispatch.settings import Settings
+
+EXIT_CODES = """Exit codes: 0 all done; 1 some recipients failed, were deferred or are unknown;
+2 bad usage, bad input or a blocking problem (nothing sent); 3 aborted (authentication, quota,
+server down, too many failures); 4 another run of this campaign is in progress; 130
+interrupted (resumable)."""
+
+
+def usage_message(err: click.exceptions.UsageError) -> str:
+    """A command-line mistake in dispatch's own words, with where to read more."""
+    ctx = err.ctx
+    where = f"see '{ctx.command_path} --help'" if ctx is not None else "see 'dispatch --help'"
+    param: Any = getattr(err, "param", None)
+    name = (
+        param.opts[0] if param is not None and param.opts else getattr(param, "human_readable_name", "")
+    ) or ""
+    if isinstance(err, click.exceptions.NoSuchOption):
+        close = f" (did you mean {' or '.join(err.possibilities)}?)" if err.possibilities else ""
+        return f"{err.option_name} is not an option of this command{close}; {where}"
+    if isinstance(err, click.exceptions.MissingParameter):
+        return f"{name.upper() if not name.startswith('-') else name} is missing; {where}"
+    if isinstance(err, click.exceptions.BadParameter) and param is not None:
+        said = err.message.lower()
+        for words, wanted in (("valid integer", "a whole number"), ("valid number", "a number"),
+                              ("valid boolean", "yes or no")):  # fmt: skip
+            if words in said:
+                return f"{name} must be {wanted}; {where}"
+        return f"{name}: {err.message[:1].lower()}{err.message[1:]}; {where}"
+    return f"{err.message[:1].lower()}{err.message[1:]}; {where}"
+
+
+def _no_type(ctx: Any) -> None:
+    return None
+
+
+class _Group(TyperGroup):
+    """The top-level group: usage errors are printed in one line, in dispatch's words."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.UsageError as err:
+            if not standalone_mode:
+                raise
+            typer.echo(f"dispatch: error: {usage_message(err)}", err=True)
+            sys.exit(int(ExitCode.BAD_INPUT))
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            typer.echo("dispatch: stopped", err=True)
+            sys.exit(int(ExitCode.INCOMPLETE))
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class Command(TyperCommand):
+    """A command whose usage line reads ``dispatch send [OPTIONS] ARTICLE`` (no braces) and
+    whose arguments show only their placeholder (``ARTICLE``, not ``ARTICLE <path>``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument):
+                param.display_type_rich = _no_type  # type: ignore[method-assign]
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces: list[str] = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
+
+app = typer.Typer(
+    name="dispatch",
+    cls=_Group,
+    help="Render an article into an HTML newsletter and mail it to every subscriber, exactly once.\n\n"
+    + EXIT_CODES,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+)
+
+
+def command(app_: typer.Typer, name: str, summary: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a command with a summary short enough never to be cut in ``--help``."""
+    return app_.command(name, cls=Command, short_help=summary)
+
+
+def sub_app(name: str, summary: str) -> typer.Typer:
+    """A group of commands (``dispatch suppress …``), registered under ``app``."""
+    group = typer.Typer(
+        name=name, help=summary, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]}, rich_markup_mode=None,
+    )  # fmt: skip
+    app.add_typer(group, name=name, short_help=summary)
+    return group
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dispatch {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Render an article into an HTML newsletter and mail it to every subscriber, exactly once."""
+
+
+# Options several commands share, each with one placeholder style: FILE, DIR, N, ADDRESS, TEXT.
+ArticleArg = Annotated[
+    Path, typer.Argument(metavar="ARTICLE", help="The article: .txt or .md.", show_default=False)
+]
+SubscribersOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--subscribers", "-s", metavar="FILE", help="Subscriber CSV (default: DISPATCH_SUBSCRIBERS)."
+    ),
+]
+EnvFileOpt = Annotated[
+    Path | None, typer.Option("--env-file", metavar="FILE", help="Read settings from FILE instead of ./.env.")
+]
+TemplateOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--template", metavar="DIR", help="Your template folder (missing files fall back to the built-ins)."
+    ),
+]
+EncodingOpt = Annotated[
+    str, typer.Option("--encoding", metavar="NAME", help="Encoding of the subscriber CSV.")
+]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Also show the traceback of an error.")]
+SubjectOpt = Annotated[
+    str,
+    typer.Option("--subject", metavar="TEXT", help="Subject, unless the article's front matter sets one."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")]
+
+
+@contextmanager
+def reporting(debug: bool, as_json: bool = False) -> Iterator[None]:
+    """The one place where errors become a line on stderr and an exit code (and, with
+    ``--json``, an object on stdout, so a cron script always has something to parse).
+    ``--debug`` adds the traceback and changes nothing else."""
+    try:
+        yield
+        return
+    except (typer.Exit, typer.Abort):
+        raise
+    except DispatchError as err:
+        code, kind, message = err.exit_code, "error", str(err)
+    except KeyboardInterrupt:
+        code, kind, message = ExitCode.INTERRUPTED, "interrupted", "stopped by the user"
+    except OSError as err:  # the machine: a full disk, a vanished folder, no permission
+        where = f"{err.filename}: " if err.filename else ""
+        code, kind, message = ExitCode.BAD_INPUT, "error", f"{where}{err.strerror or err}"
+    except Exception as err:  # a bug: reported as one, never dressed up as bad input
+        code, kind = ExitCode.INCOMPLETE, "internal error"
+        message = f"{type(err).__name__}: {err} (run with --debug)"
+    if debug:
+        traceback.print_exc()
+    typer.echo(f"dispatch: {kind}: {message}", err=True)
+    if as_json:
+        typer.echo(json.dumps({"error": message, "kind": kind, "exit_code": int(code)}, ensure_ascii=False))
+    raise typer.Exit(int(code))
+
+
+def refuse_negative(value: int | None, option: str) -> None:
+    """``--limit -1``: an InputError in dispatch's words."""
+    if value is not None and value < 0:
+        raise InputError(f"{option} must be 0 or more")
+
+
+# --- settings -------------------------------------------------------------------------------
+
+PATH_SETTINGS = {"DISPATCH_SUBSCRIBERS", "DISPATCH_STATE_DIR", "DISPATCH_SMTP_CA_FILE"}
+PATH_SETTINGS |= {"DISPATCH_DKIM_KEY_FILE", "DISPATCH_LOGO"}
+
+
+class _Unparsed(logging.Handler):
+    """Collects python-dotenv's "could not parse statement" warnings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(str(record.args[0]) if isinstance(record.args, tuple) and record.args else "?")
+
+
+def read_env_file(path: Path) -> dict[str, str | None]:
+    """The file's settings; a line python-dotenv cannot parse is an error naming it, and so is
+    a setting dispatch does not read (a misspelling would silently fall back to a default)."""
+    from dotenv import dotenv_values
+
+    from dispatch.files import read_regular
+    from dispatch.settings import unknown_settings
+
+    try:
+        text = read_regular(path, "settings", limit=1_000_000).decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: is not UTF-8 text; re-save the settings file as UTF-8") from err
+    handler, logger = _Unparsed(), logging.getLogger("dotenv.main")
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        values = dotenv_values(stream=io.StringIO(text))
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+    if handler.lines:
+        raise InputError(f"{path}: line {handler.lines[0]} is not KEY=value; fix or remove it")
+    for name, close in unknown_settings(values):
+        hint = f"did you mean {close}?" if close else "see .env.example for the settings dispatch reads"
+        raise ConfigError(f"{path}: unknown setting {name}; {hint}")
+    return values
+
+
+def load_settings(env_file: Path | None, overrides: Mapping[str, str | None] | None = None) -> Settings:
+    """Flags beat the real environment, which beats the .env file.
+
+    Relative paths in the file are taken relative to the file's folder.
+    """
+    from dispatch.settings import Settings, unknown_settings
+
+    values: dict[str, str] = {}
+    path = env_file or Path(".env")
+    if env_file is not None or os.path.lexists(path):
+        for key, raw in read_env_file(path).items():
+            if raw and key in PATH_SETTINGS and not Path(raw).expanduser().is_absolute() and "://" not in raw:
+                raw = str(path.resolve().parent / raw)  # noqa: PLW2901 - relative to the file, for cron
+            if raw is not None:
+                values[key] = raw
+        if values.get("DISPATCH_SMTP_PASSWORD") and path.stat().st_mode & 0o077:
+            typer.echo(
+                f"dispatch: warning: {path} holds a password others can read; chmod 600 {path}", err=True
+            )
+    environment = {k: v for k, v in os.environ.items() if k.startswith("DISPATCH_")}
+    for name, close in unknown_settings(environment):
+        hint = f" (did you mean {close}?)" if close else ""
+        typer.echo(
+            f"dispatch: warning: the environment sets {name}, which dispatch does not read{hint}", err=True
+        )
+    values.update(environment)
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return Settings.from_mapping(values)
+
+
+def state_dir(settings: Settings) -> Path:
+    """DISPATCH_STATE_DIR, or the platform's state folder."""
+    from dispatch.state.journal import default_state_dir
+
+    return settings.state_dir or default_state_dir()
+
+
+def subscribers_path(option: Path | None, settings: Settings) -> Path:
+    """``-s FILE``, else DISPATCH_SUBSCRIBERS."""
+    path = option or settings.subscribers
+    if path is None:
+        raise ConfigError("no subscriber list: pass -s/--subscribers FILE or set DISPATCH_SUBSCRIBERS")
+    return path
+
+
+def sender(settings: Settings) -> str:
+    """The From address, for confirmations and summaries."""
+    return settings.sender.addr_spec if settings.sender is not None else "(no DISPATCH_FROM)"
+
+
+def inputs(*paths: Path | None) -> list[Path]:
+    """Files a run reads, which no output may replace (a template folder: every file in it)."""
+    found: list[Path] = []
+    for path in paths:
+        if path is None:
+            continue
+        found += [p for p in path.rglob("*") if p.is_file()][:1000] if path.is_dir() else [path]
+    return found
+
+
+def print_summary(summary: RunSummary, as_json: bool, text: str) -> None:
+    """The report on stdout, or JSON on stdout and the report on stderr."""
+    if as_json:
+        typer.echo(json.dumps(summary.as_json(), ensure_ascii=False, indent=2))
+        if text:
+            typer.echo(text, err=True)
+    else:
+        typer.echo(text)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,192 @@
+"""``dispatch send`` (and its dry run) and ``dispatch status``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from dispatch.cli.common import (
+    ArticleArg,
+    DebugOpt,
+    EncodingOpt,
+    EnvFileOpt,
+    JsonOpt,
+    SubjectOpt,
+    SubscribersOpt,
+    TemplateOpt,
+    app,
+    command,
+    inputs,
+    load_settings,
+    print_summary,
+    refuse_negative,
+    reporting,
+    sender,
+    state_dir,
+    subscribers_path,
+)
+from dispatch.errors import ExitCode, InputError
+
+if TYPE_CHECKING:
+    from dispatch.campaign import Issue
+
+
+def _confirm(issue: Issue, count: int, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin or not sys.stdin.isatty():
+        raise InputError(
+            "refusing to send without a terminal to confirm on: add --yes to send unattended (cron)"
+        )
+    question = (
+        f"Send «{issue.subject}» from {sender(issue.settings)} to {count} subscribers "
+        f"via {issue.settings.endpoint}?"
+    )
+    if not typer.confirm(question, default=False):
+        typer.echo("Nothing sent.")
+        raise typer.Exit(int(ExitCode.INCOMPLETE))
+
+
+@command(app, "send", "Send an issue to every subscriber, or dry-run it.")
+def send(
+    article: ArticleArg,
+    subscribers: SubscribersOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Render and check every message; send nothing.")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", metavar="DIR", help="Dry run: write every message into DIR.")
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Send without asking (required without a terminal).")
+    ] = False,
+    subject: SubjectOpt = "",
+    template: TemplateOpt = None,
+    limit: Annotated[
+        int, typer.Option("--limit", metavar="N", help="Send at most N messages this run (0: no limit).")
+    ] = 0,
+    to: Annotated[
+        list[str] | None,
+        typer.Option("--to", metavar="ADDRESS", help="Test send: only to ADDRESS (repeatable)."),
+    ] = None,
+    env_file: EnvFileOpt = None,
+    campaign: Annotated[
+        str, typer.Option("--campaign", metavar="ID", help="Campaign ID (default: from the article).")
+    ] = "",
+    resend_unknown: Annotated[
+        bool, typer.Option("--resend-unknown", help="Resend recipients whose outcome is unknown.")
+    ] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed", help="Send again to recipients recorded as failed (not hard bounces)."
+        ),
+    ] = False,
+    connections: Annotated[
+        int | None, typer.Option("--connections", metavar="N", help="Parallel SMTP connections.")
+    ] = None,
+    rate: Annotated[
+        str | None, typer.Option("--rate", metavar="RATE", help="Rate limit such as 20/s or 600/min.")
+    ] = None,
+    daily_limit: Annotated[
+        int | None, typer.Option("--daily-limit", metavar="N", help="At most N messages per 24 h (all runs).")
+    ] = None,
+    as_json: JsonOpt = False,
+    encoding: EncodingOpt = "utf-8-sig",
+    debug: DebugOpt = False,
+) -> None:
+    """Send ARTICLE to every subscriber (or check and preview it with --dry-run)."""
+    from dispatch.article import load_article
+    from dispatch.campaign import campaign_id, check_campaign_id, count_to_send, named_recipients, plan_issue
+    from dispatch.console import progress_bar, stop_on_signals
+    from dispatch.delivery import SendOptions, run_send
+    from dispatch.preview import run_dry
+    from dispatch.report import dry_run_report, send_report
+    from dispatch.settings import parse_rate
+    from dispatch.skips import SkipRules
+    from dispatch.state import journal as j
+    from dispatch.state.suppression import SuppressionStore
+
+    with reporting(debug, as_json):
+        refuse_negative(limit, "--limit")
+        refuse_negative(daily_limit, "--daily-limit")
+        if connections is not None and connections < 1:
+            raise InputError("--connections must be 1 or more")
+        if rate is not None:
+            parse_rate(rate, "--rate")
+        overrides = {
+            "DISPATCH_CONNECTIONS": None if connections is None else str(connections),
+            "DISPATCH_RATE": rate,
+            "DISPATCH_DAILY_LIMIT": None if daily_limit is None else str(daily_limit),
+        }
+        settings = load_settings(env_file, overrides)
+        check_campaign_id(campaign, "--campaign")
+        folder = state_dir(settings)
+        journal = None if to or dry_run else j.Journal(folder, durable=settings.journal_sync == "full")
+        with ExitStack() as held:
+            if journal is not None:  # a second run of this campaign stops here, before any work
+                held.enter_context(journal.lock(campaign or campaign_id(load_article(article))))
+            issue = plan_issue(
+                article, subscribers_path(subscribers, settings), settings, subject=subject,
+                template_dir=template, encoding=encoding, campaign=campaign, test_send=bool(to),
+            )  # fmt: skip
+            only = named_recipients(issue, to) if to else None
+            store = SuppressionStore.open_existing(folder) if dry_run else SuppressionStore(folder)
+            if dry_run:
+                where = (out or Path("dispatch-preview")).resolve()
+                summary = run_dry(
+                    issue, where, write_all=out is not None, limit=limit,
+                    state=None if to else j.Journal.open_existing(folder), suppressions=store, only=only,
+                    resend_unknown=resend_unknown, retry_failed=retry_failed,
+                    inputs=inputs(article, issue.subscribers.path, env_file, template),
+                )  # fmt: skip
+                print_summary(summary, as_json, dry_run_report(summary, all_written=out is not None))
+                raise typer.Exit(int(summary.exit_code))
+            rules = SkipRules(journal, store, issue.campaign, settings.list_id, resend_unknown, retry_failed)
+            count = len(only) if only is not None else count_to_send(issue, rules)
+            _confirm(issue, min(count, limit) if limit else count, yes)
+            stop = threading.Event()
+            show_bar = sys.stderr.isatty() and not as_json
+            with stop_on_signals(stop), progress_bar(count, enabled=show_bar) as advance:
+                options = SendOptions(
+                    limit=limit, resend_unknown=resend_unknown, retry_failed=retry_failed, only=only,
+                    progress=advance, stop=stop, suppressions=store,
+                )  # fmt: skip
+                summary = run_send(issue, journal, options)
+        print_summary(summary, as_json, send_report(summary, settings.endpoint, sender(settings)))
+        raise typer.Exit(int(summary.exit_code))
+
+
+@command(app, "status", "Show campaigns and their counts.")
+def status(
+    campaign: Annotated[
+        str,
+        typer.Argument(metavar="CAMPAIGN", help="One campaign's failed, deferred and unknown recipients."),
+    ] = "",
+    env_file: EnvFileOpt = None,
+    as_json: JsonOpt = False,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Forget campaigns that never recorded a recipient.")
+    ] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Show campaigns and their counts, or one CAMPAIGN's problem recipients."""
+    from dispatch.report import status_report
+    from dispatch.state import journal as j
+
+    with reporting(debug, as_json):
+        folder = state_dir(load_settings(env_file))
+        if prune:
+            pruned = j.Journal(folder).prune_empty()
+            shown = ": " + ", ".join(pruned) if pruned else "."
+            typer.echo(
+                f"Forgot {len(pruned)} campaign(s) that never recorded a recipient{shown}", err=as_json
+            )
+        data, text = status_report(j.Journal.open_existing(folder), campaign, folder)
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else text)

@@ -1,0 +1,314 @@
+"""DKIM: key generation, a signer for the exact wire bytes, verification and alignment.
+
+Signing uses dkimpy (rsa-sha256, or ed25519-sha256 for an Ed25519 key, relaxed/relaxed).
+The signature covers the bytes it is given: prepend :meth:`Signer.sign`'s header to those
+very bytes and send them as they are. Never parse and re-serialize a message after signing
+(Python's ``email`` package re-folds and re-encodes headers, which breaks the signature).
+
+The private key never appears in a message, a repr or an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import importlib.util
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import dkim as dkimpy
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from dispatch.errors import ConfigError
+
+Algorithm = Literal["rsa", "ed25519"]
+MIN_BITS = 1024  # receivers ignore shorter keys (RFC 8301)
+RECOMMENDED_BITS = 2048  # Gmail's recommendation
+_MAX_KEY_FILE = 64 * 1024
+_SETTING = "DISPATCH_DKIM_KEY_FILE"
+_PART = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_LABEL = re.compile(rf"(?=.{{1,253}}$){_PART}(?:\.{_PART})*")  # a label or a dotted name
+
+# Signed when present, once per occurrence (RFC 6376 §5.4 and BULK-03).
+SIGNED_HEADERS = (
+    "from", "sender", "reply-to", "to", "cc", "subject", "date", "message-id", "in-reply-to",
+    "references", "mime-version", "content-type", "content-transfer-encoding", "list-id",
+    "list-unsubscribe", "list-unsubscribe-post", "list-help", "list-subscribe", "list-post",
+    "list-owner", "list-archive", "auto-submitted", "feedback-id",
+)  # fmt: skip
+# Signed once more than they occur, so that nobody can add another one (or a first one)
+# without breaking the signature ("over-signing", RFC 6376 §8.15).
+OVERSIGNED_HEADERS = (
+    "from", "reply-to", "to", "cc", "subject", "date", "message-id", "list-id",
+    "list-unsubscribe", "list-unsubscribe-post",
+)  # fmt: skip
+
+
+class DkimError(ConfigError):
+    """A DKIM key cannot be created, read or used."""
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """The DNS TXT record that publishes a DKIM public key."""
+
+    selector: str
+    domain: str
+    algorithm: Algorithm
+    public_key_b64: str
+    bits: int
+
+    @property
+    def name(self) -> str:
+        """The record's name: ``selector._domainkey.domain``."""
+        return f"{self.selector}._domainkey.{self.domain}"
+
+    @property
+    def value(self) -> str:
+        """The TXT value to publish, in one piece (DNS consoles take it like this)."""
+        return f"v=DKIM1; k={self.algorithm}; p={self.public_key_b64}"
+
+    @property
+    def strings(self) -> tuple[str, ...]:
+        """The value split into character-strings of at most 255 bytes (one TXT record)."""
+        value = self.value
+        return tuple(value[i : i + 255] for i in range(0, len(value), 255))
+
+    @property
+    def zone(self) -> str:
+        """The record in zone-file form, for BIND-style zone files."""
+        quoted = "\n\t".join(f'"{s}"' for s in self.strings)
+        return f"{self.name}. IN TXT ( {quoted} )"
+
+
+def _check_names(selector: str, domain: str) -> None:
+    if not _LABEL.fullmatch(selector):
+        raise DkimError(
+            f"DKIM selector {selector!r} is not a DNS label; use letters, digits and dashes, like s2026"
+        )
+    if not _LABEL.fullmatch(domain) or "." not in domain:
+        raise DkimError(f"DKIM domain {domain!r} is not a domain name like example.org")
+
+
+def _public_b64(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> str:
+    public = key.public_key()
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    else:
+        raw = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(raw).decode("ascii")
+
+
+def generate_key(
+    path: Path, *, selector: str, domain: str, bits: int = RECOMMENDED_BITS, algorithm: Algorithm = "rsa"
+) -> KeyRecord:
+    """Write a new private key (PEM, PKCS#8, mode 0600) to ``path`` and return what to publish.
+
+    The file is created exclusively: an existing file is never overwritten.
+    """
+    _check_names(selector, domain)
+    key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+    if algorithm == "ed25519":
+        key, bits = ed25519.Ed25519PrivateKey.generate(), 256
+    elif algorithm == "rsa":
+        if not MIN_BITS <= bits <= 4096:
+            raise DkimError(f"an RSA DKIM key must have 1024 to 4096 bits (2048 recommended), not {bits}")
+        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    else:
+        raise DkimError(f"unknown DKIM key algorithm {algorithm!r}; use rsa or ed25519")
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as err:
+        raise DkimError(
+            f"{path} already exists; dispatch never overwrites a key: choose another file (and selector)"
+        ) from err
+    except OSError as err:
+        raise DkimError(f"{path}: cannot create the key file ({err.strerror}); check the folder") from err
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(pem)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as err:
+        path.unlink(missing_ok=True)
+        raise DkimError(f"{path}: cannot write the key file ({err.strerror})") from err
+    return KeyRecord(selector, domain.lower(), algorithm, _public_b64(key), bits)
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Signs messages for one selector and domain with one private key (picklable, so it can
+    sign in worker processes). Its repr never shows the key."""
+
+    selector: str
+    domain: str
+    algorithm: Algorithm
+    bits: int
+    key_file: Path
+    public_key_b64: str = field(repr=False)
+    private_key: bytes = field(repr=False)  # in the form dkimpy takes
+    warnings: tuple[str, ...] = ()  # one-line notes for the caller to show (short key, loose mode)
+
+    @property
+    def dns_record(self) -> KeyRecord:
+        """The TXT record this key needs in DNS."""
+        return KeyRecord(self.selector, self.domain, self.algorithm, self.public_key_b64, self.bits)
+
+    def sign(self, message: bytes) -> bytes:
+        """The ``DKIM-Signature:`` header (folded, CRLF-terminated) to prepend to ``message``.
+
+        ``message`` must be the exact wire bytes, CRLF line ends; nothing may re-fold them later.
+        """
+        algorithm = b"ed25519-sha256" if self.algorithm == "ed25519" else b"rsa-sha256"
+        try:
+            signer = dkimpy.DKIM(message, signature_algorithm=algorithm, linesep=b"\r\n")
+            present = [name.lower().decode("ascii", "replace") for name, _ in signer.headers]
+            if "from" not in present:
+                raise DkimError("cannot DKIM-sign a message without a From header")
+            include = [name for name in SIGNED_HEADERS for _ in range(present.count(name))]
+            include += list(OVERSIGNED_HEADERS)
+            header: bytes = signer.sign(
+                self.selector.encode(),
+                self.domain.encode(),
+                self.private_key,
+                canonicalize=(b"relaxed", b"relaxed"),
+                include_headers=[name.encode() for name in include],
+            )
+        except dkimpy.DKIMException as err:
+            raise DkimError(f"DKIM signing with {self.key_file} failed: {err}") from err
+        return header
+
+    def signed(self, message: bytes) -> bytes:
+        """``message`` with its DKIM-Signature header in front."""
+        return self.sign(message) + message
+
+
+def _read_key_file(key_file: Path) -> bytes:
+    where = f"{_SETTING}: {key_file}"
+    try:
+        info = key_file.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise DkimError(f"{where} is a folder; point it at the private key file")
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or device would hang the run
+            raise DkimError(f"{where} is not a regular file; point it at the private key file")
+        if info.st_size > _MAX_KEY_FILE:
+            raise DkimError(f"{where} is too large to be a DKIM key; point it at the private key file")
+        return key_file.read_bytes()
+    except FileNotFoundError as err:
+        raise DkimError(
+            f"{where} does not exist; create a key with `dispatch dkim keygen` or fix the path"
+        ) from err
+    except PermissionError as err:
+        raise DkimError(
+            f"{where} cannot be read by this user; fix its owner or permissions (chmod 600)"
+        ) from err
+    except OSError as err:
+        raise DkimError(f"{where} cannot be read ({err.strerror})") from err
+
+
+def _parse_private_key(data: bytes, where: str) -> PrivateKeyTypes:
+    if b"PUBLIC KEY-----" in data and b"PRIVATE KEY-----" not in data:
+        raise DkimError(f"{where} holds a public key; signing needs the private key that keygen wrote")
+    if b"ENCRYPTED" in data:
+        raise DkimError(
+            f"{where} is encrypted with a passphrase; give dispatch an unencrypted key (mode 0600)"
+        )
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as err:
+        raise DkimError(
+            f"{where} is not a PEM private key; point it at the private key `dispatch dkim keygen` wrote"
+        ) from err
+
+
+def load_signer(key_file: Path, selector: str, domain: str) -> Signer:
+    """Load and check a private key; raise DkimError (one line, exit 2) if it cannot sign.
+
+    A 1024–2047-bit RSA key or a key file other users can read is accepted, with a note in
+    :attr:`Signer.warnings`.
+    """
+    _check_names(selector, domain)
+    where = f"{_SETTING}: {key_file}"
+    key = _parse_private_key(_read_key_file(key_file), where)
+    warnings: list[str] = []
+    if isinstance(key, rsa.RSAPrivateKey):
+        bits = key.key_size
+        if bits < MIN_BITS:
+            raise DkimError(
+                f"{where} is a {bits}-bit RSA key; receivers ignore DKIM keys under {MIN_BITS} bits: "
+                "create a 2048-bit key with `dispatch dkim keygen`"
+            )
+        if bits < RECOMMENDED_BITS:
+            warnings.append(
+                f"{where} is a {bits}-bit RSA key; Gmail recommends 2048 bits (dispatch dkim keygen)"
+            )
+        algorithm: Algorithm = "rsa"
+        private = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    elif isinstance(key, ed25519.Ed25519PrivateKey):
+        if importlib.util.find_spec("nacl") is None:
+            raise DkimError(
+                f"{where} is an Ed25519 key, which dkimpy signs only with PyNaCl: pip install pynacl, "
+                "or use an RSA key (dispatch dkim keygen)"
+            )
+        bits, algorithm = 256, "ed25519"
+        raw = key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        private = base64.b64encode(raw)
+    else:
+        kind = type(key).__name__.removeprefix("_").replace("PrivateKey", "")
+        raise DkimError(f"{where} holds a {kind} key; DKIM needs an RSA (2048-bit) or Ed25519 key")
+    if key_file.stat().st_mode & 0o077:
+        warnings.append(f"{where} can be read by other users; chmod 600 {key_file}")
+    return Signer(
+        selector, domain.lower(), algorithm, bits, key_file, _public_b64(key), private, tuple(warnings)
+    )
+
+
+def verify(message: bytes, public_key_b64: str) -> bool:
+    """Whether the message's first DKIM signature verifies with this public key (no DNS).
+
+    ``public_key_b64`` is the ``p=`` value of the TXT record; a 32-byte key is Ed25519.
+    """
+    key = "".join(public_key_b64.split())
+    try:
+        kind = "ed25519" if len(base64.b64decode(key, validate=True)) == 32 else "rsa"
+    except (binascii.Error, ValueError):
+        return False
+    record = f"v=DKIM1; k={kind}; p={key}".encode("ascii")
+
+    def dnsfunc(name: bytes, timeout: float = 5) -> bytes:
+        return record
+
+    return bool(dkimpy.verify(message, dnsfunc=dnsfunc))
+
+
+def aligned(from_domain: str, dkim_domain: str) -> bool:
+    """Relaxed DMARC alignment of the From domain and the DKIM ``d=`` domain.
+
+    DMARC compares organisational domains, which takes the Public Suffix List. Without it,
+    this treats the two as aligned when they are equal or one is a subdomain of the other
+    (``news.example.org`` and ``example.org``). That misses two sibling subdomains of one
+    organisation (``a.example.org``, ``b.example.org``: aligned for DMARC, not here), and it
+    would call a public suffix (``co.uk``) aligned with a domain under it; sign with the
+    From domain itself to be safe.
+    """
+    a = from_domain.strip().rstrip(".").lower()
+    b = dkim_domain.strip().rstrip(".").lower()
+    if not a or not b:
+        return False
+    return a == b or a.endswith("." + b) or b.endswith("." + a)

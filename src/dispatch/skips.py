@@ -1,0 +1,66 @@
+"""Who a run leaves out, and why: the one rule a dry run, a send and a test send all follow.
+
+Never twice to a recipient the journal records as sent; never again after a permanent
+failure (unless asked: a failure the sender caused, such as a message too big, can be retried
+once fixed); an unknown outcome only when asked; and never to an address the suppression
+store holds for this list (an unsubscribe) or for every list (a bounce, a complaint, a manual
+entry), nor to one that hard-bounced in an earlier campaign of this state folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from dispatch.state import journal as j
+from dispatch.state.suppression import Entry, SuppressionStore
+
+
+class Skip(StrEnum):
+    """Why a run does not send to a recipient."""
+
+    SENT = "already sent"
+    FAILED = "failed permanently (--retry-failed sends again)"
+    UNKNOWN = "outcome unknown (--resend-unknown resends)"
+    SUPPRESSED = "suppressed"
+
+
+@dataclass(frozen=True)
+class SkipRules:
+    """The rule for one run: its journal and suppression store (either may be absent)."""
+
+    journal: j.Journal | None = None
+    store: SuppressionStore | None = None
+    campaign: str = ""
+    list_id: str = ""
+    resend_unknown: bool = False
+    retry_failed: bool = False
+
+    def check(self, key: str) -> tuple[str | None, Skip | None, str]:
+        """(prior journal state, why the run must not send to ``key`` or None, the reason a
+        suppression gives: unsubscribed, bounced, complained or manual)."""
+        state, bounced = (None, False)
+        if self.journal is not None:
+            state, bounced = self.journal.skip_state(self.campaign, key)
+        if state == j.SENT:
+            return state, Skip.SENT, ""
+        if state == j.FAILED and not self.retry_failed:
+            return state, Skip.FAILED, ""
+        if state == j.UNKNOWN and not self.resend_unknown:
+            return state, Skip.UNKNOWN, ""
+        if bounced:
+            return state, Skip.SUPPRESSED, "bounced"
+        entry = self.suppressed(key)
+        if entry is not None:
+            return state, Skip.SUPPRESSED, entry.reason
+        return state, None, ""
+
+    def suppressed(self, key: str) -> Entry | None:
+        """The store's entry for ``key`` on this list, checked again just before each message
+        (an unsubscribe that arrives during a long run is honoured at once)."""
+        return self.store.lookup(key, self.list_id) if self.store is not None else None
+
+    def record_bounce(self, email: str) -> None:
+        """A hard bounce (x.1.1-x.1.3) suppresses the address on every list, for good."""
+        if self.store is not None:
+            self.store.add(email, "bounced", scope="*", source=f"bounce:{self.campaign}")
