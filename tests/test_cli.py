@@ -20,6 +20,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -179,7 +180,7 @@ def test_dry_run_with_out_writes_every_message_and_an_index(
         assert str(msg["To"].addresses[0].addr_spec) in html_page.read_text(encoding="utf-8")
 
     index = (out / "index.html").read_text(encoding="utf-8")
-    links = re.findall(r'href="([^"]+\.html)"', index)
+    links = {unquote(link) for link in re.findall(r'href="([^"]+\.html)"', index)}
     assert sorted(links) == sorted(p.with_suffix(".html").name for p in emls)
     assert all((out / link).is_file() for link in links)
 

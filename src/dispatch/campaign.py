@@ -11,13 +11,15 @@ import hashlib
 import itertools
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from dispatch import assets
 from dispatch.article import MARKDOWN_SUFFIXES, Article, load_article
+from dispatch.assets import Embedder
 from dispatch.context import column_key
 from dispatch.dkim import load_signer
 from dispatch.errors import ConfigError, ExitCode, InputError, TemplateError
@@ -75,6 +77,7 @@ class Issue:
     test_send: bool = False
     trial_size: int = 0  # bytes of the message built for the longest possible address
     notes: tuple[str, ...] = ()  # found while planning, for the person running it (a short DKIM key…)
+    previews: dict[str, str] = field(default_factory=dict)  # cid: -> data: URI of embedded pictures
 
     def check_size(self, limit: int, whose: str) -> None:
         """Refuse, before the first message, messages larger than ``limit`` (0: none)."""
@@ -121,9 +124,13 @@ class Issue:
         return values
 
     def bodies(self, sub: Subscriber) -> tuple[str, str]:
-        """This recipient's (HTML, text) bodies, decoded (previews, checks)."""
+        """This recipient's (HTML, text) bodies, decoded (checks)."""
         values = self.values(sub)
         return self.factory.html.text(values), self.factory.text.text(values)
+
+    def preview_html(self, sub: Subscriber) -> str:
+        """This recipient's HTML as a file a person opens: embedded pictures shown inline."""
+        return assets.previewable(self.bodies(sub)[0], self.previews)
 
     def message(self, sub: Subscriber, *, message_id: str = "") -> tuple[bytes, str]:
         """(wire bytes, Message-ID) of this recipient's copy."""
@@ -148,8 +155,11 @@ def plan_issue(
     encoding: str = "utf-8-sig",
     campaign: str = "",
     test_send: bool = False,
+    attach: Sequence[Path] = (),
+    web_version: bool = False,
 ) -> Issue:
-    """Everything that can be checked before the first message: article, list, templates."""
+    """Everything that can be checked before the first message: article, list, templates,
+    pictures and attachments, the DKIM key, and one whole message for the longest address."""
     sender = settings.require_sending_identity()
     article = load_article(article_path)
     subscribers = SubscriberList(subscribers_path, encoding)
@@ -158,16 +168,16 @@ def plan_issue(
         raise InputError("the subject is empty after removing control characters; pass --subject")
     if test_send:
         title = f"[TEST] {title}"
-    rendered = render_issue(
-        article,
-        subject=title,
-        columns=subscribers.columns,
-        organization=settings.organization,
-        postal_address=settings.postal_address,
-        template_dir=template_dir,
-        test_send=test_send,
-    )
     name = campaign or campaign_id(article)
+    embedder = Embedder.for_article(article_path, sender.domain)
+    article = replace(article, body_html=embedder.embed(article.body_html))
+    logo = assets.logo(settings.logo, settings.organization, Path.cwd(), embedder)
+    rendered = render_issue(
+        article, subject=title, columns=subscribers.columns, organization=settings.organization,
+        postal_address=settings.postal_address, template_dir=template_dir, test_send=test_send,
+        language=settings.language, logo=logo, web_url=web_address(settings.web_url, name),
+        web_version=web_version,
+    )  # fmt: skip
     signer = None
     if settings.dkim_key_file is not None:
         signer = load_signer(settings.dkim_key_file, settings.dkim_selector, settings.dkim_domain)
@@ -184,20 +194,41 @@ def plan_issue(
         unsubscribe_mailto=settings.unsubscribe_mailto,
         unsubscribe_secret=settings.unsubscribe_secret or SAMPLE_SECRET,
         fingerprint=article.fingerprint,
+        related=tuple(embedder.related),
+        attachments=tuple(assets.attachments(list(attach), settings.max_message_size)),
         sign=signer.signed if signer is not None else None,
     )
-    notes = signer.warnings if signer is not None else ()
+    notes = (*(signer.warnings if signer is not None else ()), *embedder.warnings)
     issue = Issue(
-        article, subscribers, ListStats(), rendered, factory, name, settings, test_send, notes=notes
+        article,
+        subscribers,
+        ListStats(),
+        rendered,
+        factory,
+        name,
+        settings,
+        test_send,
+        0,
+        notes,
+        embedder.previews,
     )
-    trial = trial_subscriber(subscribers.columns)
     try:  # one whole message before the list is read: a setting that breaks every message stops here
-        trial_size = len(issue.message(trial)[0])
+        trial_size = len(issue.message(trial_subscriber(subscribers.columns))[0])
     except (ValueError, UnicodeError, ConfigError) as err:
         raise ConfigError(f"a trial message could not be built: {err}") from err
     issue = replace(issue, trial_size=trial_size)
     issue.check_size(settings.max_message_size, "DISPATCH_MAX_MESSAGE_SIZE")
     return replace(issue, stats=subscribers.scan())
+
+
+def web_address(template: str, campaign: str) -> str:
+    """``DISPATCH_WEB_URL`` for this issue: ``{campaign}`` filled in, or, without it, the
+    campaign's page in that folder (``…/news/`` → ``…/news/<campaign>.html``)."""
+    if not template:
+        return ""
+    if "{campaign}" in template:
+        return template.replace("{campaign}", campaign)
+    return f"{template.rstrip('/')}/{campaign}.html"
 
 
 @dataclass(frozen=True)

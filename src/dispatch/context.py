@@ -158,12 +158,14 @@ def template_context(
     logo: Mapping[str, Any] | None = None,
     web_url: str = "",
     issue_date: str = "",
+    web_version: bool = False,
 ) -> dict[str, Any]:
     """Everything a template can use, as plain data (see the README's table).
 
     ``language`` is ``DISPATCH_LANGUAGE``; ``logo`` a ``{src, alt, width, height}``
     mapping or None; ``web_url`` the issue's web version ("" for none); ``issue_date`` the
-    masthead's date (ISO or as written) when it is not the article's own date.
+    masthead's date (ISO or as written) when it is not the article's own date; ``web_version``
+    true for the copy published on the web (``preview --archive``: no personal data).
     """
     lang = article_language(article, language)
     written_dir = str(article.meta.get("dir") or "").strip().lower()
@@ -185,7 +187,8 @@ def template_context(
         "issue_date_iso": iso_date(dated),
         "issue_number": issue_number,
         "logo": logo_data(logo, organization),
-        "web_url": _web_url(web_url),
+        "web_url": "" if web_version else _web_url(web_url),
+        "web_version": web_version,
         "words": _wording(lang, issue_number),
         "subscriber": subscriber_fields(table, columns),
         "email": table.base("email", "email"),

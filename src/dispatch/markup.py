@@ -42,9 +42,17 @@ _TAG = re.compile(r"<[^>]*>")
 _TAG_NAME = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)")
 
 
+_LOCAL_FILE = re.compile(r"(?![A-Za-z][A-Za-z0-9+.-]*:)(?!//)[^\s\\]+")
+
+
 def _absolute_links_only(_element: str, attribute: str, value: str) -> str | None:
-    """An email has no page to be relative to: relative and scheme-less links are dropped."""
-    if attribute in {"href", "src"} and not value.lower().startswith(("https://", "http://", "mailto:")):
+    """An email has no page to be relative to: relative and scheme-less links are dropped. An
+    image may name a file beside the article (``chart.png``): it is embedded when the issue is
+    planned (dispatch.assets)."""
+    low = value.lower()
+    if attribute == "href" and not low.startswith(("https://", "http://", "mailto:")):
+        return None
+    if attribute == "src" and not (low.startswith(("https://", "http://")) or _LOCAL_FILE.fullmatch(value)):
         return None
     return value
 

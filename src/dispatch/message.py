@@ -180,16 +180,14 @@ class EncodedBody:
 
 @dataclass(frozen=True)
 class Attachment:
-    """A MIME part the same for every recipient (an inline image or an attachment), encoded."""
+    """A MIME part the same for every recipient (an inline image or an attachment), encoded once:
+    its headers, a blank line and its base64 body (dispatch.assets makes them)."""
 
-    headers: str  # Content-Type, Content-Disposition, Content-ID…: CRLF-separated, no blank line
-    data: bytes
+    part: bytes
 
     def encode(self) -> bytes:
-        """The part's header and base64 body."""
-        return (self.headers.rstrip("\r\n") + "\r\n" + "Content-Transfer-Encoding: base64\r\n\r\n").encode(
-            "ascii"
-        ) + _base64(self.data)
+        """The part as it goes between two boundary lines."""
+        return self.part if self.part.endswith(b"\r\n") else self.part + b"\r\n"
 
 
 # --- the message ----------------------------------------------------------------------------

@@ -7,19 +7,22 @@ are ever replaced or removed, never through a symlink, never over an input, and 
 
 from __future__ import annotations
 
-import html
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from email import policy
 from email.headerregistry import Address
+from email.parser import BytesHeaderParser
 from pathlib import Path
 
+from dispatch.assets import previewable
 from dispatch.campaign import Issue, RunSummary, campaign_warnings, recipients, summary_for
 from dispatch.errors import ConfigError, InputError
 from dispatch.files import OutputFolder
 from dispatch.preflight import preflight
+from dispatch.proofpage import FirstMessage, MessageEntry, ProofData, proof_page_chunks
 from dispatch.settings import Settings
 from dispatch.skips import Skip, SkipRules
 from dispatch.state import journal as j
@@ -31,7 +34,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]+")
 # can never be one of them, so it is never touched.
 MESSAGE_FILES = re.compile(r"\d{5,}-[A-Za-z0-9._+-]*@[A-Za-z0-9@._+-]*\.(?:eml|html)")
 INDEX = "index.html"
-MAX_INDEX_ROWS = 2000
+MAX_INDEX_ROWS = 10_000  # messages listed on the sign-off page (all are written to the folder)
 WILL_BE_SENT = "will be sent"
 
 
@@ -42,14 +45,16 @@ def message_stem(number: int, email: str) -> str:
 
 @dataclass
 class PreviewWriter:
-    """Writes messages into a folder as they are rendered, then the index. Before anything is
-    written, a file this run could replace that dispatch did not write stops the run (exit 2)."""
+    """Writes messages into a folder as they are rendered, then the sign-off page. Before
+    anything is written, a file this run could replace that dispatch did not write stops the
+    run (exit 2)."""
 
     folder: Path
     subject: str
     inputs: Iterable[Path] = ()
     rows: int = 0
-    _index_rows: list[str] = field(default_factory=list, repr=False)
+    _entries: list[MessageEntry] = field(default_factory=list, repr=False)
+    _first: FirstMessage | None = field(default=None, repr=False)
     out: OutputFolder = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -57,41 +62,48 @@ class PreviewWriter:
         self.out.refuse_foreign(INDEX)
         self.out.refuse_foreign_like(MESSAGE_FILES)
 
-    def add(self, number: int, sub: Subscriber, message: bytes, html_body: str, status: str) -> Path:
+    def add(self, number: int, sub: Subscriber, message: bytes, bodies: tuple[str, str], status: str) -> Path:
         """Write one message's ``.eml`` and ``.html``; returns the ``.html`` path."""
         stem = message_stem(number, sub.email)
         self.out.write(f"{stem}.eml", message)
-        page = self.out.write(f"{stem}.html", html_body.encode())
-        if len(self._index_rows) < MAX_INDEX_ROWS:
-            self._index_rows.append(
-                f"<tr><td>{number}</td><td>{html.escape(sub.email)}</td><td>{html.escape(sub.name)}</td>"
-                f"<td>{html.escape(status)}</td>"
-                f'<td><a href="{html.escape(stem)}.html">view</a></td>'
-                f'<td><a href="{html.escape(stem)}.eml">.eml</a></td></tr>\n'
+        page = self.out.write(f"{stem}.html", bodies[0].encode())
+        if self._first is None:
+            self._first = FirstMessage(f"{stem}.html", bodies[1], readable_headers(message), sub.email)
+        if len(self._entries) < MAX_INDEX_ROWS:
+            self._entries.append(
+                MessageEntry(number, sub.email, sub.name, f"{stem}.html", f"{stem}.eml", status)
             )
         self.rows += 1
         return page
 
-    def close(self) -> Path:
-        """Write ``index.html``, remove what an earlier dry run left, save the manifest."""
-        title = html.escape(self.subject)
-        more = self.rows - len(self._index_rows)
-        page = (
-            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>Dry run: {title}</title><style>body{{font-family:sans-serif;margin:2em}}"
-            "td,th{padding:4px 12px;text-align:left}tr:nth-child(even){background:#f4f4f4}"
-            f"</style></head><body>\n<h1>Dry run: {title}</h1>\n<p>Nothing was sent. "
-            "Each row is one message exactly as it would leave.</p>\n<table><tr><th>#</th><th>To</th>"
-            "<th>Name</th><th>Status</th><th>HTML</th><th>Message</th></tr>\n"
-            + "".join(self._index_rows)
-            + "</table>\n"
-            + (f"<p>… and {more} more in this folder.</p>\n" if more > 0 else "")
-            + f"<p>{self.rows} message(s).</p>\n</body></html>\n"
+    def close(self, summary: RunSummary, settings: Settings) -> Path:
+        """Write the sign-off page, remove what an earlier dry run left, save the manifest."""
+        data = ProofData(
+            subject=summary.subject,
+            sender=str(settings.sender or ""),
+            campaign=summary.campaign,
+            to_send=summary.pending,
+            reply_to=str(settings.reply_to or ""),
+            list_id=settings.list_id,
+            already_sent=summary.already_sent,
+            skipped=summary.skipped.skipped,
+            warnings=summary.warnings,
+            problems=summary.blocking,
+            first=self._first,
+            messages=self._entries,
         )
-        path = self.out.write(INDEX, page.encode())
+        with self.out.stream(INDEX) as write:
+            for chunk in proof_page_chunks(data):
+                write(chunk)
         self.out.remove_stale(MESSAGE_FILES)
         self.out.close()
-        return path
+        return self.folder / INDEX
+
+
+def readable_headers(message: bytes) -> str:
+    """A message's header block as a person reads it: unfolded, encoded-words decoded."""
+    parsed = BytesHeaderParser(policy=policy.default).parsebytes(message)
+    return "\n".join(f"{name}: {' '.join(str(value).split())}" for name, value in parsed.items())
 
 
 @contextmanager
@@ -109,7 +121,7 @@ def write_message(
     """One recipient's message as ``page`` (HTML) with ``.eml`` and ``.txt`` beside it; none of
     the three may replace an input or a file dispatch did not write (checked before writing)."""
     data, _ = issue.message(sub)
-    html_body, text_body = issue.bodies(sub)
+    html_body, text_body = issue.preview_html(sub), issue.bodies(sub)[1]
     out = OutputFolder(page.parent, inputs=inputs, what="preview --out")
     names = [page.name, page.with_suffix(".eml").name, page.with_suffix(".txt").name]
     if len(set(names)) < 3:
@@ -161,7 +173,7 @@ def run_dry(
     except BaseException:
         writer.out.close()  # what was written stays recorded as dispatch's own
         raise
-    summary.preview = writer.close()
+    summary.preview = writer.close(summary, issue.settings)
     return summary
 
 
@@ -189,7 +201,7 @@ def _preview_one(
     if show:
         summary.written += 1
         status = (f"{reason} ({detail})" if detail else str(reason)) if reason else WILL_BE_SENT
-        writer.add(summary.written, sub, data, issue.bodies(sub)[0], status)
+        writer.add(summary.written, sub, data, (issue.preview_html(sub), issue.bodies(sub)[1]), status)
 
 
 SAMPLE_SENDER = Address("Sample sender (DISPATCH_FROM not set)", "sender@example.org")
@@ -244,3 +256,16 @@ def proof_files(
         made.append(out.write(pdf.name, made_pdf.read_bytes()))
         out.close()
     return made
+
+
+def write_archive(issue: Issue, folder: Path, *, inputs: Iterable[Path] = ()) -> Path:
+    """The issue's web version (``preview --archive DIR``): ``DIR/<campaign>.html`` with no
+    personal data — every subscriber value empty, no unsubscribe link — and its pictures inline,
+    ready to publish at DISPATCH_WEB_URL. ``issue`` must be planned with ``web_version=True``."""
+    nobody = Subscriber("reader@example.org", "", 0, dict.fromkeys(issue.subscribers.columns, ""))
+    values = dict.fromkeys(issue.values(nobody), "")
+    page = previewable(issue.factory.html.text(values), issue.previews)
+    out = OutputFolder(folder, inputs=inputs, what="--archive")
+    written = out.write(f"{issue.campaign}.html", page.encode())
+    out.close()
+    return written

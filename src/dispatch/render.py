@@ -263,14 +263,16 @@ def render_issue(
     postal_address: str = "",
     template_dir: Path | None = None,
     test_send: bool = False,
+    **looks: Any,
 ) -> RenderedIssue:
-    """Render the HTML and text templates once and inline the CSS once."""
+    """Render the HTML and text templates once and inline the CSS once. ``looks`` are passed to
+    :func:`dispatch.context.template_context` (language, logo, web_url, web_version…)."""
     if template_dir is not None and not template_dir.is_dir():
         raise TemplateError(f"{template_dir}: template folder does not exist")
     table = FieldTable()
     context = template_context(
         article, table, subject=subject, columns=columns, organization=organization,
-        postal_address=postal_address, test_send=test_send,
+        postal_address=postal_address, test_send=test_send, **looks,
     )  # fmt: skip
     html_env = _environment(template_dir, table, autoescape=True)
     text_env = _environment(template_dir, table, autoescape=False)

@@ -172,6 +172,10 @@ SubjectOpt = Annotated[
     typer.Option("--subject", metavar="TEXT", help="Subject, unless the article's front matter sets one."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")]
+AttachOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--attach", metavar="FILE", help="Attach FILE to every message (repeatable)."),
+]
 
 
 @contextmanager

@@ -14,6 +14,7 @@ import typer
 
 from dispatch.cli.common import (
     ArticleArg,
+    AttachOpt,
     DebugOpt,
     EncodingOpt,
     EnvFileOpt,
@@ -45,6 +46,7 @@ def check(
     dns: Annotated[bool, typer.Option("--dns", help="Look up SPF, DMARC and the DKIM key in DNS.")] = False,
     subject: SubjectOpt = "",
     template: TemplateOpt = None,
+    attach: AttachOpt = None,
     env_file: EnvFileOpt = None,
     as_json: JsonOpt = False,
     encoding: EncodingOpt = "utf-8-sig",
@@ -59,7 +61,7 @@ def check(
         settings = load_settings(env_file)
         issue = plan_issue(
             article, subscribers_path(subscribers, settings), settings,
-            subject=subject, template_dir=template, encoding=encoding,
+            subject=subject, template_dir=template, encoding=encoding, attach=attach or (),
         )  # fmt: skip
         problems = preflight(issue)
         report: dict[str, Any] = {

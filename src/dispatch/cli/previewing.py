@@ -13,6 +13,7 @@ import typer
 
 from dispatch.cli.common import (
     ArticleArg,
+    AttachOpt,
     DebugOpt,
     EncodingOpt,
     EnvFileOpt,
@@ -46,8 +47,15 @@ def preview(
     pdf: Annotated[
         Path | None, typer.Option("--pdf", metavar="FILE", help="Also write a one-file PDF proof to FILE.")
     ] = None,
+    archive: Annotated[
+        Path | None,
+        typer.Option(
+            "--archive", metavar="DIR", help="Also write the web version (no personal data) into DIR."
+        ),
+    ] = None,
     subject: SubjectOpt = "",
     template: TemplateOpt = None,
+    attach: AttachOpt = None,
     env_file: EnvFileOpt = None,
     encoding: EncodingOpt = "utf-8-sig",
     debug: DebugOpt = False,
@@ -56,7 +64,7 @@ def preview(
     or make pictures and a PDF of it for sign-off. Needs no sending settings: without them,
     sample values are used and marked as such."""
     from dispatch.campaign import named_recipients, plan_issue, recipients
-    from dispatch.preview import proof_files, sample_list, with_samples, write_message
+    from dispatch.preview import proof_files, sample_list, with_samples, write_archive, write_message
 
     with reporting(debug):
         settings, samples = with_samples(load_settings(env_file))
@@ -66,8 +74,9 @@ def preview(
         with ExitStack() as stack:
             path = listed or stack.enter_context(sample_list())
             issue = plan_issue(
-                article, path, settings, subject=subject, template_dir=template, encoding=encoding
-            )
+                article, path, settings, subject=subject, template_dir=template, encoding=encoding,
+                attach=attach or (),
+            )  # fmt: skip
             chosen = named_recipients(issue, [subscriber]) if subscriber else list(recipients(issue, 1))
             if not chosen:
                 raise InputError(f"{path}: has no valid subscriber to preview with")
@@ -75,12 +84,36 @@ def preview(
                 typer.echo(
                     f"dispatch: note: {chosen[0].email} is not on {path}; its columns are empty", err=True
                 )
-            read = inputs(article, listed, env_file, template)
+            read = inputs(article, listed, env_file, template, *(attach or ()))
             page, eml, text = write_message(issue, chosen[0], out.resolve(), inputs=read)
             typer.echo(f"Preview for {chosen[0].email}: {page}\n  also {eml} and {text}")
+            if archive is not None:
+                web = plan_issue(
+                    article, path, settings, subject=subject, template_dir=template, encoding=encoding,
+                    web_version=True,
+                )  # fmt: skip
+                typer.echo(f"  web version: {write_archive(web, archive.resolve(), inputs=read)}")
             if png is not None or pdf is not None:
                 scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dispatch-proof-")))
                 for made in proof_files(issue, chosen[0], page, scratch, png=png, pdf=pdf, inputs=read):
                     typer.echo(f"  proof: {made}")
         if open_browser and not webbrowser.open(page.as_uri()):
             typer.echo(f"dispatch: no browser could be opened here; open {page} yourself", err=True)
+
+
+@command(app, "init", "Start a newsletter folder with examples.")
+def init(
+    folder: Annotated[
+        Path | None, typer.Argument(metavar="DIR", help="The folder to create (default: this one).")
+    ] = None,
+    templates: Annotated[
+        bool, typer.Option("--templates", help="Also copy the built-in templates into DIR/templates.")
+    ] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Write .env (every setting explained, a fresh unsubscribe secret, readable by you only),
+    subscribers.csv and article.md into DIR; never overwrites. A dry run works at once."""
+    from dispatch.scaffold import scaffold
+
+    with reporting(debug):
+        typer.echo(scaffold(folder or Path(), templates=templates).report())

@@ -13,6 +13,7 @@ import typer
 
 from dispatch.cli.common import (
     ArticleArg,
+    AttachOpt,
     DebugOpt,
     EncodingOpt,
     EnvFileOpt,
@@ -68,6 +69,7 @@ def send(
     ] = False,
     subject: SubjectOpt = "",
     template: TemplateOpt = None,
+    attach: AttachOpt = None,
     limit: Annotated[
         int, typer.Option("--limit", metavar="N", help="Send at most N messages this run (0: no limit).")
     ] = 0,
@@ -135,6 +137,7 @@ def send(
             issue = plan_issue(
                 article, subscribers_path(subscribers, settings), settings, subject=subject,
                 template_dir=template, encoding=encoding, campaign=campaign, test_send=bool(to),
+                attach=attach or (),
             )  # fmt: skip
             only = named_recipients(issue, to) if to else None
             store = SuppressionStore.open_existing(folder) if dry_run else SuppressionStore(folder)
@@ -144,7 +147,7 @@ def send(
                     issue, where, write_all=out is not None, limit=limit,
                     state=None if to else j.Journal.open_existing(folder), suppressions=store, only=only,
                     resend_unknown=resend_unknown, retry_failed=retry_failed,
-                    inputs=inputs(article, issue.subscribers.path, env_file, template),
+                    inputs=inputs(article, issue.subscribers.path, env_file, template, *(attach or ())),
                 )  # fmt: skip
                 print_summary(summary, as_json, dry_run_report(summary, all_written=out is not None))
                 raise typer.Exit(int(summary.exit_code))
