@@ -97,3 +97,10 @@ def test_readme_dry_run_transcript_is_real(tmp_path: Path, monkeypatch: pytest.M
     printed = result.stdout.rstrip("\n").split("\n")
     keep = [i for i, line in enumerate(expected) if not line.lstrip().startswith("Preview:")]
     assert [printed[i] for i in keep] == [expected[i] for i in keep]
+
+
+def test_the_example_settings_secret_is_the_one_check_warns_about() -> None:
+    from dispatch.checks import EXAMPLE_SECRET
+
+    example = (ROOT / ".env.example").read_text(encoding="utf-8")
+    assert f"DISPATCH_UNSUBSCRIBE_SECRET={EXAMPLE_SECRET}\n" in example

@@ -21,6 +21,7 @@ Level = Literal["blocking", "warning"]
 GMAIL_CLIP_BYTES = 100_000  # Gmail clips at about 102 KB of HTML (HTML-03)
 MAX_SUBJECT = 100
 MIN_SECRET = 32
+EXAMPLE_SECRET = "example-only-replace-me-0123456789abcdefghij"  # noqa: S105 - the public one in .env.example
 _MAKE_ONE = "make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 _SHOW = "the template must show {what}; keep the built-in footer (or add it to yours)"
 
@@ -32,6 +33,8 @@ MESSAGES = {
     "no-postal-address": "set DISPATCH_POSTAL_ADDRESS: bulk mail must show a postal address (CAN-SPAM)",
     "no-unsubscribe-secret": "DISPATCH_UNSUBSCRIBE_SECRET is not set; " + _MAKE_ONE,
     "short-unsubscribe-secret": "DISPATCH_UNSUBSCRIBE_SECRET is under 32 characters; " + _MAKE_ONE,
+    "example-unsubscribe-secret": "DISPATCH_UNSUBSCRIBE_SECRET is the published example from .env.example "
+    "(anyone could forge unsubscribe links); " + _MAKE_ONE,
     "dkim-not-aligned": "DISPATCH_DKIM_DOMAIN {dkim} does not align with the From domain {domain}, so DMARC "
     "fails; sign with {domain} (or a domain it is under)",
     "free-mail-from": "DISPATCH_FROM is at {domain}, whose DMARC policy fails its mail sent from other "
@@ -180,6 +183,7 @@ def settings_problems(settings: Settings) -> list[Problem]:
         ("no-postal-address", not settings.postal_address.strip(), {}),
         ("no-unsubscribe-secret", not secret, {}),
         ("short-unsubscribe-secret", 0 < len(secret) < MIN_SECRET, {}),
+        ("example-unsubscribe-secret", secret == EXAMPLE_SECRET, {}),
         ("dkim-not-aligned", bool(dkim and domain and not aligned(domain, dkim)), where),
         ("free-mail-from", bool(domain) and free_mail_domain(domain), where),
     ]

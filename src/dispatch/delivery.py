@@ -121,6 +121,15 @@ class _Run:
             return False
         return reservation
 
+    def settle_suppressed(self, sub: Subscriber, prior: str | None, reason: str) -> None:
+        """A recipient still owed a message (deferred) who is now suppressed is owed nothing:
+        the journal says so, so later runs stop counting them as deferred."""
+        if self.journal is not None and prior == j.DEFERRED:
+            self.journal.outcome(
+                self.issue.campaign, sub.key, sub.email, j.SUPPRESSED, code=None, enhanced="",
+                reply=f"suppressed ({reason}) after it was deferred", attempts=0,
+            )  # fmt: skip
+
     def leave(self, prior: str | None) -> None:
         """A recipient this run will not try after all."""
         if prior is None:
@@ -150,6 +159,7 @@ class _Run:
         if entry is not None:
             with self.lock:
                 self.late_suppressed.append(entry.reason)
+            self.settle_suppressed(sub, prior, entry.reason)
             return
         reservation = False if self.stop.is_set() else self.reserve()
         if reservation is False:
@@ -383,6 +393,8 @@ def _send(issue: Issue, journal: j.Journal | None, options: SendOptions, summary
             state, reason, detail = run.rules.check(sub.key)
             if reason is not None:
                 summary.count_skip(reason, detail)
+                if reason is Skip.SUPPRESSED:
+                    run.settle_suppressed(sub, state, detail)
                 continue
             todo += 1
             if (options.limit and todo > options.limit) or run.stop.is_set():

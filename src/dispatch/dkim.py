@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import dkim as dkimpy
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
@@ -169,6 +168,8 @@ class Signer:
 
         ``message`` must be the exact wire bytes, CRLF line ends; nothing may re-fold them later.
         """
+        import dkim as dkimpy  # noqa: PLC0415 - dkimpy brings dnspython: only when signing
+
         algorithm = b"ed25519-sha256" if self.algorithm == "ed25519" else b"rsa-sha256"
         try:
             signer = dkimpy.DKIM(message, signature_algorithm=algorithm, linesep=b"\r\n")
@@ -284,6 +285,8 @@ def verify(message: bytes, public_key_b64: str) -> bool:
 
     ``public_key_b64`` is the ``p=`` value of the TXT record; a 32-byte key is Ed25519.
     """
+    import dkim as dkimpy  # noqa: PLC0415 - dkimpy brings dnspython: only when verifying
+
     key = "".join(public_key_b64.split())
     try:
         kind = "ed25519" if len(base64.b64decode(key, validate=True)) == 32 else "rsa"

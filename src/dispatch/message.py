@@ -30,7 +30,7 @@ from email.utils import format_datetime
 
 from dispatch.errors import ConfigError
 from dispatch.fields import Field, output
-from dispatch.tokens import make_token, unsubscribe_link
+from dispatch.tokens import seal, unsubscribe_link
 
 _ID_SAFE = re.compile(r"[^A-Za-z0-9.-]+")
 _FOLD = policy.SMTP
@@ -57,6 +57,9 @@ def _plain(text: str) -> bool:
 def _encoded_words(text: str) -> list[str]:
     """``text`` as RFC 2047 "B" encoded-words of 68 characters at most (the limit is 75), each
     holding whole characters, decoding back to exactly ``text``."""
+    whole = text.encode()
+    if len(whole) <= ENCODED_WORD_BYTES:
+        return [f"=?utf-8?b?{base64.b64encode(whole).decode('ascii')}?="]
     words: list[bytes] = []
     chunk = b""
     for char in text:
@@ -90,10 +93,32 @@ def fold(name: str, value: str) -> bytes:
     return f"{name}: {FOLD_SEPARATOR.join(_encoded_words(text))}\r\n".encode("ascii")
 
 
+_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_QUOTABLE = re.compile(r"[ -~]*")  # printable ASCII: a quoted-string can hold it
+
+
+def _simple_mailbox(name: str, display: str, addr_spec: str) -> bytes | None:
+    """``Name <address>`` written directly when the display name is ASCII atoms (or printable
+    ASCII, quoted) and the line fits in 78 octets; None for anything else."""
+    if not display:
+        line = f"{name}: {addr_spec}"
+    elif _PHRASE.fullmatch(display) and "=?" not in display:
+        line = f"{name}: {display} <{addr_spec}>"
+    elif _QUOTABLE.fullmatch(display) and "=?" not in display:
+        quoted = display.replace("\\", "\\\\").replace('"', '\\"')
+        line = f'{name}: "{quoted}" <{addr_spec}>'
+    else:
+        return None
+    return (line + "\r\n").encode("ascii") if len(line) <= MAX_HEADER_LINE else None
+
+
 def fold_mailbox(name: str, display_name: str, addr_spec: str) -> bytes:
     """An address header with one mailbox, its display name quoted or encoded as needed (and
     cut to MAX_DISPLAY_NAME characters: the list reports longer names as it reads them)."""
     display = header_text(display_name)[:MAX_DISPLAY_NAME].rstrip()
+    simple = _simple_mailbox(name, display, addr_spec)  # the common case, without the stdlib's parser
+    if simple is not None:
+        return simple
     if _plain(display):
         folded: str = _FOLD.fold(name, str(Address(display_name=display, addr_spec=addr_spec)))
         if _fits(folded):
@@ -110,6 +135,7 @@ def fold_mailbox(name: str, display_name: str, addr_spec: str) -> bytes:
 # --- bodies: encoded once, personalised by splicing --------------------------------------
 
 QP_LINE = 76  # RFC 2045: encoded lines of at most 76 characters
+_QP_PLAIN = re.compile(r"[!-<>-~](?:[ !-<>-~]*[!-<>-~])?")  # printable, no "=", no space at the ends
 
 
 def _crlf(text: str) -> bytes:
@@ -121,6 +147,8 @@ def _qp(text: str) -> bytes:
     real line break, or after a soft one (``=`` CRLF, which decodes to nothing)."""
     if not text:
         return b""
+    if len(text) < QP_LINE and text.isascii() and _QP_PLAIN.fullmatch(text):
+        return text.encode("ascii") + b"=\r\n"  # a short plain value encodes to itself
     data = _crlf(text)
     encoded = binascii.b2a_qp(data, istext=True)
     if b"\r\n" not in data:  # without a line break to copy, b2a_qp ends its soft breaks with LF alone
@@ -303,7 +331,8 @@ class MessageFactory:
         return f"<{left}.{digest.hexdigest()}@{self.domain}>"
 
     def _token(self, email: str) -> str:
-        return make_token(self.unsubscribe_secret, self.list_id, email)
+        """The recipient's token; ``email`` is a validated wire address (Subscriber.email)."""
+        return seal(self.unsubscribe_secret, self.list_id, email.lower())
 
     def unsubscribe_target(self, email: str) -> str:
         """The link shown in the body: the https URL when set, else the mailto."""

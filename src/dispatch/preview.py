@@ -160,6 +160,8 @@ def run_dry(
     summary.blocking = [p.message for p in problems if p.blocking]
     summary.warnings += [p.message for p in problems if not p.blocking] + campaign_warnings(issue, state)
     writer = PreviewWriter(folder, issue.subject, inputs)
+    if suppressions is not None and not suppressions.count():
+        suppressions = None  # an empty store: a dry run (unlike a send) need not ask it again
     rules = SkipRules(
         state, suppressions, issue.campaign, issue.settings.list_id, resend_unknown, retry_failed
     )

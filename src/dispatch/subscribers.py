@@ -68,8 +68,11 @@ def _alias(header: str) -> str:
 
 
 def clean_value(value: str) -> str:
-    """A CSV value as it may appear in a message: control characters become spaces."""
-    return " ".join(_CONTROL.sub(" ", value).split())
+    """A CSV value as it may appear in a message: control characters become spaces, runs of
+    spaces one space, and the text NFC-normalised."""
+    if value.isascii() and value.isprintable():  # most values: no control or composed character
+        return value if "  " not in value and value.strip() == value else " ".join(value.split())
+    return " ".join(_CONTROL.sub(" ", unicodedata.normalize("NFC", value)).split())
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,8 @@ class _Suppressed:
 
     def line(self, email: str) -> int:
         """The line that unsubscribed this address, or 0."""
+        if not self._keys:
+            return 0
         key = _short_digest(email)
         at = bisect.bisect_left(self._keys, key)
         return self._lines[at] if at < len(self._keys) and self._keys[at] == key else 0
@@ -146,10 +151,13 @@ class _Seen:
     take 24 MB, where a dict of them took about 150 MB. (Two addresses sharing a digest would
     read as duplicates: about one chance in 30 million for a list of a million.)"""
 
-    def __init__(self) -> None:
-        self._keys = array("Q", bytes(8 * 1024))
-        self._lines = array("I", bytes(4 * 1024))
-        self._mask = 1023
+    def __init__(self, expected: int = 0) -> None:
+        size = 1024  # sized for the rows expected, so a big list is not copied while it grows
+        while size < expected * 2:
+            size *= 2
+        self._keys = array("Q", bytes(8 * size))
+        self._lines = array("I", bytes(4 * size))
+        self._mask = size - 1
         self._used = 0
 
     def first_line(self, email: str, line: int) -> int:
@@ -169,17 +177,18 @@ class _Seen:
         return 0
 
     def _grow(self) -> None:
-        old = [(k, n) for k, n in zip(self._keys, self._lines, strict=True) if k]
+        old_keys, old_lines = self._keys, self._lines  # read in place: no list of a million tuples
         size = (self._mask + 1) * 2
         self._keys = array("Q", bytes(8 * size))
         self._lines = array("I", bytes(4 * size))
         self._mask = size - 1
         keys, lines, mask = self._keys, self._lines, self._mask
-        for key, line in old:
-            slot = key & mask
-            while keys[slot]:
-                slot = (slot + 1) & mask
-            keys[slot], lines[slot] = key, line
+        for key, line in zip(old_keys, old_lines, strict=True):
+            if key:
+                slot = key & mask
+                while keys[slot]:
+                    slot = (slot + 1) & mask
+                keys[slot], lines[slot] = key, line
 
 
 _DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
@@ -246,6 +255,7 @@ class SubscriberList:
         self.columns, self._dialect, self._roles = self._read_header()
         self._suppressed = _Suppressed([])
         self._check_status_column()
+        self._consent = bool({"status", "optout", "optin"} & set(self._roles))
 
     def _open(self) -> TextIO:
         try:
@@ -284,6 +294,8 @@ class SubscriberList:
                 sample = handle.read(65536)
             except UnicodeDecodeError as err:
                 raise self._decode_error(err) from err
+        size = self.path.stat().st_size
+        self._expected_rows = size * max(1, sample.count("\n")) // max(1, len(sample.encode()))
         nul = sample.count("\x00")  # a stray NUL in one value is cleaned; many mean binary
         if "\x00" in sample.split("\n", 1)[0] or (nul > 4 and nul * 100 > len(sample)):
             raise InputError(f"{self.path}: looks like a binary file, not a CSV subscriber list")
@@ -379,7 +391,12 @@ class SubscriberList:
 
     def __iter__(self) -> Iterator[Subscriber | Skipped]:
         """Yield each valid, unique subscriber and each skipped row, in file order."""
-        seen = _Seen()
+        return self.rows()
+
+    def rows(self, *, fields: bool = True) -> Iterator[Subscriber | Skipped]:
+        """As iterating; with ``fields=False`` subscribers carry only their name (a counting
+        pass need not clean every column of every row)."""
+        seen = _Seen(self._expected_rows)
         self._suppressed = self._unsubscribed()
         with self._open() as handle:
             reader = csv.reader(handle, self._dialect)
@@ -390,7 +407,7 @@ class SubscriberList:
                 for row in reader:
                     if reader.line_num > line:
                         self._check_merged(row, line, reader.line_num)
-                    yield self._row(row, line, seen)
+                    yield self._row(row, line, seen, fields)
                     line = reader.line_num + 1
             except UnicodeDecodeError as err:
                 raise self._decode_error(err) from err
@@ -435,8 +452,8 @@ class SubscriberList:
             return f"not subscribed ({self.columns[roles['optin']]} = {opt_in!r})"
         return ""
 
-    def _row(self, row: list[str], line: int, seen: _Seen) -> Subscriber | Skipped:
-        if not any(cell.strip() for cell in row):
+    def _row(self, row: list[str], line: int, seen: _Seen, fields: bool = True) -> Subscriber | Skipped:
+        if not "".join(row).strip():
             return Skipped(line, "empty row")
         longest = max(map(len, row))
         if longest > MAX_VALUE:
@@ -445,7 +462,7 @@ class SubscriberList:
             )
         roles = self._roles
         cell = row[roles["email"]] if roles["email"] < len(row) else ""
-        opted_out = self._opted_out(row)
+        opted_out = self._opted_out(row) if self._consent else ""
         if opted_out:
             return Skipped(line, opted_out)
         try:
@@ -459,14 +476,11 @@ class SubscriberList:
         first = seen.first_line(email, line)
         if first:
             return Skipped(line, f"duplicate of line {first} ({email})")
-        values = {
-            self.columns[i]: clean_value(unicodedata.normalize("NFC", v))
-            for i, v in enumerate(row[: len(self.columns)])
-        }
-        name = values.get(self.columns[roles["name"]], "") if "name" in roles else ""
-        if "last" in roles:
-            last = values.get(self.columns[roles["last"]], "")
+        name = clean_value(row[roles["name"]]) if "name" in roles and roles["name"] < len(row) else ""
+        if "last" in roles and roles["last"] < len(row):
+            last = clean_value(row[roles["last"]])
             name = name if not last or last in name else f"{name} {last}".strip()
+        values = dict(zip(self.columns, map(clean_value, row), strict=False)) if fields else {}
         return Subscriber(email=email, name=name, line=line, fields=values)
 
     def scan(self) -> ListStats:
@@ -474,7 +488,7 @@ class SubscriberList:
         names are too long for a To header)."""
         stats = ListStats()
         long_names: list[int] = []
-        for item in self:
+        for item in self.rows(fields=False):
             if isinstance(item, Subscriber):
                 stats.valid += 1
                 if len(item.name) > MAX_DISPLAY_NAME:

@@ -175,10 +175,10 @@ def serve(
             )
         if port is not None and not 0 < port < 65536:
             raise InputError("--port must be a number from 1 to 65535")
-        name = settings.organization or settings.list_id
         config = endpoint.ServeConfig(
             url_template=settings.unsubscribe_url, secret=settings.unsubscribe_secret,
-            organization=settings.organization, state_dir=state_dir(settings), lists={settings.list_id: name},
+            organization=settings.organization, state_dir=state_dir(settings),
+            lists={settings.list_id: settings.list_id},
         )  # fmt: skip
 
         def announce(url: str) -> None:
@@ -274,7 +274,7 @@ def suppress_import(
     reason: ReasonOpt = None,
     list_id: Annotated[
         str | None,
-        typer.Option("--list", metavar="ID", help="The list they unsubscribed from (default: every list)."),
+        typer.Option("--list", metavar="ID", help="Apply every row to list ID (default: as each row says)."),
     ] = None,
     env_file: EnvFileOpt = None,
     encoding: EncodingOpt = "utf-8-sig",
@@ -288,7 +288,10 @@ def suppress_import(
     with reporting(debug, as_json):
         why = check_reason(reason) if reason else None
         scope = check_scope(list_id) if list_id else None
-        report = _store(env_file).import_csv(file, reason=why, scope=scope, encoding=encoding)
+        settings = load_settings(env_file)
+        report = _store(env_file).import_csv(
+            file, reason=why, scope=scope, unsubscribe_list=settings.list_id, encoding=encoding
+        )
         if as_json:
             skipped = [{"line": s.line, "reason": s.reason} for s in report.skipped]
             typer.echo(json.dumps({"added": report.added, "existing": report.existing, "skipped": skipped}))

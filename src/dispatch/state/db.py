@@ -247,6 +247,11 @@ class Database:
             row: tuple[Any, ...] | None = self._reader.execute(sql, params).fetchone()
             return row
 
+    def read_all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Every row of a lookup, on the reader connection (never waits for a commit)."""
+        with self._read_lock, self.guard():
+            return list(self._reader.execute(sql, params).fetchall())
+
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         """The first row of a query, or None."""
         with self._lock, self.guard():

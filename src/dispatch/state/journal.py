@@ -30,7 +30,8 @@ from dispatch.state.db import Database, Schema, StateError, check_not_symlink
 
 PENDING, IN_FLIGHT, SENT = "pending", "in_flight", "sent"
 DEFERRED, FAILED, UNKNOWN = "deferred", "failed", "unknown"
-STATES = (PENDING, IN_FLIGHT, SENT, DEFERRED, FAILED, UNKNOWN)
+SUPPRESSED = "suppressed"  # was waiting (deferred), then unsubscribed or suppressed: no longer owed
+STATES = (PENDING, IN_FLIGHT, SENT, DEFERRED, FAILED, UNKNOWN, SUPPRESSED)
 DAY = 86_400.0
 FILENAME = "journal.sqlite3"
 

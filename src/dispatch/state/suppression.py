@@ -170,7 +170,7 @@ class SuppressionStore:
     def lookup(self, key: str, list_id: str) -> Entry | None:
         """Why ``key`` must not be mailed on ``list_id`` (a bounce, complaint or manual entry
         before an unsubscribe), or None. One primary-key query: call it before every message."""
-        rows = self._db.all(f"{_SELECT} WHERE key = ?", (key,))  # almost always none
+        rows = self._db.read_all(f"{_SELECT} WHERE key = ?", (key,))  # almost always none
         scopes = (list_id.lower(), ALL_LISTS)
         found = [row for row in rows if row[2] in scopes]
         return Entry(*min(found, key=lambda r: (r[1] == UNSUBSCRIBED, r[3]))) if found else None
@@ -199,6 +199,7 @@ class SuppressionStore:
         *,
         reason: str | None = None,
         scope: str | None = None,
+        unsubscribe_list: str | None = None,
         source: str | None = None,
         encoding: str = "utf-8-sig",
     ) -> ImportReport:
@@ -206,7 +207,9 @@ class SuppressionStore:
         files and columns are understood). Bad rows are skipped and reported by line; when the
         file as a whole cannot be read, nothing is written. ``source`` defaults to
         ``import:<file name>`` for rows without a source column."""
-        rows, skipped = read_csv(path, reason=reason, scope=scope, encoding=encoding)
+        rows, skipped = read_csv(
+            path, reason=reason, scope=scope, unsubscribe_list=unsubscribe_list, encoding=encoding
+        )
         label = clean_value(source or f"import:{path.name}")[:200]
         values = [(key, where, why, src or label, at) for key, where, why, src, at in rows]
         with self._db.transaction() as db:
@@ -265,7 +268,12 @@ Row = tuple[str, str, str, str, int]  # key, scope, reason, source ("": the impo
 
 
 def read_csv(
-    path: Path, *, reason: str | None = None, scope: str | None = None, encoding: str = "utf-8-sig"
+    path: Path,
+    *,
+    reason: str | None = None,
+    scope: str | None = None,
+    unsubscribe_list: str | None = None,
+    encoding: str = "utf-8-sig",
 ) -> tuple[list[Row], list[Skipped]]:
     """The suppressions a CSV file holds, and the rows skipped (with line and reason).
 
@@ -276,9 +284,11 @@ def read_csv(
     ``CLEAN_TIME``) and ``source``. ``reason`` and ``scope``, when given, apply to every row;
     otherwise each row's columns decide, then the kind of export (Mailchimp's unsubscribed or
     cleaned), then ``manual`` (for an unknown status word too) on every list. An unsubscribe
-    with no list anywhere stops the import (InputError): pass ``scope``.
+    that names no list applies to ``unsubscribe_list`` (the newsletter's own list id); with
+    none, it stops the import (InputError): pass ``scope``.
     """
     plan = _Plan(path, reason and check_reason(reason), scope and check_scope(scope))
+    plan.unsubscribe_list = unsubscribe_list and check_scope(unsubscribe_list)
     rows: list[Row] = []
     skipped: list[Skipped] = []
     line = 1
@@ -319,6 +329,7 @@ class _Plan:
     path: Path
     reason: str | None  # for every row
     scope: str | None  # for every row
+    unsubscribe_list: str | None = None  # for unsubscribes that name no list
     fallback: str = MANUAL  # for rows that say nothing: the kind of export, else manual
     columns: dict[str, int] = field(default_factory=dict)  # role -> index, -1 when absent
     now: int = field(default_factory=lambda: int(time.time()))
@@ -359,11 +370,11 @@ class _Plan:
         if word in _NOT_OPT_OUT:
             return Skipped(line, f"status {status!r} is not an opt-out; not suppressed")
         why = self.reason or (_REASON_OF.get(word, MANUAL) if word else self.fallback)
-        listed = self.scope or listed
+        listed = self.scope or listed or (self.unsubscribe_list if why == UNSUBSCRIBED else "") or ""
         if not listed and why == UNSUBSCRIBED:
             raise InputError(
                 f"{self.path}: line {line}: an unsubscribe applies to one list and this file names "
-                "none; give the list id to import it with"
+                "none; give the list id to import it with (--list ID)"
             )
         try:
             where = check_scope(listed) if listed else ALL_LISTS

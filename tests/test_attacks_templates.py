@@ -1,0 +1,550 @@
+"""Attacks on templates (issue 6, classes 1 and 2), kept as regression tests.
+
+Class 1: a hostile ``--template`` folder tries every route to files, the environment and code.
+Expected: exit 2 naming the template file and line, nothing read or written outside the
+folder, the planted secret in no output.
+
+Class 2: subscriber values inside filters, tests, slices, methods, comparisons and macros.
+Expected: every message equals what a per-recipient Jinja2 render (ImmutableSandboxedEnvironment,
+autoescape for HTML) gives with that recipient's real values, or the run is refused before
+anything is sent with an error naming the template line; never an internal token in any output.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from tests.attack_helpers import (
+    Relays,
+    between,
+    eml_files,
+    judge_error,
+    no_crash,
+    parse,
+    part,
+    run_dispatch,
+    settings_file,
+    tokens_in,
+    tree,
+    unfolded_qp,
+    write_article,
+)
+from tests.smtp_servers import Server
+
+Invoke = Callable[..., Any]
+SECRET = "TOPSECRET-d1sp4tch-canary-7f3a"
+
+PEOPLE = [
+    {"email": "ann+news@example.org", "name": "Ann Example", "city": "Paris"},
+    {"email": "bob@example.com", "name": "Bo", "city": "Oslo"},
+    {"email": "dan@example.org", "name": "", "city": "Rome"},
+    {"email": "eve@example.org", "name": 'Ève <Ø> & "co"', "city": "Zürich"},
+]
+
+
+@pytest.fixture
+def relay() -> Iterator[Relays]:
+    with Relays() as relays:
+        yield relays
+
+
+def write_people(path: Path, people: list[dict[str, str]] = PEOPLE) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["email", "name", "city"])
+        writer.writeheader()
+        writer.writerows(people)
+    return path
+
+
+@pytest.fixture
+def scene(tmp_path: Path) -> dict[str, Path]:
+    """An article, a list, settings holding the secret, a template folder, and the secret planted
+    around it: beside the folder, in the working folder's .env, in a hidden file inside it."""
+    tpl = tmp_path / "tpl"
+    tpl.mkdir()
+    (tmp_path / "secret.txt").write_text(SECRET, encoding="utf-8")
+    (tmp_path / "secret.html").write_text(SECRET, encoding="utf-8")
+    (tmp_path / "work").mkdir(exist_ok=True)
+    (tmp_path / "work" / ".env").write_text(f"DISPATCH_SMTP_PASSWORD={SECRET}\n", encoding="utf-8")
+    (tpl / ".env").write_text(SECRET, encoding="utf-8")
+    (tpl / ".hidden.txt").write_text(SECRET, encoding="utf-8")
+    return {
+        "tmp": tmp_path,
+        "tpl": tpl,
+        "article": write_article(tmp_path / "issue.md"),
+        "list": write_people(tmp_path / "people.csv"),
+        "env": settings_file(tmp_path, SMTP_PASSWORD=SECRET, SMTP_USER="mailer"),
+        "out": tmp_path / "out",
+    }
+
+
+def dry_run(invoke: Invoke, scene: dict[str, Path], *extra: str) -> Any:
+    return invoke(
+        "send", scene["article"], "-s", scene["list"], "--env-file", scene["env"],
+        "--template", scene["tpl"], "--dry-run", "--out", scene["out"], *extra,
+    )  # fmt: skip
+
+
+def outputs(result: Any, folder: Path) -> str:
+    """Everything a run showed or wrote, as one text (decoded bodies included)."""
+    shown = [result.stdout, result.stderr]
+    if folder.is_dir():
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                data = path.read_bytes()
+                shown.append(unfolded_qp(data).decode("utf-8", "replace"))
+                if path.suffix == ".eml":
+                    message = parse(data)
+                    shown += [part(message, "plain"), part(message, "html")]
+    return "\n".join(shown)
+
+
+def files_outside(scene: dict[str, Path]) -> dict[str, bytes | str]:
+    found = tree(scene["tmp"])
+    return {k: v for k, v in found.items() if not k.startswith(("out", "state"))}
+
+
+# ============================================================================ class 1: reach out
+
+HOSTILE = {
+    "dunder-globals-cycler": "{{ cycler.__init__.__globals__.os.environ }}",
+    "dunder-globals-joiner": "{{ joiner.__init__.__globals__['os'].popen('id').read() }}",
+    "dunder-globals-namespace": "{{ namespace.__init__.__globals__.sys.modules }}",
+    "dunder-globals-lipsum": "{{ lipsum.__globals__['os'].environ['DISPATCH_SMTP_PASSWORD'] }}",
+    "self-context": "{{ self._TemplateReference__context.environment }}",
+    "self-dict": "{{ self.__dict__ }}",
+    "attr-filter-class": "{{ ''|attr('__class__')|attr('__mro__') }}",
+    "attr-filter-subclasses": "{{ (()|attr('__class__')|attr('__base__')|attr('__subclasses__'))() }}",
+    "mro-subclasses": "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "format-string-dunder": "{{ '{0.__class__.__init__.__globals__}'.format(article) }}",
+    "format-map-dunder": "{{ '{a.__class__}'.format_map({'a': article}) }}",
+    "format-filter-dunder": "{{ '%s'|format(article.__class__) }}",
+    "article-path-read": "{{ (article.source.cwd() / 'secret.txt').read_text() }}",
+    "article-source": "{{ article.source.read_text() }}",
+    "settings-object": "{{ settings.smtp_password }}",
+    "config-global": "{{ config }}",
+    "environ-global": "{{ environ }}",
+    "mutate-words": "{{ words.pop('issue') }}",
+    "mutate-article": "{{ article.update({'title': 'pwned'}) }}",
+    "mutate-meta-setdefault": "{{ meta.setdefault('x', 1) }}",
+    "include-dotdot": '{% include "../secret.txt" %}',
+    "include-dotdot-html": '{% include "../secret.html" %}',
+    "include-nested-dotdot": '{% include "sub/../../secret.txt" %}',
+    "include-builtin-dotdot": '{% include "builtin/../../../../../../etc/passwd.txt" %}',
+    "include-absolute": '{% include "@SECRET@" %}',
+    "include-proc-environ": '{% include "/proc/self/environ" %}',
+    "include-hidden-env": '{% include ".env" %}',
+    "include-hidden-txt": '{% include ".hidden.txt" %}',
+    "include-list-fallback": '{% include ["missing.txt", "../secret.txt"] %}',
+    "import-dotdot": '{% import "../secret.txt" as s %}{{ s }}',
+    "from-import-dotdot": '{% from "../secret.html" import x %}{{ x }}',
+    "extends-dotdot": '{% extends "../secret.txt" %}',
+    "extends-absolute": '{% extends "@SECRET@" %}',
+    "include-self": '{% include "email.txt" %}',
+    "extends-self": '{% extends "email.txt" %}',
+    "macro-recursion": "{% macro r(n) %}{{ r(n + 1) }}{% endmacro %}{{ r(0) }}",
+    "macro-caller-recursion": (
+        "{% macro r() %}{% call r() %}{% endcall %}{{ caller() }}{% endmacro %}{% call r() %}x{% endcall %}"
+    ),
+    "range-huge": "{{ range(10 ** 12)|list|length }}",
+    "int-to-huge-string": "{{ (10 ** 100000)|string|length }}",
+    "nested-for-blocks": "{% for a in [1] %}" * 25 + "x" + "{% endfor %}" * 25,
+    "nested-if-blocks": "{% if true %}" * 120 + "x" + "{% endif %}" * 120,
+    "nested-parentheses": "{{ " + "(" * 400 + "1" + ")" * 400 + " }}",
+    "unary-minus-chain": "{{ " + "-" * 5000 + "1 }}",
+}
+
+
+@pytest.mark.parametrize("source", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_template_is_refused_naming_file_and_line(
+    invoke: Invoke, scene: dict[str, Path], source: str
+) -> None:
+    source = source.replace("@SECRET@", str(scene["tmp"] / "secret.txt"))
+    (scene["tpl"] / "email.txt").write_text(source, encoding="utf-8")
+    before = files_outside(scene)
+    result = dry_run(invoke, scene)
+    assert result.exit_code == 2, result.stdout + result.stderr
+    judge_error(result.stderr, str(scene["tpl"] / "email.txt"), "line ")
+    assert SECRET not in outputs(result, scene["out"])
+    assert files_outside(scene) == before
+
+
+def test_symlinked_template_file_pointing_outside_is_refused(invoke: Invoke, scene: dict[str, Path]) -> None:
+    (scene["tpl"] / "email.txt").symlink_to(scene["tmp"] / "secret.txt")
+    result = dry_run(invoke, scene)
+    assert result.exit_code == 2
+    judge_error(result.stderr, "email.txt")
+    assert SECRET not in outputs(result, scene["out"])
+
+
+@pytest.mark.parametrize(
+    ("link", "target", "source"),
+    [
+        ("leak.txt", "../secret.txt", '{% include "leak.txt" %}'),
+        ("sub", "..", '{% include "sub/secret.txt" %}'),
+        ("deep/leak.html", "../../secret.html", '{% include "deep/leak.html" %}'),
+        ("abs.txt", "@ABS@", '{% import "abs.txt" as x %}{{ x }}'),
+    ],
+    ids=["file-link", "folder-link", "nested-link", "absolute-link"],
+)
+def test_include_through_a_symlink_out_of_the_folder_is_refused(
+    invoke: Invoke, scene: dict[str, Path], link: str, target: str, source: str
+) -> None:
+    path = scene["tpl"] / link
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(target.replace("@ABS@", str(scene["tmp"] / "secret.txt")))
+    (scene["tpl"] / "email.txt").write_text(source, encoding="utf-8")
+    result = dry_run(invoke, scene)
+    assert result.exit_code == 2
+    judge_error(result.stderr, str(scene["tpl"] / "email.txt"), "line ")
+    assert SECRET not in outputs(result, scene["out"])
+
+
+def test_huge_template_is_refused(invoke: Invoke, scene: dict[str, Path]) -> None:
+    (scene["tpl"] / "email.txt").write_text("{{ unsubscribe_url }}" + "x" * 3_000_000, encoding="utf-8")
+    result = dry_run(invoke, scene)
+    assert result.exit_code == 2
+    judge_error(result.stderr, "email.txt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "include",
+    [False, True],
+    ids=["fifo-as-email.txt", "fifo-included"],
+)
+def test_fifo_template_is_refused_at_once(scene: dict[str, Path], include: bool) -> None:
+    fifo = scene["tpl"] / ("part.txt" if include else "email.txt")
+    os.mkfifo(fifo)
+    if include:
+        (scene["tpl"] / "email.txt").write_text('{% include "part.txt" %}', encoding="utf-8")
+    result = run_dispatch(
+        "send", scene["article"], "-s", scene["list"], "--env-file", scene["env"], "--template",
+        scene["tpl"], "--dry-run", "--out", scene["out"], cwd=scene["tmp"], timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    judge_error(result.stderr, str(scene["tpl"]))
+
+
+RUNAWAY = {
+    "nested-range-loops": (
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+        "{{ unsubscribe_url }}"
+    ),
+    "power-tower": "{{ 9 ** (9 ** 9) }}{{ unsubscribe_url }}",
+    "power-in-loop": "{% for i in range(3) %}{{ (7 ** (7 ** 8))|string|length }}{% endfor %}",
+    "string-times-huge": "{{ 'x' * 10 ** 12 }}",
+    "list-times-huge": "{{ [0] * 10 ** 12 }}",
+    "center-huge": "{{ 'x'|center(10 ** 12) }}",
+    "field-center-huge": "{{ name|center(10 ** 12) }}{{ unsubscribe_url }}",
+    "format-huge-width": "{{ '{:>1000000000000}'.format(1) }}",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", RUNAWAY.values(), ids=RUNAWAY.keys())
+def test_runaway_template_stops_with_exit_2(scene: dict[str, Path], source: str) -> None:
+    """Time and size limits hold even for work Python does in C (a power, a repeat): exit 2
+    naming the template, within the run's render limit (the timeout only guards the suite)."""
+    (scene["tpl"] / "email.txt").write_text(source, encoding="utf-8")
+    result = run_dispatch(
+        "send", scene["article"], "-s", scene["list"], "--env-file", scene["env"], "--template",
+        scene["tpl"], "--dry-run", "--out", scene["out"], cwd=scene["tmp"], timeout=90,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    judge_error(result.stderr, "email.txt")
+
+
+def test_real_send_with_hostile_template_sends_nothing(
+    invoke: Invoke, scene: dict[str, Path], relay: Relays
+) -> None:
+    server = relay.start()
+    env = settings_file(scene["tmp"], server, name="send.env")
+    (scene["tpl"] / "email.txt").write_text(
+        '{% extends "builtin/email.txt" %}{% block body %}{% include "../secret.txt" %}{% endblock %}',
+        encoding="utf-8",
+    )
+    result = invoke(
+        "send", scene["article"], "-s", scene["list"], "--env-file", env, "--template", scene["tpl"],
+        "--yes", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 2
+    judge_error(result.stderr, "email.txt", "line ")
+    assert server.received == []
+    assert SECRET not in result.stdout + result.stderr
+
+
+# ============================================================================ class 2: per recipient
+
+TEXT_WRAP = '{% extends "builtin/email.txt" %}{% block body %}⟦@@⟧\n{{ super() }}{% endblock %}'
+HTML_WRAP = '{% extends "builtin/email.html" %}{% block body %}<p>[[[@@]]]</p>{{ super() }}{% endblock %}'
+
+SNIPPETS = {
+    # what the fix says it replays exactly
+    "upper": "{{ name|upper }}",
+    "urlencode-plus": "{{ email|urlencode }}",
+    "replace": "{{ name|replace('Ex', 'Ix') }}",
+    "slice": "{{ name[0:3] }}",
+    "slice-reverse": "{{ name[::-1] }}",
+    "index-0": "{{ email[0] }}",
+    "truncate": "{{ name|truncate(5, true, '…', 0) }}",
+    "wordwrap": "{{ name|wordwrap(4, true) }}",
+    "default-boolean": "{{ name|default('reader', true) }}",
+    "otherwise-like-default": "{{ name|default('friend', boolean=true)|upper }}",
+    "length": "{{ name|length }}",
+    "format-two-fields": "{{ '%s <%s>'|format(name, email) }}",
+    "format-field-template": "{{ name|format }}",
+    "join-list-of-fields": "{{ [name, email]|join(' / ') }}",
+    "map-upper-join": "{{ [name, subscriber.city]|map('upper')|join(',') }}",
+    "escape-in-text": "{{ name|e }}",
+    "chained": "{{ name|trim|title|center(20) }}",
+    "macro": "{% macro greet(n) %}Dear {{ n|title }}{% endmacro %}{{ greet(name) }}",
+    "macro-default-arg": "{% macro g(n, e=email) %}{{ n|lower }}:{{ e|upper }}{% endmacro %}{{ g(name) }}",
+    "filter-block": "{% filter upper %}Dear {{ name }}{% endfilter %}",
+    "concat-then-filter": "{{ ('Dear ' ~ name)|upper }}",
+    "set-then-filter": "{% set n = name|lower %}{{ n|capitalize }}",
+    "set-block-then-filter": "{% set g %}Hi {{ name }}{% endset %}{{ g|upper }}",
+    "test-string": "{{ name is string }}",
+    "test-lower": "{{ email is lower }}",
+    "test-eq": "{{ email is eq 'bob@example.com' }}",
+    "test-in": "{{ subscriber.city is in ['Oslo', 'Rome'] }}",
+    "if-length": "{% if name|length > 2 %}long{% else %}short{% endif %}",
+    "if-compare": "{% if name == 'Bo' %}hi Bo{% else %}hi you{% endif %}",
+    "inline-if": "{{ 'yes' if email is lower else 'no' }}",
+    "city-lower": "{{ subscriber.city|lower }}",
+    "subscript-city": "{{ subscriber['city']|upper }}",
+    "list-join": "{{ name|list|join('-') }}",
+    "reverse": "{{ name|reverse }}",
+    "wordcount": "{{ name|wordcount }}",
+    "striptags": "{{ name|striptags }}",
+    "replace-at": "{{ email|replace('@', ' at ') }}",
+    "int": "{{ name|int }}",
+    "tojson": "{{ name|tojson }}",
+    "indent": "{{ name|indent(2, true) }}",
+    "batch": "{{ name|batch(2)|map('join')|join('/') }}",
+    "namespace": "{% set ns = namespace(v=name) %}{{ ns.v|upper }}",
+    "cycler": "{{ cycler(name, email).next()|upper }}",
+    "with-block": "{% with n = name %}{{ n|lower }}{% endwith %}",
+    "for-over-fields": "{% for v in [name, email] %}{{ v|length }};{% endfor %}",
+    # what merely turning a field into text (~, %, format, set) must not get wrong
+    "concat-slice": "{{ (name ~ '')[0:3] }}",
+    "concat-upper-method": "{{ (name ~ '').upper() }}",
+    "concat-title-method": "{{ (name ~ '').title() }}",
+    "concat-startswith": "{{ (name ~ '').startswith('A') }}",
+    "concat-compare": "{% if (name ~ '') == 'Bo' %}hi Bo{% else %}hi you{% endif %}",
+    "concat-truthiness": "{% if name ~ '' %}Dear {{ name }}{% else %}Dear reader{% endif %}",
+    "concat-in": "{{ 'Ann' in (name ~ '') }}",
+    "concat-iterate": "{% for c in (name ~ '') %}{{ c }}.{% endfor %}",
+    "concat-center-method": "{{ (name ~ '').center(20, '*') }}",
+    "percent-precision": "{{ '%.3s' % name }}",
+    "percent-repr": "{{ '%r' % name }}",
+    "str-format-precision": "{{ '{!s:.4}'.format(name) }}",
+    "str-format-plain": "{{ 'Hi {}!'.format(name) }}",
+    "set-block-slice": "{% set g %}Dear {{ name }}{% endset %}{{ g[:8] }}",
+    "macro-result-slice": "{% macro m(x) %}{{ x }}{% endmacro %}{{ m(name)[0:2] }}",
+    "join-with-field-separator": "{{ [name, 'x']|join(email) }}",
+    "print-list": "{{ [name] }}",
+    "print-dict": "{{ {'n': email} }}",
+    "string-of-list": "{{ [email]|string }}",
+    "sum-of-lengths": "{{ [name|length, email|length]|sum }}",
+    "sort-fields": "{{ [name, email]|sort|join(',') }}",
+    "dictsort-values": "{{ {'a': email, 'b': name}|dictsort|map('last')|join('|') }}",
+    # what fails for some recipients only (a per-recipient render errors for them)
+    "index-past-short-names": "{{ name[5] }}",
+    "first-of-empty": "{{ name|first }}",
+    "format-d": "{{ '%d'|format(subscriber.city) }}",
+    "round-of-string": "{{ name|round }}",
+}
+
+
+def reference(snippet: str, person: dict[str, str], *, autoescape: bool) -> str:
+    """What a per-recipient Jinja2 render gives for this person."""
+    env = ImmutableSandboxedEnvironment(
+        autoescape=autoescape, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+        trim_blocks=True, lstrip_blocks=True,
+    )  # fmt: skip
+    subscriber = dict(person)
+    return env.from_string(snippet).render(name=person["name"], email=person["email"], subscriber=subscriber)
+
+
+def expected_for(snippet: str, *, autoescape: bool) -> dict[str, str] | None:
+    """Each person's reference render, or None when it fails for somebody (then the run must be
+    refused before anything is sent)."""
+    found = {}
+    for person in PEOPLE:
+        try:
+            found[person["email"]] = reference(snippet, person, autoescape=autoescape)
+        except Exception:  # any failure of the reference render counts
+            return None
+    return found
+
+
+def judge_personalised(
+    result: Any, scene: dict[str, Path], snippet: str, *, html: bool, sent: list[bytes] | None = None
+) -> None:
+    """Refused naming the template line, or every message exact; never a token anywhere."""
+    shown = outputs(result, scene["out"])
+    assert not tokens_in(shown), f"internal token leaked: {tokens_in(shown)[:3]}"
+    if sent is not None:
+        leaked = [t for data in sent for t in tokens_in(unfolded_qp(data).decode("utf-8", "replace"))]
+        assert not leaked, f"internal token sent: {leaked[:3]}"
+    expected = expected_for(snippet, autoescape=html)
+    name = "email.html" if html else "email.txt"
+    if expected is None or result.exit_code == 2:
+        assert result.exit_code == 2, (
+            f"a per-recipient render fails for somebody, so the run must be refused: {result.stderr}"
+        )
+        judge_error(result.stderr, name, "line ")
+        assert not sent, "messages were sent although the run was refused"
+        return
+    no_crash(result.stderr)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    messages = (
+        [parse(d) for d in sent]
+        if sent is not None
+        else [parse(p.read_bytes()) for p in eml_files(scene["out"])]
+    )
+    assert len(messages) == len(PEOPLE)
+    for message in messages:
+        address = message["To"].addresses[0].addr_spec
+        if html:
+            got = between(part(message, "html"), "[[[", "]]]")
+        else:
+            got = between(part(message, "plain"), "⟦", "⟧")
+        got = got.replace("\r\n", "\n")
+        assert got == expected[address], (
+            f"{address}: got {got!r}, a per-recipient render gives {expected[address]!r}"
+        )
+
+
+@pytest.mark.parametrize("snippet", SNIPPETS.values(), ids=SNIPPETS.keys())
+def test_text_part_matches_a_per_recipient_render(
+    invoke: Invoke, scene: dict[str, Path], snippet: str
+) -> None:
+    (scene["tpl"] / "email.txt").write_text(TEXT_WRAP.replace("@@", snippet), encoding="utf-8")
+    result = dry_run(invoke, scene)
+    judge_personalised(result, scene, snippet, html=False)
+
+
+HTML_SNIPPETS = {
+    key: SNIPPETS[key]
+    for key in (
+        "upper",
+        "urlencode-plus",
+        "replace",
+        "slice",
+        "truncate",
+        "length",
+        "format-two-fields",
+        "join-list-of-fields",
+        "map-upper-join",
+        "chained",
+        "macro",
+        "filter-block",
+        "set-block-then-filter",
+        "striptags",
+        "tojson",
+        "concat-slice",
+        "concat-upper-method",
+        "concat-compare",
+        "concat-truthiness",
+        "percent-precision",
+        "percent-repr",
+        "join-with-field-separator",
+        "print-list",
+        "set-block-slice",
+        "index-past-short-names",
+        "format-d",
+    )
+} | {
+    "replace-lt": "{{ name|replace('<', '[') }}",
+    "escape-then-replace": "{{ name|e|replace('&amp;', 'and') }}",
+    "urlize": "{{ name|urlize }}",
+    "xmlattr-field": "<span{{ {'title': name}|xmlattr }}>x</span>",
+    "attribute-value": '<a title="{{ name|upper }}">x</a>',
+    "forceescape": "{{ name|forceescape }}",
+}
+
+
+@pytest.mark.parametrize("snippet", HTML_SNIPPETS.values(), ids=HTML_SNIPPETS.keys())
+def test_html_part_matches_a_per_recipient_render(
+    invoke: Invoke, scene: dict[str, Path], snippet: str
+) -> None:
+    (scene["tpl"] / "email.html").write_text(HTML_WRAP.replace("@@", snippet), encoding="utf-8")
+    result = dry_run(invoke, scene)
+    judge_personalised(result, scene, snippet, html=True)
+
+
+SEND_SNIPPETS = {
+    key: SNIPPETS[key]
+    for key in (
+        "upper",
+        "concat-slice",
+        "concat-compare",
+        "concat-truthiness",
+        "join-with-field-separator",
+        "print-list",
+        "index-past-short-names",
+        "format-d",
+        "percent-precision",
+    )
+}
+
+
+@pytest.mark.parametrize("snippet", SEND_SNIPPETS.values(), ids=SEND_SNIPPETS.keys())
+def test_real_send_matches_a_per_recipient_render_or_sends_nothing(
+    invoke: Invoke, scene: dict[str, Path], relay: Relays, snippet: str
+) -> None:
+    server: Server = relay.start()
+    env = settings_file(scene["tmp"], server, name="send.env")
+    (scene["tpl"] / "email.txt").write_text(TEXT_WRAP.replace("@@", snippet), encoding="utf-8")
+    result = invoke(
+        "send", scene["article"], "-s", scene["list"], "--env-file", env, "--template", scene["tpl"],
+        "--yes",
+    )  # fmt: skip
+    judge_personalised(result, scene, snippet, html=False, sent=[r.data for r in server.received])
+
+
+def test_no_token_in_subject_or_headers_from_a_hostile_front_matter(
+    invoke: Invoke, scene: dict[str, Path]
+) -> None:
+    """Front matter can't smuggle a field into headers: the token pattern must not be guessable."""
+    article = scene["tmp"] / "tricky.md"
+    article.write_text(
+        "---\ntitle: 'zqx000000000000f0xqz and {{ name }}'\nsubject: '{{ email }} zqx'\n---\n\nBody.\n",
+        encoding="utf-8",
+    )
+    (scene["tpl"] / "email.txt").write_text(TEXT_WRAP.replace("@@", "{{ article.title }}"), encoding="utf-8")
+    result = invoke(
+        "send", article, "-s", scene["list"], "--env-file", scene["env"], "--template", scene["tpl"],
+        "--dry-run", "--out", scene["out"],
+    )  # fmt: skip
+    no_crash(result.stderr)
+    for path in eml_files(scene["out"]):
+        message = parse(path.read_bytes())
+        assert "{{ email }}" in str(message["Subject"])
+        assert between(part(message, "plain"), "⟦", "⟧") == "zqx000000000000f0xqz and {{ name }}"
+
+
+def test_a_subscriber_value_shaped_like_a_token_stays_literal(invoke: Invoke, scene: dict[str, Path]) -> None:
+    people = [dict(PEOPLE[0], name="zqx0f0xqz zqxABCDEFf1xqz {{ email }}"), PEOPLE[1]]
+    write_people(scene["list"], people)
+    (scene["tpl"] / "email.txt").write_text(
+        TEXT_WRAP.replace("@@", "{{ name|upper }}|{{ name }}"), encoding="utf-8"
+    )
+    result = dry_run(invoke, scene)
+    no_crash(result.stderr)
+    texts = {parse(p.read_bytes())["To"].addresses[0].addr_spec: part(parse(p.read_bytes()), "plain")
+             for p in eml_files(scene["out"])}  # fmt: skip
+    name = people[0]["name"]
+    assert between(texts[people[0]["email"]], "⟦", "⟧") == f"{name.upper()}|{name}"
+    assert re.search(r"zqx[0-9a-f]{12}f\d+xqz", texts[people[1]["email"]], re.I) is None
