@@ -14,6 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 
 from dispatch.campaign import (
@@ -29,6 +30,7 @@ from dispatch.preflight import preflight, require_no_blocking
 from dispatch.settings import Rate
 from dispatch.skips import Skip, SkipRules
 from dispatch.state import journal as j
+from dispatch.state.db import StateError
 from dispatch.state.suppression import SuppressionStore
 from dispatch.subscribers import Skipped, Subscriber
 from dispatch.transport import Result, Scope, SmtpTransport, Status, Unreachable, probe
@@ -37,7 +39,9 @@ Progress = Callable[[int], None]
 MIN_SAMPLE_FOR_RATIO = 20
 UNKNOWN_STREAK = 5  # lost replies to the data in a row: a relay that drops every message's answer
 MAX_BACKOFF = 60.0
-_Item = tuple[Subscriber, str | None]  # a recipient and its journal state before this run
+# A recipient, its journal state before this run, and its message (bytes, Message-ID), built by
+# the thread that reads the list while the workers wait on the network.
+_Item = tuple[Subscriber, str | None, bytes, str]
 
 
 class Pacer:
@@ -139,10 +143,9 @@ class _Run:
     def worker(self, work: queue.Queue[_Item | None]) -> None:
         transport = SmtpTransport(self.settings)
         try:
-            while (item := work.get()) is not None:
-                sub, prior = item
+            while (item := self._next(work)) is not None:
                 try:
-                    self._one(transport, sub, prior)
+                    self._one(transport, item)
                 except DispatchError as err:  # an abort, or the journal failing (a full disk)
                     self.halt(str(err))
                 except Exception as err:  # a bug or a broken journal: stop the run, never hang it
@@ -151,9 +154,21 @@ class _Run:
         finally:
             transport.close()
 
-    def _one(self, transport: SmtpTransport, sub: Subscriber, prior: str | None) -> None:
+    def _next(self, work: queue.Queue[_Item | None]) -> _Item | None:
+        """The next message; outcomes held for a group commit are committed before waiting."""
+        try:
+            return work.get_nowait()
+        except queue.Empty:
+            if self.journal is not None:
+                self.journal.flush()
+            return work.get()
+
+    def _one(self, transport: SmtpTransport, item: _Item) -> None:
         """Pace, take a slot of the daily budget, deliver; or leave the recipient pending."""
+        sub, prior = item[0], item[1]
         if not self.stop.is_set():
+            if self.pacer.interval and self.journal is not None:
+                self.journal.flush()
             self.pacer.wait(self.stop)
         entry = self.rules.suppressed(sub.key)  # an unsubscribe may have come in since the list was read
         if entry is not None:
@@ -166,56 +181,36 @@ class _Run:
             self.leave(prior)  # stopped, or over the daily limit
             return
         try:
-            self.deliver(transport, sub, prior, reservation=reservation or None)
+            self.deliver(transport, item, reservation=reservation or None)
         finally:
             if isinstance(reservation, int) and self.journal is not None:
                 self.journal.release(reservation)  # (a no-op when the outcome already took it)
 
-    def deliver(
-        self,
-        transport: SmtpTransport,
-        sub: Subscriber,
-        prior: str | None = None,
-        reservation: int | None = None,
-    ) -> None:
+    def deliver(self, transport: SmtpTransport, item: _Item, reservation: int | None = None) -> None:
         """Send to one recipient and record the outcome; AbortError when the campaign must stop."""
+        sub, prior, data, mid = item
         issue, campaign, journal = self.issue, self.issue.campaign, self.journal
         recorded = False
         tries = _Tries()
+
+        def mark() -> None:
+            tries.reached_data += 1
+            if journal is not None:
+                journal.in_flight(campaign, sub.key, sub.email, mid)
+
+        def interim(result: Result) -> None:
+            """The server answered the data with a 4xx: never leave "in flight" behind."""
+            nonlocal recorded
+            recorded = True
+            self.record(sub, result, mid, attempts=tries.take_unmarked())
+
+        sender = issue.factory.sender.addr_spec
         try:
-            data, mid = issue.message(sub)
-        except (ValueError, UnicodeError, ConfigError) as err:  # as in a dry run: skipped, with its line
-            with self.lock:
-                self.unbuildable.append(Skipped(sub.line, f"the message could not be built: {err}"))
-            self.leave(prior)
-            return
-        else:
-
-            def mark() -> None:
-                tries.reached_data += 1
-                if journal is not None:
-                    journal.in_flight(campaign, sub.key, sub.email, mid)
-
-            def interim(result: Result) -> None:
-                """The server answered the data with a 4xx: never leave "in flight" behind."""
-                nonlocal recorded
-                recorded = True
-                self.record(sub, result, mid, attempts=tries.take_unmarked())
-
-            try:
-                result = self._attempts(
-                    transport,
-                    issue.factory.sender.addr_spec,
-                    sub.email,
-                    data,
-                    tries,
-                    mark=mark,
-                    interim=interim,
-                )
-            except AbortError:
-                if not recorded:
-                    self.leave(prior)  # never reached the server: still pending
-                raise
+            result = self._attempts(transport, sender, sub.email, data, tries, mark=mark, interim=interim)
+        except AbortError:
+            if not recorded:
+                self.leave(prior)  # never reached the server: still pending
+            raise
         if result.stops_campaign:  # about the message, the sender or the rate: not this recipient
             result = replace(result, status=Status.DEFERRED)
         with self.lock:
@@ -301,6 +296,8 @@ class _Run:
         result = Result(Status.DEFERRED, None, "not attempted")
         for attempt in range(retries + 1):
             if attempt:
+                if self.journal is not None:
+                    self.journal.flush()
                 backoff = min(MAX_BACKOFF, delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
                 (self.options.sleep or self.stop.wait)(backoff)
                 if self.stop.is_set():
@@ -378,39 +375,53 @@ def _put(work: queue.Queue[_Item | None], item: _Item | None, threads: list[thre
 
 
 def _send(issue: Issue, journal: j.Journal | None, options: SendOptions, summary: RunSummary) -> RunSummary:
-    settings = issue.settings
     run = _Run(issue, journal, options)
-    work: queue.Queue[_Item | None] = queue.Queue(maxsize=settings.connections * 4)
+    try:
+        with journal.grouped() if journal is not None else nullcontext():
+            _feed(issue, run, options, summary)
+    except StateError as err:  # the journal's last writes failed (a full disk): say so, stop
+        run.halt(str(err))
+    if run.crash is not None:
+        raise run.crash  # a bug: the CLI reports it (with the traceback under --debug)
+    _collect(run, summary)
+    return summary
+
+
+def _feed(issue: Issue, run: _Run, options: SendOptions, summary: RunSummary) -> None:
+    """Read the list, leave out whom the journal says to, build each message, and hand it to
+    the workers (one per connection); they check the suppression store just before sending."""
+    connections = issue.settings.connections
+    work: queue.Queue[_Item | None] = queue.Queue(maxsize=connections * 4)
     threads = [
         threading.Thread(target=run.worker, args=(work,), name=f"smtp-{n}", daemon=True)
-        for n in range(settings.connections)
+        for n in range(connections)
     ]
     for thread in threads:
         thread.start()
     todo = 0
     try:
         for sub in options.only if options.only is not None else recipients(issue):
-            state, reason, detail = run.rules.check(sub.key)
+            state, reason, detail = run.rules.check(sub.key, store=False)
             if reason is not None:
                 summary.count_skip(reason, detail)
-                if reason is Skip.SUPPRESSED:
-                    run.settle_suppressed(sub, state, detail)
                 continue
             todo += 1
             if (options.limit and todo > options.limit) or run.stop.is_set():
                 run.leave(state)  # counted as left, nothing more is sent
                 continue
-            if not _put(work, (sub, state), threads):
+            try:
+                data, mid = issue.message(sub)
+            except (ValueError, UnicodeError, ConfigError) as err:  # as in a dry run: skipped, with its line
+                run.unbuildable.append(Skipped(sub.line, f"the message could not be built: {err}"))
+                run.leave(state)
+                continue
+            if not _put(work, (sub, state, data, mid), threads):
                 run.leave(state)
     finally:
         for _ in threads:
             _put(work, None, threads)
         for thread in threads:
             thread.join()
-    if run.crash is not None:
-        raise run.crash  # a bug: the CLI reports it (with the traceback under --debug)
-    _collect(run, summary)
-    return summary
 
 
 def _collect(run: _Run, summary: RunSummary) -> None:

@@ -9,6 +9,7 @@ entry), nor to one that hard-bounced in an earlier campaign of this state folder
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -36,11 +37,12 @@ class SkipRules:
     resend_unknown: bool = False
     retry_failed: bool = False
 
-    def check(self, key: str) -> tuple[str | None, Skip | None, str]:
+    def check(self, key: str, *, store: bool = True) -> tuple[str | None, Skip | None, str]:
         """(prior journal state, why the run must not send to ``key`` or None, the reason a
-        suppression gives: unsubscribed, bounced, complained or manual)."""
+        suppression gives: unsubscribed, bounced, complained or manual). ``store=False``
+        leaves the suppression store to the check made just before the message is sent."""
         state, bounced = (None, False)
-        if self.journal is not None:
+        if self.journal is not None and self._asked:
             state, bounced = self.journal.skip_state(self.campaign, key)
         if state == j.SENT:
             return state, Skip.SENT, ""
@@ -50,10 +52,16 @@ class SkipRules:
             return state, Skip.UNKNOWN, ""
         if bounced:
             return state, Skip.SUPPRESSED, "bounced"
-        entry = self.suppressed(key)
+        entry = self.suppressed(key) if store else None
         if entry is not None:
             return state, Skip.SUPPRESSED, entry.reason
         return state, None, ""
+
+    @functools.cached_property
+    def _asked(self) -> bool:
+        """Whether the journal can say anything about a recipient: not for a campaign it has never
+        recorded anyone of, in a folder without a hard bounce (a first run asks nothing)."""
+        return self.journal is not None and self.journal.knows_anyone(self.campaign)
 
     def suppressed(self, key: str) -> Entry | None:
         """The store's entry for ``key`` on this list, checked again just before each message

@@ -26,6 +26,7 @@ from dispatch.errors import DispatchError
 
 SIDE_FILES = ("", "-wal", "-shm")
 SYNC_SECONDS = 1.0  # with synchronous=NORMAL: the most a power cut can take back
+CHECKPOINT_PAGES = 10_000  # ~40 MB of log between checkpoints (each one syncs): fewer stalls
 
 
 class StateError(DispatchError):
@@ -101,6 +102,7 @@ class Database:
         self._lock = threading.RLock()
         self._read_lock = threading.Lock()
         self._synced = time.monotonic()
+        self._pending: list[Sequence[tuple[str, Sequence[Any]]]] | None = None  # held by grouped()
         for suffix in SIDE_FILES:
             check_not_symlink(path.with_name(path.name + suffix), schema.what)
         old_umask = os.umask(0o077)  # addresses and replies: for this user only
@@ -171,6 +173,7 @@ class Database:
             try:
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self.conn.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
                 self._migrate()
                 return
             except sqlite3.OperationalError as err:
@@ -216,6 +219,45 @@ class Database:
                 self.conn.execute("ROLLBACK")
                 raise
             self.conn.execute("COMMIT")
+            self._settle()
+
+    def write(self, statements: Sequence[tuple[str, Sequence[Any]]], *, wait: bool = True) -> None:
+        """Run statements in one transaction. Inside :meth:`grouped`, a write that need not wait
+        (``wait=False``) is kept until the next one that must (or :meth:`flush`), and they are
+        committed together: writes keep their order, and one commit serves several."""
+        if not wait and self._pending is not None:
+            with self._lock:
+                self._pending.append(statements)
+            return
+        with self.transaction() as db:
+            batch, self._pending = (self._pending or []), ([] if self._pending is not None else None)
+            for sql, params in (statement for group in (*batch, statements) for statement in group):
+                db.execute(sql, params)
+
+    def flush(self) -> None:
+        """Commit the writes :meth:`grouped` is holding (before a run waits, and at its end)."""
+        if self._pending:
+            self.write([], wait=True)
+
+    @contextmanager
+    def grouped(self) -> Iterator[None]:
+        """Let writes share commits while the block runs (see :meth:`write`); leaving it commits
+        what is held."""
+        if self._pending is not None:
+            yield
+            return
+        self._pending = []
+        try:
+            yield
+            self.flush()
+        finally:
+            self._pending = None
+
+    @contextmanager
+    def autocommit(self) -> Iterator[sqlite3.Connection]:
+        """Statements that commit one by one (a single one is its own transaction)."""
+        with self._lock, self.guard():
+            yield self.conn
             self._settle()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:

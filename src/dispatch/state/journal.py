@@ -67,14 +67,16 @@ _RESERVATIONS = """CREATE TABLE reservations (
     pid INTEGER NOT NULL,
     created REAL NOT NULL
 )"""
-_INDEXES = """CREATE INDEX recipients_sent_at ON recipients (sent_at);
-CREATE INDEX recipients_key ON recipients (key)"""
+# Hard bounces are looked up by address across campaigns; a partial index covers only them, so
+# the write of every other recipient updates one index fewer.
+_BOUNCES = "CREATE INDEX recipients_bounced ON recipients (key) WHERE hard_bounce = 1"
+_INDEXES = "CREATE INDEX recipients_sent_at ON recipients (sent_at);" + _BOUNCES
 
 SCHEMA = Schema(
     what="journal",
-    version=2,
+    version=3,
     create=";".join((_CAMPAIGNS, _RECIPIENTS, _RESERVATIONS, _INDEXES)),
-    migrations={1: "DROP TABLE reservations;" + _RESERVATIONS},
+    migrations={1: "DROP TABLE reservations;" + _RESERVATIONS, 2: "DROP INDEX recipients_key;" + _BOUNCES},
 )
 RESERVATION_MAX_AGE = 3600.0  # a reservation older than this belongs to a stuck or dead run
 _PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -238,6 +240,15 @@ class Journal:
         row = self._db.read("SELECT state FROM recipients WHERE campaign = ? AND key = ?", (campaign, key))
         return None if row is None else str(row[0])
 
+    def knows_anyone(self, campaign: str) -> bool:
+        """Whether the campaign has any recipient row, or any campaign a hard bounce."""
+        row = self._db.read(
+            "SELECT EXISTS (SELECT 1 FROM recipients WHERE campaign = ?) "
+            "OR EXISTS (SELECT 1 FROM recipients WHERE hard_bounce = 1)",
+            (campaign,),
+        )
+        return bool(row and row[0])
+
     def skip_state(self, campaign: str, key: str) -> tuple[str | None, bool]:
         """(the recipient's state in this campaign, whether the address hard-bounced in any
         campaign): what a run needs to decide about one recipient, in one lookup."""
@@ -251,13 +262,14 @@ class Journal:
     def in_flight(self, campaign: str, key: str, email: str, message_id: str) -> None:
         """Record, durably, that this recipient's message data is about to be sent."""
         now = time.time()
-        self._db.execute(
+        statement = (
             "INSERT INTO recipients (campaign, key, email, state, attempts, message_id, created, updated) "
             "VALUES (?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (campaign, key) DO UPDATE SET "
             "state = excluded.state, attempts = attempts + 1, message_id = excluded.message_id, "
             "updated = excluded.updated",
             (campaign, key, email, IN_FLIGHT, message_id, now, now),
         )
+        self._db.write([statement], wait=True)  # committed before the message data is sent
 
     def outcome(
         self,
@@ -282,20 +294,33 @@ class Journal:
         now = time.time()
         # an unknown outcome may have been delivered: it keeps counting against the daily limit
         sent_at = now if state in (SENT, UNKNOWN) else None
-        with self._db.transaction() as db:
-            db.execute(
-                "INSERT INTO recipients (campaign, key, email, state, attempts, code, enhanced, reply, "
-                "hard_bounce, message_id, created, updated, sent_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign, key) DO UPDATE SET "
-                "state = excluded.state, code = excluded.code, enhanced = excluded.enhanced, "
-                "reply = excluded.reply, hard_bounce = excluded.hard_bounce, "
-                "attempts = attempts + ?, sent_at = excluded.sent_at, updated = excluded.updated, "
-                "message_id = COALESCE(NULLIF(excluded.message_id, ''), message_id)",
-                (campaign, key, email, state, attempts, code, enhanced, reply, int(hard_bounce),
-                 message_id, now, now, sent_at, attempts),
-            )  # fmt: skip
-            if reservation is not None:  # one transaction: never counted twice, never zero times
-                db.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
+        statements: list[tuple[str, tuple[object, ...]]] = [(
+            "INSERT INTO recipients (campaign, key, email, state, attempts, code, enhanced, reply, "
+            "hard_bounce, message_id, created, updated, sent_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign, key) DO UPDATE SET "
+            "state = excluded.state, code = excluded.code, enhanced = excluded.enhanced, "
+            "reply = excluded.reply, hard_bounce = excluded.hard_bounce, "
+            "attempts = attempts + ?, sent_at = excluded.sent_at, updated = excluded.updated, "
+            "message_id = COALESCE(NULLIF(excluded.message_id, ''), message_id)",
+            (campaign, key, email, state, attempts, code, enhanced, reply, int(hard_bounce),
+             message_id, now, now, sent_at, attempts),
+        )]  # fmt: skip
+        if reservation is not None:  # one transaction: never counted twice, never zero times
+            statements.append(("DELETE FROM reservations WHERE id = ?", (reservation,)))
+        # Inside grouped() the row is committed with the next message's "in flight" (or the
+        # run's next pause): a process killed before that leaves it in flight, which a later
+        # run reads as unknown: never sent twice.
+        self._db.write(statements, wait=False)
+
+    @contextmanager
+    def grouped(self) -> Iterator[None]:
+        """Share commits between the writes of a run (see Database.grouped)."""
+        with self._db.grouped():
+            yield
+
+    def flush(self) -> None:
+        """Commit the outcomes grouped() holds (a run about to wait calls it)."""
+        self._db.flush()
 
     def sent_within(self, seconds: float = DAY) -> int:
         """Messages sent by any campaign in this state folder in the last ``seconds``."""
@@ -319,8 +344,9 @@ class Journal:
         return cur.lastrowid
 
     def release(self, reservation: int) -> None:
-        """Give back a reservation (after the outcome, sent or not, is recorded)."""
-        self._db.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
+        """Give back a reservation (after the outcome, sent or not, is recorded). It goes the
+        way of the outcome (inside grouped(), after it), so a slot is never free too soon."""
+        self._db.write([("DELETE FROM reservations WHERE id = ?", (reservation,))], wait=False)
 
     def hard_bounced(self, key: str) -> str | None:
         """The campaign in which this address hard-bounced (x.1.1-type reply), if any."""
