@@ -91,7 +91,7 @@ def _spam(message: bytes) -> tuple[list[Problem], list[str], dict[str, Any]]:
     if result is None:
         return [], ["  Spam score:    not scored"], {"scored": False}
     fired = [f"{r.name} ({r.points:+g})" for r in result.rules if r.points]
-    lines = [f"  Spam score:    {result.score:g} (local rules; spam from {result.required:g})"]
+    lines = [f"  Spam score:    {result.score + 0.0:g} (local rules; spam from {result.required:g})"]
     lines += [f"    {r.points:+5.1f} {r.name}: {r.description}" for r in result.rules if r.points]
     found = [
         Problem(
