@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
@@ -38,6 +39,8 @@ from tests.smtp_servers import Server
 
 Invoke = Callable[..., Any]
 CAMPAIGN = "spring-2026"
+# the test relays take AUTH without TLS on 127.0.0.1 on purpose
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
 PASSWORD = "pässwörd-€-密码 with spaces"
 
 
@@ -317,13 +320,24 @@ def damage(path: Path, how: str) -> None:
     data = path.read_bytes()
     if how == "not-a-database":
         path.write_bytes(b"this is not a database, it is a shopping list\n" * 200)
-    elif how == "truncated-half":
-        path.write_bytes(data[: len(data) // 2])
+    elif how == "truncated-half":  # whole pages, so the damage is the same on every run
+        path.write_bytes(data[: len(data) // 4096 // 2 * 4096])
+    elif how in ("recipients-page-zeroed", "index-pages-zeroed"):
+        with sqlite3.connect(path) as db:
+            size = db.execute("PRAGMA page_size").fetchone()[0]
+            kind = "table" if how == "recipients-page-zeroed" else "index"
+            roots = [r[0] for r in db.execute(
+                "SELECT rootpage FROM sqlite_master WHERE tbl_name = 'recipients' AND type = ?", (kind,)
+            )]  # fmt: skip
+        pages = bytearray(data)
+        for root in roots:
+            pages[(root - 1) * size : root * size] = bytes(size)
+        path.write_bytes(bytes(pages))
     elif how == "truncated-header":
         path.write_bytes(data[:100])
     elif how == "garbage-in-the-middle":
-        middle = len(data) // 2
-        path.write_bytes(data[:middle] + os.urandom(8192) + data[middle + 8192 :])
+        middle = len(data) // 4096 // 2 * 4096  # the same pages every run, the same garbage
+        path.write_bytes(data[:middle] + random.Random(6).randbytes(8192) + data[middle + 8192 :])
     elif how == "garbage-in-page-2":
         path.write_bytes(data[:4096] + b"\xff" * 4096 + data[8192:])
     elif how == "newer-version":
@@ -345,8 +359,9 @@ def damage(path: Path, how: str) -> None:
 
 
 DAMAGES = [
-    "not-a-database", "truncated-half", "truncated-header", "garbage-in-the-middle", "garbage-in-page-2",
-    "newer-version", "extra-not-null-column", "foreign-tables", "no-primary-key",
+    "not-a-database", "truncated-half", "truncated-header", "recipients-page-zeroed", "index-pages-zeroed",
+    "garbage-in-the-middle", "garbage-in-page-2", "newer-version", "extra-not-null-column", "foreign-tables",
+    "no-primary-key",
 ]  # fmt: skip
 
 

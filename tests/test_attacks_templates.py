@@ -529,6 +529,7 @@ def test_no_token_in_subject_or_headers_from_a_hostile_front_matter(
         "--dry-run", "--out", scene["out"],
     )  # fmt: skip
     no_crash(result.stderr)
+    assert len(eml_files(scene["out"])) == len(PEOPLE), result.stdout + result.stderr
     for path in eml_files(scene["out"]):
         message = parse(path.read_bytes())
         assert "{{ email }}" in str(message["Subject"])

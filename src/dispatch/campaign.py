@@ -23,6 +23,7 @@ from dispatch.assets import Embedder
 from dispatch.context import column_key
 from dispatch.dkim import load_signer
 from dispatch.errors import ConfigError, ExitCode, InputError, TemplateError
+from dispatch.fields import FieldError
 from dispatch.message import EncodedBody, MessageFactory, header_text
 from dispatch.render import RenderedIssue, render_issue
 from dispatch.settings import Settings
@@ -63,6 +64,13 @@ def check_campaign_id(value: str, where: str) -> None:
         )
 
 
+def human_size(n: int) -> str:
+    """A byte count as a person reads it: 980 bytes, 14.2 KB, 3.1 MB."""
+    if n < 1024:
+        return f"{n} bytes"
+    return f"{n / 1024:.1f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"
+
+
 @dataclass(frozen=True)
 class Issue:
     """An issue planned once: the article rendered and inlined, the list checked."""
@@ -83,8 +91,9 @@ class Issue:
         """Refuse, before the first message, messages larger than ``limit`` (0: none)."""
         if limit and self.trial_size > limit:
             raise InputError(
-                f"each message is about {self.trial_size / 1e6:.1f} MB, but {whose} takes at most "
-                f"{limit / 1e6:.1f} MB; shorten the article or its attachments (nothing was sent)"
+                f"each message is about {human_size(self.trial_size)}, but {whose} takes at most "
+                f"{human_size(limit)} ({limit:,} bytes); shorten the article or its attachments "
+                "(nothing was sent)"
             )
 
     @property
@@ -140,9 +149,28 @@ class Issue:
         return data, mid
 
 
-def trial_subscriber(columns: list[str]) -> Subscriber:
-    """A made-up recipient with the longest address RFC 5321 allows and every column filled."""
+def trial_subscriber(columns: list[str], like: Subscriber | None = None) -> Subscriber:
+    """A made-up recipient with the longest address RFC 5321 allows and every column filled
+    (with ``like``'s values, when the templates work on them: made-up ones might not fit)."""
+    if like is not None:
+        return Subscriber(LONGEST_ADDRESS, like.name, 0, like.fields)
     return Subscriber(LONGEST_ADDRESS, "Trial Reader", 0, dict.fromkeys(columns, "x"))
+
+
+def _check_every_row(issue: Issue) -> Subscriber | None:
+    """When the templates work on subscriber values (a filter, a slice…), replay that work for
+    every row before anything is sent: a step that fails for one subscriber stops the run here,
+    naming the template line and the row. Returns the first subscriber."""
+    first = None
+    for item in issue.subscribers:
+        if isinstance(item, Subscriber):
+            first = first or item
+            try:
+                issue.rendered.check(issue.values(item))
+            except FieldError as err:
+                where = f"{issue.subscribers.path} line {item.line}"
+                raise TemplateError(f"{err} (it fails for {where})") from err
+    return first
 
 
 def plan_issue(
@@ -212,8 +240,9 @@ def plan_issue(
         notes,
         embedder.previews,
     )
+    first = _check_every_row(issue) if rendered.computed else None
     try:  # one whole message before the list is read: a setting that breaks every message stops here
-        trial_size = len(issue.message(trial_subscriber(subscribers.columns))[0])
+        trial_size = len(issue.message(trial_subscriber(subscribers.columns, first))[0])
     except (ValueError, UnicodeError, ConfigError) as err:
         raise ConfigError(f"a trial message could not be built: {err}") from err
     issue = replace(issue, trial_size=trial_size)

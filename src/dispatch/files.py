@@ -68,21 +68,30 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
+def _private(path: Path) -> bool:
+    """Owned by whoever runs dispatch and writable by nobody else: what dispatch itself writes."""
+    info = path.lstat()
+    return info.st_uid == os.geteuid() and not info.st_mode & 0o022
+
+
 class OutputFolder:
     """A folder dispatch writes into. It creates, replaces or removes only files it can prove it
     wrote (listed in the folder's manifest with their content's hash, and unchanged since),
     never writes through a symlink, never writes over one of the run's inputs, and creates
     every file private (0600): previews hold addresses and personal unsubscribe links."""
 
-    def __init__(self, folder: Path, *, inputs: Iterable[Path] = (), what: str = "--out") -> None:
+    def __init__(
+        self, folder: Path, *, inputs: Iterable[Path] = (), what: str = "--out", public: bool = False
+    ) -> None:
         self.folder = folder
+        self.public = public  # a web version for a web server to read: 0644 files in a 0755 folder
         self.what = what
         self.inputs = [p for p in inputs if p is not None]
         self.written: set[str] = set()
         try:
             if folder.exists() and not folder.is_dir():
                 raise InputError(f"{folder}: is a file, not a folder; give {what} a folder")
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o755 if public else 0o700, parents=True, exist_ok=True)
         except OSError as err:
             raise InputError(f"{folder}: cannot create the folder ({what}): {err.strerror}") from err
         self._manifest: dict[str, str] = self._read_manifest()
@@ -90,8 +99,8 @@ class OutputFolder:
     def _read_manifest(self) -> dict[str, str]:
         path = self.folder / MANIFEST
         try:
-            if path.is_symlink() or not path.exists():
-                return {}
+            if path.is_symlink() or not path.exists() or not _private(path):
+                return {}  # a manifest someone else could have written vouches for nothing
             text = read_regular(path, "manifest", limit=200_000_000).decode("utf-8", "replace")
         except InputError:
             return {}
@@ -102,7 +111,7 @@ class OutputFolder:
         """The entry holds exactly what dispatch wrote there (a regular file, hash unchanged)."""
         path = self.folder / name
         digest = self._manifest.get(name)
-        if digest is None or path.is_symlink() or not path.is_file():
+        if digest is None or path.is_symlink() or not path.is_file() or not _private(path):
             return False
         try:
             return _digest(read_regular(path, "output")) == digest
@@ -140,6 +149,8 @@ class OutputFolder:
             try:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
+                    if self.public:
+                        os.fchmod(handle.fileno(), 0o644)
                 os.replace(tmp, path)  # replaces the directory entry: never follows a symlink
             except BaseException:
                 with contextlib.suppress(OSError):

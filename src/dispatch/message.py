@@ -29,7 +29,7 @@ from email.headerregistry import Address
 from email.utils import format_datetime
 
 from dispatch.errors import ConfigError
-from dispatch.fields import Field, output
+from dispatch.fields import Field, value_text
 from dispatch.tokens import seal, unsubscribe_link
 
 _ID_SAFE = re.compile(r"[^A-Za-z0-9.-]+")
@@ -112,24 +112,48 @@ def _simple_mailbox(name: str, display: str, addr_spec: str) -> bytes | None:
     return (line + "\r\n").encode("ascii") if len(line) <= MAX_HEADER_LINE else None
 
 
+def _packed(name: str, tokens: list[str]) -> str:
+    """``tokens`` after ``name:``, a space between each, a new folded line whenever the next
+    token would push the line past 78 octets (a token longer than that gets a line of its own)."""
+    lines = [f"{name}: {tokens[0]}"]
+    for token in tokens[1:]:
+        if len(lines[-1]) + 1 + len(token) <= MAX_HEADER_LINE:
+            lines[-1] += " " + token
+        else:
+            lines.append(" " + token)
+    return "\r\n".join(lines) + "\r\n"
+
+
+def phrase_header(name: str, phrase: str, angle: str) -> bytes:
+    """A header holding a display phrase and one ``<angle>`` part (a mailbox, a List-Id).
+
+    Never handed to a general folder: a phrase of atoms is folded between its words, a phrase
+    with specials (commas, angle brackets, quotes, semicolons) is one quoted-string when it
+    fits a line, and anything else becomes RFC 2047 encoded-words. So no reader can take part of
+    a name for a second address, whatever the name holds.
+    """
+    tail = f"<{angle}>"
+    if not phrase:
+        return _packed(name, [tail]).encode("ascii")
+    if _plain(phrase):
+        words = phrase.split(" ")
+        if _PHRASE.fullmatch(phrase) and max(map(len, words)) < MAX_HEADER_LINE:
+            return _packed(name, [*words, tail]).encode("ascii")
+        if _QUOTABLE.fullmatch(phrase):
+            quoted = '"' + phrase.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            if len(name) + 2 + len(quoted) <= MAX_HEADER_LINE:
+                return _packed(name, [quoted, tail]).encode("ascii")
+    return _packed(name, [*_encoded_words(phrase), tail]).encode("ascii")
+
+
 def fold_mailbox(name: str, display_name: str, addr_spec: str) -> bytes:
     """An address header with one mailbox, its display name quoted or encoded as needed (and
     cut to MAX_DISPLAY_NAME characters: the list reports longer names as it reads them)."""
     display = header_text(display_name)[:MAX_DISPLAY_NAME].rstrip()
-    simple = _simple_mailbox(name, display, addr_spec)  # the common case, without the stdlib's parser
+    simple = _simple_mailbox(name, display, addr_spec)  # the common case, in one line
     if simple is not None:
         return simple
-    if _plain(display):
-        folded: str = _FOLD.fold(name, str(Address(display_name=display, addr_spec=addr_spec)))
-        if _fits(folded):
-            return folded.encode("ascii")
-    if not display:  # never reached for a valid address; kept so the function is total
-        return f"{name}: {addr_spec}\r\n".encode("ascii")
-    words = _encoded_words(display)
-    last = f"{words[-1]} <{addr_spec}>"
-    if len(last) + 1 > MAX_HEADER_LINE or (len(words) == 1 and len(name) + 2 + len(last) > MAX_HEADER_LINE):
-        last = f"{words[-1]}{FOLD_SEPARATOR}<{addr_spec}>"
-    return f"{name}: {FOLD_SEPARATOR.join([*words[:-1], last])}\r\n".encode("ascii")
+    return phrase_header(name, display, addr_spec)
 
 
 # --- bodies: encoded once, personalised by splicing --------------------------------------
@@ -192,7 +216,7 @@ class EncodedBody:
     def text(self, values: Mapping[str, str]) -> str:
         """The recipient's text, decoded (for previews and checks)."""
         return "".join(
-            p if isinstance(p, str) else output(p.evaluate(values), escape=self.escape) for p in self.parts
+            p if isinstance(p, str) else value_text(p, values, escape=self.escape) for p in self.parts
         )
 
     def encode(self, values: Mapping[str, str]) -> list[bytes]:
@@ -201,8 +225,7 @@ class EncodedBody:
             return [_base64(_crlf(self.text(values)))]
         escape = self.escape
         return [
-            p if isinstance(p, bytes) else _qp(output(p.evaluate(values), escape=escape))
-            for p in self._pieces
+            p if isinstance(p, bytes) else _qp(value_text(p, values, escape=escape)) for p in self._pieces
         ]
 
 
@@ -309,15 +332,7 @@ class MessageFactory:
     def _list_id_header(self) -> bytes:
         if not self.list_id:
             return b""
-        phrase = header_text(self.list_name)[:MAX_DISPLAY_NAME]
-        if phrase and _plain(phrase):
-            folded: str = _FOLD.fold("List-Id", f"{_quoted_phrase(phrase)} <{self.list_id}>")
-            if _fits(folded):
-                return folded.encode("ascii")
-        if phrase:
-            words = FOLD_SEPARATOR.join(_encoded_words(phrase))
-            return f"List-Id: {words}{FOLD_SEPARATOR}<{self.list_id}>\r\n".encode("ascii")
-        return f"List-Id: <{self.list_id}>\r\n".encode("ascii")
+        return phrase_header("List-Id", header_text(self.list_name)[:MAX_DISPLAY_NAME].rstrip(), self.list_id)
 
     @property
     def domain(self) -> str:
@@ -399,10 +414,3 @@ class MessageFactory:
 
 def _multipart(kind: str, boundary: str) -> bytes:
     return f'Content-Type: multipart/{kind}; boundary="{boundary}"\r\n'.encode("ascii")
-
-
-def _quoted_phrase(phrase: str) -> str:
-    """A display phrase as RFC 5322 allows it: an atom run as is, anything else quoted."""
-    if re.fullmatch(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+", phrase):
-        return phrase
-    return '"' + phrase.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -267,7 +267,7 @@ def write_archive(issue: Issue, folder: Path, *, inputs: Iterable[Path] = ()) ->
     nobody = Subscriber("reader@example.org", "", 0, dict.fromkeys(issue.subscribers.columns, ""))
     values = dict.fromkeys(issue.values(nobody), "")
     page = previewable(issue.factory.html.text(values), issue.previews)
-    out = OutputFolder(folder, inputs=inputs, what="--archive")
+    out = OutputFolder(folder, inputs=inputs, what="--archive", public=True)
     written = out.write(f"{issue.campaign}.html", page.encode())
     out.close()
     return written

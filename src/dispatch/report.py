@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dispatch.campaign import RunSummary
+from dispatch.campaign import RunSummary, human_size
 from dispatch.errors import InputError
 from dispatch.state import journal as j
 
@@ -34,10 +34,6 @@ def _reasons(summary: RunSummary) -> str:
     return ", ".join(f"{n} {reason}" for reason, n in sorted(summary.suppressed_by.items()))
 
 
-def _size(n: int) -> str:
-    return f"{n / 1024:.1f} KB" if n >= 1024 else f"{n} B"
-
-
 def dry_run_report(summary: RunSummary, *, all_written: bool) -> str:
     """What a dry run found and where its preview is."""
     lines = [
@@ -48,7 +44,7 @@ def dry_run_report(summary: RunSummary, *, all_written: bool) -> str:
         + (f" ({summary.already_sent} already sent earlier)" if summary.already_sent else ""),
         *([f"  Suppressed:    {summary.suppressed} ({_reasons(summary)})"] if summary.suppressed else []),
         *_skipped(summary),
-        f"  HTML size:     {_size(summary.html_size)} per message, CSS inlined",
+        f"  HTML size:     {human_size(summary.html_size)} per message, CSS inlined",
         *_warnings(summary),
     ]
     what = "every message" if all_written else f"the first {summary.written} message(s)"

@@ -227,13 +227,24 @@ DEFAULT_MAX_MESSAGE_SIZE = 10_000_000  # Amazon SES v1's limit; most relays take
 
 
 def unknown_settings(names: Iterable[str]) -> list[tuple[str, str]]:
-    """``(name, closest known name or "")`` for each DISPATCH_* name dispatch does not read."""
+    """``(name, closest known name or "")`` for each name dispatch does not read but that is
+    meant for it: DISPATCH_* names, and names a slip of the keyboard away from one
+    (``dispatch_smtp_host``, ``DISPATH_FROM``, ``DISPATCHSMTP_PASSWORD``)."""
     known = [PREFIX + k for k in KNOWN]
     found = []
     for name in names:
-        if name.startswith(PREFIX) and name not in known:
-            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-            found.append((name, close[0] if close else ""))
+        if name in known:
+            continue
+        upper = name.upper()
+        if upper.startswith(PREFIX):
+            close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+        elif upper.startswith(PREFIX[:4]):
+            close = difflib.get_close_matches(upper, known, n=1, cutoff=0.8)
+            if not close:
+                continue
+        else:
+            continue
+        found.append((name, close[0] if close else ""))
     return found
 
 
@@ -394,6 +405,13 @@ class Settings:
             )
         if query and not re.fullmatch(r"[A-Za-z0-9._~%!$&'()*+;=:@/?{}-]*", query):
             raise ConfigError(f"{PREFIX}UNSUBSCRIBE_MAILTO: {query!r} after '?' must be percent-encoded")
+        for pair in filter(None, query.split("&")):
+            key = pair.partition("=")[0].lower()
+            if key not in ("subject", "body"):
+                raise ConfigError(
+                    f"{PREFIX}UNSUBSCRIBE_MAILTO: {key!r} after '?' would add recipients or headers to "
+                    "the reader's unsubscribe mail; only subject= and body= are allowed"
+                )
         if box:
             sample = box.replace("{email}", "x").replace("{token}", "x")
             try:

@@ -57,7 +57,7 @@ OPT_IN_ALIASES = {"subscribed", "issubscribed", "optin", "emailoptin", "consent"
 _TRUE = {"1", "true", "yes", "y", "x", "ja", "oui", "sí", "si"}
 _FALSE = {"0", "false", "no", "n", "nein", "non"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b\ufeff]+")
-_ADDRESS_LIKE = re.compile(r"[^\s@,;]+@[^\s@,;]+\.[A-Za-z]{2,}")
+_ADDRESS_LIKE = re.compile(r"[^\s@,;]+@[^\s@,;]+\.(?:[^\W\d_]{2,}|xn--[a-z0-9-]+)")
 MAX_VALUE = 65_536  # one subscriber value; longer is a data error (or an unclosed quote)
 FIELD_LIMIT = 16_000_000  # what the csv module may read into one value before giving up
 csv.field_size_limit(FIELD_LIMIT)  # process-wide; the default (128 KB) would refuse the whole list
@@ -232,8 +232,13 @@ def _domain(domain: str) -> str:
     return _full_check(f"x@{domain}").partition("@")[2]
 
 
+def _first_line(sample: str) -> str:
+    """The header line, whichever line ending the file uses (old Mac files end lines with CR)."""
+    return re.split(r"\r\n|\r|\n", sample, maxsplit=1)[0]
+
+
 def _dialect(sample: str) -> type[csv.Dialect] | csv.Dialect:
-    header = sample.split("\n", 1)[0]
+    header = _first_line(sample)
     delimiter = max(",;\t|", key=header.count)
     if header.count(delimiter) == 0:
         delimiter = ","
@@ -295,16 +300,17 @@ class SubscriberList:
             except UnicodeDecodeError as err:
                 raise self._decode_error(err) from err
         size = self.path.stat().st_size
-        self._expected_rows = size * max(1, sample.count("\n")) // max(1, len(sample.encode()))
+        lines = max(1, sample.count("\n"), sample.count("\r"))
+        self._expected_rows = size * lines // max(1, len(sample.encode()))
         nul = sample.count("\x00")  # a stray NUL in one value is cleaned; many mean binary
-        if "\x00" in sample.split("\n", 1)[0] or (nul > 4 and nul * 100 > len(sample)):
+        if "\x00" in _first_line(sample) or (nul > 4 and nul * 100 > len(sample)):
             raise InputError(f"{self.path}: looks like a binary file, not a CSV subscriber list")
         if not sample.strip():
             raise InputError(
                 f"{self.path}: the subscriber list is empty; it needs a header row with an email column"
             )
         dialect = _dialect(sample)
-        header = next(csv.reader([sample.split("\n", 1)[0].rstrip("\r")], dialect))
+        header = next(csv.reader([_first_line(sample)], dialect))
         columns = [clean_value(h) for h in header]
         roles: dict[str, int] = {}
         for i, name in enumerate(columns):

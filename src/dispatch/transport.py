@@ -63,7 +63,9 @@ class Scope(StrEnum):
 
 def _enhanced_parts(text: str) -> tuple[int, int] | None:
     found = _ENHANCED.match(text)
-    return (int(found[2]), int(found[3])) if found else None
+    if not found or (found[2], found[3]) == ("0", "0"):
+        return None  # x.0.0 says "undefined": the words are all there is to go on
+    return int(found[2]), int(found[3])
 
 
 def reply_scope(code: int, text: str) -> Scope:
@@ -386,7 +388,8 @@ class SmtpTransport:
                 f"connection lost waiting for the server's reply ({err})",
                 True,
             )
-        if not 200 <= code < 600:  # unreadable: the server may have taken it; never retry
+        if code // 100 not in (2, 4, 5):  # unreadable or out of turn (a second 354): it may have been
+            # taken, so never retry
             self._drop()
             return Result(
                 Status.UNKNOWN, None, f"unreadable reply to the message data: {_decode(reply)!r}", True

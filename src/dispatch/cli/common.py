@@ -277,7 +277,7 @@ def load_settings(env_file: Path | None, overrides: Mapping[str, str | None] | N
                 f"dispatch: warning: {path} holds a password others can read; chmod 600 {path}", err=True
             )
     environment = {k: v for k, v in os.environ.items() if k.startswith("DISPATCH_")}
-    for name, close in unknown_settings(environment):
+    for name, close in unknown_settings(os.environ):
         hint = f" (did you mean {close}?)" if close else ""
         typer.echo(
             f"dispatch: warning: the environment sets {name}, which dispatch does not read{hint}", err=True

@@ -85,7 +85,7 @@ def preview(
                     f"dispatch: note: {chosen[0].email} is not on {path}; its columns are empty", err=True
                 )
             read = inputs(article, listed, env_file, template, *(attach or ()))
-            page, eml, text = write_message(issue, chosen[0], out.resolve(), inputs=read)
+            page, eml, text = write_message(issue, chosen[0], out.parent.resolve() / out.name, inputs=read)
             typer.echo(f"Preview for {chosen[0].email}: {page}\n  also {eml} and {text}")
             if archive is not None:
                 web = plan_issue(

@@ -48,7 +48,7 @@ class Schema:
     migrations: Mapping[int, str] = field(default_factory=dict)
 
     @functools.cached_property
-    def columns(self) -> dict[str, set[str]]:
+    def columns(self) -> dict[str, set[tuple[str, str, int, int]]]:
         """Every table and its columns at the current version (to spot a foreign file)."""
         scratch = sqlite3.connect(":memory:")
         try:
@@ -114,6 +114,7 @@ class Database:
                 self.conn = sqlite3.connect(
                     uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30
                 )
+                self._check_pages()
                 if readonly:
                     self._check_version(self._version())
                 else:
@@ -147,6 +148,14 @@ class Database:
             yield
         except sqlite3.Error as err:
             raise StateError(_describe(self.path, self.schema.what, err)) from err
+
+    def _check_pages(self) -> None:
+        """SQLite's quick check: a damaged page is found now, before anything relies on the file
+        (a query that never touches the page would not notice)."""
+        found = " ".join(str(r[0]) for r in self.conn.execute("PRAGMA quick_check(2)"))
+        if found != "ok":
+            shown = " ".join(found.replace("*** in database main ***", "").split())
+            raise sqlite3.DatabaseError(f"database disk image is malformed: {shown[:160]}")
 
     def _version(self) -> int:
         version = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
@@ -312,10 +321,15 @@ class Database:
             self._reader.close()
 
 
-def _tables(conn: sqlite3.Connection) -> dict[str, set[str]]:
+def _tables(conn: sqlite3.Connection) -> dict[str, set[tuple[str, str, int, int]]]:
+    """Each table's columns as (name, type, not null, primary key position): a file whose
+    columns have the right names but lost a key or a constraint is not a dispatch file."""
     names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     return {
-        n: {str(c[1]) for c in conn.execute(f"PRAGMA table_info('{n}')")}  # names come from SQLite
+        n: {
+            (str(c[1]), str(c[2]).upper(), int(c[3]), int(c[5]))
+            for c in conn.execute(f"PRAGMA table_info('{n}')")  # names come from SQLite
+        }
         for n in names
         if not n.startswith("sqlite_")
     }

@@ -132,6 +132,16 @@ def lock_name(campaign: str) -> str:
     return f"{slug}-{hashlib.sha256(campaign.encode()).hexdigest()[:12]}.lock"
 
 
+_EMPTY_CAMPAIGNS = (
+    "SELECT id FROM campaigns "
+    "WHERE NOT EXISTS (SELECT 1 FROM recipients WHERE recipients.campaign = campaigns.id)"
+)
+_DELETE_IF_EMPTY = (
+    "DELETE FROM campaigns WHERE id = ? "
+    "AND NOT EXISTS (SELECT 1 FROM recipients WHERE recipients.campaign = campaigns.id)"
+)
+
+
 class Journal:
     """Durable per-recipient state for every campaign in one state folder."""
 
@@ -175,8 +185,11 @@ class Journal:
                 ) from err
             raise StateError(f"{path}: cannot create the campaign lock: {err.strerror}") from err
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
                 raise StateError(f"{path}: is not a regular file; remove it from the state folder")
+            if info.st_nlink > 1:  # a hard link planted to make dispatch truncate another file
+                raise StateError(f"{path}: has other hard links; remove it from the state folder")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as err:
@@ -399,11 +412,15 @@ class Journal:
 
     def prune_empty(self) -> list[str]:
         """Forget campaigns that never recorded a recipient (a run that stopped before its first
-        message); returns their IDs."""
-        with self._db.transaction() as db:
-            rows = db.execute(
-                "SELECT id FROM campaigns WHERE NOT EXISTS "
-                "(SELECT 1 FROM recipients WHERE recipients.campaign = campaigns.id)"
-            ).fetchall()
-            db.executemany("DELETE FROM campaigns WHERE id = ?", rows)
-        return [str(r[0]) for r in rows]
+        message); returns their IDs. A campaign another process is sending right now (it may
+        still be reading its list) is left alone."""
+        candidates = [str(r[0]) for r in self._db.read_all(_EMPTY_CAMPAIGNS, ())]
+        pruned = []
+        for campaign in candidates:
+            try:
+                with self.lock(campaign), self._db.transaction() as db:
+                    if db.execute(_DELETE_IF_EMPTY, (campaign,)).rowcount:
+                        pruned.append(campaign)
+            except LockedError:
+                continue
+        return pruned
