@@ -91,7 +91,10 @@ class OutputFolder:
         try:
             if folder.exists() and not folder.is_dir():
                 raise InputError(f"{folder}: is a file, not a folder; give {what} a folder")
-            folder.mkdir(mode=0o755 if public else 0o700, parents=True, exist_ok=True)
+            if not folder.is_dir():
+                with contextlib.suppress(FileExistsError):  # another run made it just now: theirs
+                    folder.mkdir(parents=True)
+                    folder.chmod(0o755 if public else 0o700)  # whatever the umask: previews hold addresses
         except OSError as err:
             raise InputError(f"{folder}: cannot create the folder ({what}): {err.strerror}") from err
         self._manifest: dict[str, str] = self._read_manifest()
