@@ -9,6 +9,8 @@ Headers, structure and both decoded parts must agree, and no line may pass 998 o
 
 from __future__ import annotations
 
+import quopri
+import random
 from collections.abc import Callable
 from email import message_from_bytes, policy
 from email.headerregistry import Address
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from dispatch.campaign import Issue, plan_issue, recipients
+from dispatch.message import _qp
 from dispatch.settings import Settings
 from tests.conftest import EXAMPLE_ARTICLE
 
@@ -32,6 +35,9 @@ NAMES = [
     "=?utf-8?q?not-an-encoded-word?=",
     "Equals = sign, trailing space ",
     ".dot at the start",
+    ".",
+    "a" * 73 + "." * 80,
+    "=" * 30 + "." * 50,
     "x" * 2000,
     "Émile " * 300,
     "",
@@ -44,6 +50,9 @@ Dear {{ reader }}, this paragraph has an equals sign = and soft line breaks that
 appear, *emphasis*, **bold**, and a link to https://example.org/a/very/long/path/that/goes/on/and/on?x=1&y=2.
 
 .A line that starts with a dot.
+
+.
+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx..........................................................................................
 
 - one
 - two
@@ -113,6 +122,7 @@ def test_the_fast_path_gives_the_message_a_plain_build_gives(
     for sub in recipients(issue):
         raw, message_id = issue.message(sub)
         assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+        assert not [line for line in raw.split(b"\r\n") if line.startswith(b".")], "would need dot-stuffing"
         ours = message_from_bytes(raw, policy=policy.default)
         plain = _reference(issue, sub.email, sub.name, issue.values(sub), message_id)
         theirs = message_from_bytes(plain.as_bytes(), policy=policy.default)
@@ -138,3 +148,23 @@ def test_every_encoded_body_line_is_at_most_76_octets(write_file: WriteFile, env
         raw, _ = issue.message(sub)
         body = raw.split(b"\r\n\r\n", 1)[1]
         assert max(len(line) for line in body.split(b"\r\n")) <= 76
+
+
+def _pieces_of_text() -> list[str]:
+    """Texts built to put a dot at the start of an encoded line: after hard breaks, right where
+    quoted-printable breaks a long line, next to escapes that may not be split."""
+    rng = random.Random(8)
+    made = [".", "..", ".\n.", "x\n.y", "." * 200, "a" * 75 + ".b", "é" * 25 + "." * 40]
+    alphabet = ["a", ".", " ", "=", "é", "\n", "中", "\t"]
+    made += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 400))) for _ in range(300)]
+    return made
+
+
+def test_encoded_values_never_start_a_line_with_a_dot() -> None:
+    for text in _pieces_of_text():
+        encoded = _qp(text)
+        lines = encoded.split(b"\r\n")
+        assert not [line for line in lines if line.startswith(b".")], text
+        assert max(len(line) for line in lines) <= 76, text
+        expected = text.replace("\r\n", "\n").replace("\n", "\r\n").encode()
+        assert quopri.decodestring(encoded) == expected, text

@@ -185,11 +185,13 @@ def plan_issue(
     test_send: bool = False,
     attach: Sequence[Path] = (),
     web_version: bool = False,
+    loaded: Article | None = None,
 ) -> Issue:
     """Everything that can be checked before the first message: article, list, templates,
-    pictures and attachments, the DKIM key, and one whole message for the longest address."""
+    pictures and attachments, the DKIM key, and one whole message for the longest address.
+    ``loaded`` is the article when the caller has already read ``article_path``."""
     sender = settings.require_sending_identity()
-    article = load_article(article_path)
+    article = loaded or load_article(article_path)
     subscribers = SubscriberList(subscribers_path, encoding)
     title = header_text(article.subject or subject or article.title)
     if not title:
@@ -403,7 +405,7 @@ def named_recipients(issue: Issue, addresses: list[str]) -> list[Subscriber]:
 
 def count_to_send(issue: Issue, rules: SkipRules) -> int:
     """How many recipients a send would reach now (one pass over the list)."""
-    if rules.store is None and (rules.journal is None or rules.journal.campaign(issue.campaign) is None):
+    if rules.skips_nobody:
         return issue.stats.valid
     return sum(rules.check(sub.key)[1] is None for sub in recipients(issue))
 

@@ -166,25 +166,49 @@ def _crlf(text: str) -> bytes:
     return text.replace("\r\n", "\n").replace("\n", "\r\n").encode()
 
 
+def _dot_safe(encoded: bytes) -> bytes:
+    """Quoted-printable with no line starting with "." (it is written ``=2E``), so a message
+    needs no SMTP dot-stuffing and no line of it can end the DATA early. A line the two extra
+    characters push past 76 is broken with a soft line break."""
+    if not (encoded.startswith(b".") or b"\n." in encoded):
+        return encoded
+    out: list[bytes] = []
+    todo = encoded.split(b"\r\n")
+    todo.reverse()
+    while todo:
+        line = todo.pop()
+        if line.startswith(b"."):
+            line = b"=2E" + line[1:]
+        if len(line) > QP_LINE:
+            cut = QP_LINE - 1  # room for the "=" of the soft break
+            while b"=" in line[cut - 2 : cut]:  # never inside an "=XX" escape
+                cut -= 1
+            todo.append(line[cut:])
+            line = line[:cut] + b"="
+        out.append(line)
+    return b"\r\n".join(out)
+
+
 def _qp(text: str) -> bytes:
     """``text`` quoted-printable, ending where a next piece can start on a new line: after a
-    real line break, or after a soft one (``=`` CRLF, which decodes to nothing)."""
+    real line break, or after a soft one (``=`` CRLF, which decodes to nothing). No line starts
+    with "." (see :func:`_dot_safe`)."""
     if not text:
         return b""
-    if len(text) < QP_LINE and text.isascii() and _QP_PLAIN.fullmatch(text):
+    if len(text) < QP_LINE and text[0] != "." and text.isascii() and _QP_PLAIN.fullmatch(text):
         return text.encode("ascii") + b"=\r\n"  # a short plain value encodes to itself
     data = _crlf(text)
     encoded = binascii.b2a_qp(data, istext=True)
     if b"\r\n" not in data:  # without a line break to copy, b2a_qp ends its soft breaks with LF alone
         encoded = encoded.replace(b"\n", b"\r\n")
     if encoded.endswith(b"\r\n"):
-        return encoded
+        return _dot_safe(encoded)
     last = encoded.rfind(b"\n") + 1
     if len(encoded) - last >= QP_LINE:  # no room for the "=": break the line a little earlier
         cut = len(encoded) - 3
         cut = next(i for i in (cut, cut - 1, cut - 2) if b"=" not in encoded[i - 2 : i])
         encoded = encoded[:cut] + b"=\r\n" + encoded[cut:]
-    return encoded + b"=\r\n"
+    return _dot_safe(encoded + b"=\r\n")
 
 
 def _base64(data: bytes) -> bytes:

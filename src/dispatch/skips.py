@@ -63,6 +63,11 @@ class SkipRules:
         recorded anyone of, in a folder without a hard bounce (a first run asks nothing)."""
         return self.journal is not None and self.journal.knows_anyone(self.campaign)
 
+    @property
+    def skips_nobody(self) -> bool:
+        """Nothing in the journal or the store can skip anyone (a first run, no suppressions)."""
+        return not self._asked and (self.store is None or not self.store.count())
+
     def suppressed(self, key: str) -> Entry | None:
         """The store's entry for ``key`` on this list, checked again just before each message
         (an unsubscribe that arrives during a long run is honoured at once)."""

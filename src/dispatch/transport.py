@@ -192,7 +192,8 @@ def dot_stuff(data: bytes) -> bytes:
     """The DATA payload: leading dots doubled and the terminating ``CRLF.CRLF`` added."""
     if data.startswith(b"."):
         data = b"." + data
-    data = data.replace(b"\r\n.", b"\r\n..")
+    if b"\n." in data:  # never, for dispatch's own messages (see message._dot_safe): a scan, no copy
+        data = data.replace(b"\r\n.", b"\r\n..")
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data + b".\r\n"

@@ -132,12 +132,13 @@ def send(
         folder = state_dir(settings)
         journal = None if to or dry_run else j.Journal(folder, durable=settings.journal_sync == "full")
         with ExitStack() as held:
+            loaded = load_article(article)
             if journal is not None:  # a second run of this campaign stops here, before any work
-                held.enter_context(journal.lock(campaign or campaign_id(load_article(article))))
+                held.enter_context(journal.lock(campaign or campaign_id(loaded)))
             issue = plan_issue(
                 article, subscribers_path(subscribers, settings), settings, subject=subject,
                 template_dir=template, encoding=encoding, campaign=campaign, test_send=bool(to),
-                attach=attach or (),
+                attach=attach or (), loaded=loaded,
             )  # fmt: skip
             only = named_recipients(issue, to) if to else None
             store = SuppressionStore.open_existing(folder) if dry_run else SuppressionStore(folder)
