@@ -153,10 +153,12 @@ def send(
                 print_summary(summary, as_json, dry_run_report(summary, all_written=out is not None))
                 raise typer.Exit(int(summary.exit_code))
             rules = SkipRules(journal, store, issue.campaign, settings.list_id, resend_unknown, retry_failed)
-            count = len(only) if only is not None else count_to_send(issue, rules)
+            show_bar = sys.stderr.isatty() and not as_json
+            count = 0  # a pass over the list, only when someone will see the number
+            if not yes or show_bar:
+                count = len(only) if only is not None else count_to_send(issue, rules)
             _confirm(issue, min(count, limit) if limit else count, yes)
             stop = threading.Event()
-            show_bar = sys.stderr.isatty() and not as_json
             with stop_on_signals(stop), progress_bar(count, enabled=show_bar) as advance:
                 options = SendOptions(
                     limit=limit, resend_unknown=resend_unknown, retry_failed=retry_failed, only=only,
