@@ -1,0 +1,1 @@
+"""The pieces of ``benchmarks/bench.py``: fixtures, child processes, peers, sinks, sections, output."""
