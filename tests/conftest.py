@@ -6,18 +6,38 @@ import shutil
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trustme
 from typer.testing import CliRunner
 
 from dispatch.cli import app
+from dispatch.errors import ConfigError
+from dispatch.proof import LAUNCH_ARGS, find_chromium
 from tests.smtp_servers import FaultPlan, Server, start_server
+
+if TYPE_CHECKING:
+    from tests.attack_helpers import Relays
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_ARTICLE = ROOT / "examples" / "thin-line-in-iraq.txt"
 EXAMPLE_SUBSCRIBERS = ROOT / "subscribers.example.csv"
+
+
+def system_chromium() -> Path | None:
+    """The Chromium dispatch itself would use (on the PATH), or None."""
+    try:
+        return find_chromium()
+    except ConfigError:
+        return None
+
+
+CHROMIUM = system_chromium()
+CHROMIUM_ARGS = LAUNCH_ARGS  # the flags dispatch launches it with (no network at start-up)
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="Chromium is not installed (.ci/run installs it)"
+)
 
 BASE_ENV = {
     "DISPATCH_FROM": "Newsroom <news@example.org>",
@@ -154,3 +174,12 @@ def starttls_server(smtp_server: Callable[..., Server], server_tls: ssl.SSLConte
 
 
 __all__ = ["FaultPlan"]
+
+
+@pytest.fixture
+def relay() -> Iterator[Relays]:
+    """aiosmtpd relays on 127.0.0.1 started on demand (the red-team suites), stopped afterwards."""
+    from tests.attack_helpers import Relays
+
+    with Relays() as relays:
+        yield relays

@@ -453,7 +453,9 @@ def _prime(bits: int) -> int:
                 return n
 
 
-def short_rsa_pem(bits: int = 512) -> bytes:
+def short_rsa_pem(
+    bits: int = 512, private_format: serialization.PrivateFormat = serialization.PrivateFormat.PKCS8
+) -> bytes:
     """An RSA private key of ``bits`` bits, built with cryptography from two primes (its key
     generator refuses sizes under 1024 bits)."""
     p, q, e = _prime(bits // 2), _prime(bits // 2), 65537
@@ -464,6 +466,4 @@ def short_rsa_pem(bits: int = 512) -> bytes:
     )  # fmt: skip
     key = numbers.private_key()
     assert key.key_size == bits
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    return key.private_bytes(serialization.Encoding.PEM, private_format, serialization.NoEncryption())

@@ -17,12 +17,9 @@ from typing import Any
 import pytest
 
 from dispatch.language import detect_language, direction, normalise_tag, readable_date, words
-from tests.test_browser import CHROMIUM, chromium, open_in
+from tests.conftest import CHROMIUM, needs_chromium
+from tests.test_browser import chromium, open_in
 from tests.test_render import ARABIC, EXAMPLES, EXTRAS, render_message
-
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="Chromium is not installed (.ci/run installs it)"
-)
 
 # --- the language of an issue ------------------------------------------------------------------
 

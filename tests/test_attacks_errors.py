@@ -45,12 +45,6 @@ PASSWORD = "pässwörd-€-密码 with spaces"
 
 
 @pytest.fixture
-def relay() -> Iterator[Relays]:
-    with Relays() as relays:
-        yield relays
-
-
-@pytest.fixture
 def scene(tmp_path: Path, relay: Relays) -> dict[str, Any]:
     handler = Recording()
     server = relay.start(handler)

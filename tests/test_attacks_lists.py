@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +31,6 @@ from tests.smtp_servers import Server
 
 Invoke = Callable[..., Any]
 ADDRESS = re.compile(r"[A-Za-z0-9._+-]+@[^\s,;\"<>]+")
-
-
-@pytest.fixture
-def relay() -> Iterator[Relays]:
-    with Relays() as relays:
-        yield relays
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +35,6 @@ from tests.attack_helpers import (
 Invoke = Callable[..., Any]
 USER_TEXT = b"the user's own file: do not touch\n"
 NOBODY = 65534
-
-
-@pytest.fixture
-def relay() -> Iterator[Relays]:
-    with Relays() as relays:
-        yield relays
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from email import message_from_bytes, policy
 from email.header import decode_header, make_header
 from pathlib import Path
@@ -45,12 +45,6 @@ from tests.attack_helpers import (
 )
 
 Invoke = Callable[..., Any]
-
-
-@pytest.fixture
-def relay() -> Iterator[Relays]:
-    with Relays() as relays:
-        yield relays
 
 
 def send(invoke: Invoke, article: Path, listed: Path, env: Path, *extra: str) -> Any:
@@ -571,6 +565,31 @@ def test_552_534_stops_the_campaign_and_fails_nobody(
     assert handler.copies() == dict.fromkeys(addresses, 1)
 
 
+def send_with_reply(
+    invoke: Invoke,
+    scene: dict[str, Path],
+    relay: Relays,
+    stage: str,
+    address: str,
+    reply: str,
+    addresses: list[str],
+    **settings: str,
+) -> tuple[Any, dict[str, Any], Recording]:
+    """Send to ``addresses`` through a relay that answers ``reply`` at ``stage`` (RCPT or DATA)
+    for ``address`` only: (the run, its JSON summary, the relay's record)."""
+    handler = Recording()
+    rule = lambda a, _n: reply if a == address else None  # noqa: E731
+    if stage == "RCPT":
+        handler.rcpt_reply = rule
+    else:
+        handler.data_reply = rule
+    server = relay.start(handler)
+    listed = write_list(scene["tmp"] / "list.csv", [(a, "Reader") for a in addresses])
+    result = send(invoke, scene["article"], listed, settings_file(scene["tmp"], server, **settings))
+    no_crash(result.stderr)
+    return result, json.loads(result.stdout), handler
+
+
 CONTENT_REJECTIONS = [
     "550 5.7.1 Message rejected: spam score exceeded threshold",
     "554 5.7.1 Message content rejected: too many links",
@@ -584,20 +603,8 @@ CONTENT_REJECTIONS = [
 def test_permanent_content_rejection_fails_that_recipient_only(
     invoke: Invoke, scene: dict[str, Path], relay: Relays, reply: str, stage: str
 ) -> None:
-    handler = Recording()
     victim = "reader01@example.org"
-    rule = lambda a, _n: reply if a == victim else None  # noqa: E731
-    if stage == "RCPT":
-        handler.rcpt_reply = rule
-    else:
-        handler.data_reply = rule
-    server = relay.start(handler)
-    addresses = readers(5)
-    listed = write_list(scene["tmp"] / "list.csv", [(a, "Reader") for a in addresses])
-    env = settings_file(scene["tmp"], server)
-    result = send(invoke, scene["article"], listed, env)
-    no_crash(result.stderr)
-    data = json.loads(result.stdout)
+    result, data, _ = send_with_reply(invoke, scene, relay, stage, victim, reply, readers(5))
     assert result.exit_code == 1, result.stdout
     assert data["aborted"] is None
     assert data["failed"] == 1
@@ -625,20 +632,10 @@ RATE_LIMITS = [
 def test_rate_limit_reply_stops_the_run_and_fails_nobody(
     invoke: Invoke, scene: dict[str, Path], relay: Relays, reply: str, stage: str
 ) -> None:
-    handler = Recording()
     limited = "reader02@example.com"
-    rule = lambda a, _n: reply if a == limited else None  # noqa: E731
-    if stage == "RCPT":
-        handler.rcpt_reply = rule
-    else:
-        handler.data_reply = rule
-    server = relay.start(handler)
-    addresses = readers(8)
-    listed = write_list(scene["tmp"] / "list.csv", [(a, "Reader") for a in addresses])
-    env = settings_file(scene["tmp"], server, RETRIES="1")
-    result = send(invoke, scene["article"], listed, env)
-    no_crash(result.stderr)
-    data = json.loads(result.stdout)
+    result, data, handler = send_with_reply(
+        invoke, scene, relay, stage, limited, reply, readers(8), RETRIES="1"
+    )
     assert result.exit_code == 3, result.stdout
     assert data["aborted"]
     assert data["failed"] == 0

@@ -15,7 +15,7 @@ import re
 import select
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +36,6 @@ from tests.attack_helpers import (
 
 Invoke = Callable[..., Any]
 SECRET = "hunter2-s3cret-value-in-a-typo"
-
-
-@pytest.fixture
-def relay() -> Iterator[Relays]:
-    with Relays() as relays:
-        yield relays
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +49,6 @@ PEOPLE = [
     {"email": "dan@example.org", "name": "", "city": "Rome"},
     {"email": "eve@example.org", "name": 'Ève <Ø> & "co"', "city": "Zürich"},
 ]
-
-
-@pytest.fixture
-def relay() -> Iterator[Relays]:
-    with Relays() as relays:
-        yield relays
 
 
 def write_people(path: Path, people: list[dict[str, str]] = PEOPLE) -> Path:

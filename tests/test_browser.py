@@ -7,7 +7,6 @@ network: every request other than the page itself is refused."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from io import BytesIO
@@ -16,22 +15,11 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.test_render import EXAMPLES, EXTRAS, GARDEN, render_message
 
-CHROMIUM = next(
-    (
-        p
-        for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
-        if p and Path(p).exists()
-    ),
-    None,
-)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/run installs it)")
 
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
-]  # fmt: skip
 LONG_WORDS = (
     "Long links and words must wrap\n\nRegister here: https://example.org/events/2024/annual-conference/"
     "registration?utm_source=newsletter&utm_medium=email&utm_campaign=june2024&utm_content=footer-link\n"

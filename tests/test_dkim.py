@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import smtplib
 import stat
 import subprocess
@@ -25,6 +24,7 @@ from dkim.util import parse_tag_value
 
 from dispatch.dkim import DkimError, KeyRecord, aligned, generate_key, load_signer, verify
 from dispatch.errors import DispatchError, ExitCode
+from tests.inbox_helpers import short_rsa_pem
 from tests.smtp_servers import Server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -239,48 +239,10 @@ def test_a_key_from_another_selector_does_not_verify(tmp_path: Path, messages: d
     assert not verify(signed, "not base64!")
 
 
-def _prime(bits: int) -> int:
-    """A random prime with its top two bits set (Miller-Rabin, 32 rounds)."""
-    while True:
-        n = secrets.randbits(bits) | (3 << (bits - 2)) | 1
-        d, r = n - 1, 0
-        while d % 2 == 0:
-            d, r = d // 2, r + 1
-        for _ in range(32):
-            x = pow(secrets.randbelow(n - 3) + 2, d, n)
-            if x in (1, n - 1):
-                continue
-            for _ in range(r - 1):
-                x = pow(x, 2, n)
-                if x == n - 1:
-                    break
-            else:
-                break
-        else:
-            if (n - 1) % 65537:
-                return n
-
-
 def _rsa_pem(bits: int) -> bytes:
-    """An RSA key of any size (cryptography refuses to generate keys under 1024 bits)."""
-    p, q, e = _prime(bits // 2), _prime(bits // 2), 65537
-    d = pow(e, -1, (p - 1) * (q - 1))
-    numbers = rsa.RSAPrivateNumbers(
-        p,
-        q,
-        d,
-        rsa.rsa_crt_dmp1(d, p),
-        rsa.rsa_crt_dmq1(d, q),
-        rsa.rsa_crt_iqmp(p, q),
-        rsa.RSAPublicNumbers(e, p * q),
-    )
-    key = numbers.private_key()
-    assert key.key_size == bits
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
+    """An RSA key of any size, in the traditional OpenSSL form (cryptography refuses to
+    generate keys under 1024 bits)."""
+    return short_rsa_pem(bits, serialization.PrivateFormat.TraditionalOpenSSL)
 
 
 def _public_pem() -> bytes:

@@ -23,20 +23,8 @@ from PIL import Image, ImageStat
 from dispatch.errors import ConfigError, DispatchError, ExitCode, InputError
 from dispatch.proof import VIEWPORT_HEIGHT, ProofError, find_chromium, pdf, screenshots
 from dispatch.proofpage import DESKTOP_WIDTH, PHONE_WIDTH
+from tests.conftest import CHROMIUM, needs_chromium
 from tests.test_proofpage import dry_run
-
-
-def system_chromium() -> Path | None:
-    try:
-        return find_chromium()
-    except ConfigError:
-        return None
-
-
-CHROMIUM = system_chromium()
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="Chromium is not installed (.ci/run installs it)"
-)
 
 
 class Recorder(BaseHTTPRequestHandler):
