@@ -103,6 +103,11 @@ class Database:
         self._read_lock = threading.Lock()
         self._synced = time.monotonic()
         self._pending: list[Sequence[tuple[str, Sequence[Any]]]] | None = None  # held by grouped()
+        # Group commit (inside grouped()): every write takes a ticket; whoever commits takes all
+        # the writes queued so far, so threads waiting at the same moment share one commit.
+        self._queue_lock = threading.Lock()
+        self._queued = self._committed = 0  # tickets handed out / made durable
+        self._failed: StateError | None = None  # a group commit that failed fails every writer in it
         for suffix in SIDE_FILES:
             check_not_symlink(path.with_name(path.name + suffix), schema.what)
         old_umask = os.umask(0o077)  # addresses and replies: for this user only
@@ -231,22 +236,55 @@ class Database:
             self._settle()
 
     def write(self, statements: Sequence[tuple[str, Sequence[Any]]], *, wait: bool = True) -> None:
-        """Run statements in one transaction. Inside :meth:`grouped`, a write that need not wait
-        (``wait=False``) is kept until the next one that must (or :meth:`flush`), and they are
-        committed together: writes keep their order, and one commit serves several."""
-        if not wait and self._pending is not None:
-            with self._lock:
-                self._pending.append(statements)
+        """Run statements in one transaction, and return once they are committed.
+
+        Inside :meth:`grouped`, a write that need not wait (``wait=False``) is queued until the
+        next one that must (or :meth:`flush`). A write that must wait commits everything queued
+        so far, its own statements last; threads that queue while that commit runs are served
+        together by the next one. Writes keep their order, and nobody returns before their own
+        statements are durable."""
+        if self._pending is None:
+            with self.transaction() as db:
+                for sql, params in statements:
+                    db.execute(sql, params)
             return
-        with self.transaction() as db:
-            batch, self._pending = (self._pending or []), ([] if self._pending is not None else None)
-            for sql, params in (statement for group in (*batch, statements) for statement in group):
-                db.execute(sql, params)
+        with self._queue_lock:
+            self._pending.append(statements)
+            self._queued += 1
+            ticket = self._queued
+        if wait:
+            self._commit_through(ticket)
+
+    def _commit_through(self, ticket: int) -> None:
+        """Commit the queued writes up to at least ``ticket`` (a commit by another thread that
+        took them counts)."""
+        with self._lock:
+            if self._failed is not None:
+                raise self._failed
+            if self._committed >= ticket:
+                return
+            with self._queue_lock:
+                batch, self._pending = self._pending or [], []
+                upto = self._queued
+            try:
+                with self.transaction() as db:
+                    for sql, params in (statement for group in batch for statement in group):
+                        db.execute(sql, params)
+            except BaseException as err:  # the batch held other threads' writes: they fail too
+                self._failed = (
+                    err
+                    if isinstance(err, StateError)
+                    else StateError(
+                        f"{self.path}: a write to the {self.schema.what} was interrupted ({type(err).__name__})"
+                    )
+                )
+                raise
+            self._committed = upto
 
     def flush(self) -> None:
         """Commit the writes :meth:`grouped` is holding (before a run waits, and at its end)."""
         if self._pending:
-            self.write([], wait=True)
+            self._commit_through(self._queued)
 
     @contextmanager
     def grouped(self) -> Iterator[None]:
@@ -255,7 +293,7 @@ class Database:
         if self._pending is not None:
             yield
             return
-        self._pending = []
+        self._pending, self._failed = [], None
         try:
             yield
             self.flush()
