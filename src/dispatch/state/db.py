@@ -240,7 +240,7 @@ class Database:
 
         Inside :meth:`grouped`, a write that need not wait (``wait=False``) is queued until the
         next one that must (or :meth:`flush`). A write that must wait commits everything queued
-        so far, its own statements last; threads that queue while that commit runs are served
+        so far, its own statements included; threads that queue while that commit runs are served
         together by the next one. Writes keep their order, and nobody returns before their own
         statements are durable."""
         if self._pending is None:
@@ -270,14 +270,12 @@ class Database:
                 with self.transaction() as db:
                     for sql, params in (statement for group in batch for statement in group):
                         db.execute(sql, params)
-            except BaseException as err:  # the batch held other threads' writes: they fail too
-                self._failed = (
-                    err
-                    if isinstance(err, StateError)
-                    else StateError(
-                        f"{self.path}: a write to the {self.schema.what} was interrupted ({type(err).__name__})"
-                    )
-                )
+            except StateError as err:  # the batch held other threads' writes: they fail too
+                self._failed = err
+                raise
+            except BaseException as err:
+                what = f"{self.path}: a write to the {self.schema.what} was cut short ({type(err).__name__})"
+                self._failed = StateError(what)
                 raise
             self._committed = upto
 
