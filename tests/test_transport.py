@@ -10,6 +10,7 @@ import pytest
 
 from dispatch.campaign import plan_issue
 from dispatch.delivery import SendOptions, run_send
+from dispatch.message import WireMessage
 from dispatch.settings import Settings
 from dispatch.state.journal import Journal
 from dispatch.transport import Scope, Status, classify, dot_stuff
@@ -93,6 +94,12 @@ def test_replies_are_classified(
 )
 def test_dot_stuffing(data: bytes, wire: bytes) -> None:
     assert dot_stuff(data) == wire
+
+
+def test_a_built_message_goes_as_it_is_and_anything_else_is_stuffed() -> None:
+    built = WireMessage(b"Subject: x\r\n\r\n=2Eline\r\n")
+    assert dot_stuff(built) == built + b".\r\n"
+    assert dot_stuff(b"Subject: x\r\n\r\n.line\r\n") == b"Subject: x\r\n\r\n..line\r\n.\r\n"
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # it is TLS: implicit

@@ -189,6 +189,17 @@ def _dot_safe(encoded: bytes) -> bytes:
     return b"\r\n".join(out)
 
 
+class WireMessage(bytes):
+    """A message as :class:`MessageFactory` built it: CRLF line ends, a final CRLF, and no line
+    that starts with "." (quoted-printable writes it ``=2E``; header lines and base64 never do).
+    SMTP sends such bytes as they are (RFC 5321 4.5.2), so the transport need not scan them."""
+
+
+def _dot_free(*pieces: bytes) -> bool:
+    """No line of the pieces, each starting a line, starts with "."."""
+    return not any(p.startswith(b".") or b"\n." in p for p in pieces)
+
+
 def _qp(text: str) -> bytes:
     """``text`` quoted-printable, ending where a next piece can start on a new line: after a
     real line break, or after a soft one (``=`` CRLF, which decodes to nothing). No line starts
@@ -236,6 +247,8 @@ class EncodedBody:
         self._pieces: tuple[bytes | Field, ...] = tuple(
             p if isinstance(p, Field) else _qp(p) for p in self.parts
         )
+        # the fields are encoded by _qp or base64 for each recipient: neither starts a line with "."
+        self.dot_free = _dot_free(*(p for p in self._pieces if isinstance(p, bytes)))
 
     def text(self, values: Mapping[str, str]) -> str:
         """The recipient's text, decoded (for previews and checks)."""
@@ -312,6 +325,7 @@ class MessageFactory:
     _structure: bytes = field(init=False, repr=False)  # MIME headers up to the text part's body
     _middle: bytes = field(init=False, repr=False)  # between the text and the HTML part
     _tail: bytes = field(init=False, repr=False)  # after the HTML part
+    _dot_free: bool = field(init=False, repr=False)  # no constant line starts with "."
 
     def boundary(self, kind: str = "") -> str:
         """Fixed per campaign and content, so a dry run and a send produce the same bytes.
@@ -352,6 +366,9 @@ class MessageFactory:
         object.__setattr__(self, "_middle", _boundary_line(alternative) + self.html.head)
         object.__setattr__(self, "_tail", closing)
         object.__setattr__(self, "_list_id", self._list_id_header())
+        constant = (self._head, self._structure, self._middle, self._tail, self._list_id)
+        dot_free = _dot_free(*constant) and self.text.dot_free and self.html.dot_free
+        object.__setattr__(self, "_dot_free", dot_free)
 
     def _list_id_header(self) -> bytes:
         if not self.list_id:
@@ -419,13 +436,16 @@ class MessageFactory:
         ``values`` holds every field the templates use, ``unsubscribe_url`` included (see
         :meth:`unsubscribe_target`)."""
         link = values["unsubscribe_url"] if self.unsubscribe_url else ""
+        to = fold_mailbox("To", name, email)
+        mid = b"Message-ID: " + message_id.encode("ascii") + b"\r\n"
+        unsubscribe = self._list_unsubscribe(email, link)
         pieces = [
             self._head,
-            fold_mailbox("To", name, email),
+            to,
             _date_header(date),
-            b"Message-ID: " + message_id.encode("ascii") + b"\r\n",
+            mid,
             self._list_id,
-            self._list_unsubscribe(email, link),
+            unsubscribe,
             self._structure,
             *self.text.encode(values),
             self._middle,
@@ -433,7 +453,9 @@ class MessageFactory:
             self._tail,
         ]
         data = b"".join(pieces)
-        return self.sign(data) if self.sign is not None else data
+        if self.sign is not None:
+            return self.sign(data)
+        return WireMessage(data) if self._dot_free and _dot_free(to, mid, unsubscribe) else data
 
 
 def _multipart(kind: str, boundary: str) -> bytes:
