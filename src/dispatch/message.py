@@ -436,16 +436,13 @@ class MessageFactory:
         ``values`` holds every field the templates use, ``unsubscribe_url`` included (see
         :meth:`unsubscribe_target`)."""
         link = values["unsubscribe_url"] if self.unsubscribe_url else ""
-        to = fold_mailbox("To", name, email)
-        mid = b"Message-ID: " + message_id.encode("ascii") + b"\r\n"
-        unsubscribe = self._list_unsubscribe(email, link)
         pieces = [
             self._head,
-            to,
+            fold_mailbox("To", name, email),
             _date_header(date),
-            mid,
+            b"Message-ID: " + message_id.encode("ascii") + b"\r\n",
             self._list_id,
-            unsubscribe,
+            self._list_unsubscribe(email, link),
             self._structure,
             *self.text.encode(values),
             self._middle,
@@ -455,7 +452,9 @@ class MessageFactory:
         data = b"".join(pieces)
         if self.sign is not None:
             return self.sign(data)
-        return WireMessage(data) if self._dot_free and _dot_free(to, mid, unsubscribe) else data
+        # the recipient's header lines are folded here, every continuation line starting with
+        # a space, and the fields encoded by _qp or base64: only the constant parts needed a look
+        return WireMessage(data) if self._dot_free else data
 
 
 def _multipart(kind: str, boundary: str) -> bytes:
