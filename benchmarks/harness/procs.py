@@ -194,6 +194,12 @@ class SmtpSink:
             self.stop()
             raise
 
+    def cpu_seconds(self) -> float:
+        """CPU the sink has used so far (user + system, from /proc): what the receiving side of
+        each variant costs, since the sink is one process on the same cores."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def messages(self) -> int:
         """The sink's ``mesg=`` counter (messages whose final dot it received)."""
         found = re.findall(rb"mesg=(\d+)", self.log.read_bytes())

@@ -411,6 +411,7 @@ def _feed(issue: Issue, run: _Run, options: SendOptions, summary: RunSummary) ->
                 continue
             try:
                 data, mid = issue.message(sub)
+                data = issue.factory.for_wire(data)
             except (ValueError, UnicodeError, ConfigError) as err:  # as in a dry run: skipped, with its line
                 run.unbuildable.append(Skipped(sub.line, f"the message could not be built: {err}"))
                 run.leave(state)

@@ -450,11 +450,14 @@ class MessageFactory:
             self._tail,
         ]
         data = b"".join(pieces)
-        if self.sign is not None:
-            return self.sign(data)
-        # the recipient's header lines are folded here, every continuation line starting with
-        # a space, and the fields encoded by _qp or base64: only the constant parts needed a look
-        return WireMessage(data) if self._dot_free else data
+        return self.sign(data) if self.sign is not None else data
+
+    def for_wire(self, data: bytes) -> bytes:
+        """``data`` from :meth:`build` as a :class:`WireMessage` when no line of it can start
+        with "." (a copy: the send path pays it, not the dry run). The recipient's header lines
+        are folded here, each continuation starting with a space, and the fields are encoded by
+        _qp or base64; so only the constant parts, checked once, could hold such a line."""
+        return WireMessage(data) if self._dot_free and self.sign is None else data
 
 
 def _multipart(kind: str, boundary: str) -> bytes:
