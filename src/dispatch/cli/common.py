@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer import _click as click
-from typer.core import TyperArgument, TyperCommand, TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from dispatch import __version__
 from dispatch.errors import ConfigError, DispatchError, ExitCode, InputError
@@ -54,10 +54,6 @@ def usage_message(err: click.exceptions.UsageError) -> str:
     return f"{err.message[:1].lower()}{err.message[1:]}; {where}"
 
 
-def _no_type(ctx: Any) -> None:
-    return None
-
-
 class _Group(TyperGroup):
     """The top-level group: usage errors are printed in one line, in dispatch's words."""
 
@@ -87,14 +83,7 @@ class _Group(TyperGroup):
 
 
 class Command(TyperCommand):
-    """A command whose usage line reads ``dispatch send [OPTIONS] ARTICLE`` (no braces) and
-    whose arguments show only their placeholder (``ARTICLE``, not ``ARTICLE <path>``)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for param in self.params:
-            if isinstance(param, TyperArgument):
-                param.display_type_rich = _no_type  # type: ignore[method-assign]
+    """A command whose usage line reads ``dispatch send [OPTIONS] ARTICLE`` (no braces)."""
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces: list[str] = super().collect_usage_pieces(ctx)
