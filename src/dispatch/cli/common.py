@@ -3,6 +3,7 @@ errors become a line on stderr and an exit code."""
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
@@ -318,4 +319,10 @@ def print_summary(summary: RunSummary, as_json: bool, text: str) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    finally:
+        # The process is about to end and the OS takes back its memory: spare the interpreter's
+        # last garbage collections a walk over every object (lxml, cssutils, Jinja…), which
+        # cost ~0.1 s after each run. Files, sockets and the journal are closed by then.
+        gc.freeze()
