@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from dispatch.campaign import Issue, plan_issue, recipients
+from dispatch.dkim import generate_key
 from dispatch.message import WireMessage, _qp
 from dispatch.settings import Settings
 from tests.conftest import EXAMPLE_ARTICLE
@@ -169,3 +170,18 @@ def test_encoded_values_never_start_a_line_with_a_dot() -> None:
         assert max(len(line) for line in lines) <= 76, text
         expected = text.replace("\r\n", "\n").replace("\n", "\r\n").encode()
         assert quopri.decodestring(encoded) == expected, text
+
+
+def test_a_signed_message_is_not_vouched_for_and_goes_through_the_scan(
+    tmp_path: Path, write_file: WriteFile, env: dict[str, str]
+) -> None:
+    """dkimpy writes the first header of a signed message: the factory cannot vouch for it, so
+    the transport searches it for lines to dot-stuff like any bytes from elsewhere."""
+    key = tmp_path / "dkim.pem"
+    generate_key(key, selector="s1", domain="example.org", bits=1024)
+    settings = {**env, "DISPATCH_DKIM_KEY_FILE": str(key), "DISPATCH_DKIM_SELECTOR": "s1"}
+    settings["DISPATCH_DKIM_DOMAIN"] = "example.org"
+    issue = plan_issue(write_file("issue.md", MARKDOWN), _list(write_file), Settings.from_mapping(settings))
+    raw, _ = issue.message(next(iter(recipients(issue))))
+    assert raw.startswith(b"DKIM-Signature:")
+    assert not isinstance(issue.factory.for_wire(raw), WireMessage)
