@@ -22,10 +22,9 @@ from types import TracebackType
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.conftest import BASE_ENV
-from tests.smtp_servers import Handler, Received, Server, free_port
+from tests.smtp_servers import Handler, Received, Server, authenticator, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ERROR_PREFIX = "dispatch: error:"
@@ -289,20 +288,6 @@ class Recording(Handler):
         return found
 
 
-def login_checker(user: str, password: str) -> Callable[..., AuthResult]:
-    """An aiosmtpd authenticator accepting exactly ``user``/``password`` (UTF-8)."""
-
-    def check(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
-        ok = (
-            isinstance(auth_data, LoginPassword)
-            and auth_data.login == user.encode()
-            and auth_data.password == password.encode()
-        )
-        return AuthResult(success=ok, handled=False)
-
-    return check
-
-
 class Relays:
     """Starts aiosmtpd relays with any handler and SMTP parameters; stops them all on exit."""
 
@@ -322,7 +307,7 @@ class Relays:
         port = free_port()
         if user:
             smtp_parameters.update(
-                authenticator=login_checker(user, password), auth_required=True, auth_require_tls=False
+                authenticator=authenticator(user, password), auth_required=True, auth_require_tls=False
             )
         controller = Controller(handler, hostname="127.0.0.1", port=port, ready_timeout=10, **smtp_parameters)
         controller.start()

@@ -145,6 +145,8 @@ class Server:
 
 
 def authenticator(user: str, password: str) -> Callable[..., AuthResult]:
+    """An aiosmtpd authenticator accepting exactly ``user``/``password`` (UTF-8)."""
+
     def check(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
         ok = (
             isinstance(auth_data, LoginPassword)

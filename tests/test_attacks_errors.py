@@ -59,16 +59,16 @@ def scene(tmp_path: Path, relay: Relays) -> dict[str, Any]:
     }
 
 
-def send(invoke: Invoke, scene: dict[str, Any], *extra: str | Path) -> Any:
+def send(invoke: Invoke, scene: dict[str, Any], *extra: str | Path, campaign: str = CAMPAIGN) -> Any:
     return invoke(
-        "send", scene["article"], "-s", scene["list"], "--env-file", scene["env"], "--campaign", CAMPAIGN,
+        "send", scene["article"], "-s", scene["list"], "--env-file", scene["env"], "--campaign", campaign,
         "--yes", *extra,
     )  # fmt: skip
 
 
-def dry(invoke: Invoke, scene: dict[str, Any], *extra: str | Path) -> Any:
+def dry(invoke: Invoke, scene: dict[str, Any], *extra: str | Path, campaign: str = CAMPAIGN) -> Any:
     return invoke(
-        "send", scene["article"], "-s", scene["list"], "--env-file", scene["env"], "--campaign", CAMPAIGN,
+        "send", scene["article"], "-s", scene["list"], "--env-file", scene["env"], "--campaign", campaign,
         "--dry-run", "--out", scene["tmp"] / "out", *extra,
     )  # fmt: skip
 
@@ -241,18 +241,8 @@ def test_wrong_non_ascii_password_is_exit_3_and_never_shown(
 def test_bad_campaign_id_is_one_clean_line(
     invoke: Invoke, scene: dict[str, Any], campaign: str, mode: str
 ) -> None:
-    args = ("--yes", "--json") if mode == "send" else ("--dry-run", "--out", scene["tmp"] / "out", "--json")
-    result = invoke(
-        "send",
-        scene["article"],
-        "-s",
-        scene["list"],
-        "--env-file",
-        scene["env"],
-        "--campaign",
-        campaign,
-        *args,
-    )
+    run = send if mode == "send" else dry
+    result = run(invoke, scene, "--json", campaign=campaign)
     assert result.exit_code == 2, result.stdout + result.stderr
     judge_error(result.stderr, "--campaign")
     json_error(result, 2)
@@ -273,17 +263,7 @@ def test_path_like_campaign_never_leaves_the_state_folder(
     invoke: Invoke, scene: dict[str, Any], campaign: str
 ) -> None:
     before = {k for k in tree(scene["tmp"]) if not k.startswith("state")}
-    result = invoke(
-        "send",
-        scene["article"],
-        "-s",
-        scene["list"],
-        "--env-file",
-        scene["env"],
-        "--campaign",
-        campaign,
-        "--yes",
-    )
+    result = send(invoke, scene, campaign=campaign)
     no_crash(result.stderr)
     after = {k for k in tree(scene["tmp"]) if not k.startswith("state")}
     assert after == before

@@ -86,6 +86,14 @@ def _assert_plain_200(reply: Any) -> None:
         assert reply.header(header) is None, (header, reply.header(header))
 
 
+def _send_next_issue(news: Newsletter) -> tuple[Any, dict[str, Any], list[str]]:
+    """The next issue to the same list: (the finished process, its summary, who received it)."""
+    before = len(news.server.received)
+    done, summary = news.send("--campaign", "next-issue")
+    assert done.returncode == 0, done.stderr
+    return done, summary, news.received_by()[before:]
+
+
 def _flip(char: str) -> str:
     return "B" if char == "A" else "A"
 
@@ -175,10 +183,8 @@ def test_a_one_click_post_to_dispatch_serve_suppresses_that_list_only(
         ]
 
         # The next issue to this list skips them, counted as suppressed with the reason.
-        before = len(news.server.received)
-        done, summary = news.send("--campaign", "next-issue")
-        assert done.returncode == 0, done.stderr
-        assert news.received_by()[before:] == [CY, DEE]
+        done, summary, received = _send_next_issue(news)
+        assert received == [CY, DEE]
         assert summary["suppressed"] == 2
         assert summary["suppressed_by_reason"] == {"unsubscribed": 2}
         assert "Suppressed:    2 (2 unsubscribed)" in done.stderr
@@ -233,10 +239,8 @@ def test_the_reader_can_undo_an_unsubscribe_with_the_same_link(news: Newsletter)
         )
         _assert_plain_200(undo)
         assert news.suppressed() == []
-    before = len(news.server.received)
-    done, _ = news.send("--campaign", "next-issue")
-    assert done.returncode == 0, done.stderr
-    assert ANN in news.received_by()[before:]
+    _, _, received = _send_next_issue(news)
+    assert ANN in received
 
 
 def test_a_get_shows_a_form_and_suppresses_nothing(news: Newsletter) -> None:
@@ -264,10 +268,8 @@ def test_a_get_shows_a_form_and_suppresses_nothing(news: Newsletter) -> None:
             assert serve.request("POST", local_target(link), body, form_type).status != 200, body
         assert news.suppressed() == []
 
-        before = len(news.server.received)
-        done, summary = news.send("--campaign", "next-issue")
-        assert done.returncode == 0, done.stderr
-        assert sorted(news.received_by()[before:]) == sorted(READERS)
+        _, summary, received = _send_next_issue(news)
+        assert sorted(received) == sorted(READERS)
         assert summary["suppressed"] == 0
 
 
@@ -303,10 +305,8 @@ def test_a_tampered_truncated_or_forged_token_gets_a_4xx_and_changes_nothing(new
                 assert reply.header("set-cookie") is None
         assert news.suppressed() == []
 
-        before = len(news.server.received)
-        done, summary = news.send("--campaign", "next-issue")
-        assert done.returncode == 0, done.stderr
-        assert sorted(news.received_by()[before:]) == sorted(READERS)
+        _, summary, received = _send_next_issue(news)
+        assert sorted(received) == sorted(READERS)
         assert summary["suppressed"] == 0
 
 

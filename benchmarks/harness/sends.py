@@ -87,15 +87,22 @@ def _loop(
             rows[name].add(n / measured.wall, cpu_ms=measured.cpu / n * 1e3, rss_mb=measured.rss_mb)
 
 
+def _peers_and_dispatch(b: Bench, port: int) -> dict[str, Callable[[], Measured]]:
+    """The variants every send section runs: the real mailmerge, dispatch on 1 and 4 connections."""
+    return {
+        "mailmerge": lambda: run_measured(mailmerge_cmd(b, port), env=b.env(), keep_stdout=False),
+        "dispatch 1": lambda: b.cli_send(port, connections=1)[0],
+        "dispatch 4": lambda: b.cli_send(port, connections=4)[0],
+    }
+
+
 def bench_sink(b: Bench) -> None:
     n, report = b.cfg.recipients, b.report
     body = b.wire["smtp-source -l"]
     with SmtpSink(b.run) as sink:
         port = sink.port
         variants: dict[str, Callable[[], Measured]] = {
-            "mailmerge": lambda: run_measured(mailmerge_cmd(b, port), env=b.env(), keep_stdout=False),
-            "dispatch 1": lambda: b.cli_send(port, connections=1)[0],
-            "dispatch 4": lambda: b.cli_send(port, connections=4)[0],
+            **_peers_and_dispatch(b, port),
             "smtp-source 1": lambda: run_measured(smtp_source_cmd(port, messages=n, sessions=1, size=body)),
             "smtp-source 4": lambda: run_measured(smtp_source_cmd(port, messages=n, sessions=4, size=body)),
         }
@@ -158,9 +165,7 @@ def bench_postfix(b: Bench) -> None:
     with PrivatePostfix(b.run / "postfix") as postfix:
         port = postfix.port
         variants: dict[str, Callable[[], Measured]] = {
-            "mailmerge": lambda: run_measured(mailmerge_cmd(b, port), env=b.env(), keep_stdout=False),
-            "dispatch 1": lambda: b.cli_send(port, connections=1)[0],
-            "dispatch 4": lambda: b.cli_send(port, connections=4)[0],
+            **_peers_and_dispatch(b, port),
             "smtp-source 4": lambda: run_measured(smtp_source_cmd(port, messages=n, sessions=4, size=body)),
         }
         labels = {
