@@ -20,10 +20,13 @@ from pathlib import Path
 import pytest
 
 from dispatch.campaign import Issue, plan_issue, recipients
+from dispatch.delivery import SendOptions, run_send
 from dispatch.dkim import generate_key
 from dispatch.message import WireMessage, _qp
 from dispatch.settings import Settings
+from dispatch.state.journal import Journal
 from tests.conftest import EXAMPLE_ARTICLE
+from tests.smtp_servers import Server
 
 WriteFile = Callable[..., Path]
 
@@ -185,3 +188,20 @@ def test_a_signed_message_is_not_vouched_for_and_goes_through_the_scan(
     raw, _ = issue.message(next(iter(recipients(issue))))
     assert raw.startswith(b"DKIM-Signature:")
     assert not isinstance(issue.factory.for_wire(raw), WireMessage)
+
+
+def test_lines_of_dots_arrive_whole_through_a_real_server(
+    smtp_server: Callable[..., Server], write_file: WriteFile, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Sent without the transport's search for lines to stuff: a line "." that slipped through
+    would end the DATA early at the server. Every message must arrive with both parts intact."""
+    server = smtp_server()
+    settings = Settings.from_mapping({**env, **server.env()})
+    issue = plan_issue(write_file("issue.md", MARKDOWN), _list(write_file), settings)
+    summary = run_send(issue, Journal(tmp_path / "state"), SendOptions())
+    assert summary.exit_code == 0
+    got = {item.rcpt_tos[0]: item.message for item in server.received}
+    assert len(got) == len(NAMES)
+    for sub in recipients(issue):
+        built = message_from_bytes(issue.message(sub)[0], policy=policy.default)
+        assert _parts(got[sub.email]) == _parts(built), sub.name  # type: ignore[arg-type]
