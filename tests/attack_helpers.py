@@ -235,8 +235,7 @@ class Recording(Handler):
     ) -> list[str]:
         with self.lock:
             self.ehlo_names.append(hostname)
-        session.host_name = hostname
-        return responses
+        return await super().handle_EHLO(server, session, envelope, hostname, responses)
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]

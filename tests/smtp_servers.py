@@ -55,6 +55,7 @@ class FaultPlan:
     drop_rcpt: float = 0.0
     drop_after_data: float = 0.0
     reject: dict[str, str] = field(default_factory=dict)  # address -> "550 5.1.1 ..."
+    refuse_sender: str = ""  # the reply to every MAIL command, e.g. "550 5.7.1 ..." (empty: 250)
     seed: int = 1
     rng: random.Random = field(init=False)
 
@@ -68,8 +69,9 @@ class FaultPlan:
 class Handler:
     """Stores every accepted message; applies a FaultPlan."""
 
-    def __init__(self, faults: FaultPlan | None = None) -> None:
+    def __init__(self, faults: FaultPlan | None = None, *, pipelining: bool = True) -> None:
         self.faults = faults or FaultPlan()
+        self.pipelining = pipelining  # advertise RFC 2920 PIPELINING, as Postfix and Exim do
         self.received: list[Received] = []
         self.connections = 0
         self.lock = threading.Lock()
@@ -78,7 +80,18 @@ class Handler:
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
+        if self.pipelining:  # aiosmtpd reads commands in order, so pipelined ones just work
+            responses.insert(len(responses) - 1, "250-PIPELINING")
         return responses
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
+    ) -> str:
+        if self.faults.refuse_sender:
+            return self.faults.refuse_sender
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
@@ -167,11 +180,13 @@ def start_server(
     offer_starttls: bool = True,
     implicit_tls: bool = False,
     handler: Handler | None = None,
+    pipelining: bool = True,
 ) -> Server:
     """Start aiosmtpd on a free 127.0.0.1 port. With ``tls`` it offers (and requires) STARTTLS,
     or with ``implicit_tls`` speaks TLS from the first byte (port-465 style). ``handler`` replaces
-    the default storing :class:`Handler` (``faults`` is then the handler's own business)."""
-    handler = handler or Handler(faults)
+    the default storing :class:`Handler` (``faults`` is then the handler's own business).
+    ``pipelining=False`` makes the default handler leave PIPELINING out of its EHLO reply."""
+    handler = handler or Handler(faults, pipelining=pipelining)
     port = free_port()
     kwargs: dict[str, Any] = {}
     if tls is not None and implicit_tls:

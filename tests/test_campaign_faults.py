@@ -130,8 +130,8 @@ class SlowHandler(Handler):
     being received at the same moment.
     """
 
-    def __init__(self, delay: float, faults: FaultPlan | None = None) -> None:
-        super().__init__(faults)
+    def __init__(self, delay: float, faults: FaultPlan | None = None, *, pipelining: bool = True) -> None:
+        super().__init__(faults, pipelining=pipelining)
         self.delay = delay
         self.active = 0
         self.peak = 0
@@ -159,8 +159,8 @@ class SlowHandler(Handler):
 def slow_server(smtp_server: Callable[..., Server]) -> Callable[..., Server]:
     """Start plain (no TLS) aiosmtpd servers with a :class:`SlowHandler` on 127.0.0.1."""
 
-    def start(delay: float = 0.0, faults: FaultPlan | None = None) -> Server:
-        return smtp_server(handler=SlowHandler(delay, faults))
+    def start(delay: float = 0.0, faults: FaultPlan | None = None, *, pipelining: bool = True) -> Server:
+        return smtp_server(handler=SlowHandler(delay, faults, pipelining=pipelining))
 
     return start
 
@@ -195,10 +195,14 @@ def state_dir(tmp_path: Path) -> Path:
 # --------------------------------------------------------------------------- 1. faults
 
 
-@pytest.mark.parametrize("with_permanent", [False, True], ids=["transient-only", "transient-5xx-unknown"])
+@pytest.mark.parametrize(
+    ("with_permanent", "pipelining"),
+    [(False, True), (True, True), (True, False)],
+    ids=["transient-only", "transient-5xx-unknown", "transient-5xx-unknown-no-pipelining"],
+)
 def test_faulty_server_repeated_runs_deliver_each_address_once(
     invoke: Invoke, article: Path, tmp_path: Path, env_file: EnvFile,
-    smtp_server: Callable[..., Server], with_permanent: bool,
+    smtp_server: Callable[..., Server], with_permanent: bool, pipelining: bool,
 ) -> None:  # fmt: skip
     emails = addresses(200)
     rejected = emails[7::25] if with_permanent else []
@@ -208,7 +212,7 @@ def test_faulty_server_repeated_runs_deliver_each_address_once(
         reject={a: f"550 5.1.1 <{a}>: Recipient address rejected: no such user" for a in rejected},
         seed=3,
     )  # fmt: skip
-    server = smtp_server(faults=faults)
+    server = smtp_server(faults=faults, pipelining=pipelining)
     settings = env_file(**server.env(), DISPATCH_RETRIES="1")
     csv = write_list(tmp_path / "list.csv", emails)
 
@@ -311,17 +315,17 @@ def test_quota_reply_or_failure_ratio_aborts_early(
 
 
 @pytest.mark.parametrize(
-    ("kill_at", "connections"),
-    [((2,), 1), ((25,), 3), ((8, 40), 2)],
-    ids=["early-1conn", "mid-3conn", "twice-2conn"],
+    ("kill_at", "connections", "pipelining"),
+    [((2,), 1, True), ((25,), 3, True), ((8, 40), 2, True), ((5, 30), 1, False)],
+    ids=["early-1conn", "mid-3conn", "twice-2conn", "twice-1conn-no-pipelining"],
 )
 def test_sigkill_mid_send_then_rerun_never_sends_twice(
     invoke: Invoke, article: Path, tmp_path: Path, env_file: EnvFile, state_dir: Path,
     slow_server: Callable[..., Server], spawn: Callable[..., subprocess.Popen[str]],
-    kill_at: tuple[int, ...], connections: int,
+    kill_at: tuple[int, ...], connections: int, pipelining: bool,
 ) -> None:  # fmt: skip
     emails = addresses(100)
-    server = slow_server(delay=0.02)
+    server = slow_server(delay=0.02, pipelining=pipelining)
     settings = env_file(**server.env(), DISPATCH_CONNECTIONS=str(connections))
     csv = write_list(tmp_path / "list.csv", emails)
     rng = random.Random(sum(kill_at) * 31 + connections)
@@ -485,6 +489,39 @@ def test_wrong_password_or_dead_server_aborts_with_one_line(
     assert not any(s == j.SENT for s in journal_states(state_dir).values())
     if fault == "wrong-password":
         assert "DISPATCH_SMTP_PASSWORD" in lines[0]
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-at-a-time"])
+def test_refused_sender_leaves_each_recipient_as_it_was(
+    invoke: Invoke, article: Path, tmp_path: Path, env_file: EnvFile, smtp_server: Callable[..., Server],
+    state_dir: Path, pipelining: bool,
+) -> None:  # fmt: skip
+    """A relay that pipelines gets MAIL, RCPT and DATA in one go, and the row goes in flight
+    while it reads them. When it then refuses the sender, no data left: the row must go back to
+    what it was (no row, or deferred), never stay in flight to be read as unknown later."""
+    emails = addresses(6)
+    server = smtp_server(faults=FaultPlan(rcpt_4xx=1.0), pipelining=pipelining)
+    settings = env_file(**server.env(), DISPATCH_RETRIES="0", DISPATCH_CONNECTIONS="1")
+    tail = write_list(tmp_path / "tail.csv", emails[3:])
+    everyone = write_list(tmp_path / "list.csv", emails)
+    code, first = send_json(invoke, *send_args(article, tail, settings))
+    assert (code, first["deferred"]) == (1, 3), first
+    before = journal_states(state_dir)
+    assert before == dict.fromkeys(emails[3:], j.DEFERRED)
+
+    server.handler.faults = FaultPlan(refuse_sender="550 5.7.1 sender rejected by policy")
+    for csv, first_reader in ((everyone, emails[0]), (tail, emails[3])):  # no row yet; deferred
+        code, refused = send_json(invoke, *send_args(article, csv, settings))
+        assert code == 3, refused
+        assert "refused the sender" in refused["aborted"], refused
+        assert journal_states(state_dir) == before, f"{first_reader} was not put back"
+        assert status_json(invoke, settings)["unknown"] == 0
+
+    server.handler.faults = FaultPlan()
+    runs = run_until_done(invoke, *send_args(article, everyone, settings))
+    assert runs[-1][1]["sent"] == len(emails)
+    assert runs[-1][1]["unknown"] == 0
+    assert received_counts(server) == dict.fromkeys(emails, 1)
 
 
 # --------------------------------------------------------------------------- 6. --json

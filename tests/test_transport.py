@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,10 +11,11 @@ import pytest
 
 from dispatch.campaign import plan_issue
 from dispatch.delivery import SendOptions, run_send
+from dispatch.errors import AbortError
 from dispatch.message import WireMessage
 from dispatch.settings import Settings
 from dispatch.state.journal import Journal
-from dispatch.transport import Scope, Status, classify, dot_stuff
+from dispatch.transport import Scope, SmtpTransport, Status, classify, dot_stuff
 from tests.smtp_servers import Server
 
 R, M, Q = Scope.RECIPIENT, Scope.MESSAGE, Scope.RATE
@@ -147,3 +149,36 @@ def test_a_quota_reply_stops_the_campaign_and_defers_that_recipient(
     again = run_send(plan_issue(article, listing, issue.settings), journal, SendOptions())
     assert again.exit_code == 0
     assert sorted(r.rcpt_tos[0] for r in server.received) == sorted(emails)
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-at-a-time"])
+def test_before_data_runs_before_the_data_and_a_failing_hook_drops_the_session(
+    smtp_server: Callable[..., Server], env: dict[str, str], pipelining: bool
+) -> None:
+    """The hook (the journal's "in flight" commit) runs before any message data can reach the
+    relay: while it reads the pipelined commands, or after its 354. If the hook fails, the
+    session is dropped at once (no QUIT that a relay in DATA would read as message text, no wait
+    for a timeout), nothing is delivered, and the next message opens a new session."""
+    server = smtp_server(pipelining=pipelining)
+    transport = SmtpTransport(Settings.from_mapping({**env, **server.env()}))
+    seen: list[int] = []
+    message = WireMessage(b"Subject: hook\r\n\r\nbody\r\n")
+
+    def note() -> None:
+        seen.append(len(server.received))
+
+    result = transport.send("news@example.org", "ann@example.org", message, note)
+    assert (result.status, seen, transport.info.pipelining) == (Status.SENT, [0], pipelining)
+
+    def broken() -> None:
+        raise AbortError("the journal cannot be written")
+
+    started = time.monotonic()
+    with pytest.raises(AbortError, match="journal"):
+        transport.send("news@example.org", "bob@example.com", message, broken)
+    assert time.monotonic() - started < 2.0
+    assert transport._smtp is None
+    again = transport.send("news@example.org", "cy@example.org", message, lambda: None)
+    transport.close()
+    assert again.status is Status.SENT
+    assert [r.rcpt_tos for r in server.received] == [["ann@example.org"], ["cy@example.org"]]

@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field, replace
 
 from dispatch.campaign import (
@@ -141,9 +141,10 @@ class _Run:
                 self.untouched += 1
 
     def worker(self, work: queue.Queue[_Item | None]) -> None:
-        transport = SmtpTransport(self.settings)
+        ahead = _Lookahead(work, self.journal)
+        transport = SmtpTransport(self.settings, while_waiting=ahead.fill)
         try:
-            while (item := self._next(work)) is not None:
+            while (item := ahead.next()) is not None:
                 try:
                     self._one(transport, item)
                 except DispatchError as err:  # an abort, or the journal failing (a full disk)
@@ -153,15 +154,6 @@ class _Run:
                     self.halt(f"internal error: {type(err).__name__}: {err}")
         finally:
             transport.close()
-
-    def _next(self, work: queue.Queue[_Item | None]) -> _Item | None:
-        """The next message; outcomes held for a group commit are committed before waiting."""
-        try:
-            return work.get_nowait()
-        except queue.Empty:
-            if self.journal is not None:
-                self.journal.flush()
-            return work.get()
 
     def _one(self, transport: SmtpTransport, item: _Item) -> None:
         """Pace, take a slot of the daily budget, deliver; or leave the recipient pending."""
@@ -195,19 +187,23 @@ class _Run:
 
         def mark() -> None:
             tries.reached_data += 1
+            tries.marked = True
             if journal is not None:
                 journal.in_flight(campaign, sub.key, sub.email, mid)
 
         def interim(result: Result) -> None:
             """The server answered the data with a 4xx: never leave "in flight" behind."""
             nonlocal recorded
-            recorded = True
+            recorded, tries.marked = True, False
             self.record(sub, result, mid, attempts=tries.take_unmarked())
 
         sender = issue.factory.sender.addr_spec
         try:
             result = self._attempts(transport, sender, sub.email, data, tries, mark=mark, interim=interim)
-        except AbortError:
+        except AbortError:  # raised before this try's data left: the relay was unreachable, or
+            # refused the sender after the row went in flight with the pipelined commands
+            if tries.marked and journal is not None:
+                journal.withdraw(campaign, sub.key, j.DEFERRED if recorded else prior)
             if not recorded:
                 self.leave(prior)  # never reached the server: still pending
             raise
@@ -318,14 +314,42 @@ class _Run:
         return result
 
 
+class _Lookahead:
+    """A worker's end of the queue, one message ahead. The worker takes its next message while
+    the relay reads the current one, so the thread that builds messages refills the queue then,
+    instead of taking the interpreter from the worker when it has a commit and a send to do."""
+
+    def __init__(self, work: queue.Queue[_Item | None], journal: j.Journal | None) -> None:
+        self._work = work
+        self._journal = journal
+        self._ahead: list[_Item | None] = []
+
+    def fill(self) -> None:
+        """Take the next message now if one is ready (never waits)."""
+        if not self._ahead:
+            with suppress(queue.Empty):
+                self._ahead.append(self._work.get_nowait())
+
+    def next(self) -> _Item | None:
+        """The next message (None: no more); outcomes held for a group commit are committed
+        before waiting for one."""
+        self.fill()
+        if self._ahead:
+            return self._ahead.pop()
+        if self._journal is not None:
+            self._journal.flush()
+        return self._work.get()
+
+
 @dataclass
 class _Tries:
     """How often one recipient was tried in this run, and how many of those tries the journal
     counted already (a try that reached the data was counted when it went in flight)."""
 
     total: int = 0
-    reached_data: int = 0
+    reached_data: int = 0  # tries marked in flight (the journal counted them then)
     recorded: int = 0
+    marked: bool = False  # the row is in flight and no outcome is recorded since
 
     def take_unmarked(self) -> int:
         """Tries not yet counted in the journal (and now counted)."""

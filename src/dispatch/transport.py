@@ -213,8 +213,9 @@ class RelayInfo:
 class SmtpTransport:
     """One SMTP connection, opened lazily, re-opened after a drop or every N messages."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, while_waiting: Callable[[], None] | None = None) -> None:
         self.settings = settings
+        self.while_waiting = while_waiting  # runs once the data is sent, before its reply is read
         self._smtp: smtplib.SMTP | None = None
         self._count = 0
         self.info = RelayInfo()
@@ -335,10 +336,11 @@ class SmtpTransport:
             self._drop()
 
     def _envelope(
-        self, smtp: smtplib.SMTP, sender: str, recipient: str, size: int
+        self, smtp: smtplib.SMTP, sender: str, recipient: str, size: int, before_data: Callable[[], None]
     ) -> list[tuple[int, bytes]]:
         """MAIL, RCPT and DATA with their replies: in one round trip when the relay pipelines,
-        else one at a time, stopping at the first refusal."""
+        else one at a time, stopping at the first refusal. ``before_data`` runs before the
+        payload can go: while the relay reads the pipelined commands, or after its 354."""
         mail = f"MAIL FROM:<{sender}>" + (f" SIZE={size}" if smtp.has_extn("size") else "")
         if not self.info.pipelining:
             replies = [smtp.docmd(mail)]
@@ -346,16 +348,29 @@ class SmtpTransport:
                 replies.append(smtp.docmd(f"RCPT TO:<{recipient}>"))
                 if replies[-1][0] in (250, 251):
                     replies.append(smtp.docmd("DATA"))
+                    if replies[-1][0] == 354:
+                        self._before_data(before_data)
             return replies
         smtp.send(f"{mail}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n")
+        self._before_data(before_data)  # the journal's commit overlaps the relay's round trip
         replies = [smtp.getreply() for _ in range(3)]
         if replies[2][0] == 354 and (replies[0][0] != 250 or replies[1][0] not in (250, 251)):
             smtp.send(".\r\n")  # the relay opened DATA despite a refusal: send an empty message
             smtp.getreply()
         return replies
 
+    def _before_data(self, before_data: Callable[[], None]) -> None:
+        """Run the hook; if it fails (the journal cannot be written) the session is in no state
+        to go on: drop it, so the relay discards the transaction, and pass the error on."""
+        try:
+            before_data()
+        except BaseException:
+            self._drop()
+            raise
+
     def send(self, sender: str, recipient: str, data: bytes, before_data: Callable[[], None]) -> Result:
-        """One transaction for one recipient. ``before_data`` runs just before the payload."""
+        """One transaction for one recipient. ``before_data`` runs before the payload can go
+        (at the latest just before it), and only once the commands that lead to it are sent."""
         limit = self.settings.max_per_connection
         if self._smtp is not None and limit and self._count >= limit:
             self.close()
@@ -368,7 +383,7 @@ class SmtpTransport:
             )  # fmt: skip
         self._count += 1
         try:
-            replies = self._envelope(smtp, sender, recipient, len(data))
+            replies = self._envelope(smtp, sender, recipient, len(data), before_data)
         except (OSError, smtplib.SMTPException) as err:
             self._drop()
             return Result(Status.DEFERRED, None, f"connection lost before the message was sent ({err})")
@@ -376,9 +391,10 @@ class SmtpTransport:
             if code not in _EXPECTED[stage]:
                 self._reset(smtp, code)
                 return self._refused(stage, sender, code, _decode(reply))
-        before_data()
         try:
             smtp.send(dot_stuff(data))
+            if self.while_waiting is not None:
+                self.while_waiting()
             if smtp.sock is not None:  # a spurious timeout here would mean a duplicate or a loss
                 smtp.sock.settimeout(max(self.settings.smtp_timeout, FINAL_REPLY_TIMEOUT))
             code, reply = smtp.getreply()

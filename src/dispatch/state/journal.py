@@ -286,6 +286,23 @@ class Journal:
         )
         self._db.write([statement], wait=True)  # committed before the message data is sent
 
+    def withdraw(self, campaign: str, key: str, state: str | None) -> None:
+        """A row marked in flight whose message data never left after all (the relay refused
+        the sender in answer to the pipelined commands): put back its earlier ``state`` (None:
+        the recipient had no row). Committed like an outcome; a run killed first leaves the row
+        in flight, read as unknown later: never a duplicate."""
+        if state is None:
+            statement: tuple[str, tuple[str, ...]] = (
+                "DELETE FROM recipients WHERE campaign = ? AND key = ? AND state = ?",
+                (campaign, key, IN_FLIGHT),
+            )
+        else:
+            statement = (
+                "UPDATE recipients SET state = ? WHERE campaign = ? AND key = ? AND state = ?",
+                (state, campaign, key, IN_FLIGHT),
+            )
+        self._db.write([statement], wait=False)
+
     def outcome(
         self,
         campaign: str,
