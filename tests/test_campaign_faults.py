@@ -367,6 +367,68 @@ def test_sigkill_mid_send_then_rerun_never_sends_twice(
     assert {a for a, n in counts.items() if n > 1} <= unknown
 
 
+KILL_BEFORE_THE_DOT = """
+import json, os, signal, sys
+from pathlib import Path
+from dispatch.campaign import plan_issue
+from dispatch.delivery import SendOptions, run_send
+from dispatch.settings import Settings
+from dispatch.state import journal as j
+
+article, csv, kill_at, env = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
+marks = 0
+record = j.Journal.in_flight
+
+def in_flight(self, *args):
+    global marks
+    marks += 1
+    if marks == kill_at:  # the message is on the wire, the final dot is not
+        os.kill(os.getpid(), signal.SIGKILL)
+    return record(self, *args)
+
+j.Journal.in_flight = in_flight
+issue = plan_issue(Path(article), Path(csv), Settings.from_mapping(env))
+print(issue.campaign, flush=True)
+run_send(issue, j.Journal(Path(env["DISPATCH_STATE_DIR"])), SendOptions())
+"""
+
+
+def test_sigkill_after_the_message_and_before_its_final_dot_delivers_it_exactly_once(
+    invoke: Invoke, article: Path, tmp_path: Path, env: dict[str, str], env_file: EnvFile,
+    smtp_server: Callable[..., Server], state_dir: Path,
+) -> None:  # fmt: skip
+    """With one connection the message goes to the relay before its in-flight record is
+    committed, and only the final dot waits for the commit. A process killed in between (the
+    record never committed) must not have delivered anything: the relay cancels a transaction
+    cut off before its dot (RFC 5321 4.1.1.10), and the next run sends that recipient once."""
+    emails = addresses(6)
+    server = smtp_server()
+    values = {**env, **server.env(), "DISPATCH_CONNECTIONS": "1"}
+    csv = write_list(tmp_path / "list.csv", emails)
+    script = tmp_path / "kill_before_the_dot.py"
+    script.write_text(KILL_BEFORE_THE_DOT, encoding="utf-8")
+
+    killed = subprocess.run(
+        [sys.executable, str(script), str(article), str(csv), "3", json.dumps(values)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    wait_until(lambda: received_counts(server).total() >= 2, timeout=10)
+    time.sleep(0.3)  # time for the relay to see the connection close and drop the half message
+    assert received_counts(server) == dict.fromkeys(emails[:2], 1)
+    campaign = killed.stdout.strip()
+    states = journal_states(state_dir, campaign)
+    assert emails[2] not in states, f"the third recipient's record was never committed: {states}"
+    assert states[emails[1]] == j.IN_FLIGHT  # its outcome rode with the next commit, which never came
+
+    settings = env_file(**server.env(), DISPATCH_CONNECTIONS="1")
+    code, rerun = send_json(invoke, *send_args(article, csv, settings, campaign=campaign))
+    assert (code, rerun["unknown"], rerun["sent"]) == (1, 1, len(emails) - 1), rerun
+    counts = received_counts(server)
+    assert counts == dict.fromkeys(emails, 1), "the cut-off message must not have been delivered"
+
+
 # --------------------------------------------------------------------------- 3. the lock
 
 
@@ -491,17 +553,22 @@ def test_wrong_password_or_dead_server_aborts_with_one_line(
         assert "DISPATCH_SMTP_PASSWORD" in lines[0]
 
 
-@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-at-a-time"])
+@pytest.mark.parametrize(
+    ("pipelining", "connections"),
+    [(True, "2"), (True, "1"), (False, "2")],
+    ids=["pipelined-2conn", "pipelined-1conn", "one-at-a-time-2conn"],
+)
 def test_refused_sender_leaves_each_recipient_as_it_was(
     invoke: Invoke, article: Path, tmp_path: Path, env_file: EnvFile, smtp_server: Callable[..., Server],
-    state_dir: Path, pipelining: bool,
+    state_dir: Path, pipelining: bool, connections: str,
 ) -> None:  # fmt: skip
-    """A relay that pipelines gets MAIL, RCPT and DATA in one go, and the row goes in flight
-    while it reads them. When it then refuses the sender, no data left: the row must go back to
-    what it was (no row, or deferred), never stay in flight to be read as unknown later."""
+    """With several connections and a relay that pipelines, MAIL, RCPT and DATA go in one go
+    and the row goes in flight while the relay reads them. When it then refuses the sender, no
+    data left: the row must go back to what it was (no row, or deferred), never stay in flight
+    to be read as unknown later. The other ways of sending must leave the rows alone too."""
     emails = addresses(6)
     server = smtp_server(faults=FaultPlan(rcpt_4xx=1.0), pipelining=pipelining)
-    settings = env_file(**server.env(), DISPATCH_RETRIES="0", DISPATCH_CONNECTIONS="1")
+    settings = env_file(**server.env(), DISPATCH_RETRIES="0", DISPATCH_CONNECTIONS=connections)
     tail = write_list(tmp_path / "tail.csv", emails[3:])
     everyone = write_list(tmp_path / "list.csv", emails)
     code, first = send_json(invoke, *send_args(article, tail, settings))

@@ -15,7 +15,7 @@ from dispatch.errors import AbortError
 from dispatch.message import WireMessage
 from dispatch.settings import Settings
 from dispatch.state.journal import Journal
-from dispatch.transport import Scope, SmtpTransport, Status, classify, dot_stuff
+from dispatch.transport import END_OF_DATA, Scope, SmtpTransport, Status, classify, dot_stuff
 from tests.smtp_servers import Server
 
 R, M, Q = Scope.RECIPIENT, Scope.MESSAGE, Scope.RATE
@@ -95,13 +95,13 @@ def test_replies_are_classified(
     ],
 )
 def test_dot_stuffing(data: bytes, wire: bytes) -> None:
-    assert dot_stuff(data) == wire
+    assert dot_stuff(data) + END_OF_DATA == wire
 
 
 def test_a_built_message_goes_as_it_is_and_anything_else_is_stuffed() -> None:
     built = WireMessage(b"Subject: x\r\n\r\n=2Eline\r\n")
-    assert dot_stuff(built) == built + b".\r\n"
-    assert dot_stuff(b"Subject: x\r\n\r\n.line\r\n") == b"Subject: x\r\n\r\n..line\r\n.\r\n"
+    assert dot_stuff(built) is built
+    assert dot_stuff(b"Subject: x\r\n\r\n.line\r\n") == b"Subject: x\r\n\r\n..line\r\n"
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # it is TLS: implicit
@@ -151,20 +151,25 @@ def test_a_quota_reply_stops_the_campaign_and_defers_that_recipient(
     assert sorted(r.rcpt_tos[0] for r in server.received) == sorted(emails)
 
 
+@pytest.mark.parametrize("connections", ["1", "4"])
 @pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-at-a-time"])
-def test_before_data_runs_before_the_data_and_a_failing_hook_drops_the_session(
-    smtp_server: Callable[..., Server], env: dict[str, str], pipelining: bool
+def test_the_hook_runs_before_the_final_dot_and_a_failing_hook_means_nothing_is_accepted(
+    smtp_server: Callable[..., Server], env: dict[str, str], pipelining: bool, connections: str
 ) -> None:
-    """The hook (the journal's "in flight" commit) runs before any message data can reach the
-    relay: while it reads the pipelined commands, or after its 354. If the hook fails, the
-    session is dropped at once (no QUIT that a relay in DATA would read as message text, no wait
-    for a timeout), nothing is delivered, and the next message opens a new session."""
+    """The hook (the journal's "in flight" commit) runs once the message is on its way and
+    before the final dot, so the relay can never have accepted it yet. If the hook fails, the
+    session is dropped at once without the dot: the relay must cancel the transaction (RFC 5321
+    4.1.1.10), nothing is delivered, no QUIT is read as message text, nothing waits for a
+    timeout, and the next message opens a new session."""
     server = smtp_server(pipelining=pipelining)
-    transport = SmtpTransport(Settings.from_mapping({**env, **server.env()}))
+    settings = Settings.from_mapping({**env, **server.env(), "DISPATCH_CONNECTIONS": connections})
+    transport = SmtpTransport(settings)
+    assert transport.hold_dot is (connections == "1")
     seen: list[int] = []
-    message = WireMessage(b"Subject: hook\r\n\r\nbody\r\n")
+    message = WireMessage(b"Subject: hook\r\n\r\n" + b"body line\r\n" * 5000)
 
     def note() -> None:
+        time.sleep(0.2)  # ample time for the relay to read all the message but its end
         seen.append(len(server.received))
 
     result = transport.send("news@example.org", "ann@example.org", message, note)
@@ -177,8 +182,8 @@ def test_before_data_runs_before_the_data_and_a_failing_hook_drops_the_session(
     with pytest.raises(AbortError, match="journal"):
         transport.send("news@example.org", "bob@example.com", message, broken)
     assert time.monotonic() - started < 2.0
-    assert transport._smtp is None
     again = transport.send("news@example.org", "cy@example.org", message, lambda: None)
     transport.close()
     assert again.status is Status.SENT
     assert [r.rcpt_tos for r in server.received] == [["ann@example.org"], ["cy@example.org"]]
+    assert all(r.data.endswith(b"body line\r\n") for r in server.received)

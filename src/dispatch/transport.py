@@ -1,10 +1,10 @@
 """SMTP sessions: verified TLS, authentication, connection reuse, and reply classification.
 
 One :class:`SmtpTransport` owns one connection and is used by one thread. It talks MAIL, RCPT
-and DATA itself (rather than ``smtplib.sendmail``) so it can tell a drop *before* the message
-data left (safe to retry) from a drop while waiting for the final reply (the server may have
-accepted it: the outcome is unknown), and so the journal can record "in flight" at the last
-moment before the data is sent.
+and DATA itself (rather than ``smtplib.sendmail``) so it can tell a drop *before* the final
+dot (safe to retry: the relay cannot have accepted the message) from a drop after it (the server may have
+accepted it: the outcome is unknown), and so the journal can record "in flight" while the
+relay is busy, yet always before the final dot that lets the relay accept the message.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import hmac
 import ipaddress
 import re
 import smtplib
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -189,17 +190,21 @@ def _login_once(smtp: smtplib.SMTP, user: str, password: str) -> None:
         raise smtplib.SMTPAuthenticationError(code, reply)
 
 
+END_OF_DATA = b".\r\n"  # after the message's last CRLF: what lets the relay accept it
+
+
 def dot_stuff(data: bytes) -> bytes:
-    """The DATA payload: leading dots doubled and the terminating ``CRLF.CRLF`` added."""
+    """The message as DATA carries it: leading dots doubled, ending in CRLF. The terminating
+    ``.CRLF`` (:data:`END_OF_DATA`) goes after it, separately."""
     if isinstance(data, WireMessage):  # none to double: no need to scan ~75 KB per message
-        return data + b".\r\n"
+        return data
     if data.startswith(b"."):
         data = b"." + data
     if b"\n." in data:
         data = data.replace(b"\r\n.", b"\r\n..")
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
-    return data + b".\r\n"
+    return data
 
 
 @dataclass(frozen=True)
@@ -216,6 +221,7 @@ class SmtpTransport:
     def __init__(self, settings: Settings, while_waiting: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self.while_waiting = while_waiting  # runs once the data is sent, before its reply is read
+        self.hold_dot = settings.connections == 1  # see send()
         self._smtp: smtplib.SMTP | None = None
         self._count = 0
         self.info = RelayInfo()
@@ -272,6 +278,8 @@ class SmtpTransport:
         except (OSError, smtplib.SMTPException, UnicodeError) as err:
             smtp.close()
             raise Unreachable(f"SMTP server {s.endpoint}: the session failed while starting ({err})") from err
+        if smtp.sock is not None:  # the final dot goes alone, at once: never held back by Nagle
+            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._smtp = smtp
         self._count = 0
         return smtp
@@ -336,11 +344,11 @@ class SmtpTransport:
             self._drop()
 
     def _envelope(
-        self, smtp: smtplib.SMTP, sender: str, recipient: str, size: int, before_data: Callable[[], None]
+        self, smtp: smtplib.SMTP, sender: str, recipient: str, size: int, hook: Callable[[], None] | None
     ) -> list[tuple[int, bytes]]:
         """MAIL, RCPT and DATA with their replies: in one round trip when the relay pipelines,
-        else one at a time, stopping at the first refusal. ``before_data`` runs before the
-        payload can go: while the relay reads the pipelined commands, or after its 354."""
+        else one at a time, stopping at the first refusal. ``hook`` (if any) runs while the relay
+        reads the pipelined commands."""
         mail = f"MAIL FROM:<{sender}>" + (f" SIZE={size}" if smtp.has_extn("size") else "")
         if not self.info.pipelining:
             replies = [smtp.docmd(mail)]
@@ -348,29 +356,37 @@ class SmtpTransport:
                 replies.append(smtp.docmd(f"RCPT TO:<{recipient}>"))
                 if replies[-1][0] in (250, 251):
                     replies.append(smtp.docmd("DATA"))
-                    if replies[-1][0] == 354:
-                        self._before_data(before_data)
             return replies
         smtp.send(f"{mail}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n")
-        self._before_data(before_data)  # the journal's commit overlaps the relay's round trip
+        if hook is not None:
+            self._run(hook)
         replies = [smtp.getreply() for _ in range(3)]
         if replies[2][0] == 354 and (replies[0][0] != 250 or replies[1][0] not in (250, 251)):
-            smtp.send(".\r\n")  # the relay opened DATA despite a refusal: send an empty message
+            smtp.send(END_OF_DATA)  # the relay opened DATA despite a refusal: send an empty message
             smtp.getreply()
         return replies
 
-    def _before_data(self, before_data: Callable[[], None]) -> None:
-        """Run the hook; if it fails (the journal cannot be written) the session is in no state
-        to go on: drop it, so the relay discards the transaction, and pass the error on."""
+    def _run(self, hook: Callable[[], None]) -> None:
+        """Run the hook; if it fails (the journal cannot be written) drop the session before the
+        final dot, so the relay cancels the transaction (RFC 5321 4.1.1.10), and pass it on."""
         try:
-            before_data()
+            hook()
         except BaseException:
             self._drop()
             raise
 
-    def send(self, sender: str, recipient: str, data: bytes, before_data: Callable[[], None]) -> Result:
-        """One transaction for one recipient. ``before_data`` runs before the payload can go
-        (at the latest just before it), and only once the commands that lead to it are sent."""
+    def send(self, sender: str, recipient: str, data: bytes, before_end: Callable[[], None]) -> Result:
+        """One transaction for one recipient. ``before_end`` (the journal's "in flight" commit)
+        runs before the final dot that ends the message: until that dot the relay cannot accept
+        it, and a session lost before the dot must cancel the transaction (RFC 5321 4.1.1.10).
+
+        Where it runs is chosen to overlap the relay's own work. With one connection
+        (``hold_dot``) nothing else keeps the relay busy, so the message goes first and the hook
+        runs while the relay reads it; only the dot waits. With several, the relay has the other
+        connections' messages to read and an extra write per message costs more than it saves,
+        so the hook runs while the relay answers the pipelined MAIL, RCPT and DATA (if the relay
+        then refuses, no data left and the caller puts the row back), or after a non-pipelining
+        relay's 354."""
         limit = self.settings.max_per_connection
         if self._smtp is not None and limit and self._count >= limit:
             self.close()
@@ -382,17 +398,24 @@ class SmtpTransport:
                 f"this message is {len(data):,} bytes; the relay takes at most {relay_limit:,} (SIZE)",
             )  # fmt: skip
         self._count += 1
+        early = self.info.pipelining and not self.hold_dot
+        payload = dot_stuff(data)
         try:
-            replies = self._envelope(smtp, sender, recipient, len(data), before_data)
+            replies = self._envelope(smtp, sender, recipient, len(data), before_end if early else None)
+            for stage, (code, reply) in zip(("MAIL", "RCPT", "DATA"), replies, strict=False):
+                if code not in _EXPECTED[stage]:
+                    self._reset(smtp, code)
+                    return self._refused(stage, sender, code, _decode(reply))
+            if self.hold_dot:
+                smtp.send(payload)  # the relay reads it while the hook runs
+                payload = b""
         except (OSError, smtplib.SMTPException) as err:
             self._drop()
-            return Result(Status.DEFERRED, None, f"connection lost before the message was sent ({err})")
-        for stage, (code, reply) in zip(("MAIL", "RCPT", "DATA"), replies, strict=False):
-            if code not in _EXPECTED[stage]:
-                self._reset(smtp, code)
-                return self._refused(stage, sender, code, _decode(reply))
+            return Result(Status.DEFERRED, None, f"connection lost before the message was complete ({err})")
+        if not early:
+            self._run(before_end)
         try:
-            smtp.send(dot_stuff(data))
+            smtp.send(payload + END_OF_DATA)
             if self.while_waiting is not None:
                 self.while_waiting()
             if smtp.sock is not None:  # a spurious timeout here would mean a duplicate or a loss

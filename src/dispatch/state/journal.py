@@ -1,10 +1,10 @@
 """The per-recipient journal: a SQLite file in the state folder, written as things happen.
 
 Each recipient of a campaign has one row keyed on (campaign, address case-folded). A row is
-set to ``in_flight`` and committed *before* the message's data goes to the server, and to
-``sent`` only after the server's 250. During a run an outcome is committed with the next
-"in flight" mark (connections marking at the same moment share that commit): a run killed
-before then leaves the row in flight.
+set to ``in_flight`` and committed before the final dot that lets the server accept the
+message (see SmtpTransport.send), and to ``sent`` only after the server's 250. During a run
+an outcome is committed with the next "in flight" mark (connections marking at the same
+moment share that commit): a run killed before then leaves the row in flight.
 A row still ``in_flight`` when a run starts belongs to a run that died mid-message: it becomes
 ``unknown`` and is not sent again unless the operator asks (at-most-once).
 
