@@ -53,6 +53,9 @@ class Bench:
     log: Log
     cli: Path | None = None  # --dispatch: another dispatch executable to measure
     wire: dict[str, int] = field(default_factory=dict)  # message sizes on the wire, by variant
+    # The state folder's cache after the issue's dry run (premailer's inlined HTML), copied into
+    # every fresh state folder unless a run asks for a cold one: a send after its dry run.
+    dry_run_cache: Path | None = None
     _states: Iterator[int] = field(default_factory=itertools.count)
 
     @property
@@ -68,9 +71,12 @@ class Bench:
         base = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCH_")}
         return {**base, **extra}
 
-    def fresh_state(self) -> Path:
+    def fresh_state(self, *, warm: bool = True) -> Path:
+        """An empty state folder; ``warm``: holding what the issue's dry run left in its cache."""
         path = self.run / "state" / f"s{next(self._states)}"
         path.mkdir(parents=True)
+        if warm and self.dry_run_cache is not None:
+            shutil.copytree(self.dry_run_cache, path / self.dry_run_cache.name)
         return path
 
     def send_cmd(self, subscribers: Path, connections: int) -> list[str]:
@@ -89,11 +95,12 @@ class Bench:
         extra: Mapping[str, str] | None = None,
         expect: int | None = None,
         check: bool = True,
+        warm: bool = True,
     ) -> tuple[Measured, dict[str, Any]]:
         """One real ``dispatch send --yes --json`` process, journal on, in a fresh state folder
-        (or ``state``); checks its exit code and (with ``check``) that it sent ``expect``
-        messages, by default the whole send list."""
-        folder = state or self.fresh_state()
+        (``warm``: as after the issue's dry run) or ``state``; checks its exit code and (with
+        ``check``) that it sent ``expect`` messages, by default the whole send list."""
+        folder = state or self.fresh_state(warm=warm)
         env = self.env(DISPATCH_SMTP_PORT=str(port), DISPATCH_STATE_DIR=str(folder), **(extra or {}))
         measured = run_measured(
             self.send_cmd(subscribers or self.send_list, connections), env=env, cwd=self.run

@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from dispatch import assets
+from dispatch import assets, inlining
 from dispatch.article import MARKDOWN_SUFFIXES, Article, load_article
 from dispatch.assets import Embedder
 from dispatch.context import column_key
@@ -206,7 +206,7 @@ def plan_issue(
         article, subject=title, columns=subscribers.columns, organization=settings.organization,
         postal_address=settings.postal_address, template_dir=template_dir, test_send=test_send,
         language=settings.language, logo=logo, web_url=web_address(settings.web_url, name),
-        web_version=web_version,
+        web_version=web_version, cache=(settings.state_dir or j.default_state_dir()) / inlining.FOLDER,
     )  # fmt: skip
     signer = None
     if settings.dkim_key_file is not None:

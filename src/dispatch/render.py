@@ -12,7 +12,6 @@ exactly). Subscriber values are never parsed as template code. Templates load an
 from __future__ import annotations
 
 import html
-import logging
 import signal
 import threading
 import traceback
@@ -36,6 +35,7 @@ from dispatch.fields import (
     check_parts,
     value_text,
 )
+from dispatch.inlining import inline_css
 from dispatch.sandbox import MAX_OUTPUT_CHARS, TEMPLATE_SUFFIXES, TemplateEnvironment, TemplateLoader
 
 HTML_TEMPLATE = "email.html"
@@ -191,30 +191,6 @@ def _render(env: TemplateEnvironment, name: str, context: dict[str, Any], templa
         env.table.rendering = False
 
 
-def inline_css(document: str) -> str:
-    """Inline the CSS of one document with premailer: no network, warnings kept quiet.
-
-    ``strip_important=False`` keeps ``!important`` in the ``@media`` rules left in ``<style>``,
-    so the phone layout can still beat the inlined desktop widths.
-    """
-    from premailer import Premailer  # noqa: PLC0415 - heavy (lxml, cssutils): only when rendering
-
-    try:
-        return str(
-            Premailer(
-                document,
-                allow_network=False,
-                strip_important=False,
-                disable_validation=True,
-                cssutils_logging_handler=logging.NullHandler(),
-                cssutils_logging_level=logging.CRITICAL,
-                remove_unset_properties=True,
-            ).transform()
-        )
-    except Exception as err:  # premailer wraps lxml/cssutils failures in many types
-        raise TemplateError(f"inlining the CSS failed: {err}") from err
-
-
 def render_issue(
     article: Article,
     *,
@@ -224,9 +200,11 @@ def render_issue(
     postal_address: str = "",
     template_dir: Path | None = None,
     test_send: bool = False,
+    cache: Path | None = None,
     **looks: Any,
 ) -> RenderedIssue:
-    """Render the HTML and text templates once and inline the CSS once. ``looks`` are passed to
+    """Render the HTML and text templates once and inline the CSS once (remembered in the
+    ``cache`` folder when given: see :mod:`dispatch.inlining`). ``looks`` are passed to
     :func:`dispatch.context.template_context` (language, logo, web_url, web_version…)."""
     if template_dir is not None and not template_dir.is_dir():
         raise TemplateError(f"{template_dir}: template folder does not exist")
@@ -239,7 +217,7 @@ def render_issue(
     text_env = _environment(template_dir, table, autoescape=False)
     html_doc = _render(html_env, HTML_TEMPLATE, context, template_dir)
     text_doc = _render(text_env, TEXT_TEMPLATE, context, template_dir)
-    inlined = inline_css(html_doc)
+    inlined = inline_css(html_doc, cache, table.nonce)
     if "<!doctype" not in inlined[:200].lower():
         inlined = "<!DOCTYPE html>\n" + inlined
     html_parts, text_parts = table.split(inlined), table.split(text_doc)

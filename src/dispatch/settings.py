@@ -202,7 +202,7 @@ KNOWN: dict[str, str] = {
     "LIST_ID": "the newsletter's List-Id",
     "ORGANIZATION": "who sends the newsletter",
     "POSTAL_ADDRESS": "the sender's postal address",
-    "STATE_DIR": "journal, suppression store and locks",
+    "STATE_DIR": "journal, suppression store, locks and the inlined-CSS cache",
     "JOURNAL_SYNC": "normal, or full to sync every journal write to disk",
     "CONNECTIONS": "parallel SMTP connections",
     "RATE": "rate limit",

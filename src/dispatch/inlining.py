@@ -1,0 +1,139 @@
+"""CSS inlining with premailer, remembered in the state folder.
+
+premailer's output depends only on the document and on premailer itself, and an issue's
+document is the same on every run (the dry run, then the send, then a resumed send). Inlining
+it costs ~0.14 s a process: importing premailer (which pulls in requests and cssutils), then
+parsing the CSS. A remembered result costs a file read. The cache is the state folder's
+``cache`` folder, private like the journal. Anything wrong with it (no room, read-only,
+damaged, someone else's file) only means premailer runs again: it never stops a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import stat
+import sys
+import tempfile
+from pathlib import Path
+
+from dispatch.errors import TemplateError
+
+FOLDER = "cache"
+KEEP = 32  # documents remembered (a few issues in a few languages); the oldest go first
+_MAGIC = "dispatch inlined css 1"  # the first line of a cache file, with the body's digest
+_PACKAGES = ("premailer", "cssutils", "lxml", "cssselect")  # what the output depends on
+_MARKER = "cachednonce0"  # stands for a render's token nonce in the cache (12 characters, like it)
+_MARKERS = re.compile(_MARKER, re.IGNORECASE)
+# No network; ``strip_important=False`` keeps ``!important`` in the ``@media`` rules left in
+# ``<style>``, so the phone layout can still beat the inlined desktop widths.
+_OPTIONS = {
+    "allow_network": False,
+    "strip_important": False,
+    "disable_validation": True,
+    "remove_unset_properties": True,
+}
+
+
+def _premailer(document: str) -> str:
+    """Inline the CSS of one document with premailer (``_OPTIONS``), warnings kept quiet."""
+    from premailer import Premailer  # noqa: PLC0415 - heavy (lxml, cssutils): only when needed
+
+    try:
+        return str(
+            Premailer(
+                document,
+                cssutils_logging_handler=logging.NullHandler(),
+                cssutils_logging_level=logging.CRITICAL,
+                **_OPTIONS,
+            ).transform()
+        )
+    except Exception as err:  # premailer wraps lxml/cssutils failures in many types
+        raise TemplateError(f"inlining the CSS failed: {err}") from err
+
+
+def _versions() -> str:
+    from importlib import metadata  # noqa: PLC0415 - only when a cache is used
+
+    found = []
+    for name in _PACKAGES:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} ?")
+    return "; ".join(found)
+
+
+def cache_key(document: str) -> str:
+    """The document, premailer's options and the versions of Python and of what premailer
+    uses, hashed."""
+    digest = hashlib.sha256()
+    for part in (_MAGIC, sys.version.split()[0], _versions(), repr(sorted(_OPTIONS.items()))):
+        digest.update(part.encode() + b"\0")
+    digest.update(document.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def _read(path: Path) -> str | None:
+    """A cached result, or None: missing, not a private regular file of ours, or damaged."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+            return None
+        data = handle.read()
+    head, _, body = data.partition(b"\n")
+    if head != f"{_MAGIC} {hashlib.sha256(body).hexdigest()}".encode():
+        return None  # cut short or changed
+    return body.decode("utf-8", "surrogatepass")
+
+
+def _write(folder: Path, path: Path, inlined: str) -> None:
+    """Remember a result (atomically, private); forget the oldest beyond KEEP. Never raises."""
+    body = inlined.encode("utf-8", "surrogatepass")
+    head = f"{_MAGIC} {hashlib.sha256(body).hexdigest()}\n".encode()
+    try:
+        if folder.is_symlink():
+            return  # never write through one
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=".inlined-", suffix=".tmp")  # 0600
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(head + body)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        entries = sorted(folder.glob("*.html"), key=lambda p: p.lstat().st_mtime, reverse=True)
+        for old in entries[KEEP:]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        return  # a full disk or a read-only state folder: the run goes on without the cache
+
+
+def inline_css(document: str, cache: Path | None = None, nonce: str = "") -> str:
+    """premailer's inlined document, from ``cache`` (a folder) when it was done before.
+
+    ``nonce`` is the random part of this render's field tokens (:mod:`dispatch.fields`); the
+    cache keeps documents with it replaced by a fixed marker, so the same issue finds its
+    entry on every run. A document that already holds the marker is never cached: the marker
+    must stand for the tokens and nothing else, or text could turn into a field."""
+    if cache is None or not nonce or _MARKER in document.lower():
+        return _premailer(document)
+    tokens = re.compile(re.escape(nonce), re.IGNORECASE)
+    path = cache / f"{cache_key(tokens.sub(_MARKER, document))}.html"
+    remembered = _read(path)
+    if remembered is not None:
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used: kept when the oldest are forgotten
+        return _MARKERS.sub(nonce, remembered)
+    inlined = _premailer(document)
+    _write(cache, path, tokens.sub(_MARKER, inlined))
+    return inlined

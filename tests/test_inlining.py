@@ -1,0 +1,166 @@
+"""The state folder's cache of premailer's output: a send after its dry run skips premailer and
+gets the very same message; a damaged, foreign or unwritable cache only means premailer runs
+again; text that looks like a cached token never becomes a field."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from dispatch import inlining
+from dispatch.article import load_article
+from dispatch.campaign import plan_issue
+from dispatch.fields import Field
+from dispatch.render import RenderedIssue, render_issue
+from dispatch.settings import Settings
+
+
+def rendered(article: Path, cache: Path | None) -> RenderedIssue:
+    return render_issue(
+        load_article(article),
+        subject="S",
+        columns=["city"],
+        organization="Example",
+        postal_address="1 Example Street",
+        cache=cache,
+    )
+
+
+def shape(issue: RenderedIssue) -> list[str]:
+    """The HTML with each field shown by its name: equal for equal issues of different renders."""
+    return [f"<<{p.base_name}>>" if isinstance(p, Field) else p for p in issue.html_parts]
+
+
+@pytest.fixture
+def premailer_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Count the documents premailer really inlines."""
+    calls: list[str] = []
+    real = inlining._premailer
+
+    def counting(document: str) -> str:
+        calls.append(document)
+        return real(document)
+
+    monkeypatch.setattr(inlining, "_premailer", counting)
+    return calls
+
+
+def test_the_second_render_comes_from_the_cache_and_is_the_same(
+    article: Path, tmp_path: Path, premailer_calls: list[str]
+) -> None:
+    cache = tmp_path / "state" / "cache"
+    first = rendered(article, cache)
+    second = rendered(article, cache)
+    assert len(premailer_calls) == 1
+    assert shape(second) == shape(first) == shape(rendered(article, None))
+    assert any(isinstance(p, Field) and p.base_name == "unsubscribe_url" for p in second.html_parts)
+    files = list(cache.iterdir())
+    assert len(files) == 1
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
+
+
+def test_a_send_after_its_dry_run_sends_the_bytes_the_dry_run_would(
+    article: Path, subscribers: Path, env: dict[str, str], premailer_calls: list[str]
+) -> None:
+    settings = Settings.from_mapping(env)
+    cold = plan_issue(article, subscribers, settings)
+    warm = plan_issue(article, subscribers, settings)
+    assert len(premailer_calls) == 1
+    assert shape(warm.rendered) == shape(cold.rendered)
+    assert (Path(env["DISPATCH_STATE_DIR"]) / inlining.FOLDER).is_dir()
+
+
+def damage_truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-40])
+
+
+def damage_edit(path: Path) -> None:
+    path.write_bytes(path.read_bytes().replace(b"</p>", b"</p><p>planted</p>", 1))
+
+
+def damage_share(path: Path) -> None:
+    path.chmod(0o644)
+
+
+def damage_fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path, 0o600)
+
+
+@pytest.mark.parametrize("damage", [damage_truncate, damage_edit, damage_share, damage_fifo])
+def test_a_damaged_or_foreign_cache_file_is_ignored_and_replaced(
+    article: Path, tmp_path: Path, premailer_calls: list[str], damage: Callable[[Path], None]
+) -> None:
+    cache = tmp_path / "cache"
+    first = rendered(article, cache)
+    (entry,) = cache.iterdir()
+    damage(entry)
+    again = rendered(article, cache)
+    assert len(premailer_calls) == 2, "the damaged entry must not be used"
+    assert shape(again) == shape(first)
+    assert "planted" not in "".join(p for p in again.html_parts if isinstance(p, str))
+    assert rendered(article, cache) is not None
+    assert len(premailer_calls) == 2, "the entry written again is used next time"
+
+
+def test_a_cache_folder_that_is_a_symlink_is_never_written_through(
+    article: Path, tmp_path: Path, premailer_calls: list[str]
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cache = tmp_path / "cache"
+    cache.symlink_to(elsewhere)
+    first = rendered(article, cache)
+    second = rendered(article, cache)
+    assert list(elsewhere.iterdir()) == []
+    assert len(premailer_calls) == 2
+    assert shape(first) == shape(second)
+
+
+def test_a_cache_that_cannot_be_written_never_stops_a_render(
+    article: Path, tmp_path: Path, premailer_calls: list[str]
+) -> None:
+    blocked = tmp_path / "state"
+    blocked.write_text("a file where the state folder should be", encoding="utf-8")
+    issue = rendered(article, blocked / inlining.FOLDER)
+    assert any(isinstance(p, Field) and p.base_name == "unsubscribe_url" for p in issue.html_parts)
+    assert blocked.is_file()
+    assert len(premailer_calls) == 1
+
+
+def test_a_full_cache_forgets_its_oldest_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, premailer_calls: list[str]
+) -> None:
+    cache, nonce = tmp_path / "cache", "0123456789ab"
+    monkeypatch.setattr(inlining, "KEEP", 2)
+    documents = [f"<html><body><p>issue {n} zqx{nonce}f0xqz</p></body></html>" for n in range(4)]
+    for document in documents:
+        inlining.inline_css(document, cache, nonce)
+        time.sleep(0.02)  # distinct modification times
+    assert len(list(cache.glob("*.html"))) == 2
+    inlining.inline_css(documents[3], cache, nonce)
+    assert len(premailer_calls) == 4, "the newest entries are kept"
+    inlining.inline_css(documents[0], cache, nonce)
+    assert len(premailer_calls) == 5, "the oldest was forgotten"
+
+
+def test_text_that_looks_like_a_cached_token_never_becomes_a_field(
+    write_file: Callable[..., Path], tmp_path: Path, premailer_calls: list[str]
+) -> None:
+    """The cache stands a fixed marker in for the random part of the tokens. An article holding
+    that marker (in any case) is never cached, so its text can never turn into a field."""
+    marker = inlining._MARKER.upper()
+    forged = write_file("forged.md", f"# Forged\n\nA body with zqx{marker}f0xqz in it.\n")
+    cache = tmp_path / "cache"
+    for _ in range(2):
+        issue = rendered(forged, cache)
+        text = "".join(p for p in issue.html_parts if isinstance(p, str))
+        assert f"zqx{marker}f0xqz".lower() in text.lower()
+    assert len(premailer_calls) == 2
+    assert not cache.exists() or list(cache.iterdir()) == []
