@@ -240,7 +240,9 @@ def test_stop_during_backoff_returns_at_once_and_nothing_more_reaches_the_server
     assert not worker.is_alive(), "the run did not return after the stop"
     assert elapsed < 10, f"the run took {elapsed:.1f}s to notice the stop (the backoff is 15 s or more)"
     time.sleep(0.2)
-    assert seen == (1, 1)
+    # One message reached the server. With one connection, the next recipient's MAIL, RCPT and
+    # DATA went behind that message's final dot (before any stop); no message followed them.
+    assert seen in ((1, 1), (2, 1))
     assert (handler.rcpts, handler.datas) == seen, "an attempt reached the server after the stop"
     summary = done[0]
     assert summary.interrupted is True

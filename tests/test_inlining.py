@@ -164,3 +164,16 @@ def test_text_that_looks_like_a_cached_token_never_becomes_a_field(
         assert f"zqx{marker}f0xqz".lower() in text.lower()
     assert len(premailer_calls) == 2
     assert not cache.exists() or list(cache.iterdir()) == []
+
+
+def test_a_state_folder_made_for_the_cache_is_private_whatever_the_umask(
+    article: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    old = os.umask(0o022)
+    try:
+        rendered(article, state / inlining.FOLDER)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert stat.S_IMODE((state / inlining.FOLDER).stat().st_mode) == 0o700

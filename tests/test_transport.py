@@ -15,7 +15,7 @@ from dispatch.errors import AbortError
 from dispatch.message import WireMessage
 from dispatch.settings import Settings
 from dispatch.state.journal import Journal
-from dispatch.transport import END_OF_DATA, Scope, SmtpTransport, Status, classify, dot_stuff
+from dispatch.transport import END_OF_DATA, Envelope, Scope, SmtpTransport, Status, classify, dot_stuff
 from tests.smtp_servers import Server
 
 R, M, Q = Scope.RECIPIENT, Scope.MESSAGE, Scope.RATE
@@ -187,3 +187,55 @@ def test_the_hook_runs_before_the_final_dot_and_a_failing_hook_means_nothing_is_
     assert again.status is Status.SENT
     assert [r.rcpt_tos for r in server.received] == [["ann@example.org"], ["cy@example.org"]]
     assert all(r.data.endswith(b"body line\r\n") for r in server.received)
+
+
+def test_the_next_message_goes_behind_the_dot_and_a_change_of_plan_delivers_nothing_extra(
+    smtp_server: Callable[..., Server], env: dict[str, str]
+) -> None:
+    """With one connection and a pipelining relay, the next message's MAIL, RCPT and DATA go
+    behind the final dot (RFC 2920 lets message content open a group). If the next message
+    turns out to be another one (a retry, a reader suppressed meanwhile) or none (a stop), the
+    transaction opened for it is cancelled by closing without a dot: nothing extra arrives."""
+    server = smtp_server()
+    transport = SmtpTransport(Settings.from_mapping({**env, **server.env(), "DISPATCH_CONNECTIONS": "1"}))
+    message = WireMessage(b"Subject: next\r\n\r\n" + b"body line\r\n" * 2000)
+    sender = "news@example.org"
+    planned: list[str] = ["bob@example.com", "cy@example.org", "eve@example.org"]
+    transport.next_envelope = lambda: Envelope(sender, planned[0], len(message))
+
+    def send(to: str) -> Status:
+        if to in planned:
+            planned.remove(to)
+        return transport.send(sender, to, message, lambda: None).status
+
+    assert send("ann@example.org") is Status.SENT  # bob's commands went behind ann's dot
+    assert send("bob@example.com") is Status.SENT  # bob's replies read; cy's commands went behind
+    assert send("dan@example.org") is Status.SENT  # not cy after all: cancelled, a new session
+    transport.close()  # eve's commands went behind dan's dot, and eve is not coming
+    time.sleep(0.3)
+    assert [r.rcpt_tos for r in server.received] == [
+        ["ann@example.org"],
+        ["bob@example.com"],
+        ["dan@example.org"],
+    ]
+    assert all(r.data.endswith(b"body line\r\n") for r in server.received)
+
+
+def test_without_pipelining_nothing_goes_behind_the_dot(
+    smtp_server: Callable[..., Server], env: dict[str, str]
+) -> None:
+    server = smtp_server(pipelining=False)
+    transport = SmtpTransport(Settings.from_mapping({**env, **server.env(), "DISPATCH_CONNECTIONS": "1"}))
+    asked: list[bool] = []
+
+    def following() -> Envelope:
+        asked.append(True)
+        return Envelope("news@example.org", "bob@example.com", 10)
+
+    transport.next_envelope = following
+    message = WireMessage(b"Subject: x\r\n\r\nbody\r\n")
+    for to in ("ann@example.org", "bob@example.com"):
+        assert transport.send("news@example.org", to, message, lambda: None).status is Status.SENT
+    transport.close()
+    assert asked == []
+    assert [r.rcpt_tos for r in server.received] == [["ann@example.org"], ["bob@example.com"]]

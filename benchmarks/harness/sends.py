@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import shutil
 import statistics
 from collections.abc import Callable
 
@@ -33,7 +34,8 @@ def prepare_mailmerge(b: Bench) -> None:
     state = b.fresh_state(warm=False)
     run_measured(cmd, env=b.env(DISPATCH_STATE_DIR=str(state)), cwd=b.run).check("dispatch dry run")
     if (state / "cache").is_dir():  # the sends below run as after this dry run (an editor's preview)
-        b.dry_run_cache = state / "cache"
+        b.dry_run_cache = b.run / "preview-state" / "cache"  # outside run/state: each section empties it
+        shutil.copytree(state / "cache", b.dry_run_cache)
     emls = sorted(out.glob("*.eml"))
     if not emls:
         raise RuntimeError(f"the dispatch dry run wrote no .eml into {out}")

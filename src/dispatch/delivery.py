@@ -33,7 +33,7 @@ from dispatch.state import journal as j
 from dispatch.state.db import StateError
 from dispatch.state.suppression import SuppressionStore
 from dispatch.subscribers import Skipped, Subscriber
-from dispatch.transport import Result, Scope, SmtpTransport, Status, Unreachable, probe
+from dispatch.transport import Envelope, Result, Scope, SmtpTransport, Status, Unreachable, probe
 
 Progress = Callable[[int], None]
 MIN_SAMPLE_FOR_RATIO = 20
@@ -143,6 +143,7 @@ class _Run:
     def worker(self, work: queue.Queue[_Item | None]) -> None:
         ahead = _Lookahead(work, self.journal)
         transport = SmtpTransport(self.settings, while_waiting=ahead.fill)
+        transport.next_envelope = lambda: self._following(ahead)
         try:
             while (item := ahead.next()) is not None:
                 try:
@@ -154,6 +155,17 @@ class _Run:
                     self.halt(f"internal error: {type(err).__name__}: {err}")
         finally:
             transport.close()
+
+    def _following(self, ahead: _Lookahead) -> Envelope | None:
+        """The envelope of the message this worker sends next, when nothing can come between:
+        no pacing, no daily budget to ask, no stop. (If it is suppressed meanwhile, the
+        transport cancels the commands sent for it.)"""
+        if self.stop.is_set() or self.pacer.interval or self.settings.daily_limit:
+            return None
+        item = ahead.peek()
+        if item is None:
+            return None
+        return Envelope(self.issue.factory.sender.addr_spec, item[0].email, len(item[2]))
 
     def _one(self, transport: SmtpTransport, item: _Item) -> None:
         """Pace, take a slot of the daily budget, deliver; or leave the recipient pending."""
@@ -329,6 +341,11 @@ class _Lookahead:
         if not self._ahead:
             with suppress(queue.Empty):
                 self._ahead.append(self._work.get_nowait())
+
+    def peek(self) -> _Item | None:
+        """The next message if one is ready (None: none yet, or no more), left in place."""
+        self.fill()
+        return self._ahead[0] if self._ahead else None
 
     def next(self) -> _Item | None:
         """The next message (None: no more); outcomes held for a group commit are committed

@@ -101,7 +101,11 @@ def _write(folder: Path, path: Path, inlined: str) -> None:
     try:
         if folder.is_symlink():
             return  # never write through one
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        old_umask = os.umask(0o077)  # the state folder too, if this makes it: private, as the journal does
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        finally:
+            os.umask(old_umask)
         fd, temporary = tempfile.mkstemp(dir=folder, prefix=".inlined-", suffix=".tmp")  # 0600
         try:
             with os.fdopen(fd, "wb") as handle:
