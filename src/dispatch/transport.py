@@ -427,7 +427,8 @@ class SmtpTransport:
 
         Where it runs is chosen to overlap the relay's own work. With one connection
         (``hold_dot``) nothing else keeps the relay busy, so the message goes first and the hook
-        runs while the relay reads it; only the dot waits. With several, the relay has the other
+        runs while the relay reads it; only the dot waits, and the next message's commands go
+        with it (:meth:`_follow`). With several, the relay has the other
         connections' messages to read and an extra write per message costs more than it saves,
         so the hook runs while the relay answers the pipelined MAIL, RCPT and DATA (if the relay
         then refuses, no data left and the caller puts the row back), or after a non-pipelining
