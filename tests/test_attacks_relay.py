@@ -839,3 +839,69 @@ def test_concurrent_campaigns_never_exceed_the_daily_limit(
     with sqlite3.connect(tmp / "state" / "journal.sqlite3") as db:
         counted = db.execute("SELECT COUNT(*) FROM recipients WHERE sent_at IS NOT NULL").fetchone()[0]
     assert counted == total
+
+
+# ------------------------------------------------------------------------- a relay that ends sessions
+
+
+@pytest.mark.parametrize("connections", [1, 2])
+def test_a_relay_that_ends_each_session_after_three_messages_loses_nobody(
+    invoke: Invoke, scene: dict[str, Path], relay: Relays, connections: int
+) -> None:
+    """Postfix-style: after three messages a session's next MAIL gets 421 and the relay hangs
+    up. With one connection that MAIL went behind the third message's final dot; either way the
+    421 must cost a reconnect and a retry, never a message, and never a second copy."""
+    handler = Recording()
+    per_session: dict[int, int] = {}
+    original = handler.handle_MAIL
+
+    async def limited(server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        count = per_session[id(server)] = per_session.get(id(server), 0) + 1
+        if count > 3:  # as Postfix does: the reply, then the hang-up, reading nothing more
+            await server.push("421 4.7.0 Error: too many messages in this session")
+            server.transport.close()
+            return "421 4.7.0 closing"  # written to a closed transport: never sent
+        return await original(server, session, envelope, address, options)
+
+    handler.handle_MAIL = limited  # type: ignore[method-assign]
+    server = relay.start(handler)
+    addresses = readers(11)
+    listed = write_list(scene["tmp"] / "list.csv", [(a, "Reader") for a in addresses])
+    env = settings_file(scene["tmp"], server, RETRIES="3", CONNECTIONS=str(connections))
+    result = send(invoke, scene["article"], listed, env)
+    no_crash(result.stderr)
+    summary = json.loads(result.stdout)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert (summary["sent"], summary["unknown"], summary["deferred"]) == (len(addresses), 0, 0)
+    assert handler.copies() == dict.fromkeys(addresses, 1)
+
+
+@pytest.mark.parametrize("connections", [1, 2])
+def test_a_421_to_pipelined_commands_is_read_as_the_relay_said_it(
+    invoke: Invoke, scene: dict[str, Path], relay: Relays, connections: int
+) -> None:
+    """A 421 to MAIL is followed by the relay hanging up, so the replies to RCPT and DATA never
+    come. dispatch must act on the 421 (here a rate reply: stop, blame nobody) instead of
+    reporting a lost connection and burning retries."""
+    handler = Recording()
+    original = handler.handle_MAIL
+
+    async def hanging_up(server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if handler.mails >= 2:  # as Postfix does: the reply, then the hang-up, reading nothing more
+            await server.push("421 4.7.0 Error: too much mail from 127.0.0.1, slow down")
+            server.transport.close()
+            return "421 4.7.0 closing"  # written to a closed transport: never sent
+        return await original(server, session, envelope, address, options)
+
+    handler.handle_MAIL = hanging_up  # type: ignore[method-assign]
+    server = relay.start(handler)
+    addresses = readers(6)
+    listed = write_list(scene["tmp"] / "list.csv", [(a, "Reader") for a in addresses])
+    env = settings_file(scene["tmp"], server, RETRIES="3", CONNECTIONS=str(connections))
+    result = send(invoke, scene["article"], listed, env)
+    no_crash(result.stderr)
+    summary = json.loads(result.stdout)
+    assert result.exit_code == 3, result.stdout + result.stderr
+    assert "too much mail" in summary["aborted"], summary["aborted"]
+    assert (summary["failed"], summary["unknown"]) == (0, 0)
+    assert max(handler.copies().values()) == 1

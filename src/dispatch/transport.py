@@ -380,8 +380,14 @@ class SmtpTransport:
             smtp.send(self._commands(smtp, Envelope(sender, recipient, size)))
         if hook is not None:
             self._run(hook)
-        replies = [smtp.getreply() for _ in range(3)]
-        if replies[2][0] == 354 and (replies[0][0] != 250 or replies[1][0] not in (250, 251)):
+        replies = []
+        while len(replies) < 3 and (not replies or replies[-1][0] != 421):
+            replies.append(smtp.getreply())  # after a 421 the relay hangs up: read no further
+        if (
+            len(replies) == 3
+            and replies[2][0] == 354
+            and (replies[0][0] != 250 or replies[1][0] not in (250, 251))
+        ):
             smtp.send(END_OF_DATA)  # the relay opened DATA despite a refusal: send an empty message
             smtp.getreply()
         return replies
