@@ -844,6 +844,37 @@ def test_concurrent_campaigns_never_exceed_the_daily_limit(
 # ------------------------------------------------------------------------- a relay that ends sessions
 
 
+def hanging_up_at_mail(reply: str, when: Callable[[Any], bool]) -> Recording:
+    """A relay that answers a MAIL with ``reply`` and hangs up at once, reading nothing more, as
+    Postfix does, whenever ``when(server)`` says so (``server``: that session's protocol)."""
+    handler = Recording()
+    original = handler.handle_MAIL
+
+    async def mail(server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if when(server):
+            await server.push(reply)
+            server.transport.close()
+            return "421 4.7.0 closing"  # written to a closed transport: never sent
+        return await original(server, session, envelope, address, options)
+
+    handler.handle_MAIL = mail  # type: ignore[method-assign]
+    return handler
+
+
+def send_to_readers(
+    invoke: Invoke, scene: dict[str, Path], relay: Relays, handler: Recording, count: int, connections: int
+) -> tuple[Any, dict[str, Any], list[str]]:
+    """Send to ``count`` readers through ``handler`` with 3 retries: (the run, its summary, the
+    addresses)."""
+    server = relay.start(handler)
+    addresses = readers(count)
+    listed = write_list(scene["tmp"] / "list.csv", [(a, "Reader") for a in addresses])
+    env = settings_file(scene["tmp"], server, RETRIES="3", CONNECTIONS=str(connections))
+    result = send(invoke, scene["article"], listed, env)
+    no_crash(result.stderr)
+    return result, json.loads(result.stdout), addresses
+
+
 @pytest.mark.parametrize("connections", [1, 2])
 def test_a_relay_that_ends_each_session_after_three_messages_loses_nobody(
     invoke: Invoke, scene: dict[str, Path], relay: Relays, connections: int
@@ -851,26 +882,14 @@ def test_a_relay_that_ends_each_session_after_three_messages_loses_nobody(
     """Postfix-style: after three messages a session's next MAIL gets 421 and the relay hangs
     up. With one connection that MAIL went behind the third message's final dot; either way the
     421 must cost a reconnect and a retry, never a message, and never a second copy."""
-    handler = Recording()
     per_session: dict[int, int] = {}
-    original = handler.handle_MAIL
 
-    async def limited(server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
-        count = per_session[id(server)] = per_session.get(id(server), 0) + 1
-        if count > 3:  # as Postfix does: the reply, then the hang-up, reading nothing more
-            await server.push("421 4.7.0 Error: too many messages in this session")
-            server.transport.close()
-            return "421 4.7.0 closing"  # written to a closed transport: never sent
-        return await original(server, session, envelope, address, options)
+    def fourth(server: Any) -> bool:
+        per_session[id(server)] = per_session.get(id(server), 0) + 1
+        return per_session[id(server)] > 3
 
-    handler.handle_MAIL = limited  # type: ignore[method-assign]
-    server = relay.start(handler)
-    addresses = readers(11)
-    listed = write_list(scene["tmp"] / "list.csv", [(a, "Reader") for a in addresses])
-    env = settings_file(scene["tmp"], server, RETRIES="3", CONNECTIONS=str(connections))
-    result = send(invoke, scene["article"], listed, env)
-    no_crash(result.stderr)
-    summary = json.loads(result.stdout)
+    handler = hanging_up_at_mail("421 4.7.0 Error: too many messages in this session", fourth)
+    result, summary, addresses = send_to_readers(invoke, scene, relay, handler, 11, connections)
     assert result.exit_code == 0, result.stdout + result.stderr
     assert (summary["sent"], summary["unknown"], summary["deferred"]) == (len(addresses), 0, 0)
     assert handler.copies() == dict.fromkeys(addresses, 1)
@@ -883,24 +902,9 @@ def test_a_421_to_pipelined_commands_is_read_as_the_relay_said_it(
     """A 421 to MAIL is followed by the relay hanging up, so the replies to RCPT and DATA never
     come. dispatch must act on the 421 (here a rate reply: stop, blame nobody) instead of
     reporting a lost connection and burning retries."""
-    handler = Recording()
-    original = handler.handle_MAIL
-
-    async def hanging_up(server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
-        if handler.mails >= 2:  # as Postfix does: the reply, then the hang-up, reading nothing more
-            await server.push("421 4.7.0 Error: too much mail from 127.0.0.1, slow down")
-            server.transport.close()
-            return "421 4.7.0 closing"  # written to a closed transport: never sent
-        return await original(server, session, envelope, address, options)
-
-    handler.handle_MAIL = hanging_up  # type: ignore[method-assign]
-    server = relay.start(handler)
-    addresses = readers(6)
-    listed = write_list(scene["tmp"] / "list.csv", [(a, "Reader") for a in addresses])
-    env = settings_file(scene["tmp"], server, RETRIES="3", CONNECTIONS=str(connections))
-    result = send(invoke, scene["article"], listed, env)
-    no_crash(result.stderr)
-    summary = json.loads(result.stdout)
+    reply = "421 4.7.0 Error: too much mail from 127.0.0.1, slow down"
+    handler = hanging_up_at_mail(reply, lambda _server: handler.mails >= 2)
+    result, summary, _ = send_to_readers(invoke, scene, relay, handler, 6, connections)
     assert result.exit_code == 3, result.stdout + result.stderr
     assert "too much mail" in summary["aborted"], summary["aborted"]
     assert (summary["failed"], summary["unknown"]) == (0, 0)

@@ -177,3 +177,17 @@ def test_a_state_folder_made_for_the_cache_is_private_whatever_the_umask(
         os.umask(old)
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     assert stat.S_IMODE((state / inlining.FOLDER).stat().st_mode) == 0o700
+
+
+def test_the_key_names_the_installed_versions_and_a_new_one_misses(
+    article: Path, tmp_path: Path, premailer_calls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    versions = inlining._versions()
+    for package in ("premailer", "cssutils", "lxml", "cssselect"):
+        assert package in versions
+    assert "?" not in versions
+    cache = tmp_path / "cache"
+    rendered(article, cache)
+    monkeypatch.setattr(inlining, "_versions", lambda: versions.replace("premailer-", "premailer-9"))
+    rendered(article, cache)
+    assert len(premailer_calls) == 2, "an upgraded premailer must not reuse the old output"

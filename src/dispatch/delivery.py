@@ -91,6 +91,7 @@ class _Run:
         self.journal = journal
         self.options = options
         self.settings = issue.settings
+        self.sender = issue.factory.sender.addr_spec  # MAIL FROM of every message
         self.rules = SkipRules(
             journal, options.suppressions, issue.campaign, issue.settings.list_id,
             resend_unknown=options.resend_unknown, retry_failed=options.retry_failed,
@@ -165,7 +166,7 @@ class _Run:
         item = ahead.peek()
         if item is None:
             return None
-        return Envelope(self.issue.factory.sender.addr_spec, item[0].email, len(item[2]))
+        return Envelope(self.sender, item[0].email, len(item[2]))
 
     def _one(self, transport: SmtpTransport, item: _Item) -> None:
         """Pace, take a slot of the daily budget, deliver; or leave the recipient pending."""
@@ -193,7 +194,7 @@ class _Run:
     def deliver(self, transport: SmtpTransport, item: _Item, reservation: int | None = None) -> None:
         """Send to one recipient and record the outcome; AbortError when the campaign must stop."""
         sub, prior, data, mid = item
-        issue, campaign, journal = self.issue, self.issue.campaign, self.journal
+        campaign, journal = self.issue.campaign, self.journal
         recorded = False
         tries = _Tries()
 
@@ -209,9 +210,8 @@ class _Run:
             recorded, tries.marked = True, False
             self.record(sub, result, mid, attempts=tries.take_unmarked())
 
-        sender = issue.factory.sender.addr_spec
         try:
-            result = self._attempts(transport, sender, sub.email, data, tries, mark=mark, interim=interim)
+            result = self._attempts(transport, sub.email, data, tries, mark=mark, interim=interim)
         except AbortError:  # raised before this try's data left: the relay was unreachable, or
             # refused the sender after the row went in flight with the pipelined commands
             if tries.marked and journal is not None:
@@ -290,7 +290,6 @@ class _Run:
     def _attempts(
         self,
         transport: SmtpTransport,
-        sender: str,
         to: str,
         data: bytes,
         tries: _Tries,
@@ -313,7 +312,7 @@ class _Run:
                 self.pacer.wait(self.stop)
             tries.total += 1
             try:
-                result = transport.send(sender, to, data, mark)
+                result = transport.send(self.sender, to, data, mark)
             except Unreachable as err:
                 if attempt == retries:
                     raise AbortError(f"{err} (after {retries + 1} tries)") from err

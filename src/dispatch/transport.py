@@ -453,13 +453,13 @@ class SmtpTransport:
             )  # fmt: skip
         self._count += 1
         early = self.info.pipelining and not self.hold_dot
-        payload = dot_stuff(data)
         try:
             replies = self._envelope(smtp, sender, recipient, len(data), before_end if early else None)
             for stage, (code, reply) in zip(("MAIL", "RCPT", "DATA"), replies, strict=False):
                 if code not in _EXPECTED[stage]:
                     self._reset(smtp, code)
                     return self._refused(stage, sender, code, _decode(reply))
+            payload = dot_stuff(data)
             if self.hold_dot:
                 smtp.send(payload)  # the relay reads it while the hook runs
                 payload = b""
