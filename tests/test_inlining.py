@@ -93,7 +93,15 @@ def damage_fifo(path: Path) -> None:
     os.mkfifo(path, 0o600)
 
 
-@pytest.mark.parametrize("damage", [damage_truncate, damage_edit, damage_share, damage_fifo])
+def damage_symlink(path: Path) -> None:
+    """The entry replaced by a link to someone's file (which must be neither read nor written)."""
+    theirs = path.parent.parent / "theirs.html"
+    theirs.write_bytes(path.read_bytes().replace(b"</p>", b"</p><p>planted</p>", 1))
+    path.unlink()
+    path.symlink_to(theirs)
+
+
+@pytest.mark.parametrize("damage", [damage_truncate, damage_edit, damage_share, damage_fifo, damage_symlink])
 def test_a_damaged_or_foreign_cache_file_is_ignored_and_replaced(
     article: Path, tmp_path: Path, premailer_calls: list[str], damage: Callable[[Path], None]
 ) -> None:
@@ -107,6 +115,8 @@ def test_a_damaged_or_foreign_cache_file_is_ignored_and_replaced(
     assert "planted" not in "".join(p for p in again.html_parts if isinstance(p, str))
     assert rendered(article, cache) is not None
     assert len(premailer_calls) == 2, "the entry written again is used next time"
+    theirs = tmp_path / "theirs.html"
+    assert not theirs.exists() or b"planted" in theirs.read_bytes(), "a linked file must stay as it was"
 
 
 def test_a_cache_folder_that_is_a_symlink_is_never_written_through(
@@ -139,11 +149,23 @@ def test_a_full_cache_forgets_its_oldest_entries(
 ) -> None:
     cache, nonce = tmp_path / "cache", "0123456789ab"
     monkeypatch.setattr(inlining, "KEEP", 2)
+    cache.mkdir()
+    theirs = [cache / "notes.html", cache / "old-issue.html"]  # someone's files: never touched
+    for path in theirs:
+        path.write_text("mine", encoding="utf-8")
+        os.utime(path, (1, 1))
+    stale, fresh = cache / ".inlined-dead.tmp", cache / ".inlined-busy.tmp"
+    stale.write_bytes(b"left by a killed run")
+    os.utime(stale, (1, 1))
+    fresh.write_bytes(b"another run is writing it")
     documents = [f"<html><body><p>issue {n} zqx{nonce}f0xqz</p></body></html>" for n in range(4)]
     for document in documents:
         inlining.inline_css(document, cache, nonce)
         time.sleep(0.02)  # distinct modification times
-    assert len(list(cache.glob("*.html"))) == 2
+    assert len([p for p in cache.glob("*.html") if p not in theirs]) == 2
+    assert all(p.read_text(encoding="utf-8") == "mine" for p in theirs)
+    assert not stale.exists()
+    assert fresh.exists()
     inlining.inline_css(documents[3], cache, nonce)
     assert len(premailer_calls) == 4, "the newest entries are kept"
     inlining.inline_css(documents[0], cache, nonce)

@@ -20,6 +20,7 @@ import re
 import stat
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from dispatch.errors import TemplateError
@@ -30,6 +31,8 @@ _MAGIC = "dispatch inlined css 1"  # the first line of a cache file, with the bo
 _PACKAGES = ("premailer", "cssutils", "lxml", "cssselect")  # what the output depends on
 _MARKER = "cachednonce0"  # stands for a render's token nonce in the cache (12 characters, like it)
 _MARKERS = re.compile(_MARKER, re.IGNORECASE)
+_ENTRY = re.compile(r"[0-9a-f]{64}\.html")  # a cache entry: the key, hex
+_TEMPORARY = re.compile(r"\.inlined-[^/]+\.tmp")  # being written (or left by a killed run)
 # No network; ``strip_important=False`` keeps ``!important`` in the ``@media`` rules left in
 # ``<style>``, so the phone layout can still beat the inlined desktop widths.
 _OPTIONS = {
@@ -139,11 +142,24 @@ def _write(folder: Path, path: Path, inlined: str) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
-        entries = sorted(folder.glob("*.html"), key=lambda p: p.lstat().st_mtime, reverse=True)
-        for old in entries[KEEP:]:
-            old.unlink(missing_ok=True)
+        _prune(folder)
     except OSError:
         return  # a full disk or a read-only state folder: the run goes on without the cache
+
+
+def _prune(folder: Path) -> None:
+    """Forget all but the KEEP most recently used entries, and temporary files a killed run
+    left (over an hour old). Only names this module writes are touched: anything else someone
+    put in the folder stays."""
+    entries, now = [], time.time()
+    for entry in folder.iterdir():
+        info = entry.lstat()
+        if _ENTRY.fullmatch(entry.name):
+            entries.append((info.st_mtime, entry))
+        elif _TEMPORARY.fullmatch(entry.name) and now - info.st_mtime > 3600:
+            entry.unlink(missing_ok=True)
+    for _, old in sorted(entries, reverse=True)[KEEP:]:
+        old.unlink(missing_ok=True)
 
 
 def inline_css(document: str, cache: Path | None = None, nonce: str = "") -> str:
