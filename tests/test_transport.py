@@ -6,6 +6,7 @@ import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from dispatch.message import WireMessage
 from dispatch.settings import Settings
 from dispatch.state.journal import Journal
 from dispatch.transport import END_OF_DATA, Envelope, Scope, SmtpTransport, Status, classify, dot_stuff
-from tests.smtp_servers import Server
+from tests.smtp_servers import Handler, Server
 
 R, M, Q = Scope.RECIPIENT, Scope.MESSAGE, Scope.RATE
 D, F = Status.DEFERRED, Status.FAILED
@@ -239,3 +240,37 @@ def test_without_pipelining_nothing_goes_behind_the_dot(
     transport.close()
     assert asked == []
     assert [r.rcpt_tos for r in server.received] == [["ann@example.org"], ["bob@example.com"]]
+
+
+class ForgetfulAfterData(Handler):
+    """A relay that advertises PIPELINING yet throws away whatever it has read beyond the final
+    dot when it takes a message: commands sent behind the dot are lost, and no reply comes."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        server._reader._buffer.clear()
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_a_relay_that_loses_commands_behind_the_dot_costs_one_timeout_not_one_per_message(
+    smtp_server: Callable[..., Server], env: dict[str, str], tmp_path: Path, article: Path
+) -> None:
+    server = smtp_server(handler=ForgetfulAfterData())
+    addresses = [f"reader{i}@example.org" for i in range(6)]
+    listing = tmp_path / "list.csv"
+    listing.write_text("email\n" + "\n".join(addresses) + "\n", encoding="utf-8")
+    settings = Settings.from_mapping(
+        {
+            **env,
+            **server.env(),
+            "DISPATCH_SMTP_TIMEOUT": "1",
+            "DISPATCH_RETRIES": "2",
+            "DISPATCH_CONNECTIONS": "1",
+        }
+    )
+    started = time.monotonic()
+    summary = run_send(plan_issue(article, listing, settings), Journal(tmp_path / "state"), SendOptions())
+    elapsed = time.monotonic() - started
+    assert summary.exit_code == 0, summary.aborted
+    assert (summary.sent, summary.unknown, summary.deferred) == (len(addresses), 0, 0)
+    assert sorted(r.rcpt_tos[0] for r in server.received) == addresses
+    assert elapsed < 4.0, f"{elapsed:.1f} s: the lost commands cost a timeout more than once"

@@ -235,6 +235,7 @@ class SmtpTransport:
         # on this connection, whose MAIL, RCPT and DATA then go behind the dot (see send()).
         self.next_envelope: Callable[[], Envelope | None] | None = None
         self._ahead: Envelope | None = None  # sent behind the last dot; its replies not read yet
+        self._follow_lost = False  # the relay lost commands sent behind a dot: never again
         self._smtp: smtplib.SMTP | None = None
         self._count = 0
         self.info = RelayInfo()
@@ -405,9 +406,11 @@ class SmtpTransport:
         """The next message's commands, to go behind this one's final dot (RFC 2920 lets the
         message content open a group): the relay answers them while dispatch records this
         message's outcome, and one round trip per message is saved. Only with ``hold_dot`` and a
-        pipelining relay; never when the connection is due to be renewed."""
+        pipelining relay; never when the connection is due to be renewed, nor again after a relay
+        lost such commands (no reply came to them: a server that drops what it reads before it
+        has answered the data would otherwise cost a timeout per message)."""
         limit = self.settings.max_per_connection
-        if not (self.hold_dot and self.info.pipelining and self.next_envelope is not None):
+        if self._follow_lost or not (self.hold_dot and self.info.pipelining and self.next_envelope):
             return b""
         if limit and self._count >= limit:
             return b""
@@ -453,6 +456,7 @@ class SmtpTransport:
             )  # fmt: skip
         self._count += 1
         early = self.info.pipelining and not self.hold_dot
+        went_ahead = self._ahead is not None  # (for this message: any other was dropped above)
         try:
             replies = self._envelope(smtp, sender, recipient, len(data), before_end if early else None)
             for stage, (code, reply) in zip(("MAIL", "RCPT", "DATA"), replies, strict=False):
@@ -465,6 +469,7 @@ class SmtpTransport:
                 payload = b""
         except (OSError, smtplib.SMTPException) as err:
             self._drop()
+            self._follow_lost = self._follow_lost or went_ahead
             return Result(Status.DEFERRED, None, f"connection lost before the message was complete ({err})")
         if not early:
             self._run(before_end)
