@@ -55,7 +55,7 @@ def settings_values(tmp_path: Path, server: Server | None = None, **overrides: s
     (``SMTP_HOST="x"`` sets DISPATCH_SMTP_HOST; None removes a setting)."""
     values = {
         **BASE_ENV,
-        "DISPATCH_UNSUBSCRIBE_URL": "https://example.org/unsubscribe/{token}",
+        "DISPATCH_UNSUBSCRIBE_URL": "https://example.org/u/{token}",
         "DISPATCH_STATE_DIR": str(tmp_path / "state"),
     }
     if server is not None:

@@ -15,12 +15,48 @@ from typer.testing import CliRunner
 from dispatch.cli import app
 from dispatch.errors import ConfigError
 from dispatch.proof import LAUNCH_ARGS, find_chromium
+from dispatch.settings import platform_state_dir
 from tests.smtp_servers import FaultPlan, Server, start_server
 
 if TYPE_CHECKING:
     from tests.attack_helpers import Relays
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tree(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder``: (size, mtime in ns)."""
+    if not folder.is_dir():
+        return {}
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+# The real user's state folder, as platformdirs finds it before the suite moves HOME away: the
+# suite must never write there (see the session fixture below and tests/test_isolation.py).
+REAL_STATE = platform_state_dir()
+REAL_STATE_BEFORE = _tree(REAL_STATE)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test, and every process it starts, runs with HOME and XDG_STATE_HOME in a folder of
+    the suite's own; at the end the real user's state folder is what it was before."""
+    import os
+
+    home = tmp_path_factory.mktemp("home")
+    saved = {k: os.environ.get(k) for k in ("HOME", "XDG_STATE_HOME")}
+    os.environ["HOME"], os.environ["XDG_STATE_HOME"] = str(home), str(home / ".local" / "state")
+    try:
+        yield home
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    assert _tree(REAL_STATE) == REAL_STATE_BEFORE, f"the test suite wrote into {REAL_STATE}"
+
+
 EXAMPLE_ARTICLE = ROOT / "examples" / "thin-line-in-iraq.txt"
 EXAMPLE_SUBSCRIBERS = ROOT / "subscribers.example.csv"
 

@@ -372,7 +372,7 @@ def _stop(process: subprocess.Popen[str]) -> None:
 
 
 @contextlib.contextmanager
-def serving(env_file: Path, cwd: Path) -> Iterator[ServeProcess]:
+def serving(env_file: Path, cwd: Path, environ: Mapping[str, str] | None = None) -> Iterator[ServeProcess]:
     """Start ``dispatch serve --host 127.0.0.1 --port FREE --env-file FILE``, wait for its port,
     and stop it by its pid afterwards. A port taken between the probe and the bind (tests
     running side by side) is retried with another."""
@@ -381,7 +381,7 @@ def serving(env_file: Path, cwd: Path) -> Iterator[ServeProcess]:
         process = subprocess.Popen(
             [sys.executable, "-m", "dispatch", "serve", "--host", "127.0.0.1", "--port", str(port),
              "--env-file", str(env_file)],
-            cwd=cwd, env=clean_environ(), stdin=subprocess.DEVNULL,
+            cwd=cwd, env=clean_environ(environ), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:

@@ -802,7 +802,7 @@ def test_concurrent_campaigns_never_exceed_the_daily_limit(
     per = 12
     procs = []
     for n in range(campaigns):
-        article = write_article(tmp / f"issue{n}.md", title=f"Race {round_} issue {n}")
+        article = write_article(tmp / f"issue{n}.md", f"Race {round_} issue {n}", f"Issue {n}'s own text.\n")
         listed = write_list(tmp / f"list{n}.csv", [(a, "Reader") for a in readers(per, prefix=f"c{n}r")])
         procs.append(
             subprocess.Popen(

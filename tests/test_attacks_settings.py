@@ -245,7 +245,7 @@ def test_list_unsubscribe_holds_exactly_the_two_uris(
         value = " ".join(str(parse(item.data)["List-Unsubscribe"]).split())
         uris = re.findall(r"<([^<>]*)>", value)
         assert len(uris) == 2, value
-        assert uris[0].startswith("https://example.org/unsubscribe/")
+        assert uris[0].startswith("https://example.org/u/")
         assert uris[1].startswith("mailto:")
         assert re.fullmatch(r"(<[^<>]*>)(, ?<[^<>]*>)", value), value
 

@@ -13,21 +13,35 @@ import typer.main
 from typer.testing import CliRunner
 
 from dispatch.cli import app
-from dispatch.settings import KNOWN
+from dispatch.settings import SETTINGS as TABLE
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-SETTINGS = sorted(f"DISPATCH_{name}" for name in KNOWN)
+SETTINGS = sorted(s.key for s in TABLE)
 COMMANDS = sorted(c.name or "" for c in typer.main.get_command(app).commands.values())  # type: ignore[attr-defined]
 
 
-def test_every_setting_read_is_registered() -> None:
-    """A setting read in settings.py but missing from KNOWN would be refused as a misspelling."""
-    source = (ROOT / "src" / "dispatch" / "settings.py").read_text(encoding="utf-8")
-    read = set(re.findall(r'_(?:int|float|path|text|size|host_port)\(env, "([A-Z_]+)"', source))
-    read |= set(re.findall(r'PREFIX \+ "([A-Z_]+)"', source))
-    assert read
-    assert read <= set(KNOWN)
+def test_every_setting_has_a_field_and_every_field_a_setting() -> None:
+    """The table and the Settings dataclass name the same values (one row, one field)."""
+    from dataclasses import fields
+
+    from dispatch.settings import Settings
+
+    assert {s.field for s in TABLE} == {f.name for f in fields(Settings)} - {"settings_file"}
+
+
+def test_the_readme_settings_table_is_the_one_the_table_writes() -> None:
+    from dispatch.settings.envfile import readme_table
+
+    assert readme_table() in README, "regenerate it: python -m dispatch.settings.envfile readme"
+
+
+def test_env_example_is_the_one_the_table_writes() -> None:
+    from dispatch.settings.envfile import example_text
+
+    assert (ROOT / ".env.example").read_text(encoding="utf-8") == example_text(), (
+        "regenerate it: python -m dispatch.settings.envfile > .env.example"
+    )
 
 
 @pytest.mark.parametrize("name", SETTINGS)
@@ -95,12 +109,12 @@ def test_readme_dry_run_transcript_is_real(tmp_path: Path, monkeypatch: pytest.M
     result = CliRunner().invoke(app, ["send", *args])
     assert result.exit_code == 0, result.output
     printed = result.stdout.rstrip("\n").split("\n")
-    keep = [i for i, line in enumerate(expected) if not line.lstrip().startswith("Preview:")]
+    keep = [i for i, line in enumerate(expected) if not line.lstrip().startswith(("Preview:", "State:"))]
     assert [printed[i] for i in keep] == [expected[i] for i in keep]
 
 
 def test_the_example_settings_secret_is_the_one_check_warns_about() -> None:
-    from dispatch.checks import EXAMPLE_SECRET
+    from dispatch.settings import EXAMPLE_SECRET
 
     example = (ROOT / ".env.example").read_text(encoding="utf-8")
     assert f"DISPATCH_UNSUBSCRIBE_SECRET={EXAMPLE_SECRET}\n" in example

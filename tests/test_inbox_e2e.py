@@ -545,6 +545,19 @@ def test_a_bad_dkim_key_is_a_one_line_error_before_the_first_message(
 # --- 3. SpamAssassin ------------------------------------------------------------------------
 
 
+# .env.example's example values replaced, as a new user does before sending (real environment
+# variables beat the settings file): a real send and `check` refuse the examples unchanged.
+OWN_VALUES = {
+    "DISPATCH_FROM": "Harbour News <news@example.org>",
+    "DISPATCH_REPLY_TO": "desk@example.org",
+    "DISPATCH_ORGANIZATION": "Harbour Society",
+    "DISPATCH_POSTAL_ADDRESS": "5 Harbour Road, 12345 Portsmouth",
+    "DISPATCH_LIST_ID": "news.example.org",
+    "DISPATCH_UNSUBSCRIBE_URL": "https://news.example.org/unsubscribe/{token}",
+    "DISPATCH_UNSUBSCRIBE_SECRET": "harbour-0123456789-abcdefghijklmnopqrstuvwxyz",
+}
+
+
 def _example_folder(root: Path) -> Path:
     """The bundled example, as a new user tries it: .env.example and the example list."""
     root.mkdir(parents=True)
@@ -578,7 +591,7 @@ def test_check_spam_scores_the_example_issue_below_2(tmp_path: Path) -> None:
         EXAMPLE_ENV.name,
         "--spam",
     )
-    env = {"DISPATCH_STATE_DIR": str(tmp_path / "state"), "HOME": str(tmp_path)}
+    env = {**OWN_VALUES, "DISPATCH_STATE_DIR": str(tmp_path / "state"), "HOME": str(tmp_path)}
     done = dispatch(*args, "--json", cwd=folder, env=env)
     report = json_out(done)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -593,7 +606,7 @@ def test_check_spam_scores_the_example_issue_below_2(tmp_path: Path) -> None:
 @needs_spamassassin
 def test_a_received_example_message_scores_below_2(tmp_path: Path, plain_server: Server) -> None:
     folder = _example_folder(tmp_path / "example")
-    env = {**plain_server.env(), "DISPATCH_STATE_DIR": str(tmp_path / "state")}  # beat .env.example
+    env = {**OWN_VALUES, **plain_server.env(), "DISPATCH_STATE_DIR": str(tmp_path / "state")}
     done = dispatch(
         "send", EXAMPLE_ARTICLE.name, "-s", EXAMPLE_SUBSCRIBERS.name, "--env-file", EXAMPLE_ENV.name,
         "--yes", "--json", cwd=folder, env=env,
@@ -944,7 +957,13 @@ def test_import_a_mailchimp_unsubscribed_export_for_a_list(news: Newsletter) -> 
     export.write_text(MAILCHIMP_UNSUBSCRIBED, encoding="utf-8")
     done = news.run("suppress", "import", export, "--list", NEWS, "--json")
     assert done.returncode == 0, done.stderr
-    assert json_out(done) == {"added": 2, "existing": 0, "skipped": []}
+    report = json_out(done)
+    assert {k: report[k] for k in ("added", "existing", "skipped")} == {
+        "added": 2,
+        "existing": 0,
+        "skipped": [],
+    }
+    assert report["state"]["path"] == str(news.state)
     entries = {e["email"]: e for e in news.suppressed()}
     assert set(entries) == {ANN, BOB}
     assert entries[ANN]["reason"] == "unsubscribed"
@@ -1029,11 +1048,17 @@ def test_export_then_import_into_a_fresh_state_folder_round_trips(news: Newslett
     assert news.suppressed(fresh) == []
     done = news.run("suppress", "import", csv_file, "--json", env_file=fresh)
     assert done.returncode == 0, done.stderr
-    assert json_out(done) == {"added": 8, "existing": 0, "skipped": []}
+    report = json_out(done)
+    assert (report["added"], report["existing"], report["skipped"]) == (8, 0, [])
+    assert report["state"]["found_by"].endswith("web-host.env")  # the web host's own state
     assert news.suppressed(fresh) == original
 
     done = news.run("suppress", "import", csv_file, "--json", env_file=fresh)  # again: no change
-    assert json_out(done) == {"added": 0, "existing": 8, "skipped": []}
+    assert {k: v for k, v in json_out(done).items() if k != "state"} == {
+        "added": 0,
+        "existing": 8,
+        "skipped": [],
+    }
     assert news.suppressed(fresh) == original
 
 

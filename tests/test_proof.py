@@ -243,7 +243,7 @@ def test_pdf_holds_headers_message_and_text_part(
     title_at = flat.index(subject, headers_at + 10)  # the headline of the message as rendered
     text_part_at = flat.index("Plain-text part")
     assert headers_at < title_at < text_part_at
-    assert "From: NDCF Newsletter <newsletter@example.org>" in flat
+    assert "From: The Example Society <newsletter@example.org>" in flat
     assert "=" * 20 in flat[text_part_at:]  # the text part's own underlined title
     assert flat.count("Part of the ongoing efforts") == 2  # once in the message, once in the text part
 

@@ -16,7 +16,8 @@ from dotenv import dotenv_values
 from dispatch.errors import ExitCode, InputError
 from dispatch.render import builtin_template_dir
 from dispatch.scaffold import TEMPLATE_FILES, scaffold
-from dispatch.settings import KNOWN, PREFIX, Settings, unknown_settings
+from dispatch.settings import PREFIX, SETTINGS, Settings, unknown_settings
+from dispatch.settings.table import PLACEHOLDERS
 
 SETTING_LINE = re.compile(r"^#?\s*(DISPATCH_[A-Z_]+)=", re.MULTILINE)
 
@@ -40,18 +41,40 @@ def snapshot(folder: Path) -> dict[str, bytes | str]:
 def test_env_names_every_setting_and_parses(tmp_path: Path) -> None:
     scaffold(tmp_path)
     text = (tmp_path / ".env").read_text(encoding="utf-8")
-    assert set(SETTING_LINE.findall(text)) == {PREFIX + name for name in KNOWN}
+    assert set(SETTING_LINE.findall(text)) == {s.key for s in SETTINGS}
     values = env_values(tmp_path)
     assert unknown_settings(values) == []
-    settings = Settings.from_mapping(values)
+    settings = Settings.from_mapping(values, settings_file=tmp_path / ".env")
     assert (settings.smtp_host, settings.smtp_security) == ("127.0.0.1", "none")
     assert settings.subscribers == Path("subscribers.csv")
     assert settings.unsubscribe_url == "https://example.org/unsubscribe/{token}"
     assert settings.sender is not None
     assert settings.sender.domain == "example.org"
-    assert settings.list_id == "news.example.org"
+    assert settings.list_id == "newsletter.example.org"
     assert "example" in settings.postal_address
     assert "EDIT" in text
+    # the state is named explicitly, next to the .env: every run that reads it finds the same one
+    assert settings.state.explicit
+    assert settings.state.path == tmp_path / "dispatch-state"
+    # every example value is marked, except the secret, which is fresh
+    assert sorted(settings.placeholders()) == sorted(set(PLACEHOLDERS) - {PREFIX + "UNSUBSCRIBE_SECRET"})
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o077])
+def test_folders_are_private_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        scaffold(tmp_path / "deep" / "letter", templates=True)
+    finally:
+        os.umask(old)
+    for folder in (
+        tmp_path / "deep",
+        tmp_path / "deep" / "letter",
+        tmp_path / "deep" / "letter" / "templates",
+    ):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    for name in (".env", "subscribers.csv"):
+        assert stat.S_IMODE((tmp_path / "deep" / "letter" / name).stat().st_mode) == 0o600
 
 
 def test_env_is_private_from_the_start_with_a_fresh_secret(tmp_path: Path) -> None:
@@ -171,12 +194,16 @@ def test_a_check_and_a_dry_run_work_at_once(tmp_path: Path, templates: bool) -> 
     check_args, dry_run_args = (command.split()[1:] for command in result.commands[1:])
 
     checked = run_dispatch(folder, *check_args)
-    assert checked.returncode == 0, checked.stderr
-    assert "Nothing blocks a send" in checked.stdout
+    assert checked.returncode == 2, checked.stderr  # init's example values: a send would refuse
+    for key in set(PLACEHOLDERS) - {PREFIX + "UNSUBSCRIBE_SECRET"}:
+        assert f"Blocking:      {key} is still the example" in checked.stdout, key
+    assert "a send would refuse to start" in checked.stdout
 
     dry = run_dispatch(folder, *dry_run_args)
-    assert dry.returncode == 0, dry.stderr
+    assert dry.returncode == 0, dry.stderr  # a clean demo, that says what a send would refuse
     assert dry.stdout.startswith("Dry run: nothing was sent.")
+    for key in set(PLACEHOLDERS) - {PREFIX + "UNSUBSCRIBE_SECRET"}:
+        assert f"Refused:       {key} is still the example" in dry.stdout, key
     assert "4 would be sent" in dry.stdout
     assert "unsubscribed (status 'unsubscribed')" in dry.stdout
     preview = folder / "dispatch-preview"
@@ -184,5 +211,6 @@ def test_a_check_and_a_dry_run_work_at_once(tmp_path: Path, templates: bool) -> 
     messages = sorted(preview.glob("*.eml"))
     assert len(messages) >= 1
     assert b"To: Ada Lovelace <ada@example.org>" in messages[0].read_bytes()
-    state = tmp_path / "state"  # a dry run writes no journal (at most the inlined-CSS cache)
-    assert not [p for p in state.rglob("*") if p.is_file() and p.parent.name != "cache"]
+    assert f"State:         {folder / 'dispatch-state'} (DISPATCH_STATE_DIR in" in dry.stdout
+    for state in (tmp_path / "state", folder / "dispatch-state"):  # no journal (at most the CSS cache)
+        assert not [p for p in state.rglob("*") if p.is_file() and p.parent.name != "cache"]

@@ -55,6 +55,14 @@ class Article:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def body_fingerprint(self) -> str:
+        """A digest of the article's text alone (spacing ignored): the same text under another
+        title or date line is the same issue. A Markdown front-matter ``date`` is part of it, as
+        it is of the campaign: a weekly "Update" with the same text and a new date is a new issue."""
+        dated = self.date if self.source.suffix.lower() in MARKDOWN_SUFFIXES else ""
+        return hashlib.sha256(f"{dated}\0{' '.join(self.body_text.split())}".encode()).hexdigest()
+
+    @property
     def paragraphs(self) -> list[str]:
         """The plain text of each paragraph, in order."""
         return [b.text for b in self.blocks if b.kind == "paragraph"]

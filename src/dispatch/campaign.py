@@ -24,9 +24,10 @@ from dispatch.context import column_key
 from dispatch.dkim import load_signer
 from dispatch.errors import ConfigError, ExitCode, InputError, TemplateError
 from dispatch.fields import FieldError
+from dispatch.identity import ListIdentity, Use, identify, secret_digest
 from dispatch.message import EncodedBody, MessageFactory, header_text
 from dispatch.render import RenderedIssue, render_issue
-from dispatch.settings import Settings
+from dispatch.settings import Settings, StateLocation
 from dispatch.skips import Skip, SkipRules
 from dispatch.state import journal as j
 from dispatch.subscribers import ListStats, Subscriber, SubscriberList, validate_address
@@ -206,7 +207,7 @@ def plan_issue(
         article, subject=title, columns=subscribers.columns, organization=settings.organization,
         postal_address=settings.postal_address, template_dir=template_dir, test_send=test_send,
         language=settings.language, logo=logo, web_url=web_address(settings.web_url, name),
-        web_version=web_version, cache=(settings.state_dir or j.default_state_dir()) / inlining.FOLDER,
+        web_version=web_version, cache=settings.state.path / inlining.FOLDER,
     )  # fmt: skip
     signer = None
     if settings.dkim_key_file is not None:
@@ -272,9 +273,17 @@ class Failure:
     state: str = j.FAILED
 
 
+MAX_LISTED_SUPPRESSED = 10_000  # addresses a summary names (all are counted)
+
+
 @dataclass
 class RunSummary:
-    """What a run did; the CLI prints it, ``--json`` serialises it."""
+    """What a run did; the CLI prints it, ``--json`` serialises it.
+
+    Every row of the list is accounted for once (:meth:`accounting`): sent now (or, in a dry
+    run, would be sent), failed, deferred or unknown now, already sent, suppressed, left as an
+    earlier run's failure or unknown outcome, not tried this run, or a skipped row.
+    """
 
     campaign: str
     subject: str
@@ -283,15 +292,24 @@ class RunSummary:
     html_size: int
     dry_run: bool = False
     test_send: bool = False
-    sent: int = 0
+    state: StateLocation | None = None  # where the journal and the suppression store are
+    rows: int = 0  # the list's rows (a test send: its addresses)
+    sent: int = 0  # campaign total
     sent_now: int = 0
-    failed: int = 0
+    failed: int = 0  # campaign totals, as the journal has them
     deferred: int = 0
     unknown: int = 0
-    pending: int = 0
+    failed_now: int = 0  # this run's outcomes
+    deferred_now: int = 0
+    unknown_now: int = 0
+    pending: int = 0  # a dry run: would be sent; a send: not tried this run (limit, stop, budget)
+    beyond_limit: int = 0  # a dry run: recipients after --limit
     already_sent: int = 0
+    left_failed: int = 0  # failed in an earlier run, not sent again (--retry-failed)
+    left_unknown: int = 0  # unknown from an earlier run, not sent again (--resend-unknown)
     suppressed: int = 0  # unsubscribed from this list, or bounced, complained, removed by hand
     suppressed_by: dict[str, int] = field(default_factory=dict)  # reason -> how many
+    suppressed_who: list[tuple[str, str]] = field(default_factory=list)  # (address, reason), the first 10,000
     recovered_unknown: int = 0
     given_up: int = 0  # deferred for longer than DISPATCH_GIVE_UP_DAYS: now failed
     content_changed: bool = False
@@ -303,27 +321,57 @@ class RunSummary:
     written: int = 0
     warnings: list[str] = field(default_factory=list)
     blocking: list[str] = field(default_factory=list)  # a real send would refuse (a dry run shows them)
+    refused: list[str] = field(default_factory=list)  # example values: a real send refuses, a dry run shows
 
     @property
     def exit_code(self) -> ExitCode:
         """0 all done; 130 interrupted; 3 aborted; 1 failed, deferred, unknown or over the
-        daily limit (recipients left by ``--limit`` are a choice, not a failure)."""
+        daily limit in this run (recipients left by ``--limit`` are a choice, not a failure;
+        an earlier run's failures are listed, but this run did what it could)."""
         if self.blocking:
             return ExitCode.BAD_INPUT
         if self.interrupted:
             return ExitCode.INTERRUPTED
         if self.aborted:
             return ExitCode.ABORTED
-        if self.failed or self.deferred or self.unknown or self.daily_limit_reached:
+        unknown = self.unknown_now + self.recovered_unknown  # found in flight: this run made them unknown
+        if self.failed_now or self.deferred_now or unknown or self.daily_limit_reached:
             return ExitCode.INCOMPLETE
         return ExitCode.OK
 
-    def count_skip(self, skip: Skip, detail: str = "") -> None:
+    def count_skip(self, skip: Skip, detail: str = "", email: str = "") -> None:
         """Count a recipient this run leaves out on purpose."""
         self.already_sent += skip is Skip.SENT
+        self.left_failed += skip is Skip.FAILED
+        self.left_unknown += skip is Skip.UNKNOWN
         if skip is Skip.SUPPRESSED:
             self.suppressed += 1
             self.suppressed_by[detail] = self.suppressed_by.get(detail, 0) + 1
+            if email and len(self.suppressed_who) < MAX_LISTED_SUPPRESSED:
+                self.suppressed_who.append((email, detail))
+
+    def accounting(self) -> list[tuple[str, int]]:
+        """Where every row went, in order; the counts add up to :attr:`rows`."""
+        if self.dry_run:
+            first = [("would be sent", self.pending), ("after --limit", self.beyond_limit)]
+        else:
+            first = [("sent now", self.sent_now), ("failed now", self.failed_now),
+                     ("deferred now", self.deferred_now), ("unknown now", self.unknown_now),
+                     ("not tried this run", self.pending)]  # fmt: skip
+        return [
+            *first,
+            ("already sent", self.already_sent),
+            ("suppressed", self.suppressed),
+            ("failed earlier", self.left_failed),
+            ("unknown earlier", self.left_unknown),
+            ("skipped rows", self.skipped.skipped_total),
+        ]
+
+    def state_json(self) -> dict[str, Any] | None:
+        """Where the state is, for ``--json``."""
+        if self.state is None:
+            return None
+        return {"backend": "sqlite", "path": str(self.state.path), "found_by": self.state.found_by}
 
     def as_json(self) -> dict[str, Any]:
         """A machine-readable summary (stable keys)."""
@@ -332,15 +380,25 @@ class RunSummary:
             "subject": self.subject,
             "dry_run": self.dry_run,
             "test_send": self.test_send,
+            "state": self.state_json(),
+            "rows": self.rows,
+            "accounting": dict(self.accounting()),
             "recipients": self.recipients,
             "sent": self.sent,
             "sent_now": self.sent_now,
             "already_sent": self.already_sent,
             "suppressed": self.suppressed,
             "suppressed_by_reason": dict(sorted(self.suppressed_by.items())),
+            "suppressed_recipients": [{"email": e, "reason": r} for e, r in self.suppressed_who],
             "failed": self.failed,
             "deferred": self.deferred,
             "unknown": self.unknown,
+            "failed_now": self.failed_now,
+            "deferred_now": self.deferred_now,
+            "unknown_now": self.unknown_now,
+            "recovered_unknown": self.recovered_unknown,
+            "failed_earlier": self.left_failed,
+            "unknown_earlier": self.left_unknown,
             "skipped": self.skipped.skipped_total,
             "pending": self.pending,
             "failures": [
@@ -357,6 +415,7 @@ class RunSummary:
             "preview": str(self.preview) if self.preview else None,
             "warnings": self.warnings,
             "blocking": self.blocking,
+            "refused_by_send": self.refused,
             "exit_code": int(self.exit_code),
         }
 
@@ -369,6 +428,8 @@ def summary_for(issue: Issue, **kw: Any) -> RunSummary:
         skipped=ListStats(skipped=list(issue.stats.skipped), skipped_total=issue.stats.skipped_total),
         html_size=issue.rendered.html_size,
         test_send=issue.test_send,
+        state=issue.settings.state,
+        rows=issue.stats.valid + issue.stats.skipped_total,
         warnings=[
             *issue.rendered.warnings,
             *issue.subscribers.notes,
@@ -408,6 +469,44 @@ def count_to_send(issue: Issue, rules: SkipRules) -> int:
     if rules.skips_nobody:
         return issue.stats.valid
     return sum(rules.check(sub.key)[1] is None for sub in recipients(issue))
+
+
+def secret_digests(settings: Settings) -> tuple[str, ...]:
+    """Digests of the unsubscribe secret and of the earlier ones still accepted (current first)."""
+    secrets = (settings.unsubscribe_secret, *settings.unsubscribe_previous_secrets)
+    return tuple(secret_digest(s) for s in dict.fromkeys(secrets) if s)
+
+
+def list_use(settings: Settings) -> Use:
+    """The list id, settings file and secret a send with these settings uses."""
+    secret = secret_digest(settings.unsubscribe_secret) if settings.unsubscribe_secret else ""
+    where = str(settings.settings_file.resolve()) if settings.settings_file is not None else ""
+    return Use(settings.list_id.lower(), where, secret)
+
+
+def list_identity(issue: Issue, journal: j.Journal | None) -> ListIdentity:
+    """This issue's list id, the earlier list ids of the same newsletter, and what changed."""
+    known = journal.list_uses() if journal is not None else []
+    return identify(list_use(issue.settings), secret_digests(issue.settings), known)
+
+
+def same_text_campaigns(issue: Issue, journal: j.Journal | None) -> list[j.CampaignInfo]:
+    """Other campaigns that sent this article's text (under another title, date or subject)
+    and reached someone: a new campaign for it would send the issue again to everyone."""
+    if journal is None or journal.campaign(issue.campaign) is not None:
+        return []
+    return [c for c in journal.campaigns_with_body(issue.article.body_fingerprint) if c.id != issue.campaign]
+
+
+def same_text_refusal(earlier: list[j.CampaignInfo]) -> str:
+    """Why a send (without a person to ask) refuses to start a new campaign for a text already sent."""
+    first = earlier[0]
+    return (
+        f"this article's text was already sent as campaign {first.id!r} ({first.counts.get(j.SENT, 0)} "
+        f"sent, subject «{first.subject}»), but its title or date now makes a new campaign, which would "
+        f"send it again to everyone. Same issue: run with --campaign {first.id}. A new issue on purpose: "
+        "give it its own campaign with --campaign NEW-ID (or 'campaign:' in the front matter)"
+    )
 
 
 def campaign_warnings(issue: Issue, journal: j.Journal | None) -> list[str]:

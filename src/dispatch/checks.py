@@ -15,17 +15,18 @@ from typing import Literal
 
 from dispatch.dkim import aligned
 from dispatch.errors import DispatchError
-from dispatch.settings import Settings
+from dispatch.settings import PREFIX, Settings
+from dispatch.settings.table import PLACEHOLDERS
 
-Level = Literal["blocking", "warning"]
+Level = Literal["blocking", "refused", "warning"]
 GMAIL_CLIP_BYTES = 100_000  # Gmail clips at about 102 KB of HTML (HTML-03)
 MAX_SUBJECT = 100
 MIN_SECRET = 32
-EXAMPLE_SECRET = "example-only-replace-me-0123456789abcdefghij"  # noqa: S105 - the public one in .env.example
 _MAKE_ONE = "make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 _SHOW = "the template must show {what}; keep the built-in footer (or add it to yours)"
 
-# code -> message; codes in BLOCKING stop a send, the others are warnings.
+# code -> message; codes in BLOCKING stop a send (and fail a dry run), codes in REFUSED stop a real
+# send and `dispatch check` but leave a dry run a clean demo (example values), the others warn.
 MESSAGES = {
     "no-from": "DISPATCH_FROM is not set; set it like DISPATCH_FROM='News <news@example.org>'",
     "no-unsubscribe": "no unsubscribe link or header: set DISPATCH_UNSUBSCRIBE_URL (https) and/or _MAILTO",
@@ -35,6 +36,8 @@ MESSAGES = {
     "short-unsubscribe-secret": "DISPATCH_UNSUBSCRIBE_SECRET is under 32 characters; " + _MAKE_ONE,
     "example-unsubscribe-secret": "DISPATCH_UNSUBSCRIBE_SECRET is the published example from .env.example "
     "(anyone could forge unsubscribe links); " + _MAKE_ONE,
+    "example-value": "{key} is still the example {value!r} (from dispatch init or .env.example); "
+    "replace it with your own",
     "dkim-not-aligned": "DISPATCH_DKIM_DOMAIN {dkim} does not align with the From domain {domain}, so DMARC "
     "fails; sign with {domain} (or a domain it is under)",
     "free-mail-from": "DISPATCH_FROM is at {domain}, whose DMARC policy fails its mail sent from other "
@@ -77,6 +80,7 @@ BLOCKING = frozenset(
     | {"no-unsubscribe-link-html", "no-unsubscribe-link-text", "no-postal-address-html"}
     | {"no-postal-address-text"}
 )
+REFUSED = frozenset({"example-value", "example-unsubscribe-secret"})
 
 
 class CheckError(DispatchError):
@@ -93,12 +97,19 @@ class Problem:
 
     @property
     def blocking(self) -> bool:
+        """It stops a dry run too (exit 2)."""
         return self.level == "blocking"
+
+    @property
+    def refuses_send(self) -> bool:
+        """A real send (and ``dispatch check``) refuses to start."""
+        return self.level != "warning"
 
 
 def problem(code: str, **values: object) -> Problem:
     """The problem ``code`` with its message filled in."""
-    return Problem("blocking" if code in BLOCKING else "warning", code, MESSAGES[code].format(**values))
+    level: Level = "blocking" if code in BLOCKING else "refused" if code in REFUSED else "warning"
+    return Problem(level, code, MESSAGES[code].format(**values))
 
 
 # --- settings -------------------------------------------------------------------------------
@@ -183,11 +194,22 @@ def settings_problems(settings: Settings) -> list[Problem]:
         ("no-postal-address", not settings.postal_address.strip(), {}),
         ("no-unsubscribe-secret", not secret, {}),
         ("short-unsubscribe-secret", 0 < len(secret) < MIN_SECRET, {}),
-        ("example-unsubscribe-secret", secret == EXAMPLE_SECRET, {}),
         ("dkim-not-aligned", bool(dkim and domain and not aligned(domain, dkim)), where),
         ("free-mail-from", bool(domain) and free_mail_domain(domain), where),
     ]
-    return [problem(code, **values) for code, failed, values in checks if failed] + _relay_problems(settings)
+    found = [problem(code, **values) for code, failed, values in checks if failed]
+    return found + _example_problems(settings) + _relay_problems(settings)
+
+
+def _example_problems(settings: Settings) -> list[Problem]:
+    """Each setting still holding the example value ``dispatch init`` or ``.env.example`` wrote."""
+    found = []
+    for key in settings.placeholders():
+        if key == PREFIX + "UNSUBSCRIBE_SECRET":
+            found.append(problem("example-unsubscribe-secret"))
+        else:
+            found.append(problem("example-value", key=key, value=PLACEHOLDERS[key]))
+    return found
 
 
 # --- content --------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from dispatch.campaign import (
     Issue,
     RunSummary,
     campaign_warnings,
+    list_identity,
+    list_use,
     recipients,
     summary_for,
 )
@@ -76,6 +78,7 @@ class SendOptions:
     progress: Progress | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     sleep: Callable[[float], object] | None = None  # the backoff wait; default: stop.wait
+    list_ids: tuple[str, ...] = ()  # the list and its earlier ids (default: the list alone)
 
 
 class _Run:
@@ -93,17 +96,17 @@ class _Run:
         self.settings = issue.settings
         self.sender = issue.factory.sender.addr_spec  # MAIL FROM of every message
         self.rules = SkipRules(
-            journal, options.suppressions, issue.campaign, issue.settings.list_id,
+            journal, options.suppressions, issue.campaign, options.list_ids or issue.settings.list_id,
             resend_unknown=options.resend_unknown, retry_failed=options.retry_failed,
         )  # fmt: skip
-        self.late_suppressed: list[str] = []  # suppressed while the run was under way
+        self.late_suppressed: list[tuple[str, str]] = []  # (address, reason): suppressed during the run
         self.pacer = Pacer(self.settings.rate)
         self.lock = threading.Lock()
         self.stop = options.stop
         self.abort = ""
         self.limit_reached = False
         self.crash: BaseException | None = None
-        self.attempted = self.failed = self.sent = 0
+        self.attempted = self.failed = self.sent = self.deferred = self.unknown = 0
         self.deferred_streak = 0  # recipients deferred in a row: a relay refusing everything
         self.unknown_streak = 0  # replies to the data lost in a row: a relay that loses every answer
         self.untouched = 0  # recipients never tried before and not tried now: still pending
@@ -126,20 +129,16 @@ class _Run:
             return False
         return reservation
 
-    def settle_suppressed(self, sub: Subscriber, prior: str | None, reason: str) -> None:
-        """A recipient still owed a message (deferred) who is now suppressed is owed nothing:
-        the journal says so, so later runs stop counting them as deferred."""
-        if self.journal is not None and prior == j.DEFERRED:
-            self.journal.outcome(
-                self.issue.campaign, sub.key, sub.email, j.SUPPRESSED, code=None, enhanced="",
-                reply=f"suppressed ({reason}) after it was deferred", attempts=0,
-            )  # fmt: skip
+    def settle_suppressed(self, sub: Subscriber, reason: str) -> None:
+        """A suppressed recipient is owed nothing: the journal says so (a deferred one stops
+        counting as deferred), and ``status`` counts them as this run did."""
+        if self.journal is not None:
+            self.journal.suppressed(self.issue.campaign, sub.key, sub.email, reason)
 
     def leave(self, prior: str | None) -> None:
-        """A recipient this run will not try after all."""
-        if prior is None:
-            with self.lock:
-                self.untouched += 1
+        """A recipient this run will not try after all (``prior``: its state before the run)."""
+        with self.lock:
+            self.untouched += 1
 
     def worker(self, work: queue.Queue[_Item | None]) -> None:
         ahead = _Lookahead(work, self.journal)
@@ -178,8 +177,8 @@ class _Run:
         entry = self.rules.suppressed(sub.key)  # an unsubscribe may have come in since the list was read
         if entry is not None:
             with self.lock:
-                self.late_suppressed.append(entry.reason)
-            self.settle_suppressed(sub, prior, entry.reason)
+                self.late_suppressed.append((sub.email, entry.reason))
+            self.settle_suppressed(sub, entry.reason)
             return
         reservation = False if self.stop.is_set() else self.reserve()
         if reservation is False:
@@ -226,6 +225,8 @@ class _Run:
             self.sent += result.status is Status.SENT
             self.failed += result.status is Status.FAILED
             deferred, unknown = result.status is Status.DEFERRED, result.status is Status.UNKNOWN
+            self.deferred += deferred
+            self.unknown += unknown
             self.deferred_streak = self.deferred_streak + 1 if deferred else 0
             self.unknown_streak = self.unknown_streak + 1 if unknown else 0
             failed, attempted = self.failed, self.attempted
@@ -391,9 +392,14 @@ def run_send(issue: Issue, journal: j.Journal | None, options: SendOptions) -> R
         return _send(issue, None, options, summary)
     with journal.lock(issue.campaign):
         summary = summary_for(issue)
-        summary.warnings += warnings + campaign_warnings(issue, journal)
+        identity = list_identity(issue, journal)
+        summary.warnings += warnings + campaign_warnings(issue, journal) + list(identity.notes)
+        options = replace(options, list_ids=identity.list_ids)
+        journal.record_list(list_use(issue.settings))
         source = str(issue.article.source.resolve())
-        old = journal.begin(issue.campaign, issue.subject, issue.article.fingerprint, source)
+        old = journal.begin(
+            issue.campaign, issue.subject, issue.article.fingerprint, source, issue.article.body_fingerprint
+        )
         summary.content_changed = old is not None
         summary.recovered_unknown = journal.recover(issue.campaign)
         if issue.settings.give_up_days:
@@ -441,14 +447,20 @@ def _feed(issue: Issue, run: _Run, options: SendOptions, summary: RunSummary) ->
     todo = 0
     try:
         for sub in options.only if options.only is not None else recipients(issue):
-            state, reason, detail = run.rules.check(sub.key, store=False)
+            # (with --limit, suppressed readers must not use up the limit: ask the store now)
+            state, reason, detail = run.rules.check(sub.key, store=bool(options.limit))
+            if reason is None and ((options.limit and todo >= options.limit) or run.stop.is_set()):
+                entry = run.rules.suppressed(sub.key)  # left for later, unless suppressed: say which
+                reason, detail = (Skip.SUPPRESSED, entry.reason) if entry is not None else (None, "")
+                if reason is None:
+                    run.leave(state)  # counted as left, nothing more is sent
+                    continue
             if reason is not None:
-                summary.count_skip(reason, detail)
+                summary.count_skip(reason, detail, sub.email)
+                if reason is Skip.SUPPRESSED:
+                    run.settle_suppressed(sub, detail)
                 continue
             todo += 1
-            if (options.limit and todo > options.limit) or run.stop.is_set():
-                run.leave(state)  # counted as left, nothing more is sent
-                continue
             try:
                 data, mid = issue.message(sub)
                 data = issue.factory.for_wire(data)
@@ -467,9 +479,10 @@ def _feed(issue: Issue, run: _Run, options: SendOptions, summary: RunSummary) ->
 
 def _collect(run: _Run, summary: RunSummary) -> None:
     """Fill in the summary: from the journal for a campaign, from the results for a test send."""
-    for reason in run.late_suppressed:
-        summary.count_skip(Skip.SUPPRESSED, reason)
+    for email, reason in run.late_suppressed:
+        summary.count_skip(Skip.SUPPRESSED, reason, email)
     summary.sent_now = run.sent
+    summary.failed_now, summary.deferred_now, summary.unknown_now = run.failed, run.deferred, run.unknown
     for item in run.unbuildable:
         summary.skipped.skip(item)
     summary.aborted = run.abort

@@ -161,9 +161,13 @@ def parse(text: str) -> tuple[dict[str, str], str]:
         if raw.strip():
             head.append(raw.strip())
             alone.append(i + 1 >= len(lines) or not lines[i + 1].strip())
-    motto, attribution, pos = _motto(head)
     date = kicker = ""
-    if pos + 1 < len(head) and _dated(head[pos]):  # a date line above the title
+    start = 0
+    if len(head) > 2 and _dated(head[0]) and _split_motto(head[1]):  # a date line above the motto
+        date, start = _dated(head[0]), 1
+    motto, attribution, used = _motto(head[start:])
+    pos = start + used
+    if pos + 1 < len(head) and _dated(head[pos]) and not date:  # a date line above the title
         date = _dated(head[pos])
         pos += 1
     if (
@@ -225,7 +229,8 @@ def _motto(head: list[str]) -> tuple[str, str, int]:
     pos = 1
     if not attribution:
         nxt = head[pos]
-        after = head[pos + 1] if pos + 1 < len(head) else ""
+        later = [line for line in head[pos + 1 :] if not _dated(line)]  # a date line may come between
+        after = later[0] if later else ""
         # An attribution is dashed, or a short line followed by another short line (the title).
         if nxt[0] in _DASHES or (_is_short(nxt) and _is_short(after) and not _is_byline_or_date(after)):
             attribution = nxt.lstrip(_DASHES).strip()

@@ -20,12 +20,12 @@ def preflight(issue: Issue) -> list[Problem]:
     found = settings_problems(settings) + content_problems(html, text, issue.subject, footer=footer)
     found += [Problem("warning", "plan", note) for note in issue.notes]
     unique = list(dict.fromkeys(found))
-    return [p for p in unique if p.blocking] + [p for p in unique if not p.blocking]
+    return sorted(unique, key=lambda p: ("blocking", "refused", "warning").index(p.level))
 
 
 def require_no_blocking(problems: list[Problem]) -> None:
-    """ConfigError (exit 2, nothing sent) naming the first blocking problem."""
-    blocking = [p for p in problems if p.blocking]
+    """ConfigError (exit 2, nothing sent) naming the first problem that refuses a send."""
+    blocking = [p for p in problems if p.refuses_send]
     if blocking:
         more = f" (and {len(blocking) - 1} more: run 'dispatch check')" if len(blocking) > 1 else ""
         raise ConfigError(f"refusing to send: {blocking[0].message}{more}")

@@ -18,7 +18,7 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 
 from dispatch.assets import previewable
-from dispatch.campaign import Issue, RunSummary, campaign_warnings, recipients, summary_for
+from dispatch.campaign import Issue, RunSummary, campaign_warnings, list_identity, recipients, summary_for
 from dispatch.errors import ConfigError, InputError
 from dispatch.files import OutputFolder
 from dispatch.preflight import preflight
@@ -87,8 +87,15 @@ class PreviewWriter:
             list_id=settings.list_id,
             already_sent=summary.already_sent,
             skipped=summary.skipped.skipped,
+            skipped_total=summary.skipped.skipped_total,
             warnings=summary.warnings,
             problems=summary.blocking,
+            refused=summary.refused,
+            state=summary.state.describe() if summary.state is not None else "",
+            rows=summary.rows,
+            accounting=summary.accounting(),
+            suppressed=summary.suppressed_who,
+            suppressed_total=summary.suppressed,
             first=self._first,
             messages=self._entries,
         )
@@ -150,31 +157,38 @@ def run_dry(
     resend_unknown: bool = False,
     retry_failed: bool = False,
     inputs: Iterable[Path] = (),
+    refused: Iterable[str] = (),
 ) -> RunSummary:
     """Render and check every message a send would send; write all (or the first few) to
     ``folder``. With the journal (read-only), recipients a real send would skip are skipped
     here too, and still previewed (marked) among the first few, so a sent campaign can be
-    looked at again."""
+    looked at again. ``refused``: what a real send would refuse, found by the caller."""
     summary = summary_for(issue, dry_run=True)
+    if only is not None:
+        summary.rows = len(only)
     problems = preflight(issue)
+    identity = list_identity(issue, state)
     summary.blocking = [p.message for p in problems if p.blocking]
-    summary.warnings += [p.message for p in problems if not p.blocking] + campaign_warnings(issue, state)
+    summary.refused = [p.message for p in problems if p.level == "refused"] + list(refused)
+    summary.warnings += [p.message for p in problems if not p.refuses_send] + campaign_warnings(issue, state)
+    summary.warnings += identity.notes
     writer = PreviewWriter(folder, issue.subject, inputs)
     if suppressions is not None and not suppressions.count():
         suppressions = None  # an empty store: a dry run (unlike a send) need not ask it again
-    rules = SkipRules(
-        state, suppressions, issue.campaign, issue.settings.list_id, resend_unknown, retry_failed
-    )
+    rules = SkipRules(state, suppressions, issue.campaign, identity.list_ids, resend_unknown, retry_failed)
+    seen = 0
     try:
         for sub in only if only is not None else recipients(issue):
             _, reason, detail = rules.check(sub.key)
             if reason is None and limit and summary.pending >= limit:
                 break
+            seen += 1
             show = write_all or summary.written < preview_count
             _preview_one(issue, writer, summary, sub, (reason, detail), show=show)
     except BaseException:
         writer.out.close()  # what was written stays recorded as dispatch's own
         raise
+    summary.beyond_limit = (len(only) if only is not None else issue.stats.valid) - seen
     summary.preview = writer.close(summary, issue.settings)
     return summary
 
@@ -191,13 +205,14 @@ def _preview_one(
     """Count one recipient as a send would, and write its message if it is among those shown."""
     reason, detail = skip
     if reason is not None:
-        summary.count_skip(reason, detail)
+        summary.count_skip(reason, detail, sub.email)
         if not show:
             return  # a send would skip it: nothing to build
     try:
         data, _ = issue.message(sub)
     except (ValueError, UnicodeError, ConfigError) as err:  # as in a send: skipped, with its line
-        summary.skipped.skip(Skipped(sub.line, f"the message could not be built: {err}"))
+        if reason is None:
+            summary.skipped.skip(Skipped(sub.line, f"the message could not be built: {err}"))
         return
     summary.pending += reason is None
     if show:

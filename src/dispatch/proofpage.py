@@ -101,8 +101,15 @@ class ProofData:
     list_id: str = ""
     already_sent: int = 0
     skipped: Sequence[SkippedRow] = ()
+    skipped_total: int | None = None  # all skipped rows (``skipped`` may hold only the first ones)
     warnings: Sequence[str] = ()
-    problems: Sequence[str] = ()  # a real send would refuse
+    problems: Sequence[str] = ()  # blocking: a real send would refuse, and so does the dry run
+    refused: Sequence[str] = ()  # example values: a real send would refuse them
+    state: str = ""  # where the journal and the suppression store are, and how it was found
+    rows: int | None = None  # the list's rows, which ``accounting`` adds up to
+    accounting: Sequence[tuple[str, int]] = ()  # (what happened, how many) for every row
+    suppressed: Sequence[tuple[str, str]] = ()  # (address, reason), the first of them
+    suppressed_total: int = 0
     first: FirstMessage | None = None
     messages: Iterable[MessageEntry] = ()
     max_skipped: int = MAX_SKIPPED
@@ -200,6 +207,15 @@ def _banner(data: ProofData) -> str:
 
 def _checks(data: ProofData) -> str:
     parts: list[str] = []
+    if data.refused:
+        items = "".join(f"<li>{_v(p)}</li>" for p in data.refused)
+        parts.append(
+            '<section class="box problems" aria-labelledby="refused">\n'
+            f'<h2 id="refused">A real send would refuse: {_plural(len(data.refused), "example value")} '
+            "or setting to replace</h2>\n"
+            f"<ul>{items}</ul>\n<p>This dry run shows the issue anyway; replace them before sending.</p>\n"
+            "</section>\n"
+        )
     if data.problems:
         items = "".join(f"<li>{_v(p)}</li>" for p in data.problems)
         parts.append(
@@ -207,7 +223,7 @@ def _checks(data: ProofData) -> str:
             f'<h2 id="problems">A real send would refuse: {_plural(len(data.problems), "problem")}</h2>\n'
             f"<ul>{items}</ul>\n</section>\n"
         )
-    else:
+    elif not data.refused:
         parts.append('<p class="box ok">No blocking problems: a real send would go ahead.</p>\n')
     if data.warnings:
         items = "".join(f"<li>{_v(w)}</li>" for w in data.warnings)
@@ -225,14 +241,40 @@ def _summary(data: ProofData) -> str:
         ("Reply-To", _v(data.reply_to)),
         ("List-Id", _v(data.list_id)),
         ("Campaign", _v(data.campaign)),
+        ("State", _v(data.state)),
         ("Will be sent", f"{data.to_send:,}"),
         ("Already sent", f"{data.already_sent:,}"),
-        ("Skipped rows", f"{len(data.skipped):,}"),
+        ("Suppressed", f"{data.suppressed_total:,}"),
+        ("Skipped rows", f"{_skipped_total(data):,}"),
     ]
+    if data.rows is not None:
+        added = " + ".join(f"{n:,} {what}" for what, n in data.accounting if n)
+        rows.append(("Every row", f"{data.rows:,} rows = {added or '0'}"))
     items = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in rows)
     return (
         '<section aria-labelledby="summary">\n<h2 id="summary">Summary</h2>\n'
-        f'<dl class="summary">{items}</dl>\n{_skipped(data)}</section>\n'
+        f'<dl class="summary">{items}</dl>\n{_suppressed(data)}{_skipped(data)}</section>\n'
+    )
+
+
+def _skipped_total(data: ProofData) -> int:
+    return len(data.skipped) if data.skipped_total is None else data.skipped_total
+
+
+def _suppressed(data: ProofData) -> str:
+    if not data.suppressed:
+        return ""
+    shown = data.suppressed[: max(data.max_skipped, 0)]
+    rows = "".join(f"<tr><td>{_v(email)}</td><td>{_v(reason)}</td></tr>\n" for email, reason in shown)
+    more = data.suppressed_total - len(shown)
+    tail = f"<p>… and {_plural(more, 'more suppressed reader')}, not listed here.</p>\n" if more > 0 else ""
+    is_open = " open" if data.suppressed_total <= OPEN_SKIPPED else ""
+    return (
+        f"<details{is_open}>\n<summary>Who is suppressed ({_plural(data.suppressed_total, 'reader')}), "
+        "and why</summary>\n"
+        '<table>\n<caption class="vh">Suppressed readers of the subscriber list</caption>\n'
+        '<thead><tr><th scope="col">Address</th><th scope="col">Reason</th></tr></thead>\n'
+        f"<tbody>\n{rows}</tbody>\n</table>\n{tail}</details>\n"
     )
 
 
@@ -241,12 +283,13 @@ def _skipped(data: ProofData) -> str:
         return ""
     shown = data.skipped[: max(data.max_skipped, 0)]
     rows = "".join(f"<tr><td>{s.line:,}</td><td>{_v(s.reason)}</td></tr>\n" for s in shown)
-    more = len(data.skipped) - len(shown)
+    total = _skipped_total(data)
+    more = total - len(shown)
     tail = f"<p>… and {_plural(more, 'more skipped row')}, not listed here.</p>\n" if more > 0 else ""
-    is_open = " open" if len(data.skipped) <= OPEN_SKIPPED else ""
+    is_open = " open" if total <= OPEN_SKIPPED else ""
     return (
-        f"<details{is_open}>\n<summary>Why {_plural(len(data.skipped), 'row')} of the list "
-        f"{'is' if len(data.skipped) == 1 else 'are'} skipped</summary>\n"
+        f"<details{is_open}>\n<summary>Why {_plural(total, 'row')} of the list "
+        f"{'is' if total == 1 else 'are'} skipped</summary>\n"
         '<table>\n<caption class="vh">Skipped rows of the subscriber list</caption>\n'
         '<thead><tr><th scope="col" class="num">Line</th><th scope="col">Reason</th></tr></thead>\n'
         f"<tbody>\n{rows}</tbody>\n</table>\n{tail}</details>\n"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 from dispatch.campaign import RunSummary, human_size
 from dispatch.errors import InputError
+from dispatch.settings import StateLocation
 from dispatch.state import journal as j
+from dispatch.state.suppression import SuppressionStore
 
 MAX_LISTED = 50
 
@@ -25,9 +27,22 @@ def _skipped(summary: RunSummary) -> list[str]:
 
 
 def _warnings(summary: RunSummary) -> list[str]:
-    return [f"  Blocking:      {b}" for b in summary.blocking] + [
-        f"  Warning:       {w}" for w in summary.warnings
-    ]
+    refused = "Refused:" if summary.dry_run else "Blocking:"
+    return (
+        [f"  Blocking:      {b}" for b in summary.blocking]
+        + [f"  {refused:<14} {r}" for r in summary.refused]
+        + [f"  Warning:       {w}" for w in summary.warnings]
+    )
+
+
+def _state(summary: RunSummary) -> list[str]:
+    return [f"  State:         {summary.state.describe()}"] if summary.state is not None else []
+
+
+def _rows(summary: RunSummary) -> list[str]:
+    """``Every row:     8 = 5 would be sent + 3 skipped rows``: the counts add up."""
+    added = " + ".join(f"{n:,} {what}" for what, n in summary.accounting() if n)
+    return [f"  Every row:     {summary.rows:,} = {added or '0'}"]
 
 
 def _reasons(summary: RunSummary) -> str:
@@ -44,6 +59,8 @@ def dry_run_report(summary: RunSummary, *, all_written: bool) -> str:
         + (f" ({summary.already_sent} already sent earlier)" if summary.already_sent else ""),
         *([f"  Suppressed:    {summary.suppressed} ({_reasons(summary)})"] if summary.suppressed else []),
         *_skipped(summary),
+        *_rows(summary),
+        *_state(summary),
         f"  HTML size:     {human_size(summary.html_size)} per message, CSS inlined",
         *_warnings(summary),
     ]
@@ -52,6 +69,11 @@ def dry_run_report(summary: RunSummary, *, all_written: bool) -> str:
     if summary.blocking:
         lines.append(
             "A real send would refuse to start: fix what is marked Blocking above, then dry-run again."
+        )
+    elif summary.refused:
+        lines.append(
+            "A real send would refuse to start until you replace what is marked Refused above "
+            "(example values); then send without --dry-run."
         )
     else:
         lines.append("To send for real, run the same command without --dry-run.")
@@ -71,11 +93,17 @@ def send_report(summary: RunSummary, endpoint: str, sender: str = "") -> str:
         lines.append(f"  Already sent:  {summary.already_sent} (skipped: never sent twice)")
     if summary.suppressed:
         lines.append(f"  Suppressed:    {summary.suppressed} ({_reasons(summary)})")
-    for label, value in (("Failed", summary.failed), ("Deferred", summary.deferred),
-                         ("Unknown", summary.unknown), ("Pending", summary.pending)):  # fmt: skip
-        if value:
-            lines.append(f"  {label + ':':<14} {value}")
+    for label, now, total in (("Failed", summary.failed_now, summary.failed),
+                              ("Deferred", summary.deferred_now, summary.deferred),
+                              ("Unknown", summary.unknown_now, summary.unknown)):  # fmt: skip
+        if total:
+            overall = f" (campaign total {total})" if total != now else ""
+            lines.append(f"  {label + ':':<14} {now} now{overall}")
+    if summary.pending:
+        lines.append(f"  Pending:       {summary.pending} (not tried this run)")
     lines += _skipped(summary)
+    lines += _rows(summary) if not summary.test_send else []
+    lines += _state(summary)
     lines += _warnings(summary)
     for failure in summary.failures[:MAX_LISTED]:
         code = f"{failure.code} " if failure.code else ""
@@ -114,49 +142,64 @@ def _ago(when: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(when))
 
 
-def status_report(journal: j.Journal | None, campaign: str, state_dir: Path) -> tuple[Any, str]:
+def status_report(
+    journal: j.Journal | None, campaign: str, location: StateLocation, store: SuppressionStore | None = None
+) -> tuple[Any, str]:
     """(JSON-able data, text) for ``dispatch status [CAMPAIGN]``."""
+    where = location.describe()
+    state = {"backend": "sqlite", "path": str(location.path), "found_by": location.found_by}
     if campaign:
         info = journal.campaign(campaign) if journal is not None else None
         if journal is None or info is None:
-            raise InputError(f"no campaign {campaign!r} in {state_dir}; run 'dispatch status' to list them")
-        return _campaign_report(journal, info)
+            raise InputError(f"no campaign {campaign!r} in {where}; run 'dispatch status' to list them")
+        data, text = _campaign_report(journal, info)
+        return {"state": state, **data}, f"{text}\n  State: {where}"
     infos = journal.campaigns() if journal is not None else []
     data = {
-        "state_dir": str(state_dir),
+        "state": state,
+        "state_dir": str(location.path),
+        "suppressed_addresses": store.count() if store is not None else 0,
         "campaigns": [
             {"campaign": c.id, "subject": c.subject, "recipients": c.recipients, "updated": _ago(c.updated),
-             **_counts(c)}
+             **_counts(c, journal)}
             for c in infos
         ],
     }  # fmt: skip
-    lines = [f"Campaigns in {state_dir}:"] if infos else [f"No campaigns yet in {state_dir}."]
+    lines = [f"Campaigns in {where}:"] if infos else [f"No campaigns yet in {where}."]
     for c in infos:
-        counts = ", ".join(f"{k} {v}" for k, v in _counts(c).items() if v)
+        counts = ", ".join(f"{k} {v}" for k, v in _counts(c, journal).items() if v)
         lines.append(f"  {c.id}  ({_ago(c.updated)})  {c.subject}\n    {counts or 'nothing recorded'}")
     return data, "\n".join(lines)
 
 
-def _counts(info: j.CampaignInfo) -> dict[str, int]:
-    """Counts by state, with pending = the latest list's recipients not yet reached."""
+def _counts(info: j.CampaignInfo, journal: j.Journal | None) -> dict[str, int]:
+    """Counts by state, with pending = the latest list's recipients not yet reached. Rows left
+    in flight by a run that is no longer running are unknown, as the next run records them."""
     counts = dict(info.counts)
+    if counts.get(j.IN_FLIGHT) and journal is not None and not journal.running(info.id):
+        counts[j.UNKNOWN] = counts.get(j.UNKNOWN, 0) + counts.pop(j.IN_FLIGHT)
+        counts[j.IN_FLIGHT] = 0
     reached = sum(v for k, v in counts.items() if k != j.PENDING)
     counts[j.PENDING] = max(0, info.recipients - reached)
     return counts
 
 
 def _campaign_report(journal: j.Journal, info: j.CampaignInfo) -> tuple[Any, str]:
-    records = journal.records(info.id, (j.FAILED, j.DEFERRED, j.UNKNOWN))
+    running = journal.running(info.id)
+    records = journal.records(
+        info.id, (j.FAILED, j.DEFERRED, j.UNKNOWN, *(() if running else (j.IN_FLIGHT,)))
+    )
+    records = [r if r.state != j.IN_FLIGHT else replace(r, state=j.UNKNOWN) for r in records]
     problems = [
         {"email": r.email, "state": r.state, "code": r.code, "enhanced": r.enhanced, "message": r.reply,
          "hard_bounce": r.hard_bounce, "attempts": r.attempts}
         for r in records
     ]  # fmt: skip
-    data = {"campaign": info.id, "subject": info.subject, "recipients": info.recipients, **_counts(info),
-            "problems": problems}  # fmt: skip
+    data = {"campaign": info.id, "subject": info.subject, "recipients": info.recipients,
+            **_counts(info, journal), "problems": problems}  # fmt: skip
     lines = [
         f"{info.id}: {info.subject}",
-        "  " + ", ".join(f"{k} {v}" for k, v in _counts(info).items() if v),
+        "  " + ", ".join(f"{k} {v}" for k, v in _counts(info, journal).items() if v),
     ]
     for r in records:
         bounce = " (hard bounce)" if r.hard_bounce else ""

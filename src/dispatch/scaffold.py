@@ -18,122 +18,22 @@ from pathlib import Path
 from dispatch.errors import InputError
 from dispatch.files import read_regular
 from dispatch.render import HTML_TEMPLATE, TEXT_TEMPLATE, builtin_template_dir
+from dispatch.settings.envfile import INIT_HEADER, env_text
+from dispatch.settings.table import PLACEHOLDERS
 
 ENV_FILE, ARTICLE_FILE, TEMPLATE_FOLDER = ".env", "article.md", "templates"
 SUBSCRIBERS_FILE = "subscribers.csv"
 TEMPLATE_FILES = (HTML_TEMPLATE, TEXT_TEMPLATE, "style.css")
 PRIVATE, PUBLIC = 0o600, 0o644  # .env and the list hold secrets and addresses; the rest does not
 
-ENV_TEXT = """\
-# dispatch settings for this newsletter, written by `dispatch init` on {today}.
-# Readable by you only (0600): it holds the unsubscribe secret, and later the SMTP password.
-# Real environment variables beat this file; command-line options beat both.
-#
-# As written, a dry run works at once:  dispatch send article.md --dry-run
-# Before a real send, change every value marked EDIT (they are examples at example.org).
-# A line that starts with # is off: remove the # to set it. An empty value means the default.
+POSTAL = PLACEHOLDERS["DISPATCH_POSTAL_ADDRESS"]
 
-# --- The relay: the SMTP server that delivers the mail ------------------------------------
-# EDIT: 127.0.0.1 with no security is a stand-in that lets a dry run work (a dry run opens
-# no connection). For a real send, your provider's relay, for example:
-#   DISPATCH_SMTP_HOST=smtp.example.com
-#   DISPATCH_SMTP_PORT=587
-#   DISPATCH_SMTP_SECURITY=starttls
-# Security: starttls (port 587), ssl (port 465), or none (port 25, only for a relay on this
-# machine: dispatch never sends a password in clear text over the network).
-DISPATCH_SMTP_HOST=127.0.0.1
-DISPATCH_SMTP_PORT=25
-DISPATCH_SMTP_SECURITY=none
-# EDIT: the login your provider gave you (empty: no login).
-DISPATCH_SMTP_USER=
-DISPATCH_SMTP_PASSWORD=
-# A private CA certificate (PEM) for an internal relay; the system's trust store and
-# SSL_CERT_FILE apply anyway. Certificates are always verified.
-# DISPATCH_SMTP_CA_FILE=relay-ca.pem
-# Seconds to wait for a connection and for each reply (default 30).
-# DISPATCH_SMTP_TIMEOUT=30
-# The name given in EHLO (default: this machine's name), and the largest message dispatch
-# will send (default 10MB).
-# DISPATCH_EHLO_NAME=mail.example.org
-# DISPATCH_MAX_MESSAGE_SIZE=10MB
 
-# --- The sender ---------------------------------------------------------------------------
-# EDIT: who the newsletter is from (an address at your own domain, which your relay may send
-# for), and where replies go.
-DISPATCH_FROM="Example Society <newsletter@example.org>"
-DISPATCH_REPLY_TO=editors@example.org
-# EDIT: who sends it, and a postal address: both shown in every footer (CAN-SPAM and other
-# laws ask for the address). The address below is a fake example.
-DISPATCH_ORGANIZATION="The Example Society"
-DISPATCH_POSTAL_ADDRESS="{postal}"
+def env_file_text(today: str, secret: str) -> str:
+    """The ``.env`` init writes: every setting from the one table, a fresh secret."""
+    values = {"DISPATCH_UNSUBSCRIBE_SECRET": secret, "DISPATCH_SUBSCRIBERS": SUBSCRIBERS_FILE}
+    return env_text(INIT_HEADER.format(today=today), values)
 
-# --- The list and unsubscribing -----------------------------------------------------------
-# The default subscriber list, relative to this file (-s FILE overrides it).
-DISPATCH_SUBSCRIBERS={subscribers}
-# EDIT: the newsletter's identity (List-Id), a name under your domain. An unsubscribe applies
-# to this list only, so choose it once and keep it.
-DISPATCH_LIST_ID=news.example.org
-# EDIT: the public https address of `dispatch serve` (behind your HTTPS reverse proxy). Each
-# message's link carries a sealed token in place of {{token}}, naming the reader and the list.
-DISPATCH_UNSUBSCRIBE_URL=https://example.org/unsubscribe/{{token}}
-# A mailbox for unsubscribe requests by email, too; set it only if someone acts on each one.
-# DISPATCH_UNSUBSCRIBE_MAILTO=unsubscribe@example.org
-# The key that seals unsubscribe tokens: generated for this newsletter, at random. Keep it
-# secret, and keep it: links in issues already sent stop working if it changes.
-DISPATCH_UNSUBSCRIBE_SECRET={secret}
-
-# --- DKIM signing (all three, or none) ----------------------------------------------------
-# Signs each message so receivers can tell it is yours. Make a key and its DNS record with:
-#   dispatch dkim keygen --selector s2026 --domain example.org
-# DISPATCH_DKIM_KEY_FILE=dkim-s2026.pem
-# DISPATCH_DKIM_SELECTOR=s2026
-# DISPATCH_DKIM_DOMAIN=example.org
-
-# --- DNS ----------------------------------------------------------------------------------
-# The resolver `dispatch check --dns` asks about SPF, DMARC and DKIM (default: the system's).
-# DISPATCH_DNS_SERVER=127.0.0.1:53
-
-# --- The unsubscribe endpoint (dispatch serve) --------------------------------------------
-# Where it listens; put your HTTPS reverse proxy in front (defaults 127.0.0.1 and 8025).
-# DISPATCH_SERVE_HOST=127.0.0.1
-# DISPATCH_SERVE_PORT=8025
-
-# --- State --------------------------------------------------------------------------------
-# The journal (who was sent what, so each reader gets an issue once), the suppression list
-# and locks. Default: $XDG_STATE_HOME/dispatch, usually ~/.local/state/dispatch.
-# DISPATCH_STATE_DIR=~/.local/state/dispatch
-# normal (default), or full to sync every journal write to disk at once (slower).
-# DISPATCH_JOURNAL_SYNC=normal
-
-# --- Throughput ---------------------------------------------------------------------------
-# Parallel connections (default 1), a rate limit (default none; also 600/min or 5000/h), and
-# at most this many messages in any 24 hours across runs (default 0: no limit). Your
-# provider's limits come first: `dispatch check` knows some.
-# DISPATCH_CONNECTIONS=1
-# DISPATCH_RATE=20/s
-# DISPATCH_DAILY_LIMIT=2000
-# Messages per connection before it is re-opened (default 0: no limit).
-# DISPATCH_MAX_PER_CONNECTION=100
-# Retries within a run of a temporary failure (default 3), and the first one's delay in
-# seconds (default 1; it doubles each time).
-# DISPATCH_RETRIES=3
-# DISPATCH_RETRY_DELAY=1
-# Stop the run when more than this share of at least 20 recipients is refused (default 0.5).
-# DISPATCH_MAX_FAILURE_RATIO=0.5
-# Days after the first attempt when a deferred reader counts as failed (default 5).
-# DISPATCH_GIVE_UP_DAYS=5
-
-# --- Looks --------------------------------------------------------------------------------
-# The language, when the article's front matter has no lang: (default: detected from the text).
-# DISPATCH_LANGUAGE=en
-# A masthead logo: an https URL, or an image file here (embedded in each message).
-# DISPATCH_LOGO=logo.png
-# The web version of each issue; adds a "View in browser" link.
-# DISPATCH_WEB_URL=https://example.org/newsletter/
-# The Chromium for --png and --pdf proofs (default: the system's chromium, if found).
-# DISPATCH_CHROMIUM=/usr/bin/chromium
-"""
-POSTAL = "1 Example Street, 00000 Example Town (an example address: replace it)"
 
 SUBSCRIBERS_TEXT = """\
 email,name,status
@@ -211,7 +111,7 @@ def scaffold(folder: Path, *, templates: bool = False) -> Scaffold:
     """Create a newsletter folder in ``folder`` (created if need be). InputError, with nothing
     written, if a file it would write is there already (even as a symlink)."""
     day, secret = datetime.date.today().isoformat(), secrets.token_urlsafe(32)
-    env = ENV_TEXT.format(today=day, postal=POSTAL, subscribers=SUBSCRIBERS_FILE, secret=secret)
+    env = env_file_text(day, secret)
     files = [
         (ENV_FILE, env.encode(), PRIVATE),
         (SUBSCRIBERS_FILE, SUBSCRIBERS_TEXT.encode(), PRIVATE),
@@ -240,9 +140,11 @@ def _write_all(folders: list[Path], files: list[tuple[Path, bytes, int]]) -> tup
     made: list[Path] = []
     try:
         for directory in folders:
-            if not directory.is_dir():
-                directory.mkdir(parents=True)
-                made.append(directory)
+            missing = [d for d in (*reversed(directory.parents), directory) if not d.is_dir()]
+            for each in missing:  # private whatever the umask: the list and .env live here
+                each.mkdir(mode=0o700)
+                each.chmod(0o700)
+                made.append(each)
         for path, data, mode in files:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
             made.append(path)
@@ -251,7 +153,7 @@ def _write_all(folders: list[Path], files: list[tuple[Path, bytes, int]]) -> tup
     except OSError as err:
         for path in reversed(made):
             with contextlib.suppress(OSError):
-                if path in folders:
+                if path.is_dir():
                     path.rmdir()
                 else:
                     path.unlink()

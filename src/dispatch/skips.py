@@ -33,7 +33,7 @@ class SkipRules:
     journal: j.Journal | None = None
     store: SuppressionStore | None = None
     campaign: str = ""
-    list_id: str = ""
+    list_id: str | tuple[str, ...] = ""  # the list, or the list and its earlier ids
     resend_unknown: bool = False
     retry_failed: bool = False
 
@@ -48,8 +48,9 @@ class SkipRules:
             return state, Skip.SENT, ""
         if state == j.FAILED and not self.retry_failed:
             return state, Skip.FAILED, ""
-        if state == j.UNKNOWN and not self.resend_unknown:
-            return state, Skip.UNKNOWN, ""
+        if state in (j.UNKNOWN, j.IN_FLIGHT) and not self.resend_unknown:
+            # in flight when a run died: unknown, as the next send will record it
+            return j.UNKNOWN, Skip.UNKNOWN, ""
         if bounced:
             return state, Skip.SUPPRESSED, "bounced"
         entry = self.suppressed(key) if store else None

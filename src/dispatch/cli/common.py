@@ -192,7 +192,7 @@ def reporting(debug: bool, as_json: bool = False) -> Iterator[None]:
         traceback.print_exc()
     typer.echo(f"dispatch: {kind}: {message}", err=True)
     if as_json:
-        typer.echo(json.dumps({"error": message, "kind": kind, "exit_code": int(code)}, ensure_ascii=False))
+        emit_json({"error": message, "kind": kind, "exit_code": int(code)})
     raise typer.Exit(int(code))
 
 
@@ -203,9 +203,6 @@ def refuse_negative(value: int | None, option: str) -> None:
 
 
 # --- settings -------------------------------------------------------------------------------
-
-PATH_SETTINGS = {"DISPATCH_SUBSCRIBERS", "DISPATCH_STATE_DIR", "DISPATCH_SMTP_CA_FILE"}
-PATH_SETTINGS |= {"DISPATCH_DKIM_KEY_FILE", "DISPATCH_LOGO"}
 
 
 class _Unparsed(logging.Handler):
@@ -248,17 +245,21 @@ def read_env_file(path: Path) -> dict[str, str | None]:
 
 
 def load_settings(env_file: Path | None, overrides: Mapping[str, str | None] | None = None) -> Settings:
-    """Flags beat the real environment, which beats the .env file.
+    """Flags beat the real environment, which beats the settings file (``--env-file``, else
+    ``.env`` in the working folder).
 
-    Relative paths in the file are taken relative to the file's folder.
+    Relative paths in the file are taken relative to the file's folder, and so is a relative
+    ``DISPATCH_STATE_DIR`` from anywhere: the state is found from the newsletter, never from the
+    working folder or the login.
     """
-    from dispatch.settings import Settings, unknown_settings
+    from dispatch.settings import PATHS, Settings, unknown_settings
 
     values: dict[str, str] = {}
     path = env_file or Path(".env")
-    if env_file is not None or os.path.lexists(path):
+    used = env_file is not None or os.path.lexists(path)
+    if used:
         for key, raw in read_env_file(path).items():
-            if raw and key in PATH_SETTINGS and not Path(raw).expanduser().is_absolute() and "://" not in raw:
+            if raw and key in PATHS and not Path(raw).expanduser().is_absolute() and "://" not in raw:
                 raw = str(path.resolve().parent / raw)  # noqa: PLW2901 - relative to the file, for cron
             if raw is not None:
                 values[key] = raw
@@ -274,14 +275,31 @@ def load_settings(env_file: Path | None, overrides: Mapping[str, str | None] | N
         )
     values.update(environment)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return Settings.from_mapping(values)
+    return Settings.from_mapping(values, settings_file=path.absolute() if used else None)
 
 
 def state_dir(settings: Settings) -> Path:
-    """DISPATCH_STATE_DIR, or the platform's state folder."""
-    from dispatch.state.journal import default_state_dir
+    """The state folder (see :attr:`dispatch.settings.Settings.state`)."""
+    return settings.state.path
 
-    return settings.state_dir or default_state_dir()
+
+def state_to_write(settings: Settings, *, ask: bool) -> Path:
+    """The state folder for a command that writes into it. A brand-new state nobody named
+    (no DISPATCH_STATE_DIR, nothing there yet) is refused, exit 2, naming the path and the
+    setting, unless the person at the terminal confirms (``ask``): a state that appears out of
+    nowhere knows neither who already has the issue nor who unsubscribed."""
+    from dispatch.state.location import new_state_problem
+
+    problem = new_state_problem(settings.state)
+    if problem is None:
+        return settings.state.path
+    if ask and sys.stdin is not None and sys.stdin.isatty():
+        typer.echo(f"dispatch: {problem}", err=True)
+        if typer.confirm(f"Start a new, empty state at {settings.state.path}?", default=False):
+            return settings.state.path
+        typer.echo("Nothing sent.", err=True)
+        raise typer.Exit(int(ExitCode.BAD_INPUT))
+    raise ConfigError(problem)
 
 
 def subscribers_path(option: Path | None, settings: Settings) -> Path:
@@ -307,10 +325,15 @@ def inputs(*paths: Path | None) -> list[Path]:
     return found
 
 
+def emit_json(data: Any) -> None:
+    """One JSON document on one line of stdout: a cron log of many runs reads line by line."""
+    typer.echo(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+
+
 def print_summary(summary: RunSummary, as_json: bool, text: str) -> None:
     """The report on stdout, or JSON on stdout and the report on stderr."""
     if as_json:
-        typer.echo(json.dumps(summary.as_json(), ensure_ascii=False, indent=2))
+        emit_json(summary.as_json())
         if text:
             typer.echo(text, err=True)
     else:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -24,9 +23,10 @@ from dispatch.cli.common import (
     TemplateOpt,
     app,
     command,
+    emit_json,
     load_settings,
     reporting,
-    state_dir,
+    state_to_write,
     sub_app,
     subscribers_path,
 )
@@ -64,12 +64,17 @@ def check(
             subject=subject, template_dir=template, encoding=encoding, attach=attach or (),
         )  # fmt: skip
         problems = preflight(issue)
+        location = settings.state
         report: dict[str, Any] = {
             "subject": issue.subject,
             "campaign": issue.campaign,
             "list_id": settings.list_id,
+            "state": {"backend": "sqlite", "path": str(location.path), "found_by": location.found_by},
         }
-        lines = [f"Checked «{issue.subject}» (campaign {issue.campaign}, list {settings.list_id})"]
+        lines = [
+            f"Checked «{issue.subject}» (campaign {issue.campaign}, list {settings.list_id})",
+            f"  State:         {location.describe()}",
+        ]
         if spam:
             sample = next(recipients(issue, 1), None) or trial_subscriber(issue.subscribers.columns)
             more, spam_lines, report["spam"] = _spam(issue.message(sample)[0])
@@ -123,8 +128,8 @@ def _dns(settings: Any) -> tuple[list[Problem], list[str], dict[str, Any]]:
 
 def _print_check(problems: list[Problem], lines: list[str], report: dict[str, Any], as_json: bool) -> None:
     unique = list(dict.fromkeys(problems))
-    blocking = [p for p in unique if p.blocking]
-    warnings = [p for p in unique if not p.blocking]
+    blocking = [p for p in unique if p.refuses_send]
+    warnings = [p for p in unique if not p.refuses_send]
     lines += [f"  Blocking:      {p.message}" for p in blocking]
     lines += [f"  Warning:       {p.message}" for p in warnings]
     verdict = (
@@ -140,7 +145,7 @@ def _print_check(problems: list[Problem], lines: list[str], report: dict[str, An
             "counts": {"blocking": len(blocking), "warnings": len(warnings)},
             "exit_code": int(code),
         }
-        typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        emit_json(report)
     else:
         typer.echo("\n".join([*lines, verdict]))
     raise typer.Exit(int(code))
@@ -177,13 +182,15 @@ def serve(
             raise InputError("--port must be a number from 1 to 65535")
         config = endpoint.ServeConfig(
             url_template=settings.unsubscribe_url, secret=settings.unsubscribe_secret,
-            organization=settings.organization, state_dir=state_dir(settings),
+            organization=settings.organization, state_dir=state_to_write(settings, ask=False),
             lists={settings.list_id: settings.list_id},
         )  # fmt: skip
 
         def announce(url: str) -> None:
             typer.echo(
-                f"dispatch serve: listening on {url} (for {settings.unsubscribe_url}); Ctrl-C stops", err=True
+                f"dispatch serve: listening on {url} (for {settings.unsubscribe_url}); state "
+                f"{settings.state.describe()}; Ctrl-C stops",
+                err=True,
             )
 
         endpoint.serve(config, host or settings.serve_host, port or settings.serve_port, announce=announce)
@@ -201,13 +208,15 @@ ReasonOpt = Annotated[
 ]
 
 
-def _store(env_file: Path | None, *, readonly: bool = False) -> Any:
+def _store(env_file: Path | None, *, readonly: bool = False) -> tuple[Any, str]:
+    """The suppression store (None, read-only, when there is none yet), and which state it is in."""
     from dispatch.state.suppression import SuppressionStore
 
-    folder = state_dir(load_settings(env_file))
+    settings = load_settings(env_file)
+    where = settings.state.describe()
     if readonly:
-        return SuppressionStore.open_existing(folder)
-    return SuppressionStore(folder)
+        return SuppressionStore.open_existing(settings.state.path), where
+    return SuppressionStore(state_to_write(settings, ask=True)), where
 
 
 @command(suppress_app, "add", "Suppress addresses.")
@@ -223,10 +232,11 @@ def suppress_add(
 
     with reporting(debug):
         why, scope = check_reason(reason or "manual"), check_scope(list_id)
-        store = _store(env_file)
+        store, where = _store(env_file)
         added = sum(store.add(a, why, scope=scope, source="manual") for a in addresses)
         typer.echo(
-            f"Suppressed {added} address(es) ({why}, list {scope}); {len(addresses) - added} already were."
+            f"Suppressed {added} address(es) ({why}, list {scope}); {len(addresses) - added} already were. "
+            f"State: {where}"
         )
 
 
@@ -245,17 +255,17 @@ def suppress_remove(
     from dispatch.state.suppression import check_scope
 
     with reporting(debug):
-        store = _store(env_file)
+        store, where = _store(env_file)
         scope = check_scope(list_id) if list_id is not None else None
         removed = sum(store.remove(a, scope=scope) for a in addresses)
-        typer.echo(f"Removed {removed} entr{'y' if removed == 1 else 'ies'}.")
+        typer.echo(f"Removed {removed} entr{'y' if removed == 1 else 'ies'}. State: {where}")
 
 
 @command(suppress_app, "list", "Show the suppressed addresses.")
 def suppress_list(env_file: EnvFileOpt = None, as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
     """Every suppressed address with its reason, list, time and source."""
     with reporting(debug, as_json):
-        store = _store(env_file, readonly=True)
+        store, where = _store(env_file, readonly=True)
         if as_json:
             if store is None:
                 typer.echo("[]")
@@ -265,7 +275,7 @@ def suppress_list(env_file: EnvFileOpt = None, as_json: JsonOpt = False, debug: 
         entries = list(store.entries()) if store is not None else []
         for e in entries:
             typer.echo(f"{e.key}  {e.reason}  list {e.scope}  {e.iso_time}  {e.source}")
-        typer.echo(f"{len(entries)} suppressed.", err=True)
+        typer.echo(f"{len(entries)} suppressed. State: {where}", err=True)
 
 
 @command(suppress_app, "import", "Add the addresses of a CSV file.")
@@ -289,15 +299,23 @@ def suppress_import(
         why = check_reason(reason) if reason else None
         scope = check_scope(list_id) if list_id else None
         settings = load_settings(env_file)
-        report = _store(env_file).import_csv(
+        store, where = _store(env_file)
+        report = store.import_csv(
             file, reason=why, scope=scope, unsubscribe_list=settings.list_id, encoding=encoding
         )
         if as_json:
             skipped = [{"line": s.line, "reason": s.reason} for s in report.skipped]
-            typer.echo(json.dumps({"added": report.added, "existing": report.existing, "skipped": skipped}))
+            state = {
+                "backend": "sqlite",
+                "path": str(settings.state.path),
+                "found_by": settings.state.found_by,
+            }
+            emit_json(
+                {"added": report.added, "existing": report.existing, "skipped": skipped, "state": state}
+            )
             return
         typer.echo(f"Imported {file}: {report.added} added, {report.existing} already there, "
-                   f"{len(report.skipped)} skipped")  # fmt: skip
+                   f"{len(report.skipped)} skipped. State: {where}")  # fmt: skip
         for row in report.skipped[:50]:
             typer.echo(f"  line {row.line}: {row.reason}")
 
@@ -315,7 +333,7 @@ def suppress_export(
     from dispatch.files import OutputFolder
 
     with reporting(debug):
-        store = _store(env_file)
+        store, where = _store(env_file)
         write = store.export_json if as_json else store.export_csv
         if out is None:
             write(sys.stdout)
@@ -325,7 +343,7 @@ def suppress_export(
         folder = OutputFolder(out.parent.resolve(), what="--out")
         folder.write(out.name, buffer.getvalue().encode())
         folder.close()
-        typer.echo(f"Wrote {count} entries to {out}", err=True)
+        typer.echo(f"Wrote {count} entries to {out}. State: {where}", err=True)
 
 
 # --- DKIM -----------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 from contextlib import ExitStack
@@ -23,6 +22,7 @@ from dispatch.cli.common import (
     TemplateOpt,
     app,
     command,
+    emit_json,
     inputs,
     load_settings,
     print_summary,
@@ -30,12 +30,16 @@ from dispatch.cli.common import (
     reporting,
     sender,
     state_dir,
+    state_to_write,
     subscribers_path,
 )
 from dispatch.errors import ExitCode, InputError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from dispatch.campaign import Issue
+    from dispatch.state.journal import CampaignInfo
 
 
 def _confirm(issue: Issue, count: int, yes: bool) -> None:
@@ -105,32 +109,31 @@ def send(
 ) -> None:
     """Send ARTICLE to every subscriber (or check and preview it with --dry-run)."""
     from dispatch.article import load_article
-    from dispatch.campaign import campaign_id, check_campaign_id, count_to_send, named_recipients, plan_issue
+    from dispatch.campaign import (
+        campaign_id,
+        check_campaign_id,
+        count_to_send,
+        list_identity,
+        named_recipients,
+        plan_issue,
+        same_text_campaigns,
+        same_text_refusal,
+    )
     from dispatch.console import progress_bar, stop_on_signals
     from dispatch.delivery import SendOptions, run_send
     from dispatch.preview import run_dry
     from dispatch.report import dry_run_report, send_report
-    from dispatch.settings import parse_rate
     from dispatch.skips import SkipRules
     from dispatch.state import journal as j
     from dispatch.state.suppression import SuppressionStore
 
     with reporting(debug, as_json):
         refuse_negative(limit, "--limit")
-        refuse_negative(daily_limit, "--daily-limit")
-        if connections is not None and connections < 1:
-            raise InputError("--connections must be 1 or more")
-        if rate is not None:
-            parse_rate(rate, "--rate")
-        overrides = {
-            "DISPATCH_CONNECTIONS": None if connections is None else str(connections),
-            "DISPATCH_RATE": rate,
-            "DISPATCH_DAILY_LIMIT": None if daily_limit is None else str(daily_limit),
-        }
-        settings = load_settings(env_file, overrides)
+        settings = load_settings(env_file, _throughput(connections, rate, daily_limit))
         check_campaign_id(campaign, "--campaign")
-        folder = state_dir(settings)
-        journal = None if to or dry_run else j.Journal(folder, durable=settings.journal_sync == "full")
+        real = not (to or dry_run)
+        folder = state_to_write(settings, ask=not yes) if real else state_dir(settings)
+        journal = j.Journal(folder, durable=settings.journal_sync == "full") if real else None
         with ExitStack() as held:
             loaded = load_article(article)
             if journal is not None:  # a second run of this campaign stops here, before any work
@@ -141,18 +144,24 @@ def send(
                 attach=attach or (), loaded=loaded,
             )  # fmt: skip
             only = named_recipients(issue, to) if to else None
-            store = SuppressionStore.open_existing(folder) if dry_run else SuppressionStore(folder)
+            store = SuppressionStore(folder) if real else SuppressionStore.open_existing(folder)
+            on_purpose = bool(campaign or loaded.campaign)  # a campaign the user named
             if dry_run:
+                state = None if to else j.Journal.open_existing(folder)
+                earlier = [] if on_purpose else same_text_campaigns(issue, state)
                 where = (out or Path("dispatch-preview")).resolve()
                 summary = run_dry(
-                    issue, where, write_all=out is not None, limit=limit,
-                    state=None if to else j.Journal.open_existing(folder), suppressions=store, only=only,
-                    resend_unknown=resend_unknown, retry_failed=retry_failed,
+                    issue, where, write_all=out is not None, limit=limit, state=state, suppressions=store,
+                    only=only, resend_unknown=resend_unknown, retry_failed=retry_failed,
+                    refused=[same_text_refusal(earlier)] if earlier else [],
                     inputs=inputs(article, issue.subscribers.path, env_file, template, *(attach or ())),
                 )  # fmt: skip
                 print_summary(summary, as_json, dry_run_report(summary, all_written=out is not None))
                 raise typer.Exit(int(summary.exit_code))
-            rules = SkipRules(journal, store, issue.campaign, settings.list_id, resend_unknown, retry_failed)
+            if not on_purpose:
+                _new_campaign_on_purpose(same_text_campaigns(issue, journal), yes, same_text_refusal)
+            list_ids = list_identity(issue, journal).list_ids
+            rules = SkipRules(journal, store, issue.campaign, list_ids, resend_unknown, retry_failed)
             show_bar = sys.stderr.isatty() and not as_json
             count = 0  # a pass over the list, only when someone will see the number
             if not yes or show_bar:
@@ -165,8 +174,40 @@ def send(
                     progress=advance, stop=stop, suppressions=store,
                 )  # fmt: skip
                 summary = run_send(issue, journal, options)
+        if only is not None:
+            summary.rows = len(only)
         print_summary(summary, as_json, send_report(summary, settings.endpoint, sender(settings)))
         raise typer.Exit(int(summary.exit_code))
+
+
+def _throughput(connections: int | None, rate: str | None, daily_limit: int | None) -> dict[str, str | None]:
+    """The throughput options as settings (they beat .env and the environment)."""
+    from dispatch.settings import parse_rate
+
+    refuse_negative(daily_limit, "--daily-limit")
+    if connections is not None and connections < 1:
+        raise InputError("--connections must be 1 or more")
+    if rate is not None:
+        parse_rate(rate, "--rate")
+    return {
+        "DISPATCH_CONNECTIONS": None if connections is None else str(connections),
+        "DISPATCH_RATE": rate,
+        "DISPATCH_DAILY_LIMIT": None if daily_limit is None else str(daily_limit),
+    }
+
+
+def _new_campaign_on_purpose(earlier: list[CampaignInfo], yes: bool, refusal: Callable[..., str]) -> None:
+    """A new campaign for a text already sent: the person at the terminal decides; without one
+    (or with --yes) the send refuses, exit 2, naming the earlier campaign."""
+    if not earlier:
+        return
+    message = refusal(earlier)
+    if yes or sys.stdin is None or not sys.stdin.isatty():
+        raise InputError(message)
+    typer.echo(f"dispatch: {message}", err=True)
+    if not typer.confirm("Send it as a new campaign anyway (everyone gets it again)?", default=False):
+        typer.echo("Nothing sent.")
+        raise typer.Exit(int(ExitCode.INCOMPLETE))
 
 
 @command(app, "status", "Show campaigns and their counts.")
@@ -185,14 +226,21 @@ def status(
     """Show campaigns and their counts, or one CAMPAIGN's problem recipients."""
     from dispatch.report import status_report
     from dispatch.state import journal as j
+    from dispatch.state.suppression import SuppressionStore
 
     with reporting(debug, as_json):
-        folder = state_dir(load_settings(env_file))
+        location = load_settings(env_file).state
+        folder = location.path
         if prune:
-            pruned = j.Journal(folder).prune_empty()
+            pruned = j.Journal(folder).prune_empty() if (folder / j.FILENAME).exists() else []
             shown = ": " + ", ".join(pruned) if pruned else "."
             typer.echo(
                 f"Forgot {len(pruned)} campaign(s) that never recorded a recipient{shown}", err=as_json
             )
-        data, text = status_report(j.Journal.open_existing(folder), campaign, folder)
-        typer.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else text)
+        data, text = status_report(
+            j.Journal.open_existing(folder), campaign, location, SuppressionStore.open_existing(folder)
+        )
+        if as_json:
+            emit_json(data)
+        else:
+            typer.echo(text)

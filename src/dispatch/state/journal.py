@@ -25,9 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
-
 from dispatch.errors import LockedError
+from dispatch.identity import Use
 from dispatch.state.db import Database, Schema, StateError, check_not_symlink
 
 PENDING, IN_FLIGHT, SENT = "pending", "in_flight", "sent"
@@ -44,7 +43,8 @@ _CAMPAIGNS = """CREATE TABLE campaigns (
     article TEXT NOT NULL,
     recipients INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    body TEXT NOT NULL DEFAULT ''
 )"""
 _RECIPIENTS = """CREATE TABLE recipients (
     campaign TEXT NOT NULL,
@@ -69,6 +69,17 @@ _RESERVATIONS = """CREATE TABLE reservations (
     pid INTEGER NOT NULL,
     created REAL NOT NULL
 )"""
+# Every list id a send of this state folder used, with its settings file and a one-way digest
+# of its unsubscribe secret (see dispatch.identity): an unsubscribe recorded under an earlier list
+# id of the same newsletter still counts after the list id changes.
+_LISTS = """CREATE TABLE lists (
+    list_id TEXT NOT NULL,
+    settings_file TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    first REAL NOT NULL,
+    last REAL NOT NULL,
+    PRIMARY KEY (list_id, settings_file, secret)
+)"""
 # Hard bounces are looked up by address across campaigns; a partial index covers only them, so
 # the write of every other recipient updates one index fewer.
 _BOUNCES = "CREATE INDEX recipients_bounced ON recipients (key) WHERE hard_bounce = 1"
@@ -76,9 +87,13 @@ _INDEXES = "CREATE INDEX recipients_sent_at ON recipients (sent_at);" + _BOUNCES
 
 SCHEMA = Schema(
     what="journal",
-    version=3,
-    create=";".join((_CAMPAIGNS, _RECIPIENTS, _RESERVATIONS, _INDEXES)),
-    migrations={1: "DROP TABLE reservations;" + _RESERVATIONS, 2: "DROP INDEX recipients_key;" + _BOUNCES},
+    version=4,
+    create=";".join((_CAMPAIGNS, _RECIPIENTS, _RESERVATIONS, _INDEXES, _LISTS)),
+    migrations={
+        1: "DROP TABLE reservations;" + _RESERVATIONS,
+        2: "DROP INDEX recipients_key;" + _BOUNCES,
+        3: "ALTER TABLE campaigns ADD COLUMN body TEXT NOT NULL DEFAULT '';" + _LISTS,
+    },
 )
 RESERVATION_MAX_AGE = 3600.0  # a reservation older than this belongs to a stuck or dead run
 _PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -92,11 +107,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def default_state_dir() -> Path:
-    """``$XDG_STATE_HOME/dispatch``, usually ``~/.local/state/dispatch``."""
-    return Path(platformdirs.user_state_dir("dispatch", appauthor=False))
 
 
 @dataclass(frozen=True)
@@ -209,20 +219,33 @@ class Journal:
         finally:
             os.close(fd)
 
-    def begin(self, campaign: str, subject: str, fingerprint: str, article: str) -> str | None:
-        """Register a run of the campaign; returns the old fingerprint if the content changed."""
+    def running(self, campaign: str) -> bool:
+        """Whether a live process holds (or last held) the campaign's lock: its rows in flight
+        may still be finished. Otherwise they belong to a run that died, and are unknown."""
+        path = self.state_dir / lock_name(campaign)
+        try:
+            pid = int(path.read_text(encoding="ascii").strip() or 0)
+        except (OSError, ValueError):
+            return False
+        return pid > 0 and _alive(pid)
+
+    def begin(
+        self, campaign: str, subject: str, fingerprint: str, article: str, body: str = ""
+    ) -> str | None:
+        """Register a run of the campaign (``body``: the fingerprint of the article's text alone);
+        returns the old fingerprint if the content changed."""
         now = time.time()
         with self._db.transaction() as db:
             row = db.execute("SELECT fingerprint FROM campaigns WHERE id = ?", (campaign,)).fetchone()
             if row is None:
                 db.execute(
-                    "INSERT INTO campaigns VALUES (?, ?, ?, ?, 0, ?, ?)",
-                    (campaign, subject, fingerprint, article, now, now),
+                    "INSERT INTO campaigns VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
+                    (campaign, subject, fingerprint, article, now, now, body),
                 )
                 return None
             db.execute(
-                "UPDATE campaigns SET subject = ?, article = ?, updated = ? WHERE id = ?",
-                (subject, article, now, campaign),
+                "UPDATE campaigns SET subject = ?, article = ?, updated = ?, body = ? WHERE id = ?",
+                (subject, article, now, body, campaign),
             )
         return None if row[0] == fingerprint else str(row[0])
 
@@ -424,6 +447,39 @@ class Journal:
         (a run that stopped before sending anything is not an earlier issue)."""
         ids = {r[0] for r in self._db.all("SELECT id FROM campaigns WHERE article = ?", (article,))}
         return [c for c in self.campaigns() if c.id in ids and c.counts[SENT] + c.counts[UNKNOWN]]
+
+    def campaigns_with_body(self, body: str) -> list[CampaignInfo]:
+        """Campaigns whose article had this text (``body`` fingerprint) and that reached someone."""
+        ids = {r[0] for r in self._db.all("SELECT id FROM campaigns WHERE body = ? AND body != ''", (body,))}
+        return [c for c in self.campaigns() if c.id in ids and c.counts[SENT] + c.counts[UNKNOWN]]
+
+    def suppressed(self, campaign: str, key: str, email: str, reason: str) -> None:
+        """A recipient this run skips because the suppression store holds them: recorded, so
+        ``status`` counts them as suppressed (not pending), as the run did."""
+        now = time.time()
+        statement = (
+            "INSERT INTO recipients (campaign, key, email, state, attempts, reply, created, updated) "
+            "VALUES (?, ?, ?, ?, 0, ?, ?, ?) ON CONFLICT (campaign, key) DO UPDATE SET "
+            "state = excluded.state, reply = excluded.reply, updated = excluded.updated "
+            "WHERE recipients.state IN (?, ?)",
+            (campaign, key, email, SUPPRESSED, f"suppressed ({reason})", now, now, DEFERRED, SUPPRESSED),
+        )
+        self._db.write([statement], wait=False)
+
+    def record_list(self, use: Use) -> None:
+        """Remember that a send used this list id, settings file and secret."""
+        now = time.time()
+        statement = (
+            "INSERT INTO lists VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (list_id, settings_file, secret) DO UPDATE SET last = excluded.last",
+            (use.list_id, use.settings_file, use.secret, now, now),
+        )
+        self._db.write([statement], wait=True)
+
+    def list_uses(self) -> list[Use]:
+        """Every list id, settings file and secret digest a send of this state folder used."""
+        rows = self._db.all("SELECT list_id, settings_file, secret FROM lists", ())
+        return [Use(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
     def campaign(self, campaign: str) -> CampaignInfo | None:
         """One campaign, or None."""

@@ -167,11 +167,13 @@ class SuppressionStore:
             sql, params = sql + " AND reason = ?", [*params, check_reason(reason)]
         return self._db.execute(sql, params).rowcount
 
-    def lookup(self, key: str, list_id: str) -> Entry | None:
-        """Why ``key`` must not be mailed on ``list_id`` (a bounce, complaint or manual entry
-        before an unsubscribe), or None. One primary-key query: call it before every message."""
+    def lookup(self, key: str, list_id: str | tuple[str, ...]) -> Entry | None:
+        """Why ``key`` must not be mailed on ``list_id`` (or any of several list ids: a list and
+        its earlier ids) — a bounce, complaint or manual entry before an unsubscribe — or None.
+        One primary-key query: call it before every message."""
         rows = self._db.read_all(f"{_SELECT} WHERE key = ?", (key,))  # almost always none
-        scopes = (list_id.lower(), ALL_LISTS)
+        ids = (list_id,) if isinstance(list_id, str) else list_id
+        scopes = (*(i.lower() for i in ids), ALL_LISTS)
         found = [row for row in rows if row[2] in scopes]
         return Entry(*min(found, key=lambda r: (r[1] == UNSUBSCRIBED, r[3]))) if found else None
 

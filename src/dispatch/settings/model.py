@@ -1,0 +1,287 @@
+"""Frozen settings built from a mapping (the environment, a ``.env`` file and flags).
+
+The CLI merges the sources (flags beat real environment variables, which beat ``.env``) and
+hands one mapping to :meth:`Settings.from_mapping`, with the settings file it read; tests pass a
+plain dict. What each setting is and how it is parsed is declared once, in
+:mod:`dispatch.settings.table`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.headerregistry import Address
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from email_validator import EmailNotValidError, validate_email
+
+from dispatch.errors import ConfigError
+from dispatch.settings import values as v
+from dispatch.settings.table import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_PORTS,
+    PATH,
+    PLACEHOLDERS,
+    PREFIX,
+    SETTINGS,
+    STATE_FOLDER,
+)
+
+_LIST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+")
+
+
+@dataclass(frozen=True)
+class StateLocation:
+    """Where a run's state lives, how it was found, and whether the user said so."""
+
+    path: Path
+    found_by: str  # "DISPATCH_STATE_DIR in /srv/news/.env", "next to /srv/news/.env (the default)"…
+    explicit: bool  # DISPATCH_STATE_DIR was set (in a settings file, the environment or a flag)
+    settings_file: Path | None = None  # the settings file in use, if any
+
+    def describe(self) -> str:
+        """``/srv/news/dispatch-state (DISPATCH_STATE_DIR in /srv/news/.env)``."""
+        return f"{self.path} ({self.found_by})"
+
+
+def platform_state_dir() -> Path:
+    """Where dispatch kept its state before it looked next to the settings file:
+    ``$XDG_STATE_HOME/dispatch``, usually ``~/.local/state/dispatch``."""
+    import platformdirs  # noqa: PLC0415 - only when no settings file names a state folder
+
+    return Path(platformdirs.user_state_dir("dispatch", appauthor=False))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs to know besides the article and the list (one field per row of
+    :data:`dispatch.settings.table.SETTINGS`, plus the settings file they came from)."""
+
+    smtp_host: str = "localhost"
+    smtp_port: int = 587
+    smtp_security: str = "starttls"
+    smtp_user: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_ca_file: Path | None = None
+    smtp_timeout: float = 30.0
+    ehlo_name: str = ""
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    sender: Address | None = None
+    reply_to: Address | None = None
+    organization: str = ""
+    postal_address: str = ""
+    subscribers: Path | None = None
+    list_id_setting: str = ""
+    unsubscribe_url: str = ""
+    unsubscribe_mailto: str = ""
+    unsubscribe_secret: str = field(default="", repr=False)
+    unsubscribe_previous_secrets: tuple[str, ...] = field(default=(), repr=False)
+    dkim_key_file: Path | None = None
+    dkim_selector: str = ""
+    dkim_domain: str = ""
+    dns_server: str = ""
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8025
+    state_dir: Path | None = None
+    journal_sync: str = "normal"
+    connections: int = 1
+    rate: v.Rate | None = None
+    daily_limit: int = 0
+    max_per_connection: int = 0
+    retries: int = 3
+    retry_delay: float = 1.0
+    max_failure_ratio: float = 0.5
+    give_up_days: float = 5.0
+    language: str = ""
+    logo: str = ""
+    web_url: str = ""
+    chromium: str = ""
+    settings_file: Path | None = None  # the file the values came from (None: the environment only)
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str], *, settings_file: Path | None = None) -> Settings:
+        """Build settings from ``DISPATCH_*`` keys; raise ConfigError naming the bad one.
+        A relative ``DISPATCH_STATE_DIR`` is taken relative to ``settings_file``'s folder."""
+        found: dict[str, Any] = {}
+        for setting in SETTINGS:
+            raw = env.get(setting.key) or ""
+            text = raw if setting.name == "SMTP_PASSWORD" else raw.strip()  # a password is as written
+            if not text:
+                found[setting.field] = setting.default
+            elif setting.parse is PATH:
+                found[setting.field] = Path(v.one_line(text, setting.key)).expanduser()
+            else:
+                found[setting.field] = setting.parse(text, setting.key)
+        found["smtp_port"] = found["smtp_port"] or DEFAULT_PORTS[found["smtp_security"]]
+        found["smtp_timeout"] = found["smtp_timeout"] or 30.0
+        if found["smtp_ca_file"] is not None:
+            v.ca_file(found["smtp_ca_file"], PREFIX + "SMTP_CA_FILE")
+        state = found["state_dir"]
+        if state is not None and not state.is_absolute():
+            if settings_file is None:
+                raise ConfigError(
+                    f"{PREFIX}STATE_DIR: {state} is relative, and there is no settings file for it to be "
+                    "relative to; give an absolute path (the state is never found from the working folder)"
+                )
+            found["state_dir"] = settings_file.resolve().parent / state
+        settings = cls(**found, settings_file=settings_file)
+        settings.check_unsubscribe()
+        settings.check_list_id()
+        settings.check_dkim()
+        return settings
+
+    @property
+    def state(self) -> StateLocation:
+        """The state folder: ``DISPATCH_STATE_DIR``; else ``dispatch-state`` next to the settings
+        file; else (no settings file at all) the platform's state folder."""
+        if self.state_dir is not None:
+            source = f"in {self.settings_file}" if self.settings_file is not None else "in the environment"
+            return StateLocation(self.state_dir, f"{PREFIX}STATE_DIR {source}", True, self.settings_file)
+        if self.settings_file is not None:
+            folder = self.settings_file.resolve().parent / STATE_FOLDER
+            return StateLocation(
+                folder, f"next to {self.settings_file}: the default", False, self.settings_file
+            )
+        return StateLocation(platform_state_dir(), "no settings file: the platform default", False)
+
+    @property
+    def list_id(self) -> str:
+        """The newsletter's identity (RFC 2919), ``newsletter.example.org`` style: the setting, or
+        a slug of the organisation on the From domain."""
+        if self.list_id_setting:
+            return self.list_id_setting.strip("<>")
+        slug = re.sub(r"[^a-z0-9]+", "-", self.organization.lower()).strip("-")[:40].strip("-")
+        domain = self.sender.domain if self.sender is not None else "example.invalid"
+        return f"{slug or 'newsletter'}.{domain}"
+
+    def placeholders(self) -> list[str]:
+        """The settings still holding the example value that ``dispatch init`` or ``.env.example``
+        wrote (addresses compared by address), which a real send refuses."""
+        held = []
+        for key, example in PLACEHOLDERS.items():
+            value = getattr(self, _field(key))
+            if isinstance(value, Address):
+                same = value.addr_spec.lower() == v.parse_mailbox(example, key).addr_spec.lower()
+            else:
+                same = value == example
+            if same:
+                held.append(key)
+        return held
+
+    def check_list_id(self) -> None:
+        """``DISPATCH_LIST_ID`` is a dot-atom with a dot, like ``news.example.org`` (RFC 2919)."""
+        value = self.list_id_setting.strip("<>")
+        if value and (len(value) > 200 or not _LIST_ID.fullmatch(value)):
+            raise ConfigError(
+                f"{PREFIX}LIST_ID: {self.list_id_setting!r} is not a list identity; write it like "
+                "news.example.org (letters, digits, dots and dashes, at most 200 characters)"
+            )
+
+    def check_dkim(self) -> None:
+        """The three DKIM settings come together (whether the key works is checked before a run)."""
+        given = {"DKIM_KEY_FILE": self.dkim_key_file, "DKIM_SELECTOR": self.dkim_selector,
+                 "DKIM_DOMAIN": self.dkim_domain}  # fmt: skip
+        if any(given.values()) and not all(given.values()):
+            missing = ", ".join(PREFIX + k for k, val in given.items() if not val)
+            raise ConfigError(f"DKIM signing needs all three DKIM settings; also set {missing}")
+        if self.dkim_selector and not v.HOSTNAME.fullmatch(self.dkim_selector):
+            raise ConfigError(f"{PREFIX}DKIM_SELECTOR: {self.dkim_selector!r} is not a DNS label like s2026")
+        if self.dkim_domain and not v.HOSTNAME.fullmatch(self.dkim_domain):
+            raise ConfigError(f"{PREFIX}DKIM_DOMAIN: {self.dkim_domain!r} is not a domain like example.org")
+
+    def check_unsubscribe(self) -> None:
+        """Validate the unsubscribe settings' shape (their presence is checked per run)."""
+        check_unsubscribe_url(self.unsubscribe_url)
+        for name, value in (
+            ("UNSUBSCRIBE_URL", self.unsubscribe_url),
+            ("UNSUBSCRIBE_MAILTO", self.unsubscribe_mailto),
+        ):
+            unknown = set(re.findall(r"\{[^}]*\}", value)) - {"{email}", "{token}"}
+            if unknown:
+                shown = ", ".join(sorted(unknown))
+                raise ConfigError(f"{PREFIX}{name}: unknown placeholder {shown}; use {{email}} or {{token}}")
+        check_unsubscribe_mailto(self.unsubscribe_mailto)
+
+    def require_sending_identity(self) -> Address:
+        """The From mailbox and an unsubscribe method are needed to build any message."""
+        if self.sender is None:
+            raise ConfigError(
+                f"{PREFIX}FROM is not set: set it in .env or the environment, "
+                "like DISPATCH_FROM='News <news@example.org>' (see .env.example)"
+            )
+        if not (self.unsubscribe_url or self.unsubscribe_mailto):
+            raise ConfigError(
+                f"neither {PREFIX}UNSUBSCRIBE_URL nor {PREFIX}UNSUBSCRIBE_MAILTO is set: "
+                "bulk mail must carry an unsubscribe link; set one in .env (see .env.example)"
+            )
+        return self.sender
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port`` for messages (never the credentials)."""
+        return f"{self.smtp_host}:{self.smtp_port}"
+
+
+def _field(key: str) -> str:
+    from dispatch.settings.table import BY_KEY  # noqa: PLC0415 - a name lookup
+
+    return BY_KEY[key].field
+
+
+def check_unsubscribe_url(url: str) -> None:
+    """An https URL in plain ASCII whose ``{token}`` (if any) reaches ``dispatch serve``: in the
+    path or the query, never in the host, the user-info or the fragment (which no browser or
+    mail provider sends to the server)."""
+    name = PREFIX + "UNSUBSCRIBE_URL"
+    if not url:
+        return
+    if not url.startswith("https://"):
+        raise ConfigError(f"{name}: {url!r} must start with https://")
+    if any(c.isspace() or c in '<>",' or not c.isascii() or not c.isprintable() for c in url):
+        raise ConfigError(
+            f"{name}: {url!r} must be plain ASCII with no spaces, commas, <, > or quotes; "
+            "percent-encode anything else"
+        )
+    parts = urlsplit(url.replace("{token}", "TOKEN").replace("{email}", "EMAIL"))
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise ConfigError(f"{name}: {url!r} holds a user name or password before the host; remove it")
+    if "TOKEN" in parts.netloc or "EMAIL" in parts.netloc or not parts.hostname:
+        raise ConfigError(
+            f"{name}: {url!r}: the host must be a plain name; put {{token}} in the path or the query, "
+            "like https://news.example.org/unsubscribe/{token}"
+        )
+    if "#" in url:
+        raise ConfigError(
+            f"{name}: {url!r} has a #fragment, which never reaches dispatch serve; remove it and put "
+            "{token} in the path or the query"
+        )
+
+
+def check_unsubscribe_mailto(mailto: str) -> None:
+    """One plain address, optionally with ``?subject=`` and ``?body=``."""
+    name = PREFIX + "UNSUBSCRIBE_MAILTO"
+    box, _, query = mailto.removeprefix("mailto:").partition("?")
+    bad = [c for c in mailto if c.isspace() or c in '<>",\\' or not c.isascii() or not c.isprintable()]
+    if bad:
+        raise ConfigError(
+            f"{name}: {mailto!r} must be one plain address (optionally ?subject=…), "
+            f"without spaces, commas, <, >, quotes or backslashes (found {bad[0]!r})"
+        )
+    if query and not re.fullmatch(r"[A-Za-z0-9._~%!$&'()*+;=:@/?{}-]*", query):
+        raise ConfigError(f"{name}: {query!r} after '?' must be percent-encoded")
+    for pair in filter(None, query.split("&")):
+        key = pair.partition("=")[0].lower()
+        if key not in ("subject", "body"):
+            raise ConfigError(
+                f"{name}: {key!r} after '?' would add recipients or headers to the reader's unsubscribe "
+                "mail; only subject= and body= are allowed"
+            )
+    if box:
+        sample = box.replace("{email}", "x").replace("{token}", "x")
+        try:
+            validate_email(sample, check_deliverability=False, allow_smtputf8=False)
+        except EmailNotValidError as err:
+            raise ConfigError(f"{name}: {box!r} is not an address: {err}") from err

@@ -1,0 +1,145 @@
+"""How one setting's text becomes a value: each parser takes the raw text (already trimmed and
+known not to be empty) and the setting's name for its error messages, and raises ConfigError
+naming the setting and saying what to write instead."""
+
+from __future__ import annotations
+
+import re
+import ssl
+from dataclasses import dataclass
+from email.headerregistry import Address
+from pathlib import Path
+
+from email_validator import EmailNotValidError, validate_email
+
+from dispatch.errors import ConfigError
+from dispatch.message import MAX_DISPLAY_NAME
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$", re.I)
+_PER_SECONDS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60}
+_PER_SECONDS |= {"h": 3600, "hour": 3600}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|k|kb|m|mb|g|gb)?\s*$", re.I)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3}
+HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+_ADDRESS_LITERAL = re.compile(r"\[(?:\d{1,3}\.){3}\d{1,3}\]|\[IPv6:[0-9A-Fa-f:.]+\]")
+_HOST_PORT = re.compile(r"\[(?P<v6>[0-9A-Fa-f:.]+)\](?::(?P<p6>\d+))?|(?P<host>[^:\s]+)(?::(?P<port>\d+))?")
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A sending rate such as ``20/s`` or ``600/min``."""
+
+    count: float
+    per_seconds: float
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two messages."""
+        return self.per_seconds / self.count
+
+    def __str__(self) -> str:
+        unit = {1: "s", 60: "min", 3600: "h"}.get(int(self.per_seconds), "s")
+        return f"{self.count:g}/{unit}"
+
+
+def parse_rate(text: str, setting: str = "DISPATCH_RATE") -> Rate:
+    """Parse ``N/s``, ``N/min`` or ``N/h``."""
+    match = _RATE.match(text)
+    if not match or float(match[1]) <= 0:
+        raise ConfigError(f"{setting}: {text!r} is not a rate; write it like 20/s, 600/min or 5000/h")
+    return Rate(float(match[1]), _PER_SECONDS[match[2].lower()])
+
+
+def parse_mailbox(text: str, setting: str) -> Address:
+    """Parse ``Name <user@example.org>`` or a bare address into one validated mailbox."""
+    from email.headerregistry import HeaderRegistry  # noqa: PLC0415 - local, rarely used
+
+    text = text.strip()
+    try:
+        header = HeaderRegistry()("From", text)
+        mailboxes = list(header.addresses)  # type: ignore[attr-defined]
+    except (ValueError, IndexError) as err:
+        raise ConfigError(f"{setting}: {text!r} is not an address: {err}") from err
+    if len(mailboxes) != 1 or header.defects:
+        raise ConfigError(f"{setting}: {text!r} must be exactly one address, like News <news@example.org>")
+    box: Address = mailboxes[0]
+    if len(box.display_name) > MAX_DISPLAY_NAME:
+        raise ConfigError(
+            f"{setting}: the name is {len(box.display_name):,} characters long; inboxes show a few dozen: "
+            f"use at most {MAX_DISPLAY_NAME}"
+        )
+    try:
+        valid = validate_email(box.addr_spec, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as err:
+        raise ConfigError(f"{setting}: {box.addr_spec!r} is not a valid address: {err}") from err
+    return Address(display_name=box.display_name, addr_spec=valid.ascii_email or valid.normalized)
+
+
+def whole(text: str, setting: str, minimum: float, maximum: float) -> int:
+    """A whole number from ``minimum`` to ``maximum``."""
+    try:
+        value = int(text)
+    except ValueError as err:
+        raise ConfigError(f"{setting}: {text!r} is not a whole number") from err
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{setting}: must be between {minimum:g} and {maximum:g}, got {value}")
+    return value
+
+
+def number(text: str, setting: str, minimum: float, maximum: float) -> float:
+    """A number from ``minimum`` to ``maximum`` (never NaN)."""
+    try:
+        value = float(text)
+    except ValueError as err:
+        raise ConfigError(f"{setting}: {text!r} is not a number") from err
+    if not minimum <= value <= maximum:  # NaN fails this too
+        raise ConfigError(f"{setting}: must be between {minimum:g} and {maximum:g}, got {text}")
+    return value
+
+
+def size(text: str, setting: str) -> int:
+    """A size in bytes, also written ``10MB`` or ``500k``."""
+    match = _SIZE.match(text)
+    if not match or float(match[1]) <= 0:
+        raise ConfigError(f"{setting}: {text!r} is not a size; write it like 10MB, 500KB or 2000000")
+    return int(float(match[1]) * _SIZE_UNITS[(match[2] or "").lower()])
+
+
+def one_line(text: str, setting: str) -> str:
+    """A one-line value: a control character or line break is an error."""
+    if any(not c.isprintable() for c in text):
+        raise ConfigError(f"{setting}: holds a control character or line break; write it on one line")
+    return text
+
+
+def ca_file(path: Path, setting: str) -> Path:
+    """A file of PEM certificates that Python's TLS can load."""
+    if not path.is_file():
+        raise ConfigError(f"{setting}: {path} does not exist or is not a file")
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=str(path))
+    except (ssl.SSLError, OSError, ValueError) as err:
+        raise ConfigError(f"{setting}: {path} holds no PEM certificate ({err})") from err
+    return path
+
+
+def ehlo_name(text: str, setting: str) -> str:
+    """A host name or an address literal, as EHLO takes."""
+    if not (HOSTNAME.fullmatch(text) or _ADDRESS_LITERAL.fullmatch(text)):
+        raise ConfigError(
+            f"{setting}: {text!r} is not a host name (like mail.example.org) or an address "
+            "literal (like [192.0.2.1])"
+        )
+    return text
+
+
+def host_port(text: str, setting: str, default_port: int) -> str:
+    """``host:port`` (or ``[v6]:port``); the port is optional."""
+    match = _HOST_PORT.fullmatch(text)
+    port = int((match and (match["p6"] or match["port"])) or default_port)
+    if match is None or not 0 < port < 65536:
+        raise ConfigError(f"{setting}: {text!r} is not host:port (like 127.0.0.1:5353)")
+    host = match["v6"] or match["host"]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

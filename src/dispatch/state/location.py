@@ -1,0 +1,45 @@
+"""Where the state lives, and the one rule that keeps a run from starting a second, empty
+state by accident: a state nobody named (no ``DISPATCH_STATE_DIR``) that does not exist yet is
+refused for anything that writes, because a new, empty journal and suppression store would
+send an issue again to everyone, unsubscribers included.
+
+How a state folder is found (the README's "Where the state lives" says the same):
+
+1. ``DISPATCH_STATE_DIR`` (a flag, the environment or the settings file); a relative path is
+   relative to the settings file's folder;
+2. else ``dispatch-state`` next to the settings file in use (``--env-file``, or ``./.env``);
+3. else, with no settings file at all, the platform's state folder
+   (``$XDG_STATE_HOME/dispatch``, usually ``~/.local/state/dispatch``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dispatch.settings import PREFIX, STATE_FOLDER, StateLocation, platform_state_dir
+
+STATE_FILES = ("journal.sqlite3", "suppression.sqlite3")
+
+
+def state_exists(folder: Path) -> bool:
+    """Whether ``folder`` holds a journal or a suppression store (a cache alone is no state)."""
+    return any((folder / name).exists() for name in STATE_FILES)
+
+
+def new_state_problem(location: StateLocation) -> str | None:
+    """Why a command must not create the state at ``location``, or None when it may: the
+    state exists, or the user named its folder."""
+    if location.explicit or state_exists(location.path):
+        return None
+    where = f"set {PREFIX}STATE_DIR"
+    where += f" in {location.settings_file}" if location.settings_file is not None else ""
+    legacy = platform_state_dir()
+    earlier = ""
+    if legacy != location.path and state_exists(legacy):
+        earlier = f"; an earlier dispatch kept its state in {legacy}: {PREFIX}STATE_DIR={legacy} keeps it"
+    return (
+        f"no dispatch state at {location.path} yet ({location.found_by}), and {PREFIX}STATE_DIR is not "
+        f"set: a new, empty state would not know who already has an issue or who unsubscribed. "
+        f"{where} to this newsletter's state folder ({PREFIX}STATE_DIR={STATE_FOLDER} for a new one "
+        f"next to the settings file){earlier}"
+    )

@@ -1,0 +1,238 @@
+"""One state per newsletter, found from its settings file wherever dispatch runs: cron under
+``env -i`` with another HOME in ``/``, ``dispatch serve`` started elsewhere under yet another
+HOME, and a terminal in the folder all read and write the same journal and suppression store.
+
+Every run here is the real ``dispatch`` in a subprocess, against a real SMTP server and a real
+``dispatch serve`` on 127.0.0.1, in a folder made by ``dispatch init``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from tests.inbox_helpers import local_target, serving, unsubscribe_links
+from tests.smtp_servers import Server
+
+pytestmark = pytest.mark.slow
+
+MINE = {  # what a new user puts in place of init's examples
+    "DISPATCH_FROM": "Harbour News <news@example.com>",
+    "DISPATCH_REPLY_TO": "desk@example.com",
+    "DISPATCH_ORGANIZATION": "Harbour Society",
+    "DISPATCH_POSTAL_ADDRESS": "5 Harbour Road, 12345 Portsmouth",
+    "DISPATCH_LIST_ID": "news.example.com",
+    "DISPATCH_UNSUBSCRIBE_URL": "https://news.example.com/unsubscribe/{token}",
+    "DISPATCH_RETRY_DELAY": "0.01",
+}
+READERS = [f"reader{n}@example.org" for n in range(6)]
+ISSUE_2 = """---
+title: The harbour walk is back
+date: 2026-12-14
+---
+
+The harbour walk starts again on Saturday at ten, from the old crane. Bring good shoes.
+"""
+
+
+def run(
+    *args: str | Path, cwd: Path | str, home: Path, environ: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``dispatch ARGS`` as cron runs it: ``env -i`` (only PATH and HOME), stdin closed."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), **(environ or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "dispatch", *(str(a) for a in args)], cwd=cwd, env=env,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def one_json(done: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    """Standard output holds exactly one JSON document, on one line, and nothing else."""
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1, f"stdout: {done.stdout!r}\nstderr: {done.stderr}"
+    data = json.loads(lines[0])
+    assert isinstance(data, dict)
+    return data
+
+
+def set_values(env_file: Path, values: Mapping[str, str]) -> None:
+    """Replace (or add) settings in a settings file, as a person edits it."""
+    text = env_file.read_text(encoding="utf-8")
+    for key, value in values.items():
+        line = f'{key}="{value}"'
+        text, found = re.subn(rf"^#?\s*{key}=.*$", lambda _m, line=line: line, text, flags=re.M)
+        if not found:
+            text += line + "\n"
+    env_file.write_text(text, encoding="utf-8")
+
+
+@pytest.fixture
+def newsletter(tmp_path: Path, plain_server: Server) -> Path:
+    """A folder made by ``dispatch init``, its example values replaced, pointed at the server."""
+    made = run("init", tmp_path / "news", cwd=tmp_path, home=tmp_path / "home-init")
+    assert made.returncode == 0, made.stderr
+    folder = tmp_path / "news"
+    set_values(folder / ".env", {**MINE, **plain_server.env()})
+    (folder / "subscribers.csv").write_text("email,name\n" + "".join(f"{a},R\n" for a in READERS))
+    return folder
+
+
+def test_cron_serve_and_terminal_share_one_state(
+    newsletter: Path, plain_server: Server, tmp_path: Path
+) -> None:
+    env_file = newsletter / ".env"
+    state = newsletter / "dispatch-state"
+    first = run("send", newsletter / "article.md", "--env-file", env_file, "--yes", "--json",
+                cwd="/", home=tmp_path / "home-a")  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    summary = one_json(first)
+    assert summary["sent_now"] == len(READERS)
+    assert summary["state"] == {
+        "backend": "sqlite",
+        "path": str(state),
+        "found_by": f"DISPATCH_STATE_DIR in {env_file}",
+    }
+    assert len(plain_server.received) == len(READERS)
+
+    # cron again, another HOME: the issue is finished, nobody gets it twice
+    again = run("send", newsletter / "article.md", "--env-file", env_file, "--yes", "--json",
+                cwd="/", home=tmp_path / "home-b")  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert (one_json(again)["sent_now"], one_json(again)["already_sent"]) == (0, len(READERS))
+    assert len(plain_server.received) == len(READERS)
+
+    # serve, started elsewhere under yet another HOME, records an unsubscribe in the same state
+    leaving = READERS[2]
+    message = next(m for m in plain_server.received if m.rcpt_tos == [leaving])
+    link = unsubscribe_links(message.data)[0]
+    elsewhere = tmp_path / "web"
+    elsewhere.mkdir()
+    with serving(env_file, elsewhere, environ={"HOME": str(tmp_path / "home-c")}) as endpoint:
+        assert endpoint.one_click(local_target(link)).status == 200
+
+    # the next issue, from cron under a fourth HOME: the reader who left is not sent it
+    issue = newsletter / "issue-2.md"
+    issue.write_text(ISSUE_2, encoding="utf-8")
+    second = run("send", issue, "--env-file", env_file, "--yes", "--json", cwd="/", home=tmp_path / "home-d")
+    assert second.returncode == 0, second.stderr
+    data = one_json(second)
+    assert (data["sent_now"], data["suppressed"]) == (len(READERS) - 1, 1)
+    assert data["suppressed_recipients"] == [{"email": leaving, "reason": "unsubscribed"}]
+    assert sum(data["accounting"].values()) == data["rows"] == len(READERS)  # type: ignore[union-attr]
+    assert [m.rcpt_tos for m in plain_server.received[len(READERS) :]] == [
+        [a] for a in READERS if a != leaving
+    ]
+
+    # status, from the terminal in the folder: that reader is suppressed, not pending
+    status = run("status", data["campaign"], "--json", cwd=newsletter, home=tmp_path / "home-e")  # type: ignore[arg-type]
+    counts = one_json(status)
+    assert (counts["suppressed"], counts["pending"], counts["sent"]) == (1, 0, len(READERS) - 1)
+    assert counts["state"]["path"] == str(state)  # type: ignore[index]
+
+    # the sign-off page of a dry run names the suppressed reader and where the state is
+    dry = run("send", issue, "--dry-run", cwd=newsletter, home=tmp_path / "home-f")
+    assert dry.returncode == 0, dry.stderr
+    page = (newsletter / "dispatch-preview" / "index.html").read_text(encoding="utf-8")
+    assert leaving in page
+    assert "unsubscribed" in page
+    assert str(state) in page
+    assert "Every row" in page
+
+
+def test_the_cron_log_is_one_json_document_per_line(newsletter: Path, tmp_path: Path) -> None:
+    log = tmp_path / "send.jsonl"
+    for home in ("one", "two"):
+        done = run("send", newsletter / "article.md", "--env-file", newsletter / ".env", "--yes", "--json",
+                   cwd="/", home=tmp_path / home)  # fmt: skip
+        with log.open("a", encoding="utf-8") as handle:
+            handle.write(done.stdout)
+    assert [json.loads(line)["exit_code"] for line in log.read_text().splitlines()] == [0, 0]
+
+
+def test_a_send_that_would_start_an_unnamed_new_state_is_refused(
+    newsletter: Path, plain_server: Server, tmp_path: Path
+) -> None:
+    env_file = newsletter / ".env"
+    text = env_file.read_text(encoding="utf-8")
+    env_file.write_text(re.sub(r"^DISPATCH_STATE_DIR=.*$", "# DISPATCH_STATE_DIR=", text, flags=re.M))
+    done = run(
+        "send",
+        newsletter / "article.md",
+        "--env-file",
+        env_file,
+        "--yes",
+        "--json",
+        cwd="/",
+        home=tmp_path / "h",
+    )
+    assert done.returncode == 2
+    would = newsletter / "dispatch-state"
+    assert f"no dispatch state at {would} yet" in done.stderr
+    assert f"set DISPATCH_STATE_DIR in {env_file}" in done.stderr
+    assert one_json(done)["exit_code"] == 2
+    assert plain_server.received == []
+    assert not (would / "journal.sqlite3").exists()
+
+    # a state that exists is this newsletter's: found next to the settings file, and used
+    named = run("send", newsletter / "article.md", "--env-file", env_file, "--yes", "--json", cwd="/",
+                home=tmp_path / "h", environ={"DISPATCH_STATE_DIR": "dispatch-state"})  # fmt: skip
+    assert named.returncode == 0, named.stderr
+    assert one_json(named)["state"]["path"] == str(would)  # type: ignore[index]  # relative to the file
+    later = run(
+        "send",
+        newsletter / "article.md",
+        "--env-file",
+        env_file,
+        "--yes",
+        "--json",
+        cwd="/",
+        home=tmp_path / "h",
+    )
+    assert later.returncode == 0, later.stderr
+    assert one_json(later)["state"] == {
+        "backend": "sqlite",
+        "path": str(would),
+        "found_by": f"next to {env_file}: the default",
+    }
+    assert one_json(later)["already_sent"] == len(READERS)
+
+
+def test_an_earlier_state_under_home_is_named_in_the_refusal(newsletter: Path, tmp_path: Path) -> None:
+    env_file = newsletter / ".env"
+    text = env_file.read_text(encoding="utf-8")
+    env_file.write_text(re.sub(r"^DISPATCH_STATE_DIR=.*$", "", text, flags=re.M))
+    home = tmp_path / "old-home"
+    legacy = home / ".local" / "state" / "dispatch"
+    legacy.mkdir(parents=True)
+    (legacy / "journal.sqlite3").write_bytes(b"")
+    done = run("send", newsletter / "article.md", "--env-file", env_file, "--yes", cwd="/", home=home)
+    assert done.returncode == 2
+    assert (
+        f"an earlier dispatch kept its state in {legacy}: DISPATCH_STATE_DIR={legacy} keeps it" in done.stderr
+    )
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "1"], ["suppress", "add", "x@example.org"]])
+def test_other_writers_refuse_an_unnamed_new_state_too(
+    newsletter: Path, tmp_path: Path, command: list[str]
+) -> None:
+    env_file = newsletter / ".env"
+    text = env_file.read_text(encoding="utf-8")
+    env_file.write_text(re.sub(r"^DISPATCH_STATE_DIR=.*$", "", text, flags=re.M))
+    done = run(*command, "--env-file", env_file, cwd="/", home=tmp_path / "h")
+    assert done.returncode == 2
+    assert "no dispatch state at" in done.stderr
+    assert not (newsletter / "dispatch-state").exists()
+
+
+def test_a_relative_state_dir_is_never_taken_from_the_working_folder(tmp_path: Path) -> None:
+    done = run("status", cwd=tmp_path, home=tmp_path, environ={"DISPATCH_STATE_DIR": "somewhere"})
+    assert done.returncode == 2
+    assert "DISPATCH_STATE_DIR: somewhere is relative, and there is no settings file" in done.stderr
+    assert not (tmp_path / "somewhere").exists()

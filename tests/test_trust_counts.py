@@ -1,0 +1,187 @@
+"""Every count adds up, exit codes describe this run, and a campaign's identity does not drift
+(issue 14, parts 2 and 4): real sends through aiosmtpd on 127.0.0.1, real journals in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatch.errors import ExitCode
+from dispatch.plaintext import parse
+from dispatch.state.journal import Journal
+from dispatch.state.suppression import SuppressionStore
+from tests.conftest import EXAMPLE_ARTICLE
+from tests.smtp_servers import FaultPlan, Server
+
+Invoke = Callable[..., Any]
+READERS = ["ann@example.org", "bob@example.com", "cy@example.org", "dee@example.net", "eve@example.org"]
+
+
+@pytest.fixture
+def listed(write_file: Callable[..., Path]) -> Path:
+    rows = "".join(f"{a},{a[:3].title()}\n" for a in READERS)
+    return write_file("list.csv", "email,name\n" + rows + "not-an-address,X\nann@example.org,Dup\n")
+
+
+def summary(result: Any) -> dict[str, Any]:
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.stdout
+    data: dict[str, Any] = json.loads(lines[0])
+    return data
+
+
+def adds_up(data: dict[str, Any]) -> None:
+    assert sum(data["accounting"].values()) == data["rows"], data["accounting"]
+
+
+def test_every_row_is_accounted_for_in_sends_and_dry_runs(
+    smtp_server: Callable[..., Server], invoke: Invoke, article: Path, listed: Path,
+    env_file: Callable[..., Path], tmp_path: Path,
+) -> None:  # fmt: skip
+    server = smtp_server(faults=FaultPlan(reject={"bob@example.com": "550 5.1.1 no such user"}))
+    settings = env_file(**server.env())
+    store = SuppressionStore(tmp_path / "state")
+    store.add("cy@example.org", "manual")
+    store.close()
+
+    first = invoke("send", article, "-s", listed, "--env-file", settings, "--yes", "--json", "--limit", "2")
+    data = summary(first)
+    adds_up(data)
+    assert data["rows"] == 7
+    assert data["accounting"] == {
+        "sent now": 1, "failed now": 1, "deferred now": 0, "unknown now": 0, "not tried this run": 2,
+        "already sent": 0, "suppressed": 1, "failed earlier": 0, "unknown earlier": 0, "skipped rows": 2,
+    }  # fmt: skip
+    assert data["suppressed_recipients"] == [{"email": "cy@example.org", "reason": "manual"}]
+    assert "Every row:     7 = 1 sent now + 1 failed now + 2 not tried this run" in first.stderr
+
+    dry = invoke("send", article, "-s", listed, "--env-file", settings, "--dry-run", "--json",
+                 "--out", tmp_path / "preview")  # fmt: skip
+    data = summary(dry)
+    adds_up(data)
+    assert data["accounting"]["would be sent"] == 2
+    assert data["accounting"]["already sent"] == 1
+    assert data["accounting"]["failed earlier"] == 1
+    page = (tmp_path / "preview" / "index.html").read_text(encoding="utf-8")
+    assert "cy@example.org" in page
+    assert (
+        "7 rows = 2 would be sent + 1 already sent + 1 suppressed + 1 failed earlier + 2 skipped rows" in page
+    )
+
+    # the rest; then status agrees with the send: the suppressed reader is not pending
+    rest = invoke("send", article, "-s", listed, "--env-file", settings, "--yes", "--json")
+    data = summary(rest)
+    adds_up(data)
+    assert rest.exit_code == ExitCode.OK  # bob's hard bounce was an earlier run's: listed, not this run's
+    assert data["failures"][0]["email"] == "bob@example.com"
+    status = summary(invoke("status", data["campaign"], "--env-file", settings, "--json"))
+    assert (status["sent"], status["failed"], status["suppressed"], status["pending"]) == (3, 1, 1, 0)
+
+
+def test_a_rerun_with_nothing_left_exits_0_after_a_hard_bounce(
+    smtp_server: Callable[..., Server], invoke: Invoke, article: Path, listed: Path,
+    env_file: Callable[..., Path],
+) -> None:  # fmt: skip
+    server = smtp_server(faults=FaultPlan(reject={"dee@example.net": "550 5.1.1 no such user"}))
+    settings = env_file(**server.env())
+    first = invoke("send", article, "-s", listed, "--env-file", settings, "--yes", "--json")
+    assert first.exit_code == ExitCode.INCOMPLETE
+    again = invoke("send", article, "-s", listed, "--env-file", settings, "--yes", "--json")
+    assert again.exit_code == ExitCode.OK, again.stderr
+    data = summary(again)
+    assert (data["sent_now"], data["failed"], data["failed_now"], data["exit_code"]) == (0, 1, 0, 0)
+    assert [f["email"] for f in data["failures"]] == ["dee@example.net"]
+
+
+def test_a_dry_run_after_a_killed_run_shows_the_one_in_flight_as_unknown(
+    invoke: Invoke, article: Path, listed: Path, env_file: Callable[..., Path], tmp_path: Path,
+) -> None:  # fmt: skip
+    settings = env_file()
+    dry = summary(invoke("send", article, "-s", listed, "--env-file", settings, "--dry-run", "--json"))
+    journal = Journal(tmp_path / "state")  # what a run killed mid-message leaves behind
+    journal.begin(dry["campaign"], dry["subject"], "x", str(article))
+    journal.in_flight(dry["campaign"], "bob@example.com", "bob@example.com", "<m@example.org>")
+    journal.close()
+    data = summary(invoke("send", article, "-s", listed, "--env-file", settings, "--dry-run", "--json"))
+    adds_up(data)
+    assert (data["accounting"]["unknown earlier"], data["accounting"]["would be sent"]) == (1, 4)
+    text = invoke("send", article, "-s", listed, "--env-file", settings, "--dry-run").stdout
+    assert "4 would be sent" in text
+    assert "1 unknown earlier" in text
+
+
+# --- campaign identity (D6) ----------------------------------------------------------------
+
+SEED = EXAMPLE_ARTICLE.read_text(encoding="utf-8")
+HEAD = SEED.split("\n")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "14 March 2026\n\n" + SEED,
+        "\n".join(HEAD[:4]) + "\n14 March 2026\n\n" + "\n".join(HEAD[4:]),
+        "\n".join(HEAD[:4]) + "\nUpdated: Monday, 14 March 2026\n" + "\n".join(HEAD[4:]),
+        "\n".join(HEAD[:6]) + "\nMarch 14, 2026\n\n" + "\n".join(HEAD[6:]),
+    ],
+    ids=["date-above-motto", "date-above-headline", "labelled-date-no-gap", "date-below-headline"],
+)
+def test_a_date_line_never_moves_the_title(text: str) -> None:
+    fields, _ = parse(text)
+    assert fields["title"] == "As elections approach, the US walk a thin line in Iraq"
+    assert fields["motto_attribution"] == "Alessandro Minuto-Rizzo, President"
+    assert "2026" in fields["date"]
+
+
+def test_the_same_text_under_a_new_title_is_refused_without_a_person(
+    smtp_server: Callable[..., Server], invoke: Invoke, article: Path, listed: Path,
+    env_file: Callable[..., Path], tmp_path: Path,
+) -> None:  # fmt: skip
+    server = smtp_server()
+    settings = env_file(**server.env())
+    first = summary(invoke("send", article, "-s", listed, "--env-file", settings, "--yes", "--json"))
+    sent = len(server.received)
+    retitled = tmp_path / "retitled.txt"
+    retitled.write_text(SEED.replace("As elections approach", "Ahead of the vote"), encoding="utf-8")
+
+    refused = invoke("send", retitled, "-s", listed, "--env-file", settings, "--yes", "--json")
+    assert refused.exit_code == ExitCode.BAD_INPUT
+    line = refused.stderr.strip()
+    assert f"already sent as campaign {first['campaign']!r}" in line
+    assert f"--campaign {first['campaign']}" in line
+    assert "--campaign NEW-ID" in line
+    assert len(server.received) == sent
+
+    dry = summary(invoke("send", retitled, "-s", listed, "--env-file", settings, "--dry-run", "--json"))
+    assert dry["exit_code"] == 0
+    assert any("already sent as campaign" in r for r in dry["refused_by_send"])
+
+    same = invoke("send", retitled, "-s", listed, "--env-file", settings, "--yes", "--json",
+                  "--campaign", first["campaign"])  # fmt: skip
+    assert (same.exit_code, summary(same)["sent_now"]) == (ExitCode.OK, 0)
+    new = invoke(
+        "send", retitled, "-s", listed, "--env-file", settings, "--yes", "--json", "--campaign", "again"
+    )
+    assert (new.exit_code, summary(new)["sent_now"]) == (ExitCode.OK, len(READERS))
+
+
+def test_an_edited_body_is_a_new_issue(
+    smtp_server: Callable[..., Server], invoke: Invoke, article: Path, listed: Path,
+    env_file: Callable[..., Path], tmp_path: Path,
+) -> None:  # fmt: skip
+    server = smtp_server()
+    settings = env_file(**server.env())
+    summary(invoke("send", article, "-s", listed, "--env-file", settings, "--yes", "--json"))
+    other = tmp_path / "week2.txt"
+    shutil.copy(article, other)
+    other.write_text(
+        "A new week\n\nSomething else entirely happened this week, and here is what it means.\n",
+        encoding="utf-8",
+    )
+    done = invoke("send", other, "-s", listed, "--env-file", settings, "--yes", "--json")
+    assert done.exit_code == ExitCode.OK, done.stderr
