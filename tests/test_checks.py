@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -458,3 +459,23 @@ def test_the_report_parser_reads_status_and_table() -> None:
         ("GB_CUSTOM_HTM_URI", 1.0),
     ]
     assert report.rules[1].description == "BODY: HTML font color similar or identical to background"
+
+
+def test_a_dry_run_names_each_problem_once_with_one_figure(
+    invoke: Any, write_file: Any, subscribers: Path, env_file: Any
+) -> None:
+    """One rule set: a missing postal address and an oversized HTML are each reported once,
+    and the size in the warning is the size the summary shows."""
+    words = " ".join(f"word{n % 97}" for n in range(30_000))
+    article = write_file("big.md", f"---\ntitle: A long issue\n---\n\n{words}\n")
+    settings = env_file(DISPATCH_POSTAL_ADDRESS="")
+    done = invoke("send", article, "-s", subscribers, "--env-file", settings, "--dry-run")
+    lines = done.stdout.splitlines()
+    postal = [line for line in lines if "POSTAL_ADDRESS" in line]
+    clipped = [line for line in lines if "Gmail" in line]
+    assert len(postal) == 1, postal
+    assert postal[0].startswith("  Blocking:")
+    assert len(clipped) == 1, clipped
+    [size_line] = [line for line in lines if line.startswith("  HTML size:")]
+    shown = size_line.split()[2] + " " + size_line.split()[3]
+    assert f"the HTML is {shown} per message" in clipped[0]

@@ -53,28 +53,36 @@ def test_builtin_templates_raise_no_warnings(article: Path) -> None:
         (
             "<p>{{ article.title }} {{ postal_address }}</p>",
             None,
-            "the HTML template shows no unsubscribe link",
+            "a visible unsubscribe link in the HTML part",
         ),
-        ('<p><a href="{{ unsubscribe_url }}">u</a></p>', None, "the HTML template does not show"),
-        (None, "{{ article.title }} {{ postal_address }}\n", "the text template shows no unsubscribe link"),
+        ('<p><a href="{{ unsubscribe_url }}">u</a></p>', None, "the postal address in the HTML part"),
+        (None, "{{ article.title }} {{ postal_address }}\n", "the unsubscribe link in the text part"),
     ],
 )
-def test_user_templates_missing_compliance_parts_are_flagged(
-    article: Path, tmp_path: Path, html: str | None, text: str | None, expected: str
-) -> None:
+def test_user_templates_missing_compliance_parts_are_flagged_once(
+    article: Path, tmp_path: Path, html: str | None, text: str | None, expected: str,
+    invoke: Any, subscribers: Path, env_file: Any,
+) -> None:  # fmt: skip
+    """The checks (one rule set for check, the dry run and a send) name it once, as blocking."""
     folder = tmp_path / "mine"
     folder.mkdir()
     if html is not None:
         (folder / "email.html").write_text(f"<html><body>{html}</body></html>", encoding="utf-8")
     if text is not None:
         (folder / "email.txt").write_text(text, encoding="utf-8")
-    warnings = render(article, folder).warnings
-    assert any(expected in w for w in warnings), warnings
+    done = invoke("check", article, "-s", subscribers, "--template", folder, "--env-file", env_file())
+    assert done.exit_code == 2
+    named = [line for line in done.stdout.splitlines() if expected in line]
+    assert len(named) == 1, done.stdout
+    assert named[0].startswith("  Blocking:")
 
 
-def test_missing_postal_address_is_flagged(article: Path) -> None:
-    warnings = render(article, postal="").warnings
-    assert any("DISPATCH_POSTAL_ADDRESS" in w for w in warnings)
+def test_missing_postal_address_is_flagged_once(
+    article: Path, invoke: Any, subscribers: Path, env_file: Any
+) -> None:
+    done = invoke("check", article, "-s", subscribers, "--env-file", env_file(DISPATCH_POSTAL_ADDRESS=""))
+    assert done.exit_code == 2
+    assert len([line for line in done.stdout.splitlines() if "DISPATCH_POSTAL_ADDRESS" in line]) == 1
 
 
 def test_user_template_extends_the_builtin_one(article: Path, tmp_path: Path) -> None:

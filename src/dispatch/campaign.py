@@ -20,6 +20,7 @@ from typing import Any
 from dispatch import assets, inlining
 from dispatch.article import MARKDOWN_SUFFIXES, Article, load_article
 from dispatch.assets import Embedder
+from dispatch.checks import human_size
 from dispatch.context import column_key
 from dispatch.dkim import load_signer
 from dispatch.errors import ConfigError, ExitCode, InputError, TemplateError
@@ -63,13 +64,6 @@ def check_campaign_id(value: str, where: str) -> None:
             f"{where}: a campaign ID is one line of at most {MAX_CAMPAIGN_ID} printable characters "
             f"(this one has {len(value)}); use something like spring-2026"
         )
-
-
-def human_size(n: int) -> str:
-    """A byte count as a person reads it: 980 bytes, 14.2 KB, 3.1 MB."""
-    if n < 1024:
-        return f"{n} bytes"
-    return f"{n / 1024:.1f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,8 @@ MESSAGES = {
     "daily-limit-above-relay": "DISPATCH_DAILY_LIMIT {limit} is above what {relay} allows ({advice})",
     "no-daily-limit-for-relay": "set DISPATCH_DAILY_LIMIT for {host}: {relay} allows {advice}",
     "connections-above-relay": "DISPATCH_CONNECTIONS {n} is above what {relay} allows ({advice})",
-    "html-clipped": "the HTML is {kb} KB; Gmail clips it after about 102 KB and hides the footer "
-    "(and its unsubscribe link): shorten the issue",
+    "html-clipped": "the HTML is {size} per message; Gmail clips it after about 100 KB and hides the "
+    "footer (and its unsubscribe link): shorten the issue",
     "img-no-alt": "{n} image(s) have no alt text (first: {first}); give every <img> an alt",
     "insecure-link": "{n} link(s) use http: (first: {first}); use https:",
     "relative-link": "{n} link(s) are relative (first: {first!r}); use absolute https: URLs",
@@ -285,17 +285,27 @@ def footer_presence(html: str, text: str, *, unsubscribe_link: str, postal_addre
     )
 
 
-def content_problems(html: str, text: str, subject: str, *, footer: Footer | None = None) -> list[Problem]:
-    """Problems in one rendered issue: size, images, links, subject, text part and, given a
-    :class:`Footer` (from :func:`footer_presence` or the renderer), the footer."""
+def human_size(n: int) -> str:
+    """A byte count as a person reads it: 980 bytes, 14.2 KB, 3.1 MB."""
+    if n < 1024:
+        return f"{n} bytes"
+    return f"{n / 1024:.1f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"
+
+
+def content_problems(
+    html: str, text: str, subject: str, *, footer: Footer | None = None, size: int | None = None
+) -> list[Problem]:
+    """Problems in one rendered issue: size (``size``: the figure the summary shows, by default
+    this HTML's), images, links, subject, text part and, given a :class:`Footer` (from
+    :func:`footer_presence` or the renderer), the footer."""
     scan = _Scan(html)
     no_alt = [src for src, alt in scan.images if alt is None]
     urls = [href for href, _ in scan.links] + [src for src, _ in scan.images]
     insecure = [u for u in urls if u.lower().startswith("http:")]
     relative = [u for u in urls if not re.match(r"[a-z][a-z0-9+.-]*:|#", u, re.I)]
-    size = len(html.encode("utf-8"))
+    size = len(html.encode("utf-8")) if size is None else size
     checks: list[tuple[str, object, dict[str, object]]] = [
-        ("html-clipped", size > GMAIL_CLIP_BYTES, {"kb": round(size / 1000)}),
+        ("html-clipped", size > GMAIL_CLIP_BYTES, {"size": human_size(size)}),
         ("img-no-alt", no_alt, {"n": len(no_alt), "first": no_alt[:1] and no_alt[0][:80]}),
         ("insecure-link", insecure, {"n": len(insecure), "first": insecure[:1] and insecure[0][:80]}),
         ("relative-link", relative, {"n": len(relative), "first": relative[:1] and relative[0][:80]}),

@@ -17,7 +17,10 @@ def preflight(issue: Issue) -> list[Problem]:
     html, text = issue.bodies(sample)
     link = issue.values(sample)["unsubscribe_url"]
     footer = footer_presence(html, text, unsubscribe_link=link, postal_address=settings.postal_address)
-    found = settings_problems(settings) + content_problems(html, text, issue.subject, footer=footer)
+    size = issue.rendered.html_size  # the figure the summary shows
+    found = settings_problems(settings) + content_problems(
+        html, text, issue.subject, footer=footer, size=size
+    )
     found += [Problem("warning", "plan", note) for note in issue.notes]
     unique = list(dict.fromkeys(found))
     return sorted(unique, key=lambda p: ("blocking", "refused", "warning").index(p.level))

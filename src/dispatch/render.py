@@ -11,7 +11,6 @@ exactly). Subscriber values are never parsed as template code. Templates load an
 
 from __future__ import annotations
 
-import html
 import signal
 import threading
 import traceback
@@ -228,29 +227,8 @@ def render_issue(
         text_parts=text_parts,
         html_size=len(inlined.encode()),
         text_size=len(text_doc.encode()),
-        warnings=_lint(html_parts, text_parts, postal_address, len(inlined.encode())),
     )
 
 
 def _shows_unsubscribe(parts: Sequence[str | Field]) -> bool:
     return any(isinstance(p, Field) and p.base_name == "unsubscribe_url" for p in parts)
-
-
-def _lint(
-    html_parts: Sequence[str | Field], text_parts: Sequence[str | Field], postal_address: str, size: int
-) -> tuple[str, ...]:
-    """What a bulk sender must not ship without noticing (CAN-SPAM, Gmail's requirements)."""
-    found: list[str] = []
-    for part, parts in (("HTML", html_parts), ("text", text_parts)):
-        if not _shows_unsubscribe(parts):
-            found.append(f"the {part} template shows no unsubscribe link ({{{{ unsubscribe_url }}}})")
-        if not postal_address:
-            continue
-        shown = "".join(p for p in parts if isinstance(p, str))
-        if html.escape(postal_address) not in shown and postal_address not in shown:
-            found.append(f"the {part} template does not show DISPATCH_POSTAL_ADDRESS")
-    if not postal_address:
-        found.append("DISPATCH_POSTAL_ADDRESS is not set: the law in many places asks for one")
-    if size > GMAIL_CLIP_BYTES:
-        found.append(f"the HTML is {size // 1024} KB: Gmail clips messages over about 100 KB")
-    return tuple(found)

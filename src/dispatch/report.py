@@ -6,7 +6,8 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from dispatch.campaign import RunSummary, human_size
+from dispatch.campaign import RunSummary
+from dispatch.checks import human_size
 from dispatch.errors import InputError
 from dispatch.settings import StateLocation
 from dispatch.state import journal as j
