@@ -67,3 +67,33 @@ def test_installed_console_script_version(installed: Path) -> None:
         [str(installed / "dispatch"), "--version"], capture_output=True, text=True, check=True
     )
     assert result.stdout.startswith("dispatch ")
+
+
+@pytest.mark.slow
+def test_a_plain_install_has_no_playwright_and_proofs_name_the_extra(installed: Path, tmp_path: Path) -> None:
+    """Playwright (167 MB) is only for --png/--pdf: a plain install leaves it out, and asking for a
+    proof says which extra to install (exit 2), before any other work."""
+    found = subprocess.run(
+        [str(installed / "python"), "-c", "import importlib.util as u; print(u.find_spec('playwright'))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert found == "None"
+    done = subprocess.run(
+        [str(installed / "dispatch"), "preview", str(EXAMPLE_ARTICLE), "--png", str(tmp_path / "png")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        "dispatch: error: --png and --pdf need the proofs extra (Playwright, which drives this machine's "
+        "Chromium; nothing is downloaded): pip install 'dispatch[proofs]'"
+    )
+    assert not (tmp_path / "png").exists()
+
+
+@pytest.mark.slow
+def test_a_plain_install_stays_small(installed: Path) -> None:
+    """Under 160 MB with everything a cron job needs."""
+    site = next((installed.parent / "lib").glob("python3*/site-packages"))
+    size = sum(p.stat().st_size for p in site.rglob("*") if p.is_file() and not p.is_symlink())
+    pip = sum(p.stat().st_size for p in site.glob("pip*/**/*") if p.is_file())
+    assert size - pip < 160 * 1024 * 1024, f"{(size - pip) / 1024 / 1024:.0f} MB"

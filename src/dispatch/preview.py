@@ -238,6 +238,20 @@ def with_samples(settings: Settings) -> tuple[Settings, list[str]]:
     return settings, filled
 
 
+PROOFS_EXTRA = (
+    "--png and --pdf need the proofs extra (Playwright, which drives this machine's Chromium; "
+    "nothing is downloaded): pip install 'dispatch[proofs]'"
+)
+
+
+def require_proofs_extra() -> None:
+    """ConfigError (exit 2) naming the extra to install when Playwright is not installed."""
+    try:
+        import playwright  # noqa: F401, PLC0415 - only asked when a proof is
+    except ImportError as err:
+        raise ConfigError(PROOFS_EXTRA) from err
+
+
 def proof_files(
     issue: Issue,
     sub: Subscriber,
@@ -250,6 +264,7 @@ def proof_files(
 ) -> list[Path]:
     """Pictures (``--png DIR``) and a PDF (``--pdf FILE``) of one message for sign-off, made
     with the machine's Chromium in ``scratch`` and then written like every other output."""
+    require_proofs_extra()
     from dispatch import proof  # noqa: PLC0415 - Playwright loads only when a proof is asked for
 
     chromium = proof.find_chromium(issue.settings.chromium)

@@ -64,9 +64,18 @@ def preview(
     or make pictures and a PDF of it for sign-off. Needs no sending settings: without them,
     sample values are used and marked as such."""
     from dispatch.campaign import named_recipients, plan_issue, recipients
-    from dispatch.preview import proof_files, sample_list, with_samples, write_archive, write_message
+    from dispatch.preview import (
+        proof_files,
+        require_proofs_extra,
+        sample_list,
+        with_samples,
+        write_archive,
+        write_message,
+    )
 
     with reporting(debug):
+        if png is not None or pdf is not None:
+            require_proofs_extra()  # before any work: say which extra to install
         settings, samples = with_samples(load_settings(env_file))
         for name in samples:
             typer.echo(f"dispatch: note: {name} is not set; the preview uses a sample value", err=True)
