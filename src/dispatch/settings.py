@@ -199,6 +199,7 @@ KNOWN: dict[str, str] = {
     "UNSUBSCRIBE_URL": "the https unsubscribe endpoint",
     "UNSUBSCRIBE_MAILTO": "the unsubscribe mailbox",
     "UNSUBSCRIBE_SECRET": "the key of unsubscribe tokens",
+    "UNSUBSCRIBE_PREVIOUS_SECRETS": "earlier unsubscribe secrets, still read by dispatch serve",
     "LIST_ID": "the newsletter's List-Id",
     "ORGANIZATION": "who sends the newsletter",
     "POSTAL_ADDRESS": "the sender's postal address",
@@ -267,6 +268,7 @@ class Settings:
     unsubscribe_url: str = ""
     unsubscribe_mailto: str = ""
     unsubscribe_secret: str = field(default="", repr=False)
+    unsubscribe_previous_secrets: tuple[str, ...] = field(default=(), repr=False)  # after a rotation
     list_id_setting: str = ""
     organization: str = ""
     postal_address: str = ""
@@ -320,6 +322,9 @@ class Settings:
             unsubscribe_url=_text(env, "UNSUBSCRIBE_URL"),
             unsubscribe_mailto=_text(env, "UNSUBSCRIBE_MAILTO"),
             unsubscribe_secret=env.get(PREFIX + "UNSUBSCRIBE_SECRET", "").strip(),
+            unsubscribe_previous_secrets=tuple(  # separated by commas or white space; never printed
+                filter(None, re.split(r"[\s,]+", env.get(PREFIX + "UNSUBSCRIBE_PREVIOUS_SECRETS", "")))
+            ),
             list_id_setting=_text(env, "LIST_ID"),
             organization=_text(env, "ORGANIZATION"),
             postal_address=_text(env, "POSTAL_ADDRESS"),
