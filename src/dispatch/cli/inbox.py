@@ -179,6 +179,7 @@ def serve(
             url_template=settings.unsubscribe_url, secret=settings.unsubscribe_secret,
             organization=settings.organization, state_dir=state_dir(settings),
             lists={settings.list_id: settings.list_id},
+            previous_secrets=settings.unsubscribe_previous_secrets,
         )  # fmt: skip
 
         def announce(url: str) -> None:
