@@ -79,8 +79,10 @@ DISPATCH_UNSUBSCRIBE_URL=https://example.org/unsubscribe/{{token}}
 # A mailbox for unsubscribe requests by email, too; set it only if someone acts on each one.
 # DISPATCH_UNSUBSCRIBE_MAILTO=unsubscribe@example.org
 # The key that seals unsubscribe tokens: generated for this newsletter, at random. Keep it
-# secret, and keep it: links in issues already sent stop working if it changes.
+# secret, and keep it: links in issues already sent stop working if it changes, unless the
+# old key is listed here (comma-separated) for dispatch serve to keep reading them.
 DISPATCH_UNSUBSCRIBE_SECRET={secret}
+# DISPATCH_UNSUBSCRIBE_PREVIOUS_SECRETS=
 
 # --- DKIM signing (all three, or none) ----------------------------------------------------
 # Signs each message so receivers can tell it is yours. Make a key and its DNS record with:
