@@ -40,10 +40,12 @@ class _Quiet(DNSLogger):
 
 @dataclass
 class TxtResolver(BaseResolver):
-    """Answers TXT queries from ``records``; names in ``failing`` get SERVFAIL, unknown names NXDOMAIN."""
+    """Answers TXT queries from ``records``; names in ``failing`` get SERVFAIL, names in
+    ``rcodes`` that error code (REFUSED…), unknown names NXDOMAIN."""
 
     records: Records
     failing: frozenset[str] = frozenset()
+    rcodes: Mapping[str, int] = field(default_factory=dict)
     asked: list[tuple[str, str]] = field(default_factory=list)  # (name, "udp" or "tcp")
 
     def resolve(self, request: DNSRecord, handler: Any) -> DNSRecord:
@@ -52,6 +54,8 @@ class TxtResolver(BaseResolver):
         reply = request.reply()
         if name in self.failing:
             reply.header.rcode = RCODE.SERVFAIL
+        elif name in self.rcodes:
+            reply.header.rcode = self.rcodes[name]
         elif name not in self.records:
             reply.header.rcode = RCODE.NXDOMAIN
         elif request.q.qtype == QTYPE.TXT:
@@ -89,11 +93,11 @@ class RunningDns:
         return f"127.0.0.1:{self.port}"
 
 
-def _start(resolver: TxtResolver) -> tuple[int, list[DNSServer]]:
+def _start(resolver: TxtResolver, protocols: Sequence[bool]) -> tuple[int, list[DNSServer]]:
     for _ in range(20):
         port, started = _free_port(), []
         try:
-            for tcp in (False, True):
+            for tcp in protocols:
                 started.append(
                     DNSServer(
                         resolver, port=port, address="127.0.0.1", tcp=tcp, logger=_Quiet(), handler=_Handler
@@ -108,10 +112,17 @@ def _start(resolver: TxtResolver) -> tuple[int, list[DNSServer]]:
 
 
 @contextmanager
-def dns_server(records: Records, *, failing: Sequence[str] = ()) -> Iterator[RunningDns]:
-    """Serve ``records`` over UDP and TCP on a free 127.0.0.1 port until the block ends."""
-    resolver = TxtResolver({k.lower(): v for k, v in records.items()}, frozenset(failing))
-    port, servers = _start(resolver)
+def dns_server(
+    records: Records,
+    *,
+    failing: Sequence[str] = (),
+    rcodes: Mapping[str, int] | None = None,
+    tcp: bool = True,
+) -> Iterator[RunningDns]:
+    """Serve ``records`` over UDP and TCP (or UDP only: a long answer is then truncated and
+    cannot be had at all) on a free 127.0.0.1 port until the block ends."""
+    resolver = TxtResolver({k.lower(): v for k, v in records.items()}, frozenset(failing), dict(rcodes or {}))
+    port, servers = _start(resolver, (False, True) if tcp else (False,))
     for server in servers:  # polling every 20 ms (not 0.5 s) so that stopping is quick
         threading.Thread(
             target=server.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
@@ -130,3 +141,38 @@ def silent_server() -> Iterator[str]:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         yield f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+@contextmanager
+def garbling_server() -> Iterator[str]:
+    """A UDP port on 127.0.0.1 that answers every query with bytes that are not a DNS message
+    (the query's id, then junk)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(0.05)
+        stop = threading.Event()
+
+        def answer() -> None:
+            while not stop.is_set():
+                try:
+                    query, client = sock.recvfrom(4096)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                sock.sendto(query[:2] + b"\x81\x80\xff", client)
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        try:
+            yield f"127.0.0.1:{sock.getsockname()[1]}"
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+
+
+def closed_port() -> str:
+    """A 127.0.0.1 UDP port where nothing listens (it was bound a moment ago, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"

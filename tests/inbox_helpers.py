@@ -372,17 +372,21 @@ def _stop(process: subprocess.Popen[str]) -> None:
 
 
 @contextlib.contextmanager
-def serving(env_file: Path, cwd: Path, environ: Mapping[str, str] | None = None) -> Iterator[ServeProcess]:
+def serving(
+    env_file: Path, cwd: Path, stderr: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Iterator[ServeProcess]:
     """Start ``dispatch serve --host 127.0.0.1 --port FREE --env-file FILE``, wait for its port,
     and stop it by its pid afterwards. A port taken between the probe and the bind (tests
-    running side by side) is retried with another."""
+    running side by side) is retried with another. ``stderr``: a file that receives its
+    standard error (the access log), read after the block."""
     for _ in range(10):
         port = free_port()
+        log = stderr.open("w", encoding="utf-8") if stderr is not None else None
         process = subprocess.Popen(
             [sys.executable, "-m", "dispatch", "serve", "--host", "127.0.0.1", "--port", str(port),
              "--env-file", str(env_file)],
             cwd=cwd, env=clean_environ(environ), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, stderr=log or subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
             deadline = time.monotonic() + 60  # start-up safety net, not an assertion
@@ -390,6 +394,7 @@ def serving(env_file: Path, cwd: Path, environ: Mapping[str, str] | None = None)
                 time.sleep(0.05)
             if process.poll() is not None:
                 _, err = process.communicate(timeout=20)
+                err = err if stderr is None else stderr.read_text(encoding="utf-8")
                 if "cannot listen" in err:
                     continue
                 raise AssertionError(f"dispatch serve exited with {process.returncode}: {err}")
@@ -399,7 +404,7 @@ def serving(env_file: Path, cwd: Path, environ: Mapping[str, str] | None = None)
             return
         finally:
             _stop(process)
-            for stream in (process.stdout, process.stderr):
+            for stream in (process.stdout, process.stderr, log):
                 if stream is not None:
                     stream.close()
     raise AssertionError("found no free port for dispatch serve")

@@ -366,14 +366,16 @@ def test_servfail_is_one_line(keys: dict[str, tuple[Path, KeyRecord]]) -> None:
     assert report.spf is not None
 
 
-def test_a_resolver_that_never_answers_is_one_line() -> None:
+def test_a_resolver_that_never_answers_is_one_line_per_record() -> None:
     with silent_server() as address:
         problems, report = dns_problems(
             "example.org", dkim_selector="s", dkim_domain="example.org", server=address, timeout=0.3
         )
-    assert codes(problems) == {"dns-error": "warning"}
-    assert problems[0].message.startswith(f"no answer from {address} for example.org")
+    # A failed lookup is not a pass: the DKIM key, which must be published, cannot be checked.
+    assert codes(problems) == {"dns-error": "warning", "dkim-lookup-failed": "blocking"}
+    assert problems[0].message.startswith(f"could not look up example.org (no answer from {address}")
     assert report.spf is None
+    assert report.spf_error is not None
 
 
 def test_a_resolver_that_is_not_an_address_is_one_line() -> None:

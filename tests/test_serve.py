@@ -11,101 +11,38 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from dispatch.errors import ConfigError
-from dispatch.serve import MAX_BODY, MAX_URL, ServeConfig, create_app, make_server, mask
+from dispatch.serve import MAX_BODY, MAX_URL, ServeConfig, mask
 from dispatch.state.suppression import SuppressionStore
-from dispatch.tokens import make_token, unsubscribe_link
-
-SECRET = "serve-tests-secret-0123456789-abcdefghijk"
-NEWS, OTHER = "news.example.org", "other.example.org"
-PATH_URL = "https://example.org/u/{token}"
-QUERY_URL = "https://example.org/unsubscribe?list=weekly"
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-ONE_CLICK = "List-Unsubscribe=One-Click"
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    text: str
-
-
-@dataclass
-class Endpoint:
-    port: int
-    state: Path
-    url_template: str
-
-    def target(self, email: str, list_id: str = NEWS, secret: str = SECRET) -> str:
-        """The path and query of this address's unsubscribe link."""
-        link = unsubscribe_link(self.url_template, email, make_token(secret, list_id, email))
-        return link.removeprefix("https://example.org")
-
-    def request(self, method: str, target: str, body: str | bytes | None = None, **headers: str) -> Reply:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request(
-                method, target, body=body, headers={k.replace("_", "-"): v for k, v in headers.items()}
-            )
-            response = conn.getresponse()
-            return Reply(
-                response.status,
-                {k.lower(): v for k, v in response.getheaders()},
-                response.read().decode("utf-8"),
-            )
-        finally:
-            conn.close()
-
-    def one_click(self, email: str, list_id: str = NEWS) -> Reply:
-        return self.request("POST", self.target(email, list_id), ONE_CLICK, **FORM)
-
-    def store(self) -> SuppressionStore:
-        return SuppressionStore(self.state, readonly=True)
+from tests.serve_helpers import (
+    FORM,
+    NEWS,
+    ONE_CLICK,
+    OTHER,
+    PATH_URL,
+    QUERY_URL,
+    SECRET,
+    Endpoint,
+    Reply,
+    running,
+)
 
 
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Callable[..., Endpoint]]:
     """Start the app in a real waitress server on a free port of 127.0.0.1."""
-    stops: list[Callable[[], None]] = []
+    with contextlib.ExitStack() as servers:
 
-    def run(url_template: str = PATH_URL) -> Endpoint:
-        config = ServeConfig(
-            url_template=url_template,
-            secret=SECRET,
-            organization="Example Foundation",
-            state_dir=tmp_path / "state",
-            lists={NEWS: "The Weekly"},
-        )
-        app = create_app(config)
-        server = make_server(app, "127.0.0.1", 0)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
+        def run(url_template: str = PATH_URL) -> Endpoint:
+            return servers.enter_context(running(tmp_path / "state", url_template))
 
-        def stop() -> None:
-            # The loop closes the server itself and then ends. It may run the thunk before the
-            # wake-up byte is written, which then finds the pipe closed: that is fine.
-            with contextlib.suppress(OSError):
-                server.trigger.pull_trigger(server.close)
-            thread.join(timeout=10)
-            server.task_dispatcher.shutdown()
-            app.close()
-            assert not thread.is_alive()
-
-        stops.append(stop)
-        return Endpoint(server.effective_port, config.state_dir, url_template)
-
-    yield run
-    for stop in stops:
-        stop()
+        yield run
 
 
 @pytest.fixture

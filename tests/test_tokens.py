@@ -203,3 +203,32 @@ def test_the_server_finds_the_token_where_the_link_put_it(template: str) -> None
 )
 def test_token_from_request_shapes(template: str, path: str, query: str, found: str | None) -> None:
     assert token_from_request(template, path, query) == found
+
+
+# --- rotating the secret ----------------------------------------------------------------------
+
+OLD, OLDER = "old-" + SECRET, "older-" + SECRET
+
+
+@pytest.mark.parametrize("made_with", [SECRET, OLD, OLDER])
+def test_a_token_of_the_current_or_a_previous_secret_is_read(made_with: str) -> None:
+    token = make_token(made_with, LIST, "ann@example.org")
+    assert read_token(SECRET, token, (OLD, OLDER)) == (LIST, "ann@example.org")
+
+
+def test_previous_secrets_open_nothing_else() -> None:
+    stranger = make_token("stranger-" + SECRET, LIST, "ann@example.org")
+    with pytest.raises(BadToken, match="another secret"):
+        read_token(SECRET, stranger, (OLD, "", OLDER))
+    token = make_token(OLD, LIST, "ann@example.org")
+    with pytest.raises(BadToken, match="another secret"):
+        read_token(SECRET, token)  # without the previous secret, the old link is refused
+    altered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    with pytest.raises(BadToken):
+        read_token(SECRET, altered, (OLD,))
+
+
+def test_new_tokens_use_the_current_secret_only() -> None:
+    token = make_token(SECRET, LIST, "ann@example.org")
+    with pytest.raises(BadToken):
+        read_token(OLD, token)

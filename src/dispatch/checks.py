@@ -73,12 +73,14 @@ MESSAGES = {
     "dkim-mismatch": "the key published at {name} is not the one in DISPATCH_DKIM_KEY_FILE, so every "
     "message would fail DKIM; publish this key's record or use the matching key file",
     "dns-error": "{reason}; check DISPATCH_DNS_SERVER or try again",
+    "dkim-lookup-failed": "{reason}, so the published DKIM key cannot be checked; check DISPATCH_DNS_SERVER "
+    "or try again",
 }
 BLOCKING = frozenset(
     {"no-from", "no-unsubscribe", "unsubscribe-not-https", "no-postal-address", "no-unsubscribe-secret"}
     | {"short-unsubscribe-secret", "dkim-not-aligned", "no-dkim-record", "dkim-revoked", "dkim-mismatch"}
     | {"no-unsubscribe-link-html", "no-unsubscribe-link-text", "no-postal-address-html"}
-    | {"no-postal-address-text"}
+    | {"no-postal-address-text", "dkim-lookup-failed"}
 )
 REFUSED = frozenset({"example-value", "example-unsubscribe-secret"})
 

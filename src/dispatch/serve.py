@@ -9,10 +9,15 @@ segment or query value, else in the ``t`` query parameter) and at ``/healthz``:
   redirect, no cookie, no login; repeating it changes nothing.
 * ``GET`` never unsubscribes (link scanners follow every link): it shows a page with one
   button that POSTs. After the POST the page offers to undo, with the same token; undoing
-  lifts only that list's unsubscribe, never a bounce, complaint or manual entry.
+  lifts only the unsubscribe this endpoint recorded for that list, never a bounce, complaint,
+  manual or imported entry.
 * A bad token is a 400 that changes nothing; long URLs 414, large bodies 413, other paths
   404, other methods 405. Pages need no script, load nothing, set no cookie, and show the
   address masked (``a•••@example.org``).
+
+Tokens sealed with the current secret or one of the previous ones (after a rotation) are read.
+Each request answered is one access-log line (time, method, path with ``<token>`` in place of
+the token, status, duration): never an address, a token, a query string or a secret.
 """
 
 from __future__ import annotations
@@ -21,8 +26,12 @@ import base64
 import hashlib
 import html
 import logging
+import re
 import signal
+import sys
 import threading
+import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -31,20 +40,22 @@ from email.policy import HTTP
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 from wsgiref.types import StartResponse, WSGIEnvironment
-
-import waitress
 
 from dispatch.errors import ConfigError, InputError
 from dispatch.state.db import StateError
-from dispatch.state.suppression import ALL_LISTS, UNSUBSCRIBED, SuppressionStore
+from dispatch.state.suppression import ALL_LISTS, SERVE, UNSUBSCRIBED, SuppressionStore
 from dispatch.tokens import BadToken, read_token, token_from_request
+from dispatch.webserver import Limits, create_server
 
 MAX_BODY = 16 * 1024  # a one-click POST is 26 bytes; a browser's multipart form a few hundred
 MAX_URL = 4096  # path and query; the longest token is under 1,400 characters
 HEALTH_PATH = "/healthz"
+OTHER_PATH = "<other-path>"  # how the access log shows a path that is not ours (it may hold anything)
+_METHOD = re.compile(r"[A-Z]{1,16}")
 log = logging.getLogger("dispatch.serve")
+AccessLog = Callable[[str], None]
 
 _STYLE = (
     "body{margin:0;background:#fff;color:#1b1b1b;font:1.125rem/1.5 system-ui,-apple-system,'Segoe UI',"
@@ -71,13 +82,15 @@ _HEADERS = [
 @dataclass(frozen=True)
 class ServeConfig:
     """What the endpoint needs: the public unsubscribe URL (``DISPATCH_UNSUBSCRIBE_URL``), the
-    token secret, who sends the newsletters, the state folder, and list ids with their names."""
+    token secret, who sends the newsletters, the state folder, list ids with their names, and
+    the secrets used before the current one (``DISPATCH_UNSUBSCRIBE_PREVIOUS_SECRETS``)."""
 
     url_template: str
     secret: str = field(repr=False)
     organization: str
     state_dir: Path
     lists: Mapping[str, str] = field(default_factory=dict)
+    previous_secrets: tuple[str, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         if not self.url_template:
@@ -144,14 +157,19 @@ def _bad_link() -> _Refused:
 
 
 class UnsubscribeApp:
-    """The WSGI application (see the module's docstring)."""
+    """The WSGI application (see the module's docstring); ``access_log`` is given one line per
+    request answered."""
 
-    def __init__(self, config: ServeConfig) -> None:
+    def __init__(self, config: ServeConfig, access_log: AccessLog | None = None) -> None:
         self.config = config
         self.store = SuppressionStore(config.state_dir)
         self.lists = {key.lower(): name for key, name in config.lists.items()}
+        self.access_log = access_log
+        shape = urlsplit(config.url_template).path or "/"
+        self.shown_path = shape.replace("{token}", "<token>").replace("{email}", "<email>")
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        began = time.perf_counter()
         try:
             response = self._route(environ)
         except _Refused as refused:
@@ -161,12 +179,36 @@ class UnsubscribeApp:
             response = _page(503, "Please try again", "Your request could not be recorded just now.")
         except InputError:  # a sealed address the store refuses: treated as a bad link
             response = _bad_link().response
+        except Exception as err:  # a bug: logged here, where no token can reach the log
+            where = traceback.extract_tb(err.__traceback__)[-1]
+            log.error(
+                "dispatch serve: %s at %s:%s", type(err).__name__, Path(where.filename).name, where.lineno
+            )
+            response = _page(500, "Please try again", "Your request could not be answered just now.")
         headers = [("Content-Type", response.content_type), ("Content-Length", str(len(response.body)))]
         start_response(
             f"{response.status} {HTTPStatus(response.status).phrase}",
             headers + _HEADERS + list(response.headers),
         )
+        if self.access_log is not None:
+            self.access_log(self._log_line(environ, response.status, time.perf_counter() - began))
         return [] if environ["REQUEST_METHOD"] == "HEAD" else [response.body]
+
+    def _log_line(self, environ: WSGIEnvironment, status: int, seconds: float) -> str:
+        """``TIME METHOD PATH STATUS DURATION``: the path as configured, ``<token>`` in place of
+        the token, no query string; a path that is not ours is not shown at all."""
+        method = str(environ.get("REQUEST_METHOD", ""))
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        if path == HEALTH_PATH:
+            shown = HEALTH_PATH
+        elif len(path) <= MAX_URL and token_from_request(self.config.url_template, path, "") is not None:
+            shown = self.shown_path
+        else:
+            shown = OTHER_PATH
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return (
+            f"{when} {method if _METHOD.fullmatch(method) else '-'} {shown} {status} {seconds * 1000:.0f}ms"
+        )
 
     def close(self) -> None:
         """Close the suppression store."""
@@ -188,13 +230,12 @@ class UnsubscribeApp:
         _allow(method, "GET, HEAD, POST")
         form = _read_form(environ) if method == "POST" else {}
         try:
-            list_id, key = read_token(self.config.secret, token)
+            list_id, key = read_token(self.config.secret, token, self.config.previous_secrets)
         except BadToken:
             raise _bad_link() from None
         if method == "POST":
             return self._post(form, list_id, key)
-        entry = self.store.lookup(key, list_id)
-        if entry is not None and entry.reason == UNSUBSCRIBED:
+        if self.store.entry(key, list_id, UNSUBSCRIBED) is not None:
             return self._done(list_id, key)
         name, org = self._names(list_id)
         return _page(
@@ -205,25 +246,37 @@ class UnsubscribeApp:
 
     def _post(self, form: dict[str, str], list_id: str, key: str) -> _Response:
         if form.get("List-Unsubscribe") == "One-Click":
-            if self.store.add(key, UNSUBSCRIBED, scope=list_id, source="serve"):
+            if self.store.add(key, UNSUBSCRIBED, scope=list_id, source=SERVE):
                 log.info("unsubscribe recorded for list %s", list_id)
             return self._done(list_id, key)
         if form.get("action") == "resubscribe":
-            self.store.remove(key, scope=list_id, reason=UNSUBSCRIBED)
+            # Only what this endpoint recorded for this list: never a bounce, a complaint, or an
+            # unsubscribe that was imported or added by hand.
+            self.store.remove(key, scope=list_id, reason=UNSUBSCRIBED, source=SERVE)
             name, org = self._names(list_id)
-            still = self.store.lookup(key, list_id) is not None  # a bounce or complaint stays
-            sender = self.config.organization or "the sender"
+            if self.store.lookup(key, list_id) is not None:
+                return _page(
+                    200, "You are not subscribed again",
+                    f"{mask(key)} is still blocked for another reason; contact {self._sender()}.",
+                )  # fmt: skip
             return _page(
                 200, "You are subscribed again", f"{mask(key)} will receive {name}{org} again.",
                 button=("List-Unsubscribe", "One-Click", "Unsubscribe"),
-                note=f"This address is still blocked for another reason; contact {sender}." if still else "",
             )  # fmt: skip
         raise _Refused(400, "Nothing to do", "This request asks neither to unsubscribe nor to undo it.")
 
     def _done(self, list_id: str, key: str) -> _Response:
+        """The confirmation; it offers to undo only what this endpoint recorded (an unsubscribe
+        imported or added by hand is the sender's to lift)."""
         name, org = self._names(list_id)
+        entry = self.store.entry(key, list_id, UNSUBSCRIBED)
+        text = f"{mask(key)} will no longer receive {name}{org}."
+        if entry is not None and entry.source != SERVE:
+            return _page(
+                200, "You are unsubscribed", text, note=f"To receive it again, contact {self._sender()}."
+            )
         return _page(
-            200, "You are unsubscribed", f"{mask(key)} will no longer receive {name}{org}.",
+            200, "You are unsubscribed", text,
             button=("action", "resubscribe", "Undo: subscribe again"),
             note="Clicked by mistake? You can undo it.",
         )  # fmt: skip
@@ -232,6 +285,9 @@ class UnsubscribeApp:
         """The list's display name, and " from <organisation>" (or "")."""
         org = self.config.organization
         return self.lists.get(list_id, list_id), f" from {org}" if org else ""
+
+    def _sender(self) -> str:
+        return self.config.organization or "the sender"
 
 
 def _allow(method: str, allowed: str) -> None:
@@ -273,19 +329,16 @@ def _multipart(content_type: str, body: bytes) -> dict[str, str]:
     return fields
 
 
-def create_app(config: ServeConfig) -> UnsubscribeApp:
+def create_app(config: ServeConfig, access_log: AccessLog | None = None) -> UnsubscribeApp:
     """The WSGI application for this configuration (it opens the suppression store now)."""
-    return UnsubscribeApp(config)
+    return UnsubscribeApp(config, access_log)
 
 
-def make_server(app: UnsubscribeApp, host: str, port: int) -> Any:
-    """A waitress server for the app, bound but not yet running (``port`` 0 takes a free port:
-    see :func:`listening`). ConfigError when the address cannot be bound."""
+def make_server(app: UnsubscribeApp, host: str, port: int, limits: Limits | None = None) -> Any:
+    """A waitress server for the app (:mod:`dispatch.webserver`), bound but not yet running
+    (``port`` 0 takes a free port: see :func:`listening`). ConfigError when it cannot bind."""
     try:
-        return waitress.create_server(
-            app, host=host, port=port, threads=8, ident="dispatch", channel_timeout=30,
-            max_request_header_size=MAX_URL * 4, max_request_body_size=MAX_BODY * 4,
-        )  # fmt: skip
+        return create_server(app, host, port, limits or Limits(max_header=MAX_URL * 4, max_body=MAX_BODY * 4))
     except OSError as err:
         raise ConfigError(
             f"dispatch serve cannot listen on {host}:{port} ({err.strerror or err}); choose another "
@@ -300,11 +353,17 @@ def listening(server: Any) -> list[str]:
 
 
 def serve(
-    config: ServeConfig, host: str, port: int, *, announce: Callable[[str], None] | None = None
+    config: ServeConfig,
+    host: str,
+    port: int,
+    *,
+    announce: Callable[[str], None] | None = None,
+    access_log: AccessLog | None = None,
 ) -> None:
     """Serve the endpoint on ``host:port`` until SIGINT or SIGTERM (requests being answered
-    are finished first). ``announce`` is told each address once the port is bound."""
-    app = create_app(config)
+    are finished first). ``announce`` is told each address once the port is bound;
+    ``access_log`` each request's line (by default, standard error)."""
+    app = create_app(config, access_log or _to_stderr)
     previous: dict[signal.Signals, Any] = {}
     try:
         server = make_server(app, host, port)
@@ -325,3 +384,12 @@ def serve(
 
 def _stop(signum: int, _frame: object) -> None:
     raise SystemExit(0)
+
+
+_stderr_lock = threading.Lock()
+
+
+def _to_stderr(line: str) -> None:
+    with _stderr_lock:  # one whole line at a time, whichever worker thread writes it
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()

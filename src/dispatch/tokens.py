@@ -16,6 +16,10 @@ while the full list id stays inside: a token still works after ``DISPATCH_LIST_I
 Length: 17 bytes of overhead plus 3/4 byte per character. For ``ann.example@gmail.com`` on
 ``news.example.org`` a token is 62 characters; a 30-character address on a 25-character list
 id gives 79 (the longest possible, 1,388).
+
+Rotating the secret: new tokens are always sealed with the current secret; :func:`read_token`
+also opens tokens sealed with earlier ones (``DISPATCH_UNSUBSCRIBE_PREVIOUS_SECRETS``), so the
+links in every issue sent before a rotation keep working.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import base64
 import binascii
 import functools
 import re
+from collections.abc import Sequence
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from cryptography.exceptions import InvalidTag
@@ -56,7 +61,7 @@ class BadToken(DispatchError):
     """An unsubscribe token that is truncated, altered, made with another secret, or not a token."""
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=32)  # the current secret and a few earlier ones
 def _cipher(secret: str) -> AESSIV:
     if not secret:
         raise ConfigError(
@@ -145,8 +150,26 @@ def seal(secret: str, list_id: str, key: str) -> str:
     return base64.urlsafe_b64encode(head + sealed).rstrip(b"=").decode("ascii")
 
 
-def read_token(secret: str, token: str) -> tuple[str, str]:
-    """``(list_id, address key)`` from a token; BadToken for anything that is not one we made."""
+def read_token(secret: str, token: str, previous: Sequence[str] = ()) -> tuple[str, str]:
+    """``(list_id, address key)`` from a token sealed with ``secret`` or, after a rotation, with
+    one of the ``previous`` secrets (tried in turn); BadToken for anything that is not one we made."""
+    data = _token_bytes(token)
+    for key in dict.fromkeys(k for k in (secret, *previous) if k):
+        try:
+            plain = _unpack(_cipher(key).decrypt(data[1:], [data[:1]]))
+        except InvalidTag:
+            continue
+        list_id, at, address = plain.partition("@")
+        if not (list_id and at and "@" in address):
+            raise BadToken("the unsubscribe token is damaged")
+        return list_id, address
+    if not secret:
+        _cipher(secret)  # the ConfigError that names the setting
+    raise BadToken("the unsubscribe token was altered, or made with another secret")
+
+
+def _token_bytes(token: str) -> bytes:
+    """The bytes of a well-formed token of our version (BadToken otherwise), before opening it."""
     if len(token) > MAX_TOKEN_LENGTH:
         raise BadToken("the unsubscribe token is too long")
     if not _B64URL.fullmatch(token):
@@ -160,14 +183,7 @@ def read_token(secret: str, token: str) -> tuple[str, str]:
         raise BadToken("the unsubscribe token is cut short or altered")
     if data[0] != VERSION:
         raise BadToken(f"the unsubscribe token has version {data[0]}; this dispatch reads version {VERSION}")
-    try:
-        plain = _unpack(_cipher(secret).decrypt(data[1:], [data[:1]]))
-    except InvalidTag as err:
-        raise BadToken("the unsubscribe token was altered, or made with another secret") from err
-    list_id, at, address = plain.partition("@")
-    if not (list_id and at and "@" in address):
-        raise BadToken("the unsubscribe token is damaged")
-    return list_id, address
+    return data
 
 
 def unsubscribe_link(url_template: str, email: str, token: str) -> str:

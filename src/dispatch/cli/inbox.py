@@ -184,6 +184,7 @@ def serve(
             url_template=settings.unsubscribe_url, secret=settings.unsubscribe_secret,
             organization=settings.organization, state_dir=state_to_write(settings, ask=False),
             lists={settings.list_id: settings.list_id},
+            previous_secrets=settings.unsubscribe_previous_secrets,
         )  # fmt: skip
 
         def announce(url: str) -> None:

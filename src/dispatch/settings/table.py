@@ -11,6 +11,7 @@ both settings files and the README's table are produced from, or checked against
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -60,8 +61,8 @@ def _raw(text: str, name: str) -> str:
 
 
 def _secrets(text: str, name: str) -> tuple[str, ...]:
-    """Comma-separated secrets, each taken as written (after trimming)."""
-    return tuple(part.strip() for part in _raw(text, name).split(",") if part.strip())
+    """Secrets separated by commas or white space (newest first)."""
+    return tuple(_raw(part, name) for part in re.split(r"[\s,]+", text) if part)
 
 
 def _mailbox(text: str, name: str) -> Any:
@@ -306,8 +307,8 @@ SETTINGS: tuple[Setting, ...] = (
         "UNSUBSCRIBE_PREVIOUS_SECRETS",
         _secrets,
         (),
-        "earlier secrets, comma-separated: links sealed with them still work in `dispatch serve`; never "
-        "printed",
+        "secrets used before the current one, separated by commas or spaces: `dispatch serve` still "
+        "accepts links sealed with them, new messages never use them; never printed",
         "none",
         LIST,
         "Earlier secrets (comma-separated), so that links in issues sent before a rotation still\n"

@@ -6,6 +6,10 @@ Scope rules: an unsubscribe applies to one list (its ``List-Id``); a bounce, a c
 manual entry applies to every list of the state folder (``*``) unless a list is given
 explicitly. :meth:`SuppressionStore.lookup`, called just before each message, is one query on
 the primary key, so 100,000 suppressed addresses cost a send no more than none.
+
+An unsubscribe recorded by ``dispatch serve`` (source ``serve``) is the only entry a reader can
+undo, with the same link. When another source (an import, ``suppress add``) states the same
+unsubscribe, the entry takes that source, and the reader's undo no longer lifts it.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ FILENAME = "suppression.sqlite3"
 UNSUBSCRIBED, BOUNCED, COMPLAINED, MANUAL = "unsubscribed", "bounced", "complained", "manual"
 REASONS = (UNSUBSCRIBED, BOUNCED, COMPLAINED, MANUAL)
 ALL_LISTS = "*"
+SERVE = "serve"  # the source of the unsubscribes dispatch serve records: the only ones a reader can undo
 EXPORT_COLUMNS = ("email", "reason", "list", "time", "source")
 SCHEMA = Schema(
     what="suppression store",
@@ -54,7 +59,13 @@ SCHEMA = Schema(
         PRIMARY KEY (key, scope, reason)
     ) WITHOUT ROWID""",
 )
-_INSERT = "INSERT OR IGNORE INTO suppressions (key, scope, reason, source, created) VALUES (?, ?, ?, ?, ?)"
+# An entry already there stays as it is, except that one serve recorded takes the source of
+# anyone else who states it: the reader's undo then leaves it alone.
+_INSERT = (
+    "INSERT INTO suppressions (key, scope, reason, source, created) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (key, scope, reason) DO UPDATE SET source = excluded.source "
+    "WHERE suppressions.source = 'serve' AND excluded.source <> 'serve'"  # SERVE
+)
 _SELECT = "SELECT key, reason, scope, created, source FROM suppressions"
 _LIST_ID = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)+")
 _FORMULA = ("=", "+", "-", "@", "\t", "\r", "'")  # what a spreadsheet would run (and our own mark)
@@ -158,14 +169,26 @@ class SuppressionStore:
         row = (address_key(address), where, check_reason(reason), clean_value(source)[:200], _seconds(when))
         return self._db.execute(_INSERT, row).rowcount == 1
 
-    def remove(self, address: str, *, scope: str | None = None, reason: str | None = None) -> int:
-        """Lift an address's suppressions (only this scope and/or reason, when given); how many."""
+    def remove(
+        self, address: str, *, scope: str | None = None, reason: str | None = None, source: str | None = None
+    ) -> int:
+        """Lift an address's suppressions (only this scope, reason and/or source, when given); how many."""
         sql, params = "DELETE FROM suppressions WHERE key = ?", [address_key(address)]
         if scope is not None:
             sql, params = sql + " AND scope = ?", [*params, check_scope(scope)]
         if reason is not None:
             sql, params = sql + " AND reason = ?", [*params, check_reason(reason)]
+        if source is not None:
+            sql, params = sql + " AND source = ?", [*params, source]
         return self._db.execute(sql, params).rowcount
+
+    def entry(self, key: str, scope: str, reason: str) -> Entry | None:
+        """The one entry for ``key`` with exactly this scope and reason (not the rules of
+        :meth:`lookup`), or None: who recorded it is its ``source``."""
+        row = self._db.read(
+            f"{_SELECT} WHERE key = ? AND scope = ? AND reason = ?", (key, scope.lower(), reason)
+        )
+        return Entry(*row) if row else None
 
     def lookup(self, key: str, list_id: str | tuple[str, ...]) -> Entry | None:
         """Why ``key`` must not be mailed on ``list_id`` (or any of several list ids: a list and
