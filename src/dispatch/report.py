@@ -9,6 +9,7 @@ from typing import Any
 from dispatch.campaign import RunSummary, human_size
 from dispatch.errors import InputError
 from dispatch.state import journal as j
+from dispatch.untrusted import shown
 
 MAX_LISTED = 50
 
@@ -148,8 +149,8 @@ def _counts(info: j.CampaignInfo) -> dict[str, int]:
 def _campaign_report(journal: j.Journal, info: j.CampaignInfo) -> tuple[Any, str]:
     records = journal.records(info.id, (j.FAILED, j.DEFERRED, j.UNKNOWN))
     problems = [
-        {"email": r.email, "state": r.state, "code": r.code, "enhanced": r.enhanced, "message": r.reply,
-         "hard_bounce": r.hard_bounce, "attempts": r.attempts}
+        {"email": r.email, "state": r.state, "code": r.code, "enhanced": r.enhanced,
+         "message": shown(r.reply), "hard_bounce": r.hard_bounce, "attempts": r.attempts}
         for r in records
     ]  # fmt: skip
     data = {"campaign": info.id, "subject": info.subject, "recipients": info.recipients, **_counts(info),
@@ -160,5 +161,5 @@ def _campaign_report(journal: j.Journal, info: j.CampaignInfo) -> tuple[Any, str
     ]
     for r in records:
         bounce = " (hard bounce)" if r.hard_bounce else ""
-        lines.append(f"  {r.state:<8} {r.email}: {r.code or ''} {r.reply}{bounce}".rstrip())
+        lines.append(f"  {r.state:<8} {r.email}: {r.code or ''} {shown(r.reply)}{bounce}".rstrip())
     return data, "\n".join(lines)
