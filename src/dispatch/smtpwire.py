@@ -76,23 +76,28 @@ def read_reply(smtp: smtplib.SMTP) -> Reply:
             return Reply(code, text, f"a reply of more than {MAX_LINES} lines")
 
 
-def pending(smtp: smtplib.SMTP) -> bool:
-    """Whether the relay has sent something not read yet. Never waits: what it finds was there
-    already (read with the replies before it, or arrived since)."""
+def unread(smtp: smtplib.SMTP) -> bytes:
+    """What the relay has sent that was not read yet (b"": nothing). Never waits: what it finds
+    was there already, read with the replies before it or arrived since; it stays unread."""
     sock = smtp.sock
     if sock is None:
-        return False
+        return b""
     file = _file(smtp)
     timeout = sock.gettimeout()
     sock.settimeout(0.0)
     try:
-        return bool(file.peek(1))
+        return file.peek(1)
     except (BlockingIOError, ssl.SSLWantReadError):
-        return False  # nothing there
+        return b""  # nothing there
     except OSError:
-        return False  # a broken connection: the next read says so
+        return b""  # a broken connection: the next read says so
     finally:
         sock.settimeout(timeout)
+
+
+def first_line(data: bytes) -> str:
+    """The first line of what a relay sent, decoded (not yet made safe to show)."""
+    return data.split(b"\n", 1)[0].strip().decode("utf-8", "replace")
 
 
 def out_of_place(replies: Sequence[Reply]) -> str:

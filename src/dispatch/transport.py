@@ -19,7 +19,7 @@ from dispatch.message import WireMessage
 from dispatch.replies import Result, Scope, Status, classify, reply_scope, session_limit
 from dispatch.settings import Settings
 from dispatch.smtpsession import RelayInfo, Unreachable, connect, failure, relay_text, tls_context
-from dispatch.smtpwire import Reply, first_refusal, out_of_place, pending, read_reply
+from dispatch.smtpwire import Reply, first_line, first_refusal, out_of_place, read_reply, unread
 
 __all__ = [
     "END_OF_DATA", "Envelope", "RelayInfo", "Result", "Scope", "SmtpTransport", "Status", "Unreachable",
@@ -104,7 +104,7 @@ class SmtpTransport:
         except (OSError, smtplib.SMTPException):
             self._drop()
             return
-        if reply.problem or reply.code != 250 or pending(smtp):
+        if reply.problem or reply.code != 250 or unread(smtp):
             self._drop()
 
     def _limit(self) -> int:
@@ -216,8 +216,8 @@ class SmtpTransport:
         early = self.info.pipelining and not self.hold_dot
         went_ahead = self._ahead is not None  # (for this message: any other was dropped above)
         try:
-            if not went_ahead and pending(smtp):
-                return self._broken("a reply came when no command was waiting for one")
+            if not went_ahead and (stray := unread(smtp)):
+                return self._broken(f"a reply came when no command was waiting for one: {first_line(stray)}")
             replies = self._envelope(smtp, envelope, hook if early else None)
             refused = self._judge(smtp, envelope.sender, replies)
             if refused is not None:
@@ -234,8 +234,8 @@ class SmtpTransport:
             )
         if not early:
             self._run(hook)
-        if pending(smtp):  # e.g. the reply to a dot not sent yet: the dot must not go
-            return self._broken("a reply came before the message's final dot")
+        if stray := unread(smtp):  # e.g. the reply to a dot not sent yet: the dot must not go
+            return self._broken(f"a reply came before the message's final dot: {first_line(stray)}")
         return self._end(smtp, payload)
 
     def _end(self, smtp: smtplib.SMTP, payload: bytes) -> Result:
@@ -262,10 +262,13 @@ class SmtpTransport:
             # unreadable, or out of turn (a second 354, a 251): it may have been taken, so never retry
             self._drop()
             what = reply.problem or f"{reply.code} where 250 or a refusal belongs"
+            said = relay_text(f"{reply.code} {reply.text}" if reply.code > 0 else reply.text)
             return Result(
-                Status.UNKNOWN, None, f"protocol error in the reply to the message data ({what}): "
-                f"{relay_text(reply.text)}", True,
-            )  # fmt: skip
+                Status.UNKNOWN,
+                None,
+                f"protocol error in the reply to the message data ({what}): {said}",
+                True,
+            )
         result = classify(reply.code, reply.text, data_started=True)
         if reply.refusal and session_limit(reply.code, reply.text):  # refused: safe to send again
             return self._session_full(result, hang_up=reply.code == 421)
