@@ -36,6 +36,7 @@ from dispatch.state.db import StateError
 from dispatch.state.suppression import SuppressionStore
 from dispatch.subscribers import Skipped, Subscriber
 from dispatch.transport import Envelope, Result, Scope, SmtpTransport, Status, Unreachable, probe
+from dispatch.untrusted import shown
 
 Progress = Callable[[int], None]
 MIN_SAMPLE_FOR_RATIO = 20
@@ -495,7 +496,7 @@ def _collect(run: _Run, summary: RunSummary) -> None:
         summary.sent, summary.failed = counts[j.SENT], counts[j.FAILED]
         summary.deferred, summary.unknown = counts[j.DEFERRED], counts[j.UNKNOWN]
         summary.failures = [
-            Failure(r.email, r.code, r.reply, r.state)
+            Failure(r.email, r.code, shown(r.reply), r.state)  # (a reply an older version stored raw)
             for r in run.journal.records(campaign, (j.FAILED, j.DEFERRED, j.UNKNOWN))
         ]
         return

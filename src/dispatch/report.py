@@ -12,6 +12,7 @@ from dispatch.errors import InputError
 from dispatch.settings import StateLocation
 from dispatch.state import journal as j
 from dispatch.state.suppression import SuppressionStore
+from dispatch.untrusted import shown
 
 MAX_LISTED = 50
 
@@ -192,8 +193,8 @@ def _campaign_report(journal: j.Journal, info: j.CampaignInfo) -> tuple[Any, str
     )
     records = [r if r.state != j.IN_FLIGHT else replace(r, state=j.UNKNOWN) for r in records]
     problems = [
-        {"email": r.email, "state": r.state, "code": r.code, "enhanced": r.enhanced, "message": r.reply,
-         "hard_bounce": r.hard_bounce, "attempts": r.attempts}
+        {"email": r.email, "state": r.state, "code": r.code, "enhanced": r.enhanced,
+         "message": shown(r.reply), "hard_bounce": r.hard_bounce, "attempts": r.attempts}
         for r in records
     ]  # fmt: skip
     data = {"campaign": info.id, "subject": info.subject, "recipients": info.recipients,
@@ -204,5 +205,5 @@ def _campaign_report(journal: j.Journal, info: j.CampaignInfo) -> tuple[Any, str
     ]
     for r in records:
         bounce = " (hard bounce)" if r.hard_bounce else ""
-        lines.append(f"  {r.state:<8} {r.email}: {r.code or ''} {r.reply}{bounce}".rstrip())
+        lines.append(f"  {r.state:<8} {r.email}: {r.code or ''} {shown(r.reply)}{bounce}".rstrip())
     return data, "\n".join(lines)
