@@ -19,21 +19,9 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization as ser
 
 from dispatch.checks import Problem, problem
+from dispatch.untrusted import shown
 
 _NONE = "none published"
-
-
-def shown(text: str) -> str:
-    """``text`` safe to print: each control, format (bidi, zero-width) or separator character
-    written as its escape, so that nothing DNS publishes can move the cursor, recolour the
-    terminal or reorder what is shown."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else _escape(ord(c)) for c in text)
-
-
-def _escape(code: int) -> str:
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from dispatch import __version__
 from dispatch.errors import ConfigError, DispatchError, ExitCode, InputError
+from dispatch.untrusted import shown
 
 if TYPE_CHECKING:
     from dispatch.campaign import RunSummary
@@ -190,6 +191,7 @@ def reporting(debug: bool, as_json: bool = False) -> Iterator[None]:
         message = f"{type(err).__name__}: {err} (run with --debug)"
     if debug:
         traceback.print_exc()
+    message = shown(message, limit=4000)  # a file name or a relay's words: never a terminal command
     typer.echo(f"dispatch: {kind}: {message}", err=True)
     if as_json:
         emit_json({"error": message, "kind": kind, "exit_code": int(code)})
