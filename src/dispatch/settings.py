@@ -222,6 +222,17 @@ KNOWN: dict[str, str] = {
     "LOGO": "a logo for the masthead",
     "WEB_URL": "the web version of each issue",
     "CHROMIUM": "the browser for proofs",
+    # OAuth2 (SASL XOAUTH2) for Microsoft 365 and Google Workspace; see dispatch.oauth
+    "SMTP_AUTH": "password, or oauth2 for SASL XOAUTH2",
+    "OAUTH_PROVIDER": "microsoft, google or custom",
+    "OAUTH_TENANT": "the Microsoft 365 tenant (ID or domain)",
+    "OAUTH_CLIENT_ID": "the app registration's client ID",
+    "OAUTH_CLIENT_SECRET": "a client secret: the client-credentials grant (or Google's desktop secret)",
+    "OAUTH_DEVICE_URL": "the device authorization endpoint (RFC 8628)",
+    "OAUTH_TOKEN_URL": "the token endpoint",
+    "OAUTH_AUTHORIZE_URL": "the authorization endpoint (browser login)",
+    "OAUTH_REVOKE_URL": "the revocation endpoint (RFC 7009)",
+    "OAUTH_SCOPE": "the scopes asked for",
 }
 DEFAULT_MAX_MESSAGE_SIZE = 10_000_000  # Amazon SES v1's limit; most relays take more
 
@@ -290,6 +301,17 @@ class Settings:
     logo: str = ""
     web_url: str = ""
     chromium: str = ""
+    # OAuth2 (DISPATCH_SMTP_AUTH=oauth2): presets and validation in dispatch.oauth
+    smtp_auth: str = "password"
+    oauth_provider: str = ""
+    oauth_tenant: str = ""
+    oauth_client_id: str = ""
+    oauth_client_secret: str = field(default="", repr=False)
+    oauth_device_url: str = ""
+    oauth_token_url: str = ""
+    oauth_authorize_url: str = ""
+    oauth_revoke_url: str = ""
+    oauth_scope: str = ""
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -343,10 +365,24 @@ class Settings:
             logo=_text(env, "LOGO"),
             web_url=_text(env, "WEB_URL"),
             chromium=_text(env, "CHROMIUM"),
+            smtp_auth=_choice(env, "SMTP_AUTH", ("password", "oauth2")),
+            oauth_provider=_text(env, "OAUTH_PROVIDER").lower(),
+            oauth_tenant=_text(env, "OAUTH_TENANT"),
+            oauth_client_id=_text(env, "OAUTH_CLIENT_ID"),
+            oauth_client_secret=_text(env, "OAUTH_CLIENT_SECRET"),
+            oauth_device_url=_text(env, "OAUTH_DEVICE_URL"),
+            oauth_token_url=_text(env, "OAUTH_TOKEN_URL"),
+            oauth_authorize_url=_text(env, "OAUTH_AUTHORIZE_URL"),
+            oauth_revoke_url=_text(env, "OAUTH_REVOKE_URL"),
+            oauth_scope=_text(env, "OAUTH_SCOPE"),
         )
         settings.check_unsubscribe()
         settings.check_list_id()
         settings.check_dkim()
+        if settings.smtp_auth == "oauth2":  # the provider's relay and endpoints, checked
+            from dispatch.oauth import with_preset  # noqa: PLC0415 - only when asked for
+
+            settings = with_preset(settings, host_given=bool(_text(env, "SMTP_HOST")))
         return settings
 
     @property
