@@ -10,6 +10,7 @@ relay is busy, yet always before the final dot that lets the relay accept the me
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import ipaddress
@@ -23,6 +24,7 @@ from enum import StrEnum
 
 from dispatch.errors import AbortError
 from dispatch.message import WireMessage
+from dispatch.oauth import LOGIN_HINT, TokenEndpointDown, TokenSource, redact, xoauth2
 from dispatch.settings import Settings
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -224,11 +226,26 @@ class RelayInfo:
     pipelining: bool = False  # RFC 2920: MAIL, RCPT and DATA may go in one round trip
 
 
+class _TokenRefused(AbortError):
+    """The relay refused the OAuth2 access token (535): worth one renewal."""
+
+    def __init__(self, token: str, reply: str) -> None:
+        super().__init__(reply)
+        self.token = token
+        self.reply = reply
+
+
 class SmtpTransport:
     """One SMTP connection, opened lazily, re-opened after a drop or every N messages."""
 
-    def __init__(self, settings: Settings, while_waiting: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        while_waiting: Callable[[], None] | None = None,
+        tokens: TokenSource | None = None,
+    ) -> None:
         self.settings = settings
+        self.tokens = tokens  # OAuth2 (DISPATCH_SMTP_AUTH=oauth2): shared by every connection of a run
         self.while_waiting = while_waiting  # runs once the data is sent, before its reply is read
         self.hold_dot = settings.connections == 1  # see send()
         # With hold_dot and a pipelining relay: called before each final dot for the next message
@@ -252,7 +269,23 @@ class SmtpTransport:
         return self._fail(f"TLS certificate not trusted ({err.verify_message})", hint)
 
     def open(self) -> smtplib.SMTP:
-        """Connect, secure and log in; AbortError with one line if that cannot work."""
+        """Connect, secure and log in; AbortError with one line if that cannot work. A relay that
+        refuses an OAuth2 token gets one more session, with a renewed token."""
+        try:
+            return self._connect()
+        except _TokenRefused as refused:
+            assert self.tokens is not None  # only raised when logging in with a token
+            self.tokens.renew(refused.token)
+        try:
+            return self._connect()
+        except _TokenRefused as refused:
+            raise self._fail(
+                f"refused the OAuth2 login for {self.settings.smtp_user!r}, also with a renewed token "
+                f"({refused.reply})",
+                f"check that the mailbox may send over SMTP with OAuth2, or {LOGIN_HINT}",
+            ) from refused
+
+    def _connect(self) -> smtplib.SMTP:
         s = self.settings
         if s.smtp_user and s.smtp_security == "none" and not _is_loopback(s.smtp_host):
             raise AbortError(
@@ -318,7 +351,9 @@ class SmtpTransport:
                     "use DISPATCH_SMTP_SECURITY=ssl, or none for a relay on this machine",
                 ) from err
             smtp.ehlo()
-        if s.smtp_user:
+        if s.smtp_auth == "oauth2":
+            self._login_xoauth2(smtp)
+        elif s.smtp_user:
             try:
                 _login_once(smtp, s.smtp_user, s.smtp_password)
             except smtplib.SMTPAuthenticationError as err:
@@ -332,6 +367,36 @@ class SmtpTransport:
         self.info = RelayInfo(
             size_limit=int(size) if size.isdigit() else 0, pipelining=smtp.has_extn("pipelining")
         )
+
+    def _login_xoauth2(self, smtp: smtplib.SMTP) -> None:
+        """SASL XOAUTH2 with the run's shared access token. A refusal (535, after the JSON
+        challenge Google sends first) raises _TokenRefused, so :meth:`open` can renew and retry."""
+        user = self.settings.smtp_user
+        if self.tokens is None:
+            raise self._fail("DISPATCH_SMTP_AUTH=oauth2 needs an access token, and none was provided")
+        if "XOAUTH2" not in smtp.esmtp_features.get("auth", "").upper().split():
+            raise self._fail("does not offer AUTH XOAUTH2", "check DISPATCH_SMTP_HOST and DISPATCH_SMTP_PORT")
+        try:
+            token = self.tokens.current()
+        except TokenEndpointDown as err:
+            raise Unreachable(str(err)) from err
+        calls = 0
+
+        def respond(_challenge: bytes | None = None) -> str:
+            nonlocal calls
+            calls += 1  # then, to the JSON error challenge: an empty line, and the final reply
+            return xoauth2(user, token) if calls == 1 else ""
+
+        initial = len(_b64(xoauth2(user, token).encode())) <= 480  # else after a 334 (RFC 4954)
+        try:
+            smtp.auth("XOAUTH2", respond, initial_response_ok=initial)
+        except smtplib.SMTPAuthenticationError as err:
+            reply = redact(f"{err.smtp_code} {_decode(err.smtp_error)}", token)
+            if err.smtp_code == 535:
+                raise _TokenRefused(token, reply) from None
+            raise self._fail(f"refused the OAuth2 login for {user!r} ({reply})") from None
+        except binascii.Error as err:  # a challenge that is not base64
+            raise self._fail(f"sent an unreadable AUTH XOAUTH2 challenge ({err})") from None
 
     def close(self) -> None:
         """QUIT politely; never raises. A transaction opened for a message that is not coming
@@ -511,10 +576,10 @@ class SmtpTransport:
         return result
 
 
-def probe(settings: Settings) -> RelayInfo:
-    """Open and close one session: finds a wrong password or a dead server before sending, and
-    reads what the relay advertises (its SIZE limit)."""
-    transport = SmtpTransport(settings)
+def probe(settings: Settings, tokens: TokenSource | None = None) -> RelayInfo:
+    """Open and close one session: finds a wrong password (or no usable OAuth2 token) or a dead
+    server before sending, and reads what the relay advertises (its SIZE limit)."""
+    transport = SmtpTransport(settings, tokens=tokens)
     try:
         transport.open()
         return transport.info
