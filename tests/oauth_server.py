@@ -68,6 +68,8 @@ class AuthServer:
     refresh: dict[str, str] = field(default_factory=dict)  # live refresh token -> subject
     codes: dict[str, dict[str, str]] = field(default_factory=dict)  # authorization code -> its request
     deny_browser: bool = False
+    token_length: int = 0  # pad access tokens to this length (Microsoft's JWTs run to 1,500-2,500)
+    html_errors: bool = False  # refuse refresh tokens with an HTML page, not RFC 6749 JSON
     port: int = 0
     _http: ThreadingHTTPServer | None = None
 
@@ -131,6 +133,9 @@ class AuthServer:
 
     def _tokens(self, grant_type: str, subject: str, *, refresh: bool) -> dict[str, Any]:
         access = self._new("at")
+        if self.token_length > len(access):
+            access += "." + secrets.token_urlsafe(self.token_length)[: self.token_length - len(access) - 1]
+            self.issued.append(access)
         self.access[access] = (subject, time.time() + self.access_lifetime)
         answer: dict[str, Any] = {
             "access_token": access, "token_type": "Bearer", "expires_in": int(self.access_lifetime),
@@ -173,6 +178,8 @@ class AuthServer:
                 return self._device_token(form)
             if grant_type == "refresh_token":
                 subject = self.refresh.get(form.get("refresh_token", ""))
+                if subject is None and self.html_errors:
+                    return 400, {"html": "<h1>Bad Request</h1>"}
                 if subject is None:
                     return 400, {
                         "error": "invalid_grant",
@@ -257,9 +264,10 @@ class AuthServer:
                 return form.get("client_id", ""), form.get("client_secret", "")
 
             def _json(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
+                html = body.get("html")
+                data = html.encode() if isinstance(html, str) else json.dumps(body).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/html" if isinstance(html, str) else "application/json")
                 self.send_header("Cache-Control", "no-store")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

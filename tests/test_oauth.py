@@ -251,6 +251,7 @@ def test_a_rotated_refresh_token_is_kept_and_a_later_send_works(letter: Newslett
         [stored] = letter.stored_logins()
         first = json.loads(stored.read_text())["refresh_token"]
         assert letter.send().returncode == 0
+        assert relay.handler.logins[-1].initial_response  # a short token goes on the AUTH line
         second = json.loads(stored.read_text())["refresh_token"]
         assert second != first  # rotated by the server, replaced in the store
         assert auth.live_refresh_tokens == [second]  # the first one is dead at the server
@@ -259,6 +260,20 @@ def test_a_rotated_refresh_token_is_kept_and_a_later_send_works(letter: Newslett
         later = letter.send()
         assert later.returncode == 0, later.stderr
         assert len(relay.handler.received) == 6
+
+
+def test_a_long_token_goes_after_the_servers_empty_challenge(letter: Newsletter, auth: AuthServer) -> None:
+    """RFC 4954 §4: an AUTH line over 512 octets is not sent; the token follows a 334 instead
+    (the form Microsoft documents), and a relay with the usual line limit takes it."""
+    auth.token_length = 2000
+    with xoauth2_relay(auth) as relay:
+        letter.settings(relay)
+        letter.login()
+        done = letter.send()
+        assert done.returncode == 0, done.stderr
+        assert relay.handler.logins
+        assert not any(login.initial_response for login in relay.handler.logins)
+        assert len(relay.handler.received) == 3
 
 
 def test_after_revocation_a_cron_send_stops_before_anything(letter: Newsletter, auth: AuthServer) -> None:

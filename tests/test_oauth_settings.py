@@ -177,6 +177,16 @@ def test_connections_refused_the_same_token_cause_one_renewal(auth: AuthServer, 
     assert auth.subject_of(source.current()) == MAILBOX
 
 
+def test_a_refusal_that_is_not_json_still_says_to_log_in(auth: AuthServer, tmp_path: Path) -> None:
+    auth.html_errors = True
+    source = _logged_in(auth, tmp_path)
+    auth.revoke_everything()
+    with pytest.raises(
+        LoginNeeded, match=r"refused the stored login for news@example.org \(HTTP 400\); run 'dispatch login'"
+    ):
+        source.current()
+
+
 def test_a_token_is_renewed_before_it_expires(auth: AuthServer, tmp_path: Path) -> None:
     auth.access_lifetime = 2
     source = _logged_in(auth, tmp_path)

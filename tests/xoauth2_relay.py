@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult
+from aiosmtpd.smtp import SMTP, AuthResult
 
 from tests.oauth_server import AuthServer
 from tests.smtp_servers import Handler, free_port
@@ -100,6 +100,15 @@ class XOAuth2Handler(Handler):
         return reply
 
 
+class _SMTP(SMTP):
+    line_length_limit = 12288  # RFC 4954 §4: a SASL response line may be up to 12,288 octets
+
+
+class _Controller(Controller):
+    def factory(self) -> SMTP:
+        return _SMTP(self.handler, **self.SMTP_kwargs)
+
+
 @dataclass
 class Relay:
     """A running XOAUTH2 relay and the settings that reach it."""
@@ -129,7 +138,7 @@ def xoauth2_relay(
     handler = XOAuth2Handler(auth, drop_every=drop_every, delay=delay)
     kwargs.setdefault("auth_exclude_mechanism", ["LOGIN", "PLAIN"])
     port = free_port()
-    controller = Controller(
+    controller = _Controller(
         handler, hostname="127.0.0.1", port=port, ready_timeout=10, auth_required=True,
         auth_require_tls=False, **kwargs,
     )  # fmt: skip

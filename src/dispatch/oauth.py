@@ -358,6 +358,12 @@ class TokenSource:
             else:
                 token = self._refresh(secrets)
         except (RequestException, ValueError) as err:
+            status = getattr(getattr(err, "response", None), "status_code", 0) or 0
+            if 400 <= status < 500 and not config.app_only:  # refused, in words that are not JSON
+                raise LoginNeeded(
+                    f"the authorization server refused the stored login for {config.mailbox} (HTTP "
+                    f"{status}); {LOGIN_HINT}"
+                ) from err
             raise TokenEndpointDown(
                 f"cannot get an access token from {config.token_url} ({_error_text(err, *secrets)}); "
                 "check the network and DISPATCH_OAUTH_TOKEN_URL"

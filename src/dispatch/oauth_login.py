@@ -120,7 +120,7 @@ def device_login(
     show(f"and enter the code {code.user_code}")
     if code.verification_uri_complete:
         show(f"(or open {code.verification_uri_complete})")
-    show("Waiting for the approval…")
+    show("Waiting for the approval (Ctrl-C stops).")
     deadline, interval = clock() + code.expires_in, code.interval
     while True:
         sleep(interval)
@@ -196,7 +196,7 @@ def browser_login(config: OAuthConfig, store: LoginStore, show: Show, *, wait: f
     )  # fmt: skip
     show(f"To let dispatch send as {config.mailbox}, open this address in a browser on this machine:")
     show(url)
-    show("Waiting for the approval…")
+    show("Waiting for the approval (Ctrl-C stops).")
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     thread.start()
     try:

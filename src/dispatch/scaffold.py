@@ -56,6 +56,21 @@ DISPATCH_SMTP_PASSWORD=
 # will send (default 10MB).
 # DISPATCH_EHLO_NAME=mail.example.org
 # DISPATCH_MAX_MESSAGE_SIZE=10MB
+# Microsoft 365 or Google Workspace log in with OAuth2 instead of a password: set
+# DISPATCH_SMTP_USER to the mailbox, the three lines below, then run `dispatch login` once.
+# The presets fill in the relay, endpoints and scope; a client secret is only for sending
+# from cron without a login (Microsoft's app-only SMTP) or for a Google desktop client.
+# DISPATCH_SMTP_AUTH=oauth2
+# DISPATCH_OAUTH_PROVIDER=microsoft
+# DISPATCH_OAUTH_CLIENT_ID=00000000-0000-0000-0000-000000000000
+# DISPATCH_OAUTH_TENANT=example.onmicrosoft.com
+# DISPATCH_OAUTH_CLIENT_SECRET=
+# For DISPATCH_OAUTH_PROVIDER=custom (or to override a preset):
+# DISPATCH_OAUTH_DEVICE_URL=https://login.example.org/oauth2/devicecode
+# DISPATCH_OAUTH_TOKEN_URL=https://login.example.org/oauth2/token
+# DISPATCH_OAUTH_AUTHORIZE_URL=https://login.example.org/oauth2/authorize
+# DISPATCH_OAUTH_REVOKE_URL=https://login.example.org/oauth2/revoke
+# DISPATCH_OAUTH_SCOPE="https://outlook.office.com/SMTP.Send offline_access"
 
 # --- The sender ---------------------------------------------------------------------------
 # EDIT: who the newsletter is from (an address at your own domain, which your relay may send

@@ -387,7 +387,8 @@ class SmtpTransport:
             calls += 1  # then, to the JSON error challenge: an empty line, and the final reply
             return xoauth2(user, token) if calls == 1 else ""
 
-        initial = len(_b64(xoauth2(user, token).encode())) <= 480  # else after a 334 (RFC 4954)
+        # RFC 4954 §4: no initial response that would make the AUTH line longer than 512 octets
+        initial = len(f"AUTH XOAUTH2 {_b64(xoauth2(user, token).encode())}\r\n") <= 512
         try:
             smtp.auth("XOAUTH2", respond, initial_response_ok=initial)
         except smtplib.SMTPAuthenticationError as err:
