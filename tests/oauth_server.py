@@ -70,6 +70,7 @@ class AuthServer:
     deny_browser: bool = False
     token_length: int = 0  # pad access tokens to this length (Microsoft's JWTs run to 1,500-2,500)
     html_errors: bool = False  # refuse refresh tokens with an HTML page, not RFC 6749 JSON
+    form_secrets_only: bool = False  # read a client secret from the form body only, never Basic
     port: int = 0
     _http: ThreadingHTTPServer | None = None
 
@@ -258,7 +259,7 @@ class AuthServer:
 
             def _client(self, form: dict[str, str]) -> tuple[str, str]:
                 header = self.headers.get("Authorization", "")
-                if header.startswith("Basic "):
+                if header.startswith("Basic ") and not server.form_secrets_only:
                     user, _, password = base64.b64decode(header[6:]).decode().partition(":")
                     return unquote(user), unquote(password)
                 return form.get("client_id", ""), form.get("client_secret", "")

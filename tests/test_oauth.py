@@ -311,7 +311,13 @@ def test_no_login_at_all_says_to_log_in(letter: Newsletter, auth: AuthServer) ->
         assert not (letter.state / "journal.sqlite3").exists()
 
 
-def test_client_credentials_send_needs_no_login(letter: Newsletter, auth: AuthServer) -> None:
+@pytest.mark.parametrize("form_secrets_only", [False, True], ids=["basic", "form-body-only"])
+def test_client_credentials_send_needs_no_login(
+    letter: Newsletter, auth: AuthServer, form_secrets_only: bool
+) -> None:
+    """The secret goes in HTTP Basic (RFC 6749 §2.3.1); a server that reads only the form body
+    says invalid_client, and gets it there on a second try."""
+    auth.form_secrets_only = form_secrets_only
     with xoauth2_relay(auth) as relay:
         letter.settings(
             relay, DISPATCH_OAUTH_CLIENT_ID=APP_CLIENT, DISPATCH_OAUTH_CLIENT_SECRET=APP_SECRET,

@@ -39,6 +39,7 @@ _MICROSOFT = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/"
 _SHARED_TENANTS = ("organizations", "common", "consumers")  # no app-only tokens from these
 _TENANT = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
 LOGIN_HINT = "run 'dispatch login'"
+BASIC, POST = "client_secret_basic", "client_secret_post"  # how a client gives its secret
 MAX_LEEWAY = 60  # renew a token this many seconds before it expires (less for short-lived ones)
 
 
@@ -351,12 +352,16 @@ class TokenSource:
             self._session = config.session()
         secrets = [config.client_secret]
         try:
-            if config.app_only:
-                token = self._session.fetch_token(
-                    config.token_url, grant_type="client_credentials", scope=config.scope or None
-                )
-            else:
-                token = self._refresh(secrets)
+            try:
+                token = self._grant(secrets)
+            except OAuthError as err:
+                # RFC 6749 §2.3.1: a server must take the secret in an HTTP Basic header (authlib's
+                # way); some read only the form body, and say invalid_client: try that, once.
+                session = self._session
+                if err.error != "invalid_client" or session.token_endpoint_auth_method != BASIC:
+                    raise
+                session.token_endpoint_auth_method = POST
+                token = self._grant(secrets)
         except (RequestException, ValueError) as err:
             status = getattr(getattr(err, "response", None), "status_code", 0) or 0
             if 400 <= status < 500 and not config.app_only:  # refused, in words that are not JSON
@@ -385,6 +390,13 @@ class TokenSource:
         self._leeway = max(1, min(MAX_LEEWAY, lifetime // 4)) if lifetime else MAX_LEEWAY
         self._token = token
         self.fetched += 1
+
+    def _grant(self, secrets: list[str]) -> Any:
+        if self.config.app_only:
+            return self._session.fetch_token(
+                self.config.token_url, grant_type="client_credentials", scope=self.config.scope or None
+            )
+        return self._refresh(secrets)
 
     def _refresh(self, secrets: list[str]) -> Any:
         """The refresh-token grant with the stored login, keeping a rotated refresh token."""
