@@ -308,7 +308,11 @@ def test_no_login_at_all_says_to_log_in(letter: Newsletter, auth: AuthServer) ->
         assert done.returncode == 3
         assert "no OAuth2 login is stored for news@example.org; run 'dispatch login'" in done.stderr
         assert relay.handler.received == []
-        assert not (letter.state / "journal.sqlite3").exists()
+        assert not any(letter.state.glob("journal*"))
+        dry = letter.run(
+            "send", letter.article, "-s", letter.subscribers(3), "--dry-run", "--out", letter.root / "p"
+        )
+        assert dry.returncode == 0, dry.stderr  # a dry run opens no connection, so needs no token
 
 
 @pytest.mark.parametrize("form_secrets_only", [False, True], ids=["basic", "form-body-only"])

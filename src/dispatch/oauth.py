@@ -14,21 +14,18 @@ transport; error messages have every secret they might echo taken out.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
+import base64
+import binascii
 import ipaddress
-import json
-import os
-import tempfile
+import smtplib
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from dispatch.errors import AbortError, ConfigError
+from dispatch.state.logins import LOGIN_HINT, LoginNeeded, LoginStore
 
 if TYPE_CHECKING:
     from dispatch.settings import Settings
@@ -38,7 +35,6 @@ DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"  # RFC 8628 §3.4
 _MICROSOFT = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/"
 _SHARED_TENANTS = ("organizations", "common", "consumers")  # no app-only tokens from these
 _TENANT = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
-LOGIN_HINT = "run 'dispatch login'"
 BASIC, POST = "client_secret_basic", "client_secret_post"  # how a client gives its secret
 MAX_LEEWAY = 60  # renew a token this many seconds before it expires (less for short-lived ones)
 
@@ -74,10 +70,6 @@ PRESETS = {
     ),
     "custom": Preset(),
 }
-
-
-class LoginNeeded(AbortError):
-    """No usable login: none stored, or the server refused it (revoked, expired, consent gone)."""
 
 
 class TokenEndpointDown(AbortError):
@@ -209,9 +201,47 @@ def with_preset(settings: Settings, *, host_given: bool) -> Settings:
     return settings if host_given or not host else replace(settings, smtp_host=host)
 
 
+def login_store(folder: Path, config: OAuthConfig) -> LoginStore:
+    """Where the login of this mailbox at this server with this client is kept (``folder`` is
+    the state folder)."""
+    return LoginStore(
+        folder,
+        mailbox=config.mailbox,
+        token_url=config.token_url,
+        client_id=config.client_id,
+        scope=config.scope,
+    )
+
+
 def xoauth2(mailbox: str, token: str) -> str:
     """The SASL XOAUTH2 initial response, before base64 (Google's and Microsoft's format)."""
     return f"user={mailbox}\x01auth=Bearer {token}\x01\x01"
+
+
+def authenticate(smtp: smtplib.SMTP, mailbox: str, token: str) -> tuple[int, str]:
+    """One SASL XOAUTH2 exchange: the relay's final code and reply line (the token taken out). A
+    refusal comes as Google's ``334`` JSON challenge, answered with an empty line, then ``535``
+    (or at once as ``535``, as Microsoft does). The token goes on the AUTH line when that line
+    stays within 512 octets (RFC 4954 §4), else after the relay's empty ``334``."""
+    calls = 0
+
+    def respond(_challenge: bytes | None = None) -> str:
+        nonlocal calls
+        calls += 1
+        return xoauth2(mailbox, token) if calls == 1 else ""
+
+    encoded = base64.b64encode(xoauth2(mailbox, token).encode()).decode()
+    reply: bytes | str
+    try:
+        code, reply = smtp.auth(
+            "XOAUTH2", respond, initial_response_ok=len(f"AUTH XOAUTH2 {encoded}\r\n") <= 512
+        )
+    except smtplib.SMTPAuthenticationError as err:
+        code, reply = err.smtp_code, err.smtp_error
+    except binascii.Error as err:  # a challenge that is not base64
+        return 0, f"an unreadable AUTH XOAUTH2 challenge ({err})"
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    return code, redact(f"{code} {text}", token)
 
 
 def redact(text: str, *secrets: str) -> str:
@@ -220,90 +250,6 @@ def redact(text: str, *secrets: str) -> str:
         if secret:
             text = text.replace(secret, "[redacted]")
     return " ".join(text.split())[:300]
-
-
-# --- the stored login -----------------------------------------------------------------------
-
-
-class LoginStore:
-    """The refresh token of one mailbox at one authorization server, in the state folder's
-    ``oauth`` folder: private (0600 in a 0700 folder), replaced atomically, never through a
-    symlink. Refreshes by several processes are serialised with a lock file, so a rotated token
-    is never used by one after another has replaced it."""
-
-    def __init__(self, folder: Path, config: OAuthConfig) -> None:
-        key = "\n".join((config.token_url, config.client_id, config.mailbox.lower()))
-        name = hashlib.sha256(key.encode()).hexdigest()[:24]
-        self.folder = folder / "oauth"
-        self.path = self.folder / f"{name}.json"
-        self._lock_path = self.folder / f"{name}.lock"
-        self._config = config
-
-    def _mkdir(self) -> None:
-        old = os.umask(0o077)
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        finally:
-            os.umask(old)
-        if self.folder.is_symlink():
-            raise ConfigError(f"{self.folder}: is a symlink; dispatch never writes through one: remove it")
-
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold this login's lock file (across processes) while reading, refreshing and saving."""
-        self._mkdir()
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
-    def load(self) -> str | None:
-        """The stored refresh token, or None if there is none."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            return None
-        except OSError as err:  # a symlink (O_NOFOLLOW), a folder, no permission
-            what = f"{self.path}: cannot read the stored login ({err.strerror})"
-            raise LoginNeeded(f"{what}; {LOGIN_HINT}") from err
-        with os.fdopen(fd, "rb") as handle:
-            raw = handle.read(100_000)
-        try:
-            data = json.loads(raw)
-            token = data["refresh_token"]
-        except (ValueError, KeyError, TypeError) as err:
-            raise LoginNeeded(f"{self.path}: the stored login is damaged; {LOGIN_HINT}") from err
-        return token if isinstance(token, str) and token else None
-
-    def save(self, refresh_token: str) -> None:
-        """Keep (or replace) the refresh token, atomically."""
-        self._mkdir()
-        record = {
-            "mailbox": self._config.mailbox, "token_url": self._config.token_url,
-            "client_id": self._config.client_id, "scope": self._config.scope,
-            "refresh_token": refresh_token,
-        }  # fmt: skip
-        fd, temporary = tempfile.mkstemp(dir=self.folder, prefix=".login-", suffix=".tmp")  # 0600
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(record, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)  # replaces the entry: never follows a symlink
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-
-    def forget(self) -> bool:
-        """Delete the stored login; False if there was none."""
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            return False
-        return True
 
 
 # --- access tokens --------------------------------------------------------------------------
@@ -323,7 +269,7 @@ class TokenSource:
 
     def __init__(self, config: OAuthConfig, folder: Path) -> None:
         self.config = config
-        self.store = LoginStore(folder, config)
+        self.store = login_store(folder, config)
         self._lock = threading.Lock()
         self._token: Any = None  # authlib's OAuth2Token
         self._leeway = MAX_LEEWAY

@@ -6,7 +6,7 @@ approves on any device, and dispatch polls the token endpoint at the pace the se
 Google does not allow the mail scope in that grant, so there the person approves in a browser
 on this machine and the answer comes back to a one-shot listener on 127.0.0.1 (the
 authorization-code grant with PKCE, RFC 6749 §4.1, RFC 7636, RFC 8252). Either way only the
-refresh token is kept (:class:`dispatch.oauth.LoginStore`), and nothing here shows a token.
+refresh token is kept (:class:`dispatch.state.logins.LoginStore`), and nothing here shows a token.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from dispatch.errors import AbortError, ConfigError
-from dispatch.oauth import DEVICE_GRANT, LoginStore, OAuthConfig, TokenEndpointDown, check_url, redact
+from dispatch.oauth import DEVICE_GRANT, OAuthConfig, TokenEndpointDown, check_url, redact
+from dispatch.state.logins import LoginStore
 
 Show = Callable[[str], None]
 BROWSER_WAIT = 300.0  # seconds a browser login may take

@@ -10,7 +10,6 @@ relay is busy, yet always before the final dot that lets the relay accept the me
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import ipaddress
@@ -24,8 +23,9 @@ from enum import StrEnum
 
 from dispatch.errors import AbortError
 from dispatch.message import WireMessage
-from dispatch.oauth import LOGIN_HINT, TokenEndpointDown, TokenSource, redact, xoauth2
+from dispatch.oauth import TokenEndpointDown, TokenSource, authenticate
 from dispatch.settings import Settings
+from dispatch.state.logins import LOGIN_HINT
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 # Free text is read only to refine a transient reply (RFC 3463 codes come first): Postfix's
@@ -380,24 +380,11 @@ class SmtpTransport:
             token = self.tokens.current()
         except TokenEndpointDown as err:
             raise Unreachable(str(err)) from err
-        calls = 0
-
-        def respond(_challenge: bytes | None = None) -> str:
-            nonlocal calls
-            calls += 1  # then, to the JSON error challenge: an empty line, and the final reply
-            return xoauth2(user, token) if calls == 1 else ""
-
-        # RFC 4954 §4: no initial response that would make the AUTH line longer than 512 octets
-        initial = len(f"AUTH XOAUTH2 {_b64(xoauth2(user, token).encode())}\r\n") <= 512
-        try:
-            smtp.auth("XOAUTH2", respond, initial_response_ok=initial)
-        except smtplib.SMTPAuthenticationError as err:
-            reply = redact(f"{err.smtp_code} {_decode(err.smtp_error)}", token)
-            if err.smtp_code == 535:
-                raise _TokenRefused(token, reply) from None
-            raise self._fail(f"refused the OAuth2 login for {user!r} ({reply})") from None
-        except binascii.Error as err:  # a challenge that is not base64
-            raise self._fail(f"sent an unreadable AUTH XOAUTH2 challenge ({err})") from None
+        code, reply = authenticate(smtp, user, token)
+        if code == 535:
+            raise _TokenRefused(token, reply)
+        if code not in (235, 503):
+            raise self._fail(f"refused the OAuth2 login for {user!r} ({reply})")
 
     def close(self) -> None:
         """QUIT politely; never raises. A transaction opened for a message that is not coming

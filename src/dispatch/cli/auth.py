@@ -11,11 +11,12 @@ from dispatch.cli.common import DebugOpt, EnvFileOpt, app, command, load_setting
 from dispatch.errors import ConfigError
 
 if TYPE_CHECKING:
-    from dispatch.oauth import LoginStore, OAuthConfig
+    from dispatch.oauth import OAuthConfig
+    from dispatch.state.logins import LoginStore
 
 
 def _login_store(env_file: EnvFileOpt) -> tuple[OAuthConfig, LoginStore]:
-    from dispatch.oauth import LoginStore, oauth_config
+    from dispatch.oauth import login_store, oauth_config
 
     settings = load_settings(env_file)
     if settings.smtp_auth != "oauth2":
@@ -24,7 +25,7 @@ def _login_store(env_file: EnvFileOpt) -> tuple[OAuthConfig, LoginStore]:
             "DISPATCH_OAUTH_CLIENT_ID and DISPATCH_SMTP_USER, the mailbox) to log in with OAuth2"
         )
     config = oauth_config(settings)
-    return config, LoginStore(state_dir(settings), config)
+    return config, login_store(state_dir(settings), config)
 
 
 @command(app, "login", "Let dispatch send as your mailbox (OAuth2).")
