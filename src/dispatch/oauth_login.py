@@ -50,7 +50,7 @@ def _keep(store: LoginStore, token: Any, config: OAuthConfig) -> None:
     refresh = token.get("refresh_token")
     if not refresh:
         hint = " (add offline_access to DISPATCH_OAUTH_SCOPE)" if config.provider != "google" else ""
-        raise LoginFailed(f"the authorization server gave no refresh token, no run could log in later{hint}")
+        raise LoginFailed(f"the server gave no refresh token, so later runs could not log in{hint}")
     with store.locked():
         store.save(refresh)
 
