@@ -28,6 +28,7 @@ from dispatch.campaign import (
     summary_for,
 )
 from dispatch.errors import AbortError, ConfigError, DispatchError
+from dispatch.oauth import TokenSource
 from dispatch.preflight import preflight, require_no_blocking
 from dispatch.settings import Rate
 from dispatch.skips import Skip, SkipRules
@@ -80,6 +81,7 @@ class SendOptions:
     stop: threading.Event = field(default_factory=threading.Event)
     sleep: Callable[[float], object] | None = None  # the backoff wait; default: stop.wait
     list_ids: tuple[str, ...] = ()  # the list and its earlier ids (default: the list alone)
+    tokens: TokenSource | None = None  # OAuth2 access tokens, shared by every connection
 
 
 class _Run:
@@ -143,7 +145,7 @@ class _Run:
 
     def worker(self, work: queue.Queue[_Item | None]) -> None:
         ahead = _Lookahead(work, self.journal)
-        transport = SmtpTransport(self.settings, while_waiting=ahead.fill)
+        transport = SmtpTransport(self.settings, while_waiting=ahead.fill, tokens=self.options.tokens)
         transport.next_envelope = lambda: self._following(ahead)
         try:
             while (item := ahead.next()) is not None:
@@ -384,7 +386,7 @@ def run_send(issue: Issue, journal: j.Journal | None, options: SendOptions) -> R
     issue.require_unsubscribe_link()
     problems = preflight(issue)
     require_no_blocking(problems)
-    relay = probe(issue.settings)
+    relay = probe(issue.settings, options.tokens)
     issue.check_size(relay.size_limit, f"the relay {issue.settings.endpoint} (its SIZE)")
     warnings = [p.message for p in problems]
     if journal is None:

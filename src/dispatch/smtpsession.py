@@ -15,6 +15,7 @@ import ssl
 from dataclasses import dataclass
 
 from dispatch.errors import AbortError
+from dispatch.oauth import TokenEndpointDown, TokenSource, authenticate
 from dispatch.settings import Settings
 from dispatch.untrusted import shown
 
@@ -87,6 +88,15 @@ class RelayInfo:
     pipelining: bool = False  # RFC 2920: MAIL, RCPT and DATA may go in one round trip
 
 
+class TokenRefused(AbortError):
+    """The relay refused the OAuth2 access token (535): worth one renewal."""
+
+    def __init__(self, token: str, reply: str) -> None:
+        super().__init__(reply)
+        self.token = token
+        self.reply = reply
+
+
 def failure(settings: Settings, what: str, hint: str = "") -> AbortError:
     """One line about the relay: what went wrong, and what to do."""
     return AbortError(f"SMTP server {settings.endpoint}: {what}" + (f"; {hint}" if hint else ""))
@@ -100,9 +110,10 @@ def _untrusted(settings: Settings, err: ssl.SSLCertVerificationError) -> AbortEr
     return failure(settings, f"TLS certificate not trusted ({err.verify_message})", hint)
 
 
-def connect(s: Settings) -> tuple[smtplib.SMTP, RelayInfo]:
-    """Connect, secure and log in; what the relay advertises. AbortError with one line if that
-    cannot work (:class:`Unreachable` when it may work a little later)."""
+def connect(s: Settings, tokens: TokenSource | None = None) -> tuple[smtplib.SMTP, RelayInfo]:
+    """Connect, secure and log in (with a password, or the OAuth2 access token ``tokens`` holds);
+    what the relay advertises. AbortError with one line if that cannot work (:class:`Unreachable`
+    when it may work a little later, :class:`TokenRefused` when a renewed token may)."""
     if s.smtp_user and s.smtp_security == "none" and not _is_loopback(s.smtp_host):
         raise AbortError(
             "DISPATCH_SMTP_SECURITY=none would send the password in clear text; "
@@ -131,7 +142,7 @@ def connect(s: Settings) -> tuple[smtplib.SMTP, RelayInfo]:
             "check DISPATCH_SMTP_HOST and DISPATCH_SMTP_PORT"
         ) from err
     try:
-        info = _start(s, smtp)
+        info = _start(s, smtp, tokens)
     except ssl.SSLCertVerificationError as err:
         smtp.close()
         raise _untrusted(s, err) from err
@@ -148,7 +159,7 @@ def connect(s: Settings) -> tuple[smtplib.SMTP, RelayInfo]:
     return smtp, info
 
 
-def _start(s: Settings, smtp: smtplib.SMTP) -> RelayInfo:
+def _start(s: Settings, smtp: smtplib.SMTP, tokens: TokenSource | None) -> RelayInfo:
     """EHLO, STARTTLS (never falling back to plain text), EHLO again, AUTH; then what the relay
     advertises."""
     code, reply = smtp.ehlo()
@@ -168,7 +179,9 @@ def _start(s: Settings, smtp: smtplib.SMTP) -> RelayInfo:
                 "use DISPATCH_SMTP_SECURITY=ssl, or none for a relay on this machine",
             ) from err
         smtp.ehlo()
-    if s.smtp_user:
+    if s.smtp_auth == "oauth2":
+        _login_xoauth2(s, smtp, tokens)
+    elif s.smtp_user:
         try:
             _login_once(smtp, s.smtp_user, s.smtp_password)
         except smtplib.SMTPAuthenticationError as err:
@@ -182,3 +195,21 @@ def _start(s: Settings, smtp: smtplib.SMTP) -> RelayInfo:
     size = smtp.esmtp_features.get("size", "").strip()
     readable = size.isascii() and size.isdigit() and len(size) <= 18  # more: no limit worth the name
     return RelayInfo(size_limit=int(size) if readable else 0, pipelining=smtp.has_extn("pipelining"))
+
+
+def _login_xoauth2(s: Settings, smtp: smtplib.SMTP, tokens: TokenSource | None) -> None:
+    """SASL XOAUTH2 with the run's shared access token. A refusal (535, after the JSON challenge
+    Google sends first) raises :class:`TokenRefused`, so the caller can renew and retry once."""
+    if tokens is None:
+        raise failure(s, "DISPATCH_SMTP_AUTH=oauth2 needs an access token, and none was provided")
+    if "XOAUTH2" not in smtp.esmtp_features.get("auth", "").upper().split():
+        raise failure(s, "does not offer AUTH XOAUTH2", "check DISPATCH_SMTP_HOST and DISPATCH_SMTP_PORT")
+    try:
+        token = tokens.current()
+    except TokenEndpointDown as err:
+        raise Unreachable(str(err)) from err
+    code, reply = authenticate(smtp, s.smtp_user, token)
+    if code == 535:
+        raise TokenRefused(token, relay_text(reply))
+    if code not in (235, 503):
+        raise failure(s, f"refused the OAuth2 login for {s.smtp_user!r} ({relay_text(reply)})")

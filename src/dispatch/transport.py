@@ -16,10 +16,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from dispatch.message import WireMessage
+from dispatch.oauth import TokenSource
 from dispatch.replies import Result, Scope, Status, classify, reply_scope, session_limit
 from dispatch.settings import Settings
-from dispatch.smtpsession import RelayInfo, Unreachable, connect, failure, relay_text, tls_context
+from dispatch.smtpsession import (
+    RelayInfo,
+    TokenRefused,
+    Unreachable,
+    connect,
+    failure,
+    relay_text,
+    tls_context,
+)
 from dispatch.smtpwire import Reply, first_line, first_refusal, out_of_place, read_reply, unread
+from dispatch.state.logins import LOGIN_HINT
 
 __all__ = [
     "END_OF_DATA", "Envelope", "RelayInfo", "Result", "Scope", "SmtpTransport", "Status", "Unreachable",
@@ -56,8 +66,14 @@ class Envelope:
 class SmtpTransport:
     """One SMTP connection, opened lazily, re-opened after a drop or every N messages."""
 
-    def __init__(self, settings: Settings, while_waiting: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        while_waiting: Callable[[], None] | None = None,
+        tokens: TokenSource | None = None,
+    ) -> None:
         self.settings = settings
+        self.tokens = tokens  # OAuth2 (DISPATCH_SMTP_AUTH=oauth2): shared by every connection of a run
         self.while_waiting = while_waiting  # runs once the data is sent, before its reply is read
         self.hold_dot = settings.connections == 1  # see send()
         # With hold_dot and a pipelining relay: called before each final dot for the next message
@@ -72,8 +88,23 @@ class SmtpTransport:
         self.info = RelayInfo()
 
     def open(self) -> smtplib.SMTP:
-        """Connect, secure and log in (:func:`~dispatch.smtpsession.connect`)."""
-        self._smtp, self.info = connect(self.settings)
+        """Connect, secure and log in (:func:`~dispatch.smtpsession.connect`). A relay that refuses
+        an OAuth2 token gets one more session, with a renewed token."""
+        try:
+            self._smtp, self.info = connect(self.settings, self.tokens)
+        except TokenRefused as refused:
+            if self.tokens is None:
+                raise
+            self.tokens.renew(refused.token)
+            try:
+                self._smtp, self.info = connect(self.settings, self.tokens)
+            except TokenRefused as again:
+                raise failure(
+                    self.settings,
+                    f"refused the OAuth2 login for {self.settings.smtp_user!r}, also with a renewed token "
+                    f"({again.reply})",
+                    f"check that the mailbox may send over SMTP with OAuth2, or {LOGIN_HINT}",
+                ) from again
         self._count = 0
         return self._smtp
 
@@ -345,10 +376,10 @@ class _Once:
             self._hook = None
 
 
-def probe(settings: Settings) -> RelayInfo:
-    """Open and close one session: finds a wrong password or a dead server before sending, and
-    reads what the relay advertises (its SIZE limit)."""
-    transport = SmtpTransport(settings)
+def probe(settings: Settings, tokens: TokenSource | None = None) -> RelayInfo:
+    """Open and close one session: finds a wrong password (or no usable OAuth2 token) or a dead
+    server before sending, and reads what the relay advertises (its SIZE limit)."""
+    transport = SmtpTransport(settings, tokens=tokens)
     try:
         transport.open()
         return transport.info

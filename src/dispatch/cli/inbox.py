@@ -75,6 +75,9 @@ def check(
             f"Checked «{issue.subject}» (campaign {issue.campaign}, list {settings.list_id})",
             f"  State:         {location.describe()}",
         ]
+        if settings.smtp_auth == "oauth2":
+            more, oauth_lines, report["oauth"] = _oauth(settings)
+            problems, lines = problems + more, lines + oauth_lines
         if spam:
             sample = next(recipients(issue, 1), None) or trial_subscriber(issue.subscribers.columns)
             more, spam_lines, report["spam"] = _spam(issue.message(sample)[0])
@@ -83,6 +86,19 @@ def check(
             more, dns_lines, report["dns"] = _dns(settings)
             problems, lines = problems + more, lines + dns_lines
         _print_check(problems, lines, report, as_json)
+
+
+def _oauth(settings: Any) -> tuple[list[Problem], list[str], dict[str, Any]]:
+    """Whether a send could get an OAuth2 access token now, and for which mailbox (never the token)."""
+    from dispatch.checks import Problem
+    from dispatch.oauth import check_token
+
+    found = check_token(settings, settings.state.path)
+    data = {"mailbox": found.mailbox, "grant": found.grant, "token": found.ok, "problem": found.problem}
+    if found.ok:
+        return [], [f"  OAuth2:        a token can be had for {found.mailbox} ({found.grant})"], data
+    line = f"  OAuth2:        no token for {found.mailbox} ({found.grant})"
+    return [Problem("blocking", "oauth-token", found.problem)], [line], data
 
 
 def _spam(message: bytes) -> tuple[list[Problem], list[str], dict[str, Any]]:

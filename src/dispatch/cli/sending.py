@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from dispatch.campaign import Issue
+    from dispatch.oauth import TokenSource
+    from dispatch.settings import Settings
     from dispatch.state.journal import CampaignInfo
 
 
@@ -56,6 +58,18 @@ def _confirm(issue: Issue, count: int, yes: bool) -> None:
     if not typer.confirm(question, default=False):
         typer.echo("Nothing sent.")
         raise typer.Exit(int(ExitCode.INCOMPLETE))
+
+
+def _access_tokens(settings: Settings, folder: Path) -> TokenSource | None:
+    """With OAuth2, the run's token source, holding a first token: no token, no send, and the
+    run stops here, before the journal is touched."""
+    if settings.smtp_auth != "oauth2":
+        return None
+    from dispatch.oauth import token_source
+
+    tokens = token_source(settings, folder)
+    tokens.current()
+    return tokens
 
 
 @command(app, "send", "Send an issue to every subscriber, or dry-run it.")
@@ -133,6 +147,9 @@ def send(
         check_campaign_id(campaign, "--campaign")
         real = not (to or dry_run)
         folder = state_to_write(settings, ask=not yes) if real else state_dir(settings)
+        tokens = (
+            None if dry_run else _access_tokens(settings, folder)
+        )  # before the journal: no token, nothing
         journal = j.Journal(folder, durable=settings.journal_sync == "full") if real else None
         with ExitStack() as held:
             loaded = load_article(article)
@@ -171,7 +188,7 @@ def send(
             with stop_on_signals(stop), progress_bar(count, enabled=show_bar) as advance:
                 options = SendOptions(
                     limit=limit, resend_unknown=resend_unknown, retry_failed=retry_failed, only=only,
-                    progress=advance, stop=stop, suppressions=store,
+                    progress=advance, stop=stop, suppressions=store, tokens=tokens,
                 )  # fmt: skip
                 summary = run_send(issue, journal, options)
         if only is not None:

@@ -112,6 +112,7 @@ RELAY, SENDER, LIST = (
 )
 DKIM, SERVE, STATE = "DKIM signing (all three, or none)", "The unsubscribe endpoint (dispatch serve)", "State"
 SPEED, LOOKS = "Throughput", "Looks"
+OAUTH = "OAuth2 login for Microsoft 365 and Google Workspace"
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -197,6 +198,103 @@ SETTINGS: tuple[Setting, ...] = (
         "`10MB`",
         RELAY,
         sample="10MB",
+    ),
+    Setting(
+        "SMTP_AUTH",
+        _choice(("password", "oauth2")),
+        "password",
+        '`password`, or `oauth2` for SASL XOAUTH2 (Microsoft 365, Google Workspace; see "OAuth2")',
+        "`password`",
+        OAUTH,
+        "password (DISPATCH_SMTP_USER and _PASSWORD), or oauth2: log in to Microsoft 365 or Google\n"
+        'Workspace with `dispatch login` (see the README, "OAuth2"); DISPATCH_SMTP_USER is the mailbox.',
+        sample="oauth2",
+    ),
+    Setting(
+        "OAUTH_PROVIDER",
+        _lower,
+        "",
+        "`microsoft`, `google` or `custom`: fills in the relay, endpoints and scope",
+        "none (required with `oauth2`)",
+        OAUTH,
+        "microsoft (with DISPATCH_OAUTH_TENANT), google, or custom (give every endpoint below).",
+        sample="microsoft",
+    ),
+    Setting(
+        "OAUTH_TENANT",
+        _text,
+        "",
+        "the Microsoft 365 tenant: its ID or domain",
+        "`organizations`",
+        OAUTH,
+        sample="contoso.onmicrosoft.com",
+    ),
+    Setting(
+        "OAUTH_CLIENT_ID",
+        _text,
+        "",
+        "the app registration's client (application) ID",
+        "none (required with `oauth2`)",
+        OAUTH,
+        "The app registration's client ID, and a client secret for\n"
+        "cron without a login (Microsoft's app-only SMTP; Google desktop apps have one too).",
+        sample="00000000-0000-0000-0000-000000000000",
+    ),
+    Setting(
+        "OAUTH_CLIENT_SECRET",
+        _raw,
+        "",
+        "a client secret: Microsoft's app-only client-credentials grant (no login), or a Google desktop "
+        "app's secret (never printed)",
+        "none",
+        OAUTH,
+        secret=True,
+    ),
+    Setting(
+        "OAUTH_DEVICE_URL",
+        _text,
+        "",
+        "the device authorization endpoint (RFC 8628)",
+        "the provider's",
+        OAUTH,
+        "Endpoints and scopes: the provider's by default; all of them for custom.",
+        sample="https://login.example.com/device",
+    ),
+    Setting(
+        "OAUTH_TOKEN_URL",
+        _text,
+        "",
+        "the token endpoint",
+        "the provider's",
+        OAUTH,
+        sample="https://login.example.com/token",
+    ),
+    Setting(
+        "OAUTH_AUTHORIZE_URL",
+        _text,
+        "",
+        "the browser login's authorization endpoint",
+        "the provider's",
+        OAUTH,
+        sample="https://login.example.com/authorize",
+    ),
+    Setting(
+        "OAUTH_REVOKE_URL",
+        _text,
+        "",
+        "the revocation endpoint (RFC 7009)",
+        "the provider's",
+        OAUTH,
+        sample="https://login.example.com/revoke",
+    ),
+    Setting(
+        "OAUTH_SCOPE",
+        _text,
+        "",
+        "the scopes asked for",
+        "the provider's",
+        OAUTH,
+        sample="https://outlook.office.com/SMTP.Send offline_access",
     ),
     Setting(
         "FROM",
@@ -354,7 +452,8 @@ SETTINGS: tuple[Setting, ...] = (
         "STATE_DIR",
         PATH,
         None,
-        "journal, suppression store, locks and the inlined-CSS cache; relative to the settings file's folder",
+        "journal, suppression store, locks, the inlined-CSS cache and the OAuth2 login; relative to the "
+        "settings file's folder",
         f"`{STATE_FOLDER}` next to the settings file",
         STATE,
         "The journal (who was sent what, so each reader gets an issue once), the suppression list\n"
