@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -168,6 +169,9 @@ AttachOpt = Annotated[
 ]
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # shown escaped: "\r" stays "\\r"
+
+
 @contextmanager
 def reporting(debug: bool, as_json: bool = False) -> Iterator[None]:
     """The one place where errors become a line on stderr and an exit code (and, with
@@ -190,6 +194,7 @@ def reporting(debug: bool, as_json: bool = False) -> Iterator[None]:
         message = f"{type(err).__name__}: {err} (run with --debug)"
     if debug:
         traceback.print_exc()
+    message = _UNPRINTABLE.sub(lambda found: repr(found[0])[1:-1], message)  # one line, whatever it names
     typer.echo(f"dispatch: {kind}: {message}", err=True)
     if as_json:
         typer.echo(json.dumps({"error": message, "kind": kind, "exit_code": int(code)}, ensure_ascii=False))
@@ -319,6 +324,8 @@ def print_summary(summary: RunSummary, as_json: bool, text: str) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    if isinstance(sys.stdout, io.TextIOWrapper):  # a path that is not UTF-8 prints as its own bytes
+        sys.stdout.reconfigure(errors="surrogateescape")  # (strict, in a UTF-8 locale, crashed)
     try:
         app()
     finally:
