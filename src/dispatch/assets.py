@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html as entities
 import io
 import mimetypes
+import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from email import policy
 from email.message import MIMEPart
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from dispatch.errors import ConfigError, InputError
-from dispatch.files import read_regular
+from dispatch.files import open_regular, read_regular
 from dispatch.message import Attachment
 
 CONTENT_WIDTH = 536  # the built-in template's text column: 600 px less 32 px padding each side
@@ -29,6 +33,12 @@ IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "gif": "image/gif", "we
 _IMG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
 _ATTR = re.compile(r"""\s([a-zA-Z-]+)=("[^"]*"|'[^']*'|[^\s>]+)""")
 _SIZE_FRAGMENT = re.compile(r"#(\d{1,4})x(\d{1,4})$")
+# ![alt](my chart.png): no picture in CommonMark, so it reaches the HTML as text (outside code).
+_SPACED_IMAGE = re.compile(r"!\[[^\]\n<>]*\]\([^()<>\n]*?\S\s+\S[^()<>\n]*\)")
+_CODE = re.compile(r"<(pre|code)\b.*?</\1>", re.DOTALL | re.IGNORECASE)
+_NOT_IN_CID = re.compile(r"[^A-Za-z0-9]+")
+# Characters that reorder or hide text: in a file name they can make "fdp.exe" read "exe.pdf".
+_BIDI = dict.fromkeys(map(ord, "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
 
 
 @dataclass(frozen=True)
@@ -60,15 +70,30 @@ def read_image(path: Path, what: str) -> Image:
     return Image(path, data, IMAGE_TYPES[kind], width, height)
 
 
+def file_name(name: str) -> str:
+    """A file's name as a MIME part may carry it: control characters (CR, LF, NUL, tab…) become
+    spaces, characters that reorder text are dropped, the rest is kept (non-ASCII is encoded per
+    RFC 2231 by the stdlib)."""
+    cleaned = "".join(
+        " " if unicodedata.category(c) in {"Cc", "Zl", "Zp"} else c for c in name.translate(_BIDI)
+    )
+    return " ".join(unicodedata.normalize("NFC", cleaned).split()) or "attachment"
+
+
 def _part(data: bytes, content_type: str, filename: str, disposition: str, cid: str = "") -> Attachment:
     part = MIMEPart(policy=policy.SMTP)
     maintype, _, subtype = content_type.partition("/")
-    part.set_content(data, maintype, subtype, disposition=disposition, filename=filename, cid=cid or None)
+    name = file_name(filename)
+    part.set_content(data, maintype, subtype, disposition=disposition, filename=name, cid=cid or None)
     return Attachment(part.as_bytes())
 
 
 def _cid(data: bytes, name: str, domain: str) -> str:
-    return f"<{hashlib.blake2b(data, digest_size=8).hexdigest()}.{name}@{domain}>"
+    """A Content-ID safe in a header and in a ``cid:`` URL, one per picture and name: a hash of
+    both, and the name in ASCII letters and digits (``图表.png`` gives ``png``)."""
+    digest = hashlib.blake2b(name.encode("utf-8", "surrogateescape") + b"\0" + data, digest_size=8)
+    readable = _NOT_IN_CID.sub("-", name).strip("-")[:40] or "image"
+    return f"<{digest.hexdigest()}.{readable}@{domain}>"
 
 
 def _attributes(tag: str) -> dict[str, str]:
@@ -88,9 +113,11 @@ def _fit(width: int, height: int) -> tuple[int, int]:
 
 @dataclass
 class Embedder:
-    """Rewrites an article's images: files beside it become inline parts (each once, however
-    often it is shown), and every image gets numeric ``width`` (and ``height`` when known)."""
+    """Rewrites an article's images: files in the article's folder become inline parts (each
+    once, however often it is shown), and every image gets numeric ``width`` (and ``height``
+    when known). A picture is never taken from outside that folder."""
 
+    article: Path
     base: Path
     domain: str
     related: list[Attachment]
@@ -100,11 +127,17 @@ class Embedder:
 
     @classmethod
     def for_article(cls, article: Path, domain: str) -> Embedder:
-        return cls(article.resolve().parent, domain, [], [], {}, {})
+        return cls(article, article.resolve().parent, domain, [], [], {}, {})
 
     def embed(self, html: str) -> str:
         """``html`` with local images as ``cid:`` references and sizes on every image."""
         rewritten = _IMG.sub(self._one, html)
+        for shown in _SPACED_IMAGE.findall(_CODE.sub("", html))[:3]:
+            written = entities.unescape(shown)
+            self.warnings.append(
+                f"the article shows {written!r} as text: in Markdown a picture's name with spaces goes in "
+                "<…> or takes %20 for each space: ![Chart](<my chart.png>) or ![Chart](my%20chart.png)"
+            )
         total = sum(len(image.data) for _, image in self._seen.values())
         if total > IMAGE_BUDGET:
             self.warnings.append(
@@ -132,22 +165,67 @@ class Embedder:
 
     def local(self, src: str) -> tuple[str, Image]:
         """The Content-ID and picture of a file named relative to the article (embedded once)."""
-        path = (self.base / src).resolve()
+        path = self.find(src)
         if path in self._seen:
             return self._seen[path]
         if not path.exists():
-            raise InputError(f"{path}: no such image (the article shows {src!r}); check the path")
+            raise InputError(f"{self.article}: the picture {src!r} does not exist ({path}); check its name")
         image = read_image(path, "image")
         cid = self.add(image)
         self._seen[path] = (cid, image)
         return cid, image
 
+    def find(self, src: str) -> Path:
+        """The file an image's ``src`` names: a URL path, so ``%20`` is a space and ``%C3%BC``
+        a ``ü`` (as Markdown writes ``<my chart.png>`` and ``grafik-übersicht.png``); a name
+        written in the other Unicode form (macOS) or with a literal ``%`` is found too."""
+        written = entities.unescape(src)
+        decoded = unquote(written, errors="surrogateescape")  # undecodable bytes: as the OS names them
+        forms = (
+            decoded,
+            unicodedata.normalize("NFC", decoded),
+            unicodedata.normalize("NFD", decoded),
+            written,
+        )
+        paths = [self.inside(src, name) for name in dict.fromkeys(forms)]
+        return next((path for path in paths if path.exists()), paths[0])
+
+    def inside(self, src: str, name: str) -> Path:
+        """``name`` (from ``src``) in the article's folder: never an absolute path, a ``..`` out
+        of it or a symlink leading out of it (InputError naming the article and the picture)."""
+        refuse = f"{self.article}: the picture {src!r}"
+        if any(unicodedata.category(c) == "Cc" for c in name):
+            raise InputError(f"{refuse} has control characters in its name; rename the file")
+        if name.startswith(("/", "\\")) or os.path.isabs(name):
+            raise InputError(
+                f"{refuse} is an absolute path; pictures are named relative to the article: copy it "
+                f"into {self.base} and name it from there"
+            )
+        try:
+            path = (self.base / name).resolve()
+        except (OSError, RuntimeError) as err:  # a symlink loop
+            raise InputError(f"{refuse} cannot be followed (a symlink loop?); name the file itself") from err
+        if not path.is_relative_to(self.base):
+            how = "through a symlink " if _lexically_inside(self.base, name) else ""
+            raise InputError(
+                f"{refuse} leads {how}outside the article's folder ({self.base}); pictures must be in "
+                "that folder or a folder in it: copy it there"
+            )
+        return path
+
     def add(self, image: Image) -> str:
         """Embed a picture (an article's, or the logo); returns its Content-ID."""
         cid = _cid(image.data, image.path.name, self.domain)
+        if f"cid:{cid.strip('<>')}" in self.previews:
+            return cid  # the same picture under the same name (the logo shown in the article too)
         self.related.append(_part(image.data, image.content_type, image.path.name, "inline", cid))
         self.previews[f"cid:{cid.strip('<>')}"] = data_uri(image)
         return cid
+
+
+def _lexically_inside(base: Path, name: str) -> bool:
+    """Whether ``name`` stays in ``base`` on paper (``..`` counted, symlinks not followed)."""
+    return Path(os.path.normpath(base / name)).is_relative_to(base)
 
 
 def _number(value: str | None) -> int:
@@ -155,19 +233,37 @@ def _number(value: str | None) -> int:
 
 
 def attachments(paths: list[Path], limit: int) -> list[Attachment]:
-    """``--attach`` files as attachment parts (type from the name, RFC 2231 names), each at
-    most ``limit`` bytes (DISPATCH_MAX_MESSAGE_SIZE): a clear error otherwise."""
-    parts = []
+    """``--attach`` files as attachment parts (type from the name, RFC 2231 names), together at
+    most ``limit`` bytes (DISPATCH_MAX_MESSAGE_SIZE): a file too large is refused by its size,
+    before any of it is read."""
+    parts, total = [], 0
     for path in paths:
-        data = read_regular(path, "attachment", limit=0)
-        if len(data) > limit:
-            raise InputError(
-                f"{path}: the attachment is {len(data) / 1e6:.1f} MB; messages are limited to "
-                f"{limit / 1e6:.1f} MB (DISPATCH_MAX_MESSAGE_SIZE): link to it instead"
-            )
+        with open_regular(path, "attachment") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            total += size
+            if size > limit or total > limit:
+                what = f"is {_size(size)}" if size > limit else f"makes the attachments {_size(total)}"
+                raise InputError(
+                    f"{path}: the attachment {what}; messages are limited to {_size(limit)} "
+                    "(DISPATCH_MAX_MESSAGE_SIZE): link to it instead"
+                )
+            try:
+                data = handle.read(limit - total + size + 1)
+            except OSError as err:
+                raise InputError(f"{path}: cannot read the attachment: {err.strerror}") from err
+        if len(data) > size:  # it grew while being read
+            raise InputError(f"{path}: the attachment changed while it was read; try again")
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         parts.append(_part(data, content_type, path.name, "attachment"))
     return parts
+
+
+def _size(n: int) -> str:
+    """A size as a person reads it (decimal units, as DISPATCH_MAX_MESSAGE_SIZE is written)."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def logo(setting: str, organization: str, base: Path, embedder: Embedder) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ import importlib.util
 import os
 import re
 import stat
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -28,8 +29,9 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from dispatch.errors import ConfigError
 
 Algorithm = Literal["rsa", "ed25519"]
-MIN_BITS = 1024  # receivers ignore shorter keys (RFC 8301)
-RECOMMENDED_BITS = 2048  # Gmail's recommendation
+MIN_BITS = 2048  # RFC 8301 lets receivers ignore keys under 1024 bits; Gmail and Yahoo ask for 2048
+RECOMMENDED_BITS = 2048
+MAX_BITS = 4096  # the largest RFC 8301 makes every verifier check
 _MAX_KEY_FILE = 64 * 1024
 _SETTING = "DISPATCH_DKIM_KEY_FILE"
 _PART = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -117,8 +119,11 @@ def generate_key(
     if algorithm == "ed25519":
         key, bits = ed25519.Ed25519PrivateKey.generate(), 256
     elif algorithm == "rsa":
-        if not MIN_BITS <= bits <= 4096:
-            raise DkimError(f"an RSA DKIM key must have 1024 to 4096 bits (2048 recommended), not {bits}")
+        if not MIN_BITS <= bits <= MAX_BITS:
+            raise DkimError(
+                f"an RSA DKIM key must have {MIN_BITS} to {MAX_BITS} bits ({RECOMMENDED_BITS} recommended), "
+                f"not {bits}"
+            )
         key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     else:
         raise DkimError(f"unknown DKIM key algorithm {algorithm!r}; use rsa or ed25519")
@@ -225,7 +230,9 @@ def _parse_private_key(data: bytes, where: str) -> PrivateKeyTypes:
             f"{where} is encrypted with a passphrase; give dispatch an unencrypted key (mode 0600)"
         )
     try:
-        return serialization.load_pem_private_key(data, password=None)
+        with warnings.catch_warnings():  # cryptography warns of DSA on stderr: the error below says it
+            warnings.simplefilter("ignore")
+            return serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as err:
         raise DkimError(
             f"{where} is not a PEM private key; point it at the private key `dispatch dkim keygen` wrote"
@@ -235,23 +242,26 @@ def _parse_private_key(data: bytes, where: str) -> PrivateKeyTypes:
 def load_signer(key_file: Path, selector: str, domain: str) -> Signer:
     """Load and check a private key; raise DkimError (one line, exit 2) if it cannot sign.
 
-    A 1024–2047-bit RSA key or a key file other users can read is accepted, with a note in
-    :attr:`Signer.warnings`.
+    RSA keys must have 2048 to 4096 bits; a key file other users can read is accepted, with a
+    note in :attr:`Signer.warnings`.
     """
     _check_names(selector, domain)
     where = f"{_SETTING}: {key_file}"
     key = _parse_private_key(_read_key_file(key_file), where)
-    warnings: list[str] = []
+    notes: list[str] = []
     if isinstance(key, rsa.RSAPrivateKey):
         bits = key.key_size
-        if bits < MIN_BITS:
-            raise DkimError(
-                f"{where} is a {bits}-bit RSA key; receivers ignore DKIM keys under {MIN_BITS} bits: "
-                "create a 2048-bit key with `dispatch dkim keygen`"
+        if not MIN_BITS <= bits <= MAX_BITS:
+            why = (
+                f"RFC 8301 asks receivers to verify keys of up to {MAX_BITS} bits only"
+                if bits > MAX_BITS
+                else f"Gmail, Yahoo and Microsoft expect at least {MIN_BITS} bits (RFC 8301 lets receivers "
+                "ignore keys under 1024)"
             )
-        if bits < RECOMMENDED_BITS:
-            warnings.append(
-                f"{where} is a {bits}-bit RSA key; Gmail recommends 2048 bits (dispatch dkim keygen)"
+            article = "an" if str(bits).startswith(("8", "11", "18")) else "a"  # an 8192-bit key
+            raise DkimError(
+                f"{where} is {article} {bits}-bit RSA key; {why}: create a {RECOMMENDED_BITS}-bit key with "
+                "`dispatch dkim keygen`"
             )
         algorithm: Algorithm = "rsa"
         private = key.private_bytes(
@@ -272,11 +282,12 @@ def load_signer(key_file: Path, selector: str, domain: str) -> Signer:
         private = base64.b64encode(raw)
     else:
         kind = type(key).__name__.removeprefix("_").replace("PrivateKey", "")
-        raise DkimError(f"{where} holds a {kind} key; DKIM needs an RSA (2048-bit) or Ed25519 key")
+        article = "an" if kind[:1] in "AEIOUX" else "a"  # an EC key, an X25519 key
+        raise DkimError(f"{where} holds {article} {kind} key; DKIM needs an RSA (2048-bit) or Ed25519 key")
     if key_file.stat().st_mode & 0o077:
-        warnings.append(f"{where} can be read by other users; chmod 600 {key_file}")
+        notes.append(f"{where} can be read by other users; chmod 600 {key_file}")
     return Signer(
-        selector, domain.lower(), algorithm, bits, key_file, _public_b64(key), private, tuple(warnings)
+        selector, domain.lower(), algorithm, bits, key_file, _public_b64(key), private, tuple(notes)
     )
 
 

@@ -45,12 +45,15 @@ def open_regular(path: Path, what: str) -> IO[bytes]:
 def read_regular(path: Path, what: str, *, limit: int = 0) -> bytes:
     """The whole file (at most ``limit`` bytes when given: a larger file is an InputError)."""
     with open_regular(path, what) as handle:
+        too_big = InputError(f"{path}: the {what} is over {limit / 1_000_000:g} MB; is it the right file?")
+        if limit and os.fstat(handle.fileno()).st_size > limit:
+            raise too_big  # known from its size: not one byte is read
         try:
             data = handle.read(limit + 1 if limit else -1)
         except OSError as err:
             raise InputError(f"{path}: cannot read the {what}: {err.strerror}") from err
     if limit and len(data) > limit:
-        raise InputError(f"{path}: the {what} is over {limit // 1_000_000} MB; is it the right file?")
+        raise too_big
     return data
 
 

@@ -42,7 +42,9 @@ _TAG = re.compile(r"<[^>]*>")
 _TAG_NAME = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)")
 
 
-_LOCAL_FILE = re.compile(r"(?![A-Za-z][A-Za-z0-9+.-]*:)(?!//)[^\s\\]+")
+# A file beside the article: no scheme, no host; spaces inside the name are kept (browsers
+# read <img src="my chart.png"> as my%20chart.png), and dispatch.assets finds the file.
+_LOCAL_FILE = re.compile(r"(?![A-Za-z][A-Za-z0-9+.-]*:)(?!//)[^\s\\](?:[^\\\t\n\r\f\v]*[^\s\\])?")
 
 
 def _absolute_links_only(_element: str, attribute: str, value: str) -> str | None:
@@ -52,8 +54,10 @@ def _absolute_links_only(_element: str, attribute: str, value: str) -> str | Non
     low = value.lower()
     if attribute == "href" and not low.startswith(("https://", "http://", "mailto:")):
         return None
-    if attribute == "src" and not (low.startswith(("https://", "http://")) or _LOCAL_FILE.fullmatch(value)):
-        return None
+    if attribute == "src":
+        value = value.strip(" \t\n\r\f")  # HTML ignores the spaces around a URL
+        if not (low.strip().startswith(("https://", "http://")) or _LOCAL_FILE.fullmatch(value)):
+            return None
     return value
 
 

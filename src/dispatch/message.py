@@ -41,7 +41,9 @@ MAX_LINE = 998
 MAX_DISPLAY_NAME = 200
 ENCODED_WORD_BYTES = 42  # base64 of 42 bytes is 56 characters: a 68-character encoded-word
 FOLD_SEPARATOR = "\r\n "
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+# Control characters, line breaks, and lone surrogates: bytes that were not UTF-8 in a
+# command-line argument (--subject $'\xff') can be neither encoded nor shown.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+")
 
 
 def header_text(value: str) -> str:

@@ -130,7 +130,10 @@ def write_message(
     data, _ = issue.message(sub)
     html_body, text_body = issue.preview_html(sub), issue.bodies(sub)[1]
     out = OutputFolder(page.parent, inputs=inputs, what="preview --out")
-    names = [page.name, page.with_suffix(".eml").name, page.with_suffix(".txt").name]
+    try:
+        names = [page.name, page.with_suffix(".eml").name, page.with_suffix(".txt").name]
+    except ValueError:  # a folder such as "/" has no file name to put a suffix on
+        names = []
     if len(set(names)) < 3:
         raise InputError(f"{page}: give preview --out a file name ending in .html")
     for name in names:

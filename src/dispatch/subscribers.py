@@ -8,11 +8,9 @@ line number and the reason.
 from __future__ import annotations
 
 import bisect
-import codecs
 import csv
 import functools
 import hashlib
-import io
 import itertools
 import re
 import unicodedata
@@ -24,8 +22,8 @@ from typing import TextIO
 
 from email_validator import EmailNotValidError, validate_email
 
+from dispatch import textfiles
 from dispatch.errors import InputError
-from dispatch.files import open_regular
 from dispatch.message import MAX_DISPLAY_NAME
 
 EMAIL_ALIASES = {"email", "e-mail", "emailaddress", "e-mailaddress", "mail", "emailadres"}
@@ -255,7 +253,7 @@ class SubscriberList:
 
     def __init__(self, path: Path, encoding: str = "utf-8-sig") -> None:
         self.path = path
-        self.encoding = encoding
+        self.encoding = textfiles.detect(path, "subscriber list", encoding)
         self.notes: list[str] = []  # things about the list a person should know (not errors)
         self.columns, self._dialect, self._roles = self._read_header()
         self._suppressed = _Suppressed([])
@@ -263,42 +261,21 @@ class SubscriberList:
         self._consent = bool({"status", "optout", "optin"} & set(self._roles))
 
     def _open(self) -> TextIO:
-        try:
-            codecs.lookup(self.encoding)
-        except LookupError as err:
-            raise InputError(f"--encoding {self.encoding!r} is not a known text encoding") from err
-        return io.TextIOWrapper(
-            open_regular(self.path, "subscriber list"), encoding=self.encoding, newline=""
-        )
+        return textfiles.open_text(self.path, "subscriber list", self.encoding)
 
-    def _decode_error(self, err: UnicodeDecodeError) -> InputError:
-        line, byte = self._first_undecodable()
-        return InputError(
-            f"{self.path}: line {line} is not {self.encoding.removesuffix('-sig').upper()} text "
-            f"(byte 0x{byte:02x}); re-save the file as UTF-8, or pass --encoding "
-            "with the file's encoding (for example --encoding cp1252)"
-        )
-
-    def _first_undecodable(self) -> tuple[int, int]:
-        """(line, byte) of the first byte the encoding rejects: read again, in chunks, on error only."""
-        decoder = codecs.getincrementaldecoder(self.encoding)()
-        line = 1
-        with open_regular(self.path, "subscriber list") as handle:
-            for chunk in iter(lambda: handle.read(65536), b""):
-                try:
-                    decoder.decode(chunk)
-                except UnicodeDecodeError as err:
-                    start = max(0, err.start - len(err.object) + len(chunk))
-                    return line + chunk[:start].count(b"\n"), chunk[start] if start < len(chunk) else 0
-                line += chunk.count(b"\n")
-        return line, 0
+    def _decode_error(self) -> InputError:
+        return textfiles.decode_error(
+            self.path, "subscriber list", self.encoding,
+            "re-save the file as UTF-8, or pass --encoding with the file's encoding "
+            "(for example --encoding cp1252)",
+        )  # fmt: skip
 
     def _read_header(self) -> tuple[list[str], type[csv.Dialect] | csv.Dialect, dict[str, int]]:
         with self._open() as handle:
             try:
                 sample = handle.read(65536)
-            except UnicodeDecodeError as err:
-                raise self._decode_error(err) from err
+            except UnicodeError as err:
+                raise self._decode_error() from err
         size = self.path.stat().st_size
         lines = max(1, sample.count("\n"), sample.count("\r"))
         self._expected_rows = size * lines // max(1, len(sample.encode()))
@@ -363,7 +340,7 @@ class SubscriberList:
                 for row in itertools.islice(reader, 2000):
                     if at < len(row) and row[at].strip():
                         values.add(_alias(row[at]))
-            except (UnicodeDecodeError, csv.Error):
+            except (UnicodeError, csv.Error):
                 return  # the main pass reports it, with its line
         if values and not any(v in SUBSCRIBED | UNSUBSCRIBED or _STATUS_WORD.search(v) for v in values):
             del self._roles["status"]
@@ -391,7 +368,7 @@ class SubscriberList:
                     if email_at < len(row) and self._opted_out(row):
                         found.append((_short_digest(_normalised(row[email_at])), line))
                     line = reader.line_num + 1
-            except (UnicodeDecodeError, csv.Error):
+            except (UnicodeError, csv.Error):
                 pass  # reported with its line by the main pass
         return _Suppressed(found)
 
@@ -415,8 +392,8 @@ class SubscriberList:
                         self._check_merged(row, line, reader.line_num)
                     yield self._row(row, line, seen, fields)
                     line = reader.line_num + 1
-            except UnicodeDecodeError as err:
-                raise self._decode_error(err) from err
+            except UnicodeError as err:
+                raise self._decode_error() from err
             except csv.Error as err:
                 if "field limit" in str(err):
                     raise InputError(

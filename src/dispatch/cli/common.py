@@ -169,6 +169,8 @@ AttachOpt = Annotated[
 ]
 
 
+
+
 @contextmanager
 def reporting(debug: bool, as_json: bool = False) -> Iterator[None]:
     """The one place where errors become a line on stderr and an exit code (and, with
@@ -345,6 +347,8 @@ def print_summary(summary: RunSummary, as_json: bool, text: str) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    if isinstance(sys.stdout, io.TextIOWrapper):  # a path that is not UTF-8 prints as its own bytes
+        sys.stdout.reconfigure(errors="surrogateescape")  # (strict, in a UTF-8 locale, crashed)
     try:
         app()
     finally:

@@ -19,6 +19,7 @@ _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour
 _PER_SECONDS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60}
 _PER_SECONDS |= {"h": 3600, "hour": 3600}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|k|kb|m|mb|g|gb)?\s*$", re.I)
+MAX_SIZE = 1000**3  # a message of a gigabyte: no relay takes more
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3}
 HOSTNAME = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
@@ -104,7 +105,10 @@ def size(text: str, setting: str) -> int:
     match = _SIZE.match(text)
     if not match or float(match[1]) <= 0:
         raise ConfigError(f"{setting}: {text!r} is not a size; write it like 10MB, 500KB or 2000000")
-    return int(float(match[1]) * _SIZE_UNITS[(match[2] or "").lower()])
+    value = float(match[1]) * _SIZE_UNITS[(match[2] or "").lower()]
+    if value > MAX_SIZE:
+        raise ConfigError(f"{setting}: {text[:40]!r} is more than any relay takes; write at most 1GB")
+    return int(value)
 
 
 def one_line(text: str, setting: str) -> str:

@@ -14,22 +14,19 @@ unsubscribe, the entry takes that source, and the reader's undo no longer lifts 
 
 from __future__ import annotations
 
-import calendar
-import codecs
 import csv
-import io
 import json
 import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from dispatch import textfiles
 from dispatch.errors import InputError
-from dispatch.files import open_regular
 from dispatch.state.db import Database, Schema, check_not_symlink
+from dispatch.state.times import imported_time, iso_utc
 from dispatch.subscribers import (  # _alias, _dialect: read headers exactly as subscriber lists are
     EMAIL_ALIASES,
     STATUS_ALIASES,
@@ -85,7 +82,7 @@ class Entry:
     @property
     def iso_time(self) -> str:
         """``when`` in ISO 8601, UTC, as exported."""
-        return datetime.fromtimestamp(self.when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return iso_utc(self.when)
 
 
 @dataclass
@@ -267,7 +264,9 @@ class SuppressionStore:
 
 
 def _seconds(when: float | None) -> int:
-    return int(time.time() if when is None else when)
+    """A time to store: ``when`` if it is a real moment up to now, else now (never inf or NaN)."""
+    now = time.time()
+    return int(when) if when is not None and 0 <= when <= now else int(now)
 
 
 # Reading exports: Mailchimp (its audience, unsubscribed and cleaned exports), listmonk
@@ -317,11 +316,8 @@ def read_csv(
     rows: list[Row] = []
     skipped: list[Skipped] = []
     line = 1
-    try:
-        codecs.lookup(encoding)
-    except LookupError as err:
-        raise InputError(f"encoding {encoding!r} is not a known text encoding") from err
-    with io.TextIOWrapper(open_regular(path, "suppression list"), encoding=encoding, newline="") as handle:
+    encoding = textfiles.detect(path, "suppression list", encoding)
+    with textfiles.open_text(path, "suppression list", encoding) as handle:
         try:
             sample = handle.read(65536)
             handle.seek(0)
@@ -337,11 +333,9 @@ def read_csv(
                 else:
                     rows.append(item)
                 line = reader.line_num + 1
-        except UnicodeDecodeError as err:
-            raise InputError(
-                f"{path}: line {_undecodable_line(path, encoding)} is not "
-                f"{encoding.removesuffix('-sig').upper()} text; re-save it as UTF-8 or give its encoding"
-            ) from err
+        except UnicodeError as err:
+            hint = "re-save it as UTF-8 or give its encoding (--encoding)"
+            raise textfiles.decode_error(path, "suppression list", encoding, hint) from err
         except csv.Error as err:
             raise InputError(f"{path}: line {line}: {err}; fix the quoting on that line") from err
     return rows, skipped
@@ -405,35 +399,7 @@ class _Plan:
             where = check_scope(listed) if listed else ALL_LISTS
         except InputError as err:
             return Skipped(line, str(err))
-        return key, where, why, clean_value(source)[:200] if source else "", _parse_time(when, self.now)
-
-
-def _undecodable_line(path: Path, encoding: str) -> int:
-    """The line of the first byte the encoding refuses (read again, on error only)."""
-    decoder = codecs.getincrementaldecoder(encoding)()
-    line = 1
-    with open_regular(path, "suppression list") as handle:
-        for chunk in iter(lambda: handle.read(65536), b""):
-            try:
-                decoder.decode(chunk)
-            except UnicodeDecodeError as err:
-                return line + chunk[: max(0, err.start - len(err.object) + len(chunk))].count(b"\n")
-            line += chunk.count(b"\n")
-    return line
-
-
-def _parse_time(text: str, now: int) -> int:
-    """Seconds since the epoch from ISO 8601 (naive: UTC) or a number; ``now`` when unreadable."""
-    if not text:
-        return now
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        try:
-            return int(float(text))
-        except ValueError:
-            return now
-    return calendar.timegm(parsed.utctimetuple())
+        return key, where, why, clean_value(source)[:200] if source else "", imported_time(when, self.now)
 
 
 def _unneutralise(cell: str) -> str:
