@@ -236,3 +236,51 @@ def test_a_relative_state_dir_is_never_taken_from_the_working_folder(tmp_path: P
     assert done.returncode == 2
     assert "DISPATCH_STATE_DIR: somewhere is relative, and there is no settings file" in done.stderr
     assert not (tmp_path / "somewhere").exists()
+
+
+def _issue(folder: Path, n: int) -> Path:
+    path = folder / f"issue-{n}.md"
+    path.write_text(f"---\ntitle: Issue {n}\ndate: 2026-12-{n:02d}\n---\n\nWhat happened in week {n}.\n")
+    return path
+
+
+def test_unsubscribe_links_from_the_first_issue_outlive_renames_and_a_rotation(
+    newsletter: Path, plain_server: Server, tmp_path: Path
+) -> None:
+    """Issue 14's acceptance: rename the organisation (the list id follows it), then set another
+    list id, then rotate the secret; a link from the very first issue still unsubscribes its
+    reader from the next one."""
+    env_file = newsletter / ".env"
+    set_values(env_file, {"DISPATCH_LIST_ID": ""})  # the list id comes from the organisation's name
+
+    def send(n: int) -> dict[str, object]:
+        done = run("send", _issue(newsletter, n), "--env-file", env_file, "--yes", "--json", cwd="/",
+                   home=tmp_path / f"h{n}")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return one_json(done)
+
+    first = send(1)
+    links = {m.rcpt_tos[0]: unsubscribe_links(m.data)[0] for m in plain_server.received}
+    assert first["sent_now"] == len(READERS)
+
+    set_values(env_file, {"DISPATCH_ORGANIZATION": "Harbour and Docks Society"})
+    renamed = send(2)
+    assert any("the list id is now harbour-and-docks-society.example.com" in w for w in renamed["warnings"])  # type: ignore[union-attr]
+
+    set_values(env_file, {"DISPATCH_LIST_ID": "letters.example.com"})
+    relisted = send(3)
+    assert any("the list id is now letters.example.com" in w for w in relisted["warnings"])  # type: ignore[union-attr]
+
+    old = re.search(r'^DISPATCH_UNSUBSCRIBE_SECRET="?([^"\n]+)"?$', env_file.read_text(), re.M)
+    assert old is not None
+    set_values(env_file, {"DISPATCH_UNSUBSCRIBE_SECRET": "rotated-" + "x" * 40,
+                          "DISPATCH_UNSUBSCRIBE_PREVIOUS_SECRETS": old[1]})  # fmt: skip
+
+    leaving = READERS[4]
+    with serving(env_file, tmp_path, environ={"HOME": str(tmp_path / "web-home")}) as endpoint:
+        assert endpoint.one_click(local_target(links[leaving])).status == 200
+
+    before = len(plain_server.received)
+    fourth = send(4)
+    assert fourth["suppressed_recipients"] == [{"email": leaving, "reason": "unsubscribed"}]
+    assert sorted(m.rcpt_tos[0] for m in plain_server.received[before:]) == sorted(set(READERS) - {leaving})
