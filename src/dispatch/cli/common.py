@@ -24,7 +24,7 @@ from dispatch.errors import ConfigError, DispatchError, ExitCode, InputError
 from dispatch.untrusted import shown
 
 if TYPE_CHECKING:
-    from dispatch.campaign import RunSummary
+    from dispatch.send.campaign import RunSummary
     from dispatch.settings import Settings
 
 EXIT_CODES = """Exit codes: 0 all done; 1 some recipients failed, were deferred or are unknown;
@@ -167,8 +167,6 @@ AttachOpt = Annotated[
     list[Path] | None,
     typer.Option("--attach", metavar="FILE", help="Attach FILE to every message (repeatable)."),
 ]
-
-
 
 
 @contextmanager

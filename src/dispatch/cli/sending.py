@@ -38,8 +38,8 @@ from dispatch.errors import ExitCode, InputError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from dispatch.campaign import Issue
-    from dispatch.oauth import TokenSource
+    from dispatch.send.campaign import Issue
+    from dispatch.send.oauth import TokenSource
     from dispatch.settings import Settings
     from dispatch.state.journal import CampaignInfo
 
@@ -65,7 +65,7 @@ def _access_tokens(settings: Settings, folder: Path) -> TokenSource | None:
     run stops here, before the journal is touched."""
     if settings.smtp_auth != "oauth2":
         return None
-    from dispatch.oauth import token_source
+    from dispatch.send.oauth import token_source
 
     tokens = token_source(settings, folder)
     tokens.current()
@@ -122,8 +122,11 @@ def send(
     debug: DebugOpt = False,
 ) -> None:
     """Send ARTICLE to every subscriber (or check and preview it with --dry-run)."""
-    from dispatch.article import load_article
-    from dispatch.campaign import (
+    from dispatch.cli.console import progress_bar, stop_on_signals
+    from dispatch.cli.report import dry_run_report, send_report
+    from dispatch.content.article import load_article
+    from dispatch.proof.dryrun import run_dry
+    from dispatch.send.campaign import (
         campaign_id,
         check_campaign_id,
         count_to_send,
@@ -133,11 +136,8 @@ def send(
         same_text_campaigns,
         same_text_refusal,
     )
-    from dispatch.console import progress_bar, stop_on_signals
-    from dispatch.delivery import SendOptions, run_send
-    from dispatch.preview import run_dry
-    from dispatch.report import dry_run_report, send_report
-    from dispatch.skips import SkipRules
+    from dispatch.send.delivery import SendOptions, run_send
+    from dispatch.send.skips import SkipRules
     from dispatch.state import journal as j
     from dispatch.state.suppression import SuppressionStore
 
@@ -241,7 +241,7 @@ def status(
     debug: DebugOpt = False,
 ) -> None:
     """Show campaigns and their counts, or one CAMPAIGN's problem recipients."""
-    from dispatch.report import status_report
+    from dispatch.cli.report import status_report
     from dispatch.state import journal as j
     from dispatch.state.suppression import SuppressionStore
 
