@@ -89,7 +89,10 @@ def test_imports_only_go_down(module: str) -> None:
 def test_no_import_circle() -> None:
     """No circle between modules, counting imports made inside functions (a lazy import that
     dodges a circle is still one)."""
-    graph = {m: {d for d in deps if d not in ("dispatch", m) and not m.startswith(d + ".")} for m, deps in GRAPH.items()}
+    graph = {
+        m: {d for d in deps if d not in ("dispatch", m) and not m.startswith(d + ".")}
+        for m, deps in GRAPH.items()
+    }
     state: dict[str, int] = {}
     path: list[str] = []
 
@@ -113,7 +116,9 @@ def test_the_folder_listing_shows_the_architecture() -> None:
     top = sorted(p.stem for p in SRC.glob("*.py"))
     packages = sorted(p.name for p in SRC.iterdir() if (p / "__init__.py").is_file())
     assert len(top) <= MAX_TOP_LEVEL_MODULES, top
-    assert {"cli", "compose", "content", "lists", "send", "state", "checks", "proof", "unsubscribe"} <= set(packages)
+    assert {"cli", "compose", "content", "lists", "send", "state", "checks", "proof", "unsubscribe"} <= set(
+        packages
+    )
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
@@ -130,9 +135,13 @@ def test_modules_and_functions_are_a_readable_size(module: str) -> None:
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_only_the_cli_knows_typer_and_dotenv_and_nobody_patches_jinja(module: str) -> None:
     source = MODULES[module].read_text(encoding="utf-8")
-    names = {getattr(n, "module", None) or "" for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)}
+    names = {
+        getattr(n, "module", None) or "" for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)
+    }
     names |= {a.name for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Import) for a in n.names}
     if not module.startswith("dispatch.cli"):
         assert not {n for n in names if n.split(".")[0] in ("typer", "dotenv", "click")}, module
-    assert not {n for n in names if n.startswith(("typer._", "click._"))}, f"{module} imports a private module"
+    assert not {n for n in names if n.startswith(("typer._", "click._"))}, (
+        f"{module} imports a private module"
+    )
     assert "CodeGenerator" not in source, f"{module} extends Jinja2's code generator"

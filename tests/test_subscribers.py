@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.errors import InputError
 from dispatch.addresses import validate_address
+from dispatch.errors import InputError
 from dispatch.lists.subscribers import ListStats, Skipped, Subscriber, SubscriberList
 from tests.conftest import EXAMPLE_SUBSCRIBERS
 

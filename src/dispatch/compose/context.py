@@ -18,7 +18,8 @@ import jinja2
 from dispatch.compose.fields import Field, FieldTable
 from dispatch.content.article import Article
 from dispatch.content.language import FALLBACK, choose_language, direction, iso_date, readable_date, words
-from dispatch.content.markup import demote_headings, wrap_without_orphan
+from dispatch.content.markup import demote_headings
+from dispatch.content.textpart import wrap_without_orphan
 from dispatch.errors import ConfigError
 
 MOTTO_WIDTH = 70  # the text part's motto, inside its quote marks

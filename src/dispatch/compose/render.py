@@ -48,7 +48,7 @@ def builtin_template_dir() -> Path:
     packaged = Path(str(resources.files("dispatch"))) / "templates"
     if (packaged / HTML_TEMPLATE).is_file():
         return packaged
-    return Path(__file__).resolve().parents[2] / "templates"
+    return Path(__file__).resolve().parents[3] / "templates"
 
 
 @dataclass(frozen=True)

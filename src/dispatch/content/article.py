@@ -17,7 +17,8 @@ import frontmatter
 import yaml
 
 from dispatch.content import plaintext
-from dispatch.content.markup import Block, RenderedBody, render_markdown
+from dispatch.content.markup import RenderedBody, render_markdown
+from dispatch.content.textpart import Block
 from dispatch.errors import InputError
 from dispatch.files import read_regular
 

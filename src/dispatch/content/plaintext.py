@@ -181,36 +181,7 @@ def parse(text: str) -> tuple[dict[str, str], str]:
     pos += 1
     if pos < len(head) and set(head[pos]) <= set("=-"):
         pos += 1  # a setext underline
-    subtitle = author = byline = ""
-    for _ in range(4):
-        if pos >= len(head):
-            break
-        line = head[pos]
-        if _BULLET.match(line):
-            break  # a list right under the title is body
-        if (_BYLINE.match(line) or line[0] in _DASHES) and _is_short(line) and len(line) <= 80 and not author:
-            author, date, byline = _byline(line, date)
-        elif _dated(line) and not date:
-            date = _dated(line)
-        elif (
-            not author
-            and len(line) <= 80
-            and _is_short(line)
-            and pos + 1 < len(head)
-            and _dated(head[pos + 1])
-        ):
-            author = line  # a name line right above the date: "Dr. Aiko Tanaka, Plant Sciences"
-        elif (
-            not subtitle
-            and not author
-            and pos + 1 < len(head)
-            and len(line) <= 200
-            and _BYLINE.match(head[pos + 1])
-        ):
-            subtitle = line
-        else:
-            break
-        pos += 1
+    pos, subtitle, author, date, byline = _under_title(head, pos, date)
     body_lines = _body_after(lines, head[:pos])
     if not any(line.strip() for line in body_lines):
         raise ValueError(f"found the title {title!r} but no text after it; add the article's body")
@@ -218,6 +189,31 @@ def parse(text: str) -> tuple[dict[str, str], str]:
               "author": author, "date": date, "kicker": kicker,
               "byline": byline if _FOREIGN_BYLINE.match(byline) else ""}  # fmt: skip
     return fields, _plain_to_markdown(body_lines)
+
+
+def _under_title(head: list[str], pos: int, date: str) -> tuple[int, str, str, str, str]:
+    """What the lines under the title say, up to four of them: (where the body starts,
+    subtitle, author, date, byline as written)."""
+    subtitle = author = byline = ""
+    for _ in range(4):
+        if pos >= len(head):
+            break
+        line = head[pos]
+        nxt = head[pos + 1] if pos + 1 < len(head) else ""
+        if _BULLET.match(line):
+            break  # a list right under the title is body
+        if (_BYLINE.match(line) or line[0] in _DASHES) and _is_short(line) and len(line) <= 80 and not author:
+            author, date, byline = _byline(line, date)
+        elif _dated(line) and not date:
+            date = _dated(line)
+        elif not author and len(line) <= 80 and _is_short(line) and nxt and _dated(nxt):
+            author = line  # a name line right above the date: "Dr. Aiko Tanaka, Plant Sciences"
+        elif not subtitle and not author and nxt and len(line) <= 200 and _BYLINE.match(nxt):
+            subtitle = line
+        else:
+            break
+        pos += 1
+    return pos, subtitle, author, date, byline
 
 
 def _motto(head: list[str]) -> tuple[str, str, int]:
