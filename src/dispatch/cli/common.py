@@ -169,8 +169,6 @@ AttachOpt = Annotated[
 ]
 
 
-
-
 @contextmanager
 def reporting(debug: bool, as_json: bool = False) -> Iterator[None]:
     """The one place where errors become a line on stderr and an exit code (and, with
