@@ -145,3 +145,14 @@ def test_only_the_cli_knows_typer_and_dotenv_and_nobody_patches_jinja(module: st
         f"{module} imports a private module"
     )
     assert "CodeGenerator" not in source, f"{module} extends Jinja2's code generator"
+
+
+def test_the_readme_map_names_every_package_and_module() -> None:
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## How the code is laid out")[1]
+    section = section.split("\n## ")[0]
+    for name, path in MODULES.items():
+        if path.name == "__init__.py" or name in ("dispatch.__main__",):
+            continue
+        assert path.name in section or path.stem in section, (
+            f"{path.relative_to(SRC)} is not in the README map"
+        )
