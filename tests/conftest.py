@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from dispatch.cli import app
 from dispatch.errors import ConfigError
-from dispatch.proof import LAUNCH_ARGS, find_chromium
+from dispatch.proof.chromium import LAUNCH_ARGS, find_chromium
 from dispatch.settings import platform_state_dir
 from tests.smtp_servers import FaultPlan, Server, start_server
 

@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatch.serve import ServeConfig, create_app, make_server
 from dispatch.state.suppression import SuppressionStore
-from dispatch.tokens import make_token, unsubscribe_link
-from dispatch.webserver import Limits
+from dispatch.unsubscribe.serve import ServeConfig, create_app, make_server
+from dispatch.unsubscribe.tokens import make_token, unsubscribe_link
+from dispatch.unsubscribe.webserver import Limits
 
 SECRET = "serve-tests-secret-0123456789-abcdefghijk"
 NEWS, OTHER = "news.example.org", "other.example.org"

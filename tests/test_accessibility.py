@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dispatch.language import detect_language, direction, normalise_tag, readable_date, words
+from dispatch.content.language import detect_language, direction, normalise_tag, readable_date, words
 from tests.conftest import CHROMIUM, needs_chromium
 from tests.test_browser import chromium, open_in
 from tests.test_render import ARABIC, EXAMPLES, EXTRAS, render_message

@@ -1,8 +1,8 @@
 """Article loading: plain text and Markdown into one Article model (issue 2, "Articles").
 
 Every test writes a real file into tmp_path and reads it back through
-``dispatch.article.load_article``; the renderer is also exercised directly through
-``dispatch.markup.render_markdown``.
+``dispatch.content.article.load_article``; the renderer is also exercised directly through
+``dispatch.content.markup.render_markdown``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.article import Article, load_article
+from dispatch.content.article import Article, load_article
+from dispatch.content.markup import render_markdown
 from dispatch.errors import ExitCode, InputError
-from dispatch.markup import render_markdown
 
 WriteFile = Callable[..., Path]
 

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from dispatch.checks import (
+from dispatch.checks.dns import DnsReport, dns_problems
+from dispatch.checks.rules import (
     BLOCKING,
     MESSAGES,
     Footer,
@@ -26,10 +27,9 @@ from dispatch.checks import (
     footer_presence,
     settings_problems,
 )
-from dispatch.dkim import KeyRecord, generate_key, load_signer
-from dispatch.dnscheck import DnsReport, dns_problems
+from dispatch.checks.spam import SpamReport, parse_spam_report, spam_report, spamassassin_missing
+from dispatch.compose.dkim import KeyRecord, generate_key, load_signer
 from dispatch.settings import Settings
-from dispatch.spamcheck import SpamReport, parse_spam_report, spam_report, spamassassin_missing
 from tests.dns_server import dns_server, silent_server
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,9 +1,9 @@
 """The fast message path against a straightforward build.
 
 Each message is assembled from chunks encoded once per issue, with only the recipient's
-values encoded in between (dispatch.message). Here every such message is compared, parsed,
+values encoded in between (dispatch.compose.message). Here every such message is compared, parsed,
 with the same recipient's message built the plain way: the issue's parts joined into text
-(dispatch.render.RenderedIssue.personalise) and given to ``email.message.EmailMessage``.
+(dispatch.compose.render.RenderedIssue.personalise) and given to ``email.message.EmailMessage``.
 Headers, structure and both decoded parts must agree, and no line may pass 998 octets.
 """
 
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.campaign import Issue, plan_issue, recipients
-from dispatch.delivery import SendOptions, run_send
-from dispatch.dkim import generate_key
-from dispatch.message import WireMessage, _qp
+from dispatch.compose.dkim import generate_key
+from dispatch.compose.message import WireMessage, _qp
+from dispatch.send.campaign import Issue, plan_issue, recipients
+from dispatch.send.delivery import SendOptions, run_send
 from dispatch.settings import Settings
 from dispatch.state.journal import Journal
 from tests.conftest import EXAMPLE_ARTICLE

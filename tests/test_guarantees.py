@@ -21,14 +21,14 @@ from typing import Any
 
 import pytest
 
-from dispatch.campaign import Issue, RunSummary, count_to_send, plan_issue
-from dispatch.delivery import SendOptions, run_send
 from dispatch.errors import ConfigError, ExitCode, InputError, TemplateError
-from dispatch.preview import run_dry
+from dispatch.proof.dryrun import run_dry
+from dispatch.send.campaign import Issue, RunSummary, count_to_send, plan_issue
+from dispatch.send.delivery import SendOptions, run_send
+from dispatch.send.skips import SkipRules
 from dispatch.settings import Settings
-from dispatch.skips import SkipRules
 from dispatch.state import journal as j
-from dispatch.tokens import BadToken, read_token
+from dispatch.unsubscribe.tokens import BadToken, read_token
 from tests.smtp_servers import FaultPlan, Handler, Received, Server, start_server
 
 Invoke = Callable[..., Any]

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.campaign import human_size
+from dispatch.compose.message import fold_mailbox, phrase_header
 from dispatch.errors import ConfigError, LockedError
 from dispatch.files import OutputFolder
-from dispatch.message import fold_mailbox, phrase_header
+from dispatch.send.campaign import human_size
 from dispatch.settings import Settings, unknown_settings
 from dispatch.state.journal import Journal
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from dispatch.campaign import RunSummary, plan_issue
-from dispatch.delivery import SendOptions, run_send
+from dispatch.send.campaign import RunSummary, plan_issue
+from dispatch.send.delivery import SendOptions, run_send
 from dispatch.settings import Settings
 from dispatch.state.journal import DEFERRED, FAILED, SENT, STATES, UNKNOWN, Journal, Record
 from tests.attack_helpers import readers, settings_file, write_article, write_list

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from dispatch import inlining
-from dispatch.article import load_article
-from dispatch.campaign import plan_issue
-from dispatch.fields import Field
-from dispatch.render import RenderedIssue, render_issue
+from dispatch.compose import inlining
+from dispatch.compose.fields import Field
+from dispatch.compose.render import RenderedIssue, render_issue
+from dispatch.content.article import load_article
+from dispatch.send.campaign import plan_issue
 from dispatch.settings import Settings
 
 

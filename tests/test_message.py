@@ -23,10 +23,10 @@ from urllib.parse import quote
 
 import pytest
 
-from dispatch.campaign import Issue, plan_issue
+from dispatch.lists.subscribers import Subscriber
+from dispatch.send.campaign import Issue, plan_issue
 from dispatch.settings import Settings
-from dispatch.subscribers import Subscriber
-from dispatch.tokens import read_token
+from dispatch.unsubscribe.tokens import read_token
 from tests.conftest import BASE_ENV
 
 WriteFile = Callable[..., Path]

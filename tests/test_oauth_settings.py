@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from dispatch.errors import ConfigError
-from dispatch.oauth import LoginNeeded, TokenSource, oauth_config, xoauth2
+from dispatch.send.oauth import LoginNeeded, TokenSource, xoauth2
 from dispatch.settings import Settings
+from dispatch.settings.oauth import oauth_config
 from tests.oauth_server import MAILBOX, AuthServer
 
 MICROSOFT = {

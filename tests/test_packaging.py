@@ -53,7 +53,7 @@ def test_installed_wheel_dry_run_from_another_folder(installed: Path, tmp_path: 
         assert 'style="' in html.get_content()
     assert (out / "index.html").is_file()
     # the templates came from the installed package, not from this checkout
-    code = "from dispatch.render import builtin_template_dir as d; print(d())"
+    code = "from dispatch.compose.render import builtin_template_dir as d; print(d())"
     where = subprocess.run(
         [str(installed / "python"), "-c", code],
         cwd=elsewhere, capture_output=True, text=True, check=True,

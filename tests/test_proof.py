@@ -21,8 +21,8 @@ import pytest
 from PIL import Image, ImageStat
 
 from dispatch.errors import ConfigError, DispatchError, ExitCode, InputError
-from dispatch.proof import VIEWPORT_HEIGHT, ProofError, find_chromium, pdf, screenshots
-from dispatch.proofpage import DESKTOP_WIDTH, PHONE_WIDTH
+from dispatch.proof.chromium import VIEWPORT_HEIGHT, ProofError, find_chromium, pdf, screenshots
+from dispatch.proof.signoff import DESKTOP_WIDTH, PHONE_WIDTH
 from tests.conftest import CHROMIUM, needs_chromium
 from tests.test_proofpage import dry_run
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from dispatch.proofpage import (
+from dispatch.proof.signoff import (
     DESKTOP_WIDTH,
     PHONE_WIDTH,
     FirstMessage,

@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
-from dispatch.article import load_article
-from dispatch.context import template_context
+from dispatch.compose.context import template_context
+from dispatch.compose.fields import Field, FieldTable
+from dispatch.compose.render import RenderedIssue, builtin_template_dir, render_issue
+from dispatch.content.article import load_article
+from dispatch.content.markup import demote_headings, render_markdown
+from dispatch.content.textpart import wrap_without_orphan
 from dispatch.errors import ConfigError, TemplateError
-from dispatch.fields import Field, FieldTable
-from dispatch.markup import demote_headings, render_markdown, wrap_without_orphan
-from dispatch.render import RenderedIssue, builtin_template_dir, render_issue
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -224,7 +225,7 @@ def render_parts(article: Path, *, test_send: bool = False, **extra: Any) -> tup
 
     patch = pytest.MonkeyPatch()
     try:
-        patch.setattr("dispatch.render.template_context", with_extra)
+        patch.setattr("dispatch.compose.render.template_context", with_extra)
         issue = render_issue(
             load_article(article),
             subject=f"[TEST] {article.stem}" if test_send else article.stem,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dispatch.replies import classify, session_limit
+from dispatch.send.replies import classify, session_limit
 from dispatch.untrusted import shown
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
+from dispatch.compose.render import builtin_template_dir
 from dispatch.errors import ExitCode, InputError
-from dispatch.render import builtin_template_dir
 from dispatch.scaffold import TEMPLATE_FILES, scaffold
 from dispatch.settings import PREFIX, SETTINGS, Settings, unknown_settings
 from dispatch.settings.table import PLACEHOLDERS

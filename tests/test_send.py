@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from dispatch.campaign import Issue, RunSummary, plan_issue
-from dispatch.delivery import SendOptions, run_send
 from dispatch.errors import AbortError, ExitCode
-from dispatch.preview import run_dry
+from dispatch.proof.dryrun import run_dry
+from dispatch.send.campaign import Issue, RunSummary, plan_issue
+from dispatch.send.delivery import SendOptions, run_send
 from dispatch.settings import Settings
 from dispatch.state.journal import FAILED, SENT, Journal
 from tests.smtp_servers import PASSWORD, FaultPlan, Handler, Server, free_port

@@ -1,4 +1,4 @@
-"""dispatch.serve: the one-click unsubscribe endpoint (issue 7, RFC 8058), in a real waitress
+"""dispatch.unsubscribe.serve: the one-click unsubscribe endpoint (issue 7, RFC 8058), in a real waitress
 server on 127.0.0.1, spoken to over HTTP with http.client; the store is checked as a send
 would check it."""
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from dispatch.errors import ConfigError
-from dispatch.serve import MAX_BODY, MAX_URL, ServeConfig, mask
 from dispatch.state.suppression import SuppressionStore
+from dispatch.unsubscribe.serve import MAX_BODY, MAX_URL, ServeConfig, mask
 from tests.serve_helpers import (
     FORM,
     NEWS,
@@ -267,7 +267,7 @@ def test_mask(key: str, shown: str) -> None:
 SERVE = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from dispatch.serve import ServeConfig, serve
+    from dispatch.unsubscribe.serve import ServeConfig, serve
     config = ServeConfig(sys.argv[1], sys.argv[2], "Example Foundation", Path(sys.argv[3]))
     serve(config, "127.0.0.1", 0, announce=lambda url: print(url, flush=True))
     print("stopped", flush=True)

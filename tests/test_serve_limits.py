@@ -1,4 +1,4 @@
-"""D13: the limits that keep ``dispatch serve`` answering (dispatch.webserver), made short, with
+"""D13: the limits that keep ``dispatch serve`` answering (dispatch.unsubscribe.webserver), made short, with
 the app in a real waitress server on 127.0.0.1: connections that send nothing, send a header or
 a body a byte at a time, or never read their answers are closed; at the connection limit, the
 connections that waited longest make room and new clients are still answered."""
@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dispatch.state.suppression import SuppressionStore
-from dispatch.webserver import Limits
+from dispatch.unsubscribe.webserver import Limits
 from tests.serve_helpers import NEWS, running
 from tests.slow_clients import Dripper, closed_by_server, how_many_closed, slow_body, slow_header, timed
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from dispatch.state.suppression import SuppressionStore
-from dispatch.tokens import BadToken, make_token, read_token, unsubscribe_link
+from dispatch.unsubscribe.tokens import BadToken, make_token, read_token, unsubscribe_link
 from tests.inbox_helpers import (
     NEWS,
     ONE_CLICK,

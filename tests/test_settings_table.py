@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from dispatch.errors import ConfigError, ExitCode
-from dispatch.identity import Use, identify, secret_digest
 from dispatch.settings import EXAMPLE_SECRET, SETTINGS, Settings
 from dispatch.settings.table import PLACEHOLDERS
+from dispatch.state.identity import Use, identify, secret_digest
 from tests.conftest import BASE_ENV
 from tests.smtp_servers import Server
 

@@ -1,4 +1,4 @@
-"""dispatch.subscribers on messy lists written as real files (issue 2 "Subscribers", acceptance 5).
+"""dispatch.lists.subscribers on messy lists written as real files (issue 2 "Subscribers", acceptance 5).
 
 Every list here is a real CSV file in tmp_path, written byte for byte (BOM, CRLF, odd
 delimiters, quoted newlines, other encodings), and read through ``SubscriberList`` exactly as
@@ -14,14 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from dispatch.addresses import validate_address
 from dispatch.errors import InputError
-from dispatch.subscribers import (
-    ListStats,
-    Skipped,
-    Subscriber,
-    SubscriberList,
-    validate_address,
-)
+from dispatch.lists.subscribers import ListStats, Skipped, Subscriber, SubscriberList
 from tests.conftest import EXAMPLE_SUBSCRIBERS
 
 WriteFile = Callable[..., Path]

@@ -1,4 +1,4 @@
-"""dispatch.tokens: sealed unsubscribe tokens (issue 7), and where they go in a URL."""
+"""dispatch.unsubscribe.tokens: sealed unsubscribe tokens (issue 7), and where they go in a URL."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from dispatch.addresses import validate_address
 from dispatch.errors import ConfigError, InputError
-from dispatch.subscribers import validate_address
-from dispatch.tokens import (
+from dispatch.unsubscribe.tokens import (
     MAX_TOKEN_LENGTH,
     BadToken,
     make_token,

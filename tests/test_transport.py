@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from dispatch.campaign import plan_issue
-from dispatch.delivery import SendOptions, run_send
+from dispatch.compose.message import WireMessage
 from dispatch.errors import AbortError
-from dispatch.message import WireMessage
+from dispatch.send.campaign import plan_issue
+from dispatch.send.delivery import SendOptions, run_send
+from dispatch.send.transport import END_OF_DATA, Envelope, Scope, SmtpTransport, Status, classify, dot_stuff
 from dispatch.settings import Settings
 from dispatch.state.journal import Journal
-from dispatch.transport import END_OF_DATA, Envelope, Scope, SmtpTransport, Status, classify, dot_stuff
 from tests.smtp_servers import Handler, Server
 
 R, M, Q = Scope.RECIPIENT, Scope.MESSAGE, Scope.RATE

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from dispatch.content.plaintext import parse
 from dispatch.errors import ExitCode
-from dispatch.plaintext import parse
 from dispatch.state.journal import Journal
 from dispatch.state.suppression import SuppressionStore
 from tests.conftest import EXAMPLE_ARTICLE

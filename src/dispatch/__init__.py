@@ -12,20 +12,20 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.2.0"
 
 _PUBLIC = {
-    "Article": "dispatch.article",
-    "load_article": "dispatch.article",
-    "RunSummary": "dispatch.campaign",
-    "plan_issue": "dispatch.campaign",
-    "SendOptions": "dispatch.delivery",
-    "run_send": "dispatch.delivery",
+    "Article": "dispatch.content.article",
+    "load_article": "dispatch.content.article",
+    "RunSummary": "dispatch.send.campaign",
+    "plan_issue": "dispatch.send.campaign",
+    "SendOptions": "dispatch.send.delivery",
+    "run_send": "dispatch.send.delivery",
     "DispatchError": "dispatch.errors",
     "ExitCode": "dispatch.errors",
-    "run_dry": "dispatch.preview",
-    "RenderedIssue": "dispatch.render",
-    "render_issue": "dispatch.render",
+    "run_dry": "dispatch.proof.dryrun",
+    "RenderedIssue": "dispatch.compose.render",
+    "render_issue": "dispatch.compose.render",
     "Settings": "dispatch.settings",
-    "Subscriber": "dispatch.subscribers",
-    "SubscriberList": "dispatch.subscribers",
+    "Subscriber": "dispatch.lists.subscribers",
+    "SubscriberList": "dispatch.lists.subscribers",
 }
 
 __all__ = [
@@ -47,14 +47,14 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from dispatch.article import Article, load_article
-    from dispatch.campaign import RunSummary, plan_issue
-    from dispatch.delivery import SendOptions, run_send
+    from dispatch.compose.render import RenderedIssue, render_issue
+    from dispatch.content.article import Article, load_article
     from dispatch.errors import DispatchError, ExitCode
-    from dispatch.preview import run_dry
-    from dispatch.render import RenderedIssue, render_issue
+    from dispatch.lists.subscribers import Subscriber, SubscriberList
+    from dispatch.proof.dryrun import run_dry
+    from dispatch.send.campaign import RunSummary, plan_issue
+    from dispatch.send.delivery import SendOptions, run_send
     from dispatch.settings import Settings
-    from dispatch.subscribers import Subscriber, SubscriberList
 
 
 def __getattr__(name: str) -> Any:

@@ -15,9 +15,9 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from dispatch.compose.render import HTML_TEMPLATE, TEXT_TEMPLATE, builtin_template_dir
 from dispatch.errors import InputError
 from dispatch.files import read_regular
-from dispatch.render import HTML_TEMPLATE, TEXT_TEMPLATE, builtin_template_dir
 from dispatch.settings.envfile import INIT_HEADER, env_text
 from dispatch.settings.table import PLACEHOLDERS
 

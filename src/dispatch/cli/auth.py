@@ -1,5 +1,5 @@
 """``dispatch login`` and ``dispatch logout``: OAuth2 for Microsoft 365 and Google Workspace
-mailboxes (DISPATCH_SMTP_AUTH=oauth2). The flows are in :mod:`dispatch.oauth_login`."""
+mailboxes (DISPATCH_SMTP_AUTH=oauth2). The flows are in :mod:`dispatch.send.oauth_login`."""
 
 from __future__ import annotations
 
@@ -20,12 +20,13 @@ from dispatch.cli.common import (
 from dispatch.errors import ConfigError
 
 if TYPE_CHECKING:
-    from dispatch.oauth import OAuthConfig
+    from dispatch.settings.oauth import OAuthConfig
     from dispatch.state.logins import LoginStore
 
 
 def _login_store(env_file: EnvFileOpt, *, writing: bool = False) -> tuple[OAuthConfig, LoginStore]:
-    from dispatch.oauth import login_store, oauth_config
+    from dispatch.send.oauth import login_store
+    from dispatch.settings.oauth import oauth_config
 
     settings = load_settings(env_file)
     if settings.smtp_auth != "oauth2":
@@ -43,7 +44,7 @@ def login(env_file: EnvFileOpt = None, debug: DebugOpt = False) -> None:
     """Log in to the mailbox in DISPATCH_SMTP_USER with OAuth2: open the address shown, enter
     the code (or approve in the browser) and dispatch keeps a refresh token, privately, in the
     state folder. Sends, including cron's, then never ask again until it is revoked."""
-    from dispatch.oauth_login import login as log_in
+    from dispatch.send.oauth_login import login as log_in
 
     with reporting(debug):
         config, store = _login_store(env_file, writing=True)
@@ -58,7 +59,7 @@ def login(env_file: EnvFileOpt = None, debug: DebugOpt = False) -> None:
 def logout(env_file: EnvFileOpt = None, debug: DebugOpt = False) -> None:
     """Forget the stored OAuth2 login of the mailbox in DISPATCH_SMTP_USER, revoking it at the
     server where it offers that (RFC 7009)."""
-    from dispatch.oauth_login import logout as log_out
+    from dispatch.send.oauth_login import logout as log_out
 
     with reporting(debug):
         config, store = _login_store(env_file)

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from typer import _click as click
 from typer.core import TyperCommand, TyperGroup
 
 from dispatch import __version__
@@ -24,7 +23,7 @@ from dispatch.errors import ConfigError, DispatchError, ExitCode, InputError
 from dispatch.untrusted import shown
 
 if TYPE_CHECKING:
-    from dispatch.campaign import RunSummary
+    from dispatch.send.campaign import RunSummary
     from dispatch.settings import Settings
 
 EXIT_CODES = """Exit codes: 0 all done; 1 some recipients failed, were deferred or are unknown;
@@ -33,7 +32,12 @@ server down, too many failures); 4 another run of this campaign is in progress; 
 interrupted (resumable)."""
 
 
-def usage_message(err: click.exceptions.UsageError) -> str:
+# A command-line mistake's class, reached through Typer's public BadParameter (Typer 0.28 keeps
+# its click in a private module, which dispatch does not import).
+UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+def usage_message(err: Any) -> str:
     """A command-line mistake in dispatch's own words, with where to read more."""
     ctx = err.ctx
     where = f"see '{ctx.command_path} --help'" if ctx is not None else "see 'dispatch --help'"
@@ -41,12 +45,12 @@ def usage_message(err: click.exceptions.UsageError) -> str:
     name = (
         param.opts[0] if param is not None and param.opts else getattr(param, "human_readable_name", "")
     ) or ""
-    if isinstance(err, click.exceptions.NoSuchOption):
+    if hasattr(err, "possibilities") and hasattr(err, "option_name"):  # an option it does not know
         close = f" (did you mean {' or '.join(err.possibilities)}?)" if err.possibilities else ""
         return f"{err.option_name} is not an option of this command{close}; {where}"
-    if isinstance(err, click.exceptions.MissingParameter):
+    if hasattr(err, "param_type"):  # a missing argument or option
         return f"{name.upper() if not name.startswith('-') else name} is missing; {where}"
-    if isinstance(err, click.exceptions.BadParameter) and param is not None:
+    if isinstance(err, typer.BadParameter) and param is not None:
         said = err.message.lower()
         for words, wanted in (("valid integer", "a whole number"), ("valid number", "a number"),
                               ("valid boolean", "yes or no")):  # fmt: skip
@@ -69,7 +73,7 @@ class _Group(TyperGroup):
     ) -> Any:
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.UsageError as err:
+        except UsageError as err:
             if not standalone_mode:
                 raise
             typer.echo(f"dispatch: error: {usage_message(err)}", err=True)

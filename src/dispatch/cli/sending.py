@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -38,10 +39,12 @@ from dispatch.errors import ExitCode, InputError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from dispatch.campaign import Issue
-    from dispatch.oauth import TokenSource
+    from dispatch.lists.subscribers import Subscriber
+    from dispatch.send.campaign import Issue, RunSummary
+    from dispatch.send.oauth import TokenSource
     from dispatch.settings import Settings
-    from dispatch.state.journal import CampaignInfo
+    from dispatch.state.journal import CampaignInfo, Journal
+    from dispatch.state.suppression import SuppressionStore
 
 
 def _confirm(issue: Issue, count: int, yes: bool) -> None:
@@ -65,7 +68,7 @@ def _access_tokens(settings: Settings, folder: Path) -> TokenSource | None:
     run stops here, before the journal is touched."""
     if settings.smtp_auth != "oauth2":
         return None
-    from dispatch.oauth import token_source
+    from dispatch.send.oauth import token_source
 
     tokens = token_source(settings, folder)
     tokens.current()
@@ -122,22 +125,9 @@ def send(
     debug: DebugOpt = False,
 ) -> None:
     """Send ARTICLE to every subscriber (or check and preview it with --dry-run)."""
-    from dispatch.article import load_article
-    from dispatch.campaign import (
-        campaign_id,
-        check_campaign_id,
-        count_to_send,
-        list_identity,
-        named_recipients,
-        plan_issue,
-        same_text_campaigns,
-        same_text_refusal,
-    )
-    from dispatch.console import progress_bar, stop_on_signals
-    from dispatch.delivery import SendOptions, run_send
-    from dispatch.preview import run_dry
-    from dispatch.report import dry_run_report, send_report
-    from dispatch.skips import SkipRules
+    from dispatch.cli.report import send_report
+    from dispatch.content.article import load_article
+    from dispatch.send.campaign import campaign_id, check_campaign_id, named_recipients, plan_issue
     from dispatch.state import journal as j
     from dispatch.state.suppression import SuppressionStore
 
@@ -147,9 +137,7 @@ def send(
         check_campaign_id(campaign, "--campaign")
         real = not (to or dry_run)
         folder = state_to_write(settings, ask=not yes) if real else state_dir(settings)
-        tokens = (
-            None if dry_run else _access_tokens(settings, folder)
-        )  # before the journal: no token, nothing
+        tokens = None if dry_run else _access_tokens(settings, folder)  # first: no token, nothing
         journal = j.Journal(folder, durable=settings.journal_sync == "full") if real else None
         with ExitStack() as held:
             loaded = load_article(article)
@@ -163,38 +151,78 @@ def send(
             only = named_recipients(issue, to) if to else None
             store = SuppressionStore(folder) if real else SuppressionStore.open_existing(folder)
             on_purpose = bool(campaign or loaded.campaign)  # a campaign the user named
+            choices = _Choices(limit, resend_unknown, retry_failed, yes, as_json, on_purpose)
             if dry_run:
-                state = None if to else j.Journal.open_existing(folder)
-                earlier = [] if on_purpose else same_text_campaigns(issue, state)
-                where = (out or Path("dispatch-preview")).resolve()
-                summary = run_dry(
-                    issue, where, write_all=out is not None, limit=limit, state=state, suppressions=store,
-                    only=only, resend_unknown=resend_unknown, retry_failed=retry_failed,
-                    refused=[same_text_refusal(earlier)] if earlier else [],
-                    inputs=inputs(article, issue.subscribers.path, env_file, template, *(attach or ())),
-                )  # fmt: skip
-                print_summary(summary, as_json, dry_run_report(summary, all_written=out is not None))
+                read = inputs(article, issue.subscribers.path, env_file, template, *(attach or ()))
+                summary = _dry_run(issue, folder, store, only, choices, out, read, test_send=bool(to))
                 raise typer.Exit(int(summary.exit_code))
-            if not on_purpose:
-                _new_campaign_on_purpose(same_text_campaigns(issue, journal), yes, same_text_refusal)
-            list_ids = list_identity(issue, journal).list_ids
-            rules = SkipRules(journal, store, issue.campaign, list_ids, resend_unknown, retry_failed)
-            show_bar = sys.stderr.isatty() and not as_json
-            count = 0  # a pass over the list, only when someone will see the number
-            if not yes or show_bar:
-                count = len(only) if only is not None else count_to_send(issue, rules)
-            _confirm(issue, min(count, limit) if limit else count, yes)
-            stop = threading.Event()
-            with stop_on_signals(stop), progress_bar(count, enabled=show_bar) as advance:
-                options = SendOptions(
-                    limit=limit, resend_unknown=resend_unknown, retry_failed=retry_failed, only=only,
-                    progress=advance, stop=stop, suppressions=store, tokens=tokens,
-                )  # fmt: skip
-                summary = run_send(issue, journal, options)
+            summary = _send_now(issue, journal, store, only, choices, tokens)
         if only is not None:
             summary.rows = len(only)
         print_summary(summary, as_json, send_report(summary, settings.endpoint, sender(settings)))
         raise typer.Exit(int(summary.exit_code))
+
+
+@dataclass(frozen=True)
+class _Choices:
+    """What the person asked of this send, beyond the issue itself."""
+
+    limit: int
+    resend_unknown: bool
+    retry_failed: bool
+    yes: bool
+    as_json: bool
+    on_purpose: bool  # the campaign was named (--campaign, or front matter)
+
+
+def _dry_run(
+    issue: Issue, folder: Path, store: SuppressionStore | None, only: list[Subscriber] | None,
+    choices: _Choices, out: Path | None, read: list[Path], *, test_send: bool,
+) -> RunSummary:  # fmt: skip
+    """Render and check every message, write the preview and the sign-off page, and report."""
+    from dispatch.cli.report import dry_run_report
+    from dispatch.proof.dryrun import run_dry
+    from dispatch.send.campaign import same_text_campaigns, same_text_refusal
+    from dispatch.state import journal as j
+
+    state = None if test_send else j.Journal.open_existing(folder)
+    earlier = [] if choices.on_purpose else same_text_campaigns(issue, state)
+    summary = run_dry(
+        issue, (out or Path("dispatch-preview")).resolve(), write_all=out is not None, limit=choices.limit,
+        state=state, suppressions=store, only=only, resend_unknown=choices.resend_unknown,
+        retry_failed=choices.retry_failed, refused=[same_text_refusal(earlier)] if earlier else [],
+        inputs=read,
+    )  # fmt: skip
+    print_summary(summary, choices.as_json, dry_run_report(summary, all_written=out is not None))
+    return summary
+
+
+def _send_now(
+    issue: Issue, journal: Journal | None, store: SuppressionStore | None, only: list[Subscriber] | None,
+    choices: _Choices, tokens: TokenSource | None,
+) -> RunSummary:  # fmt: skip
+    """Confirm (on a terminal), then send with a progress bar (on a terminal) until done or stopped."""
+    from dispatch.cli.console import progress_bar, stop_on_signals
+    from dispatch.send.campaign import count_to_send, list_identity, same_text_campaigns, same_text_refusal
+    from dispatch.send.delivery import SendOptions, run_send
+    from dispatch.send.skips import SkipRules
+
+    if not choices.on_purpose:
+        _new_campaign_on_purpose(same_text_campaigns(issue, journal), choices.yes, same_text_refusal)
+    list_ids = list_identity(issue, journal).list_ids
+    rules = SkipRules(journal, store, issue.campaign, list_ids, choices.resend_unknown, choices.retry_failed)
+    show_bar = sys.stderr.isatty() and not choices.as_json
+    count = 0  # a pass over the list, only when someone will see the number
+    if not choices.yes or show_bar:
+        count = len(only) if only is not None else count_to_send(issue, rules)
+    _confirm(issue, min(count, choices.limit) if choices.limit else count, choices.yes)
+    stop = threading.Event()
+    with stop_on_signals(stop), progress_bar(count, enabled=show_bar) as advance:
+        options = SendOptions(
+            limit=choices.limit, resend_unknown=choices.resend_unknown, retry_failed=choices.retry_failed,
+            only=only, progress=advance, stop=stop, suppressions=store, tokens=tokens,
+        )  # fmt: skip
+        return run_send(issue, journal, options)
 
 
 def _throughput(connections: int | None, rate: str | None, daily_limit: int | None) -> dict[str, str | None]:
@@ -241,7 +269,7 @@ def status(
     debug: DebugOpt = False,
 ) -> None:
     """Show campaigns and their counts, or one CAMPAIGN's problem recipients."""
-    from dispatch.report import status_report
+    from dispatch.cli.report import status_report
     from dispatch.state import journal as j
     from dispatch.state.suppression import SuppressionStore
 

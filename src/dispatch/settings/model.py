@@ -69,7 +69,7 @@ class Settings:
     smtp_timeout: float = 30.0
     ehlo_name: str = ""
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
-    smtp_auth: str = "password"  # or oauth2: presets and validation in dispatch.oauth
+    smtp_auth: str = "password"  # or oauth2: presets and validation in dispatch.send.oauth
     oauth_provider: str = ""
     oauth_tenant: str = ""
     oauth_client_id: str = ""
@@ -142,7 +142,7 @@ class Settings:
         settings.check_list_id()
         settings.check_dkim()
         if settings.smtp_auth == "oauth2":  # the provider's relay and endpoints, checked
-            from dispatch.oauth import with_preset  # noqa: PLC0415 - only when asked for
+            from dispatch.settings.oauth import with_preset  # noqa: PLC0415 - only when asked for
 
             settings = with_preset(settings, host_given=bool((env.get(PREFIX + "SMTP_HOST") or "").strip()))
         return settings

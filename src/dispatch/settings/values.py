@@ -4,6 +4,7 @@ naming the setting and saying what to write instead."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import ssl
 from dataclasses import dataclass
@@ -12,8 +13,8 @@ from pathlib import Path
 
 from email_validator import EmailNotValidError, validate_email
 
+from dispatch.addresses import MAX_DISPLAY_NAME
 from dispatch.errors import ConfigError
-from dispatch.message import MAX_DISPLAY_NAME
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$", re.I)
 _PER_SECONDS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60}
@@ -116,6 +117,16 @@ def one_line(text: str, setting: str) -> str:
     if any(not c.isprintable() for c in text):
         raise ConfigError(f"{setting}: holds a control character or line break; write it on one line")
     return text
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address: this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def ca_file(path: Path, setting: str) -> Path:

@@ -8,17 +8,13 @@ moment share that commit): a run killed before then leaves the row in flight.
 A row still ``in_flight`` when a run starts belongs to a run that died mid-message: it becomes
 ``unknown`` and is not sent again unless the operator asks (at-most-once).
 
-The campaign lock is an ``flock`` on a file in the state folder: the kernel releases it when
-the holder dies, even by SIGKILL, so a stale lock can never block cron.
+The campaign lock (:mod:`dispatch.state.locks`) keeps one run per campaign; the tables are in
+:mod:`dispatch.state.tables`.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import os
-import re
-import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dispatch.errors import LockedError
-from dispatch.identity import Use
-from dispatch.state.db import Database, Schema, StateError, check_not_symlink
+from dispatch.state.db import Database, check_not_symlink
+from dispatch.state.identity import Use
+from dispatch.state.locks import alive, campaign_lock, lock_running
+from dispatch.state.tables import SCHEMA
 
 PENDING, IN_FLIGHT, SENT = "pending", "in_flight", "sent"
 DEFERRED, FAILED, UNKNOWN = "deferred", "failed", "unknown"
@@ -36,77 +34,7 @@ STATES = (PENDING, IN_FLIGHT, SENT, DEFERRED, FAILED, UNKNOWN, SUPPRESSED)
 DAY = 86_400.0
 FILENAME = "journal.sqlite3"
 
-_CAMPAIGNS = """CREATE TABLE campaigns (
-    id TEXT PRIMARY KEY,
-    subject TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    article TEXT NOT NULL,
-    recipients INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    body TEXT NOT NULL DEFAULT ''
-)"""
-_RECIPIENTS = """CREATE TABLE recipients (
-    campaign TEXT NOT NULL,
-    key TEXT NOT NULL,
-    email TEXT NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    code INTEGER,
-    enhanced TEXT,
-    reply TEXT,
-    hard_bounce INTEGER NOT NULL DEFAULT 0,
-    message_id TEXT,
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    sent_at REAL,
-    PRIMARY KEY (campaign, key)
-)"""
-# AUTOINCREMENT: an id is never handed out twice, so a late release by one run can never free
-# another run's slot of the shared daily budget.
-_RESERVATIONS = """CREATE TABLE reservations (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    pid INTEGER NOT NULL,
-    created REAL NOT NULL
-)"""
-# Every list id a send of this state folder used, with its settings file and a one-way digest
-# of its unsubscribe secret (see dispatch.identity): an unsubscribe recorded under an earlier list
-# id of the same newsletter still counts after the list id changes.
-_LISTS = """CREATE TABLE lists (
-    list_id TEXT NOT NULL,
-    settings_file TEXT NOT NULL,
-    secret TEXT NOT NULL,
-    first REAL NOT NULL,
-    last REAL NOT NULL,
-    PRIMARY KEY (list_id, settings_file, secret)
-)"""
-# Hard bounces are looked up by address across campaigns; a partial index covers only them, so
-# the write of every other recipient updates one index fewer.
-_BOUNCES = "CREATE INDEX recipients_bounced ON recipients (key) WHERE hard_bounce = 1"
-_INDEXES = "CREATE INDEX recipients_sent_at ON recipients (sent_at);" + _BOUNCES
-
-SCHEMA = Schema(
-    what="journal",
-    version=4,
-    create=";".join((_CAMPAIGNS, _RECIPIENTS, _RESERVATIONS, _INDEXES, _LISTS)),
-    migrations={
-        1: "DROP TABLE reservations;" + _RESERVATIONS,
-        2: "DROP INDEX recipients_key;" + _BOUNCES,
-        3: "ALTER TABLE campaigns ADD COLUMN body TEXT NOT NULL DEFAULT '';" + _LISTS,
-    },
-)
 RESERVATION_MAX_AGE = 3600.0  # a reservation older than this belongs to a stuck or dead run
-_PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -133,15 +61,6 @@ class CampaignInfo:
     recipients: int
     updated: float
     counts: dict[str, int]
-
-
-def lock_name(campaign: str) -> str:
-    """The lock file's name: the campaign ID itself when it is a plain file name, else a
-    readable slug plus a hash (never too long, never a path)."""
-    if _PLAIN_ID.fullmatch(campaign):
-        return f"{campaign}.lock"
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", campaign).strip("._-")[:40] or "campaign"
-    return f"{slug}-{hashlib.sha256(campaign.encode()).hexdigest()[:12]}.lock"
 
 
 _EMPTY_CAMPAIGNS = (
@@ -179,55 +98,21 @@ class Journal:
     @contextmanager
     def lock(self, campaign: str) -> Iterator[None]:
         """Hold the campaign's lock for the block; LockedError at once if another run has it.
-
         Re-entrant for this Journal object, so a caller may take the lock early (before the
-        list is scanned) and :func:`dispatch.campaign.run_send` can take it again. The lock file
-        is never opened through a symlink (a planted one in a shared folder is refused).
-        """
+        list is scanned) and :func:`dispatch.send.delivery.run_send` can take it again."""
         if campaign in self._held:
             yield
             return
-        path = self.state_dir / lock_name(campaign)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
-        except OSError as err:
-            if path.is_symlink():
-                raise StateError(
-                    f"{path}: is a symlink; dispatch never writes through one: remove it"
-                ) from err
-            raise StateError(f"{path}: cannot create the campaign lock: {err.strerror}") from err
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise StateError(f"{path}: is not a regular file; remove it from the state folder")
-            if info.st_nlink > 1:  # a hard link planted to make dispatch truncate another file
-                raise StateError(f"{path}: has other hard links; remove it from the state folder")
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as err:
-                raise LockedError(
-                    f"campaign {campaign!r} is being sent by another dispatch process "
-                    f"(lock {path}); let it finish, then run again"
-                ) from err
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+        with campaign_lock(self.state_dir, campaign):
             self._held.add(campaign)
             try:
                 yield
             finally:
                 self._held.discard(campaign)
-        finally:
-            os.close(fd)
 
     def running(self, campaign: str) -> bool:
-        """Whether a live process holds (or last held) the campaign's lock: its rows in flight
-        may still be finished. Otherwise they belong to a run that died, and are unknown."""
-        path = self.state_dir / lock_name(campaign)
-        try:
-            pid = int(path.read_text(encoding="ascii").strip() or 0)
-        except (OSError, ValueError):
-            return False
-        return pid > 0 and _alive(pid)
+        """Whether a live process holds (or last held) the campaign's lock (see :func:`running`)."""
+        return lock_running(self.state_dir, campaign)
 
     def begin(
         self, campaign: str, subject: str, fingerprint: str, article: str, body: str = ""
@@ -389,7 +274,7 @@ class Journal:
         now = time.time()
         with self._db.transaction() as db:
             for rid, pid, created in db.execute("SELECT id, pid, created FROM reservations").fetchall():
-                if created < now - RESERVATION_MAX_AGE or not _alive(pid):
+                if created < now - RESERVATION_MAX_AGE or not alive(pid):
                     db.execute("DELETE FROM reservations WHERE id = ?", (rid,))
             sent = db.execute("SELECT COUNT(*) FROM recipients WHERE sent_at >= ?", (now - DAY,))
             held = db.execute("SELECT COUNT(*) FROM reservations")

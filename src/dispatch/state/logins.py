@@ -1,5 +1,5 @@
 """The OAuth2 login kept in the state folder: one refresh token per mailbox, authorization
-server and client, in ``oauth/`` (see :mod:`dispatch.oauth`). Never in ``.env``, never printed."""
+server and client, in ``oauth/`` (see :mod:`dispatch.send.oauth`). Never in ``.env``, never printed."""
 
 from __future__ import annotations
 

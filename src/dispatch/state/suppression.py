@@ -24,19 +24,19 @@ from pathlib import Path
 from typing import TextIO
 
 from dispatch import textfiles
+from dispatch.addresses import address_key, validate_address
 from dispatch.errors import InputError
-from dispatch.state.db import Database, Schema, check_not_symlink
-from dispatch.state.times import imported_time, iso_utc
-from dispatch.subscribers import (  # _alias, _dialect: read headers exactly as subscriber lists are
+from dispatch.lists.columns import (
     EMAIL_ALIASES,
     STATUS_ALIASES,
     SUBSCRIBED,
-    Skipped,
-    _alias,
-    _dialect,
+    alias,
     clean_value,
-    validate_address,
+    sniff_dialect,
 )
+from dispatch.lists.subscribers import Skipped
+from dispatch.state.db import Database, Schema, check_not_symlink
+from dispatch.state.times import imported_time, iso_utc
 
 FILENAME = "suppression.sqlite3"
 UNSUBSCRIBED, BOUNCED, COMPLAINED, MANUAL = "unsubscribed", "bounced", "complained", "manual"
@@ -92,14 +92,6 @@ class ImportReport:
     added: int = 0
     existing: int = 0
     skipped: list[Skipped] = field(default_factory=list)
-
-
-def address_key(raw: str) -> str:
-    """The key an address is stored under (``Subscriber.key``): its wire form, lower-cased."""
-    try:
-        return validate_address(raw).lower()
-    except ValueError as err:
-        raise InputError(f"{raw.strip()[:80]!r} is not an email address: {err}") from err
 
 
 def check_reason(reason: str) -> str:
@@ -321,10 +313,10 @@ def read_csv(
         try:
             sample = handle.read(65536)
             handle.seek(0)
-            reader = csv.reader(handle, _dialect(sample))
-            if plan.find_columns([_alias(clean_value(h)) for h in next(reader, [])], sample):
+            reader = csv.reader(handle, sniff_dialect(sample))
+            if plan.find_columns([alias(clean_value(h)) for h in next(reader, [])], sample):
                 handle.seek(0)  # no header: the first line is an address already
-                reader = csv.reader(handle, _dialect(sample))
+                reader = csv.reader(handle, sniff_dialect(sample))
             line = reader.line_num + 1
             for cells in reader:
                 item = plan.row(cells, line)
@@ -385,7 +377,7 @@ class _Plan:
         except ValueError as err:
             shown = clean_value(email)[:80]
             return Skipped(line, f"invalid address {shown!r}: {err}" if shown else str(err))
-        word = _alias(status) if status else ""
+        word = alias(status) if status else ""
         if word in _NOT_OPT_OUT:
             return Skipped(line, f"status {status!r} is not an opt-out; not suppressed")
         why = self.reason or (_REASON_OF.get(word, MANUAL) if word else self.fallback)

@@ -1,0 +1,1 @@
+"""Pre-send checks: rules over settings and one rendered message, DNS records, a spam score."""

@@ -1,0 +1,72 @@
+"""The terminal during a send: a progress bar with rate and ETA, and signals that stop it
+cleanly. Nothing here runs without a terminal except the signal handling (cron needs it too)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from dispatch.errors import ExitCode
+
+
+def _say(line: str) -> None:
+    sys.stderr.write(f"dispatch: {line}\n")
+    sys.stderr.flush()
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop``: the messages in flight finish and are recorded, then the run
+    ends. A second signal leaves at once (the kernel frees the campaign lock as the process goes)."""
+
+    received: list[int] = []  # counted here: the event is also set by aborts and the daily limit
+
+    def handler(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            _say("stopped at once; messages in flight will show as unknown")
+            os._exit(int(ExitCode.INTERRUPTED))
+        stop.set()
+        _say(f"{signal.Signals(signum).name}: finishing the messages in flight…")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, previous in old.items():
+            signal.signal(s, previous)
+
+
+@contextmanager
+def progress_bar(total: int, *, enabled: bool) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar (messages, percentage, rate, ETA) on stderr, or None when ``enabled`` is
+    false (no terminal, or ``--json``)."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )  # fmt: skip
+
+    rate = TextColumn("{task.fields[rate]}")
+    columns = (TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), rate,
+               TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("send", total=total, rate="")
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+            speed = bar.tasks[task].speed
+            bar.update(task, rate=f"{speed:.1f} msg/s" if speed else "")
+
+        yield advance

@@ -1,0 +1,466 @@
+"""MIME messages: one message per recipient, as wire bytes, built from parts made once.
+
+Everything that is the same for every recipient is prepared once per issue: the constant
+headers (folded by the stdlib's ``email.policy.SMTP``), the MIME skeleton, inline images and
+attachments (base64), and the two text parts, quoted-printable encoded chunk by chunk. Per
+recipient, only the values that differ are encoded and spliced in between the chunks (a
+quoted-printable soft line break ends each chunk, so the pieces join into valid lines that
+decode to exactly the personalised text), and To, Date, Message-ID and List-Unsubscribe are
+written. Mostly non-Latin text is sent as base64 instead, encoded whole per recipient.
+
+The result follows RFC 5322/2045/2046: CRLF line ends, no header line over 78 octets and no
+body line over 76, non-ASCII headers as RFC 2047 encoded-words, ``multipart/alternative``
+with text/plain first and text/html last (inside ``multipart/related`` with inline images,
+inside ``multipart/mixed`` with attachments).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from email import policy
+from email.headerregistry import Address
+from email.utils import format_datetime
+
+from dispatch.addresses import MAX_DISPLAY_NAME
+from dispatch.compose.fields import Field, value_text
+from dispatch.errors import ConfigError
+from dispatch.unsubscribe.tokens import seal, unsubscribe_link
+
+_ID_SAFE = re.compile(r"[^A-Za-z0-9.-]+")
+_FOLD = policy.SMTP
+
+
+MAX_HEADER_LINE = 78  # RFC 5322's recommendation; 998 is the hard limit no line may pass
+MAX_LINE = 998
+ENCODED_WORD_BYTES = 42  # base64 of 42 bytes is 56 characters: a 68-character encoded-word
+FOLD_SEPARATOR = "\r\n "
+# Control characters, line breaks, and lone surrogates: bytes that were not UTF-8 in a
+# command-line argument (--subject $'\xff') can be neither encoded nor shown.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+")
+
+
+def header_text(value: str) -> str:
+    """A header value with every control character and line break turned into a space."""
+    return " ".join(_CONTROL.sub(" ", value).split())
+
+
+def _plain(text: str) -> bool:
+    """Printable ASCII with nothing an RFC 2047 decoder would read as an encoded-word."""
+    return text.isascii() and "=?" not in text
+
+
+def _encoded_words(text: str) -> list[str]:
+    """``text`` as RFC 2047 "B" encoded-words of 68 characters at most (the limit is 75), each
+    holding whole characters, decoding back to exactly ``text``."""
+    whole = text.encode()
+    if len(whole) <= ENCODED_WORD_BYTES:
+        return [f"=?utf-8?b?{base64.b64encode(whole).decode('ascii')}?="]
+    words: list[bytes] = []
+    chunk = b""
+    for char in text:
+        data = char.encode()
+        if chunk and len(chunk) + len(data) > ENCODED_WORD_BYTES:
+            words.append(chunk)
+            chunk = b""
+        chunk += data
+    words.append(chunk)
+    return [f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words]
+
+
+def _fits(folded: str) -> bool:
+    """Folded by the stdlib within 78 octets a line, and with no encoded-word of its own (the
+    stdlib makes over-long ones for words it cannot fold)."""
+    return "=?" not in folded and max(map(len, folded.split("\r\n"))) <= MAX_HEADER_LINE
+
+
+def fold(name: str, value: str) -> bytes:
+    """An unstructured header (Subject) as wire bytes, folded; never more than one header.
+
+    Plain ASCII is folded by the stdlib; anything else (non-ASCII text, a word too long to fold,
+    text that merely looks like an encoded-word such as ``=?UTF-8?Q?=0A?=``) is encoded here, so
+    it stays literal text and no line passes 78 octets.
+    """
+    text = header_text(value)
+    if _plain(text):
+        folded: str = _FOLD.fold(name, _FOLD.header_factory(name, text))
+        if _fits(folded):
+            return folded.encode("ascii")
+    return f"{name}: {FOLD_SEPARATOR.join(_encoded_words(text))}\r\n".encode("ascii")
+
+
+_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_QUOTABLE = re.compile(r"[ -~]*")  # printable ASCII: a quoted-string can hold it
+
+
+def _simple_mailbox(name: str, display: str, addr_spec: str) -> bytes | None:
+    """``Name <address>`` written directly when the display name is ASCII atoms (or printable
+    ASCII, quoted) and the line fits in 78 octets; None for anything else."""
+    if not display:
+        line = f"{name}: {addr_spec}"
+    elif _PHRASE.fullmatch(display) and "=?" not in display:
+        line = f"{name}: {display} <{addr_spec}>"
+    elif _QUOTABLE.fullmatch(display) and "=?" not in display:
+        quoted = display.replace("\\", "\\\\").replace('"', '\\"')
+        line = f'{name}: "{quoted}" <{addr_spec}>'
+    else:
+        return None
+    return (line + "\r\n").encode("ascii") if len(line) <= MAX_HEADER_LINE else None
+
+
+def _packed(name: str, tokens: list[str]) -> str:
+    """``tokens`` after ``name:``, a space between each, a new folded line whenever the next
+    token would push the line past 78 octets (a token longer than that gets a line of its own)."""
+    lines = [f"{name}: {tokens[0]}"]
+    for token in tokens[1:]:
+        if len(lines[-1]) + 1 + len(token) <= MAX_HEADER_LINE:
+            lines[-1] += " " + token
+        else:
+            lines.append(" " + token)
+    return "\r\n".join(lines) + "\r\n"
+
+
+def phrase_header(name: str, phrase: str, angle: str) -> bytes:
+    """A header holding a display phrase and one ``<angle>`` part (a mailbox, a List-Id).
+
+    Never handed to a general folder: a phrase of atoms is folded between its words, a phrase
+    with specials (commas, angle brackets, quotes, semicolons) is one quoted-string when it
+    fits a line, and anything else becomes RFC 2047 encoded-words. So no reader can take part of
+    a name for a second address, whatever the name holds.
+    """
+    tail = f"<{angle}>"
+    if not phrase:
+        return _packed(name, [tail]).encode("ascii")
+    if _plain(phrase):
+        words = phrase.split(" ")
+        if _PHRASE.fullmatch(phrase) and max(map(len, words)) < MAX_HEADER_LINE:
+            return _packed(name, [*words, tail]).encode("ascii")
+        if _QUOTABLE.fullmatch(phrase):
+            quoted = '"' + phrase.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            if len(name) + 2 + len(quoted) <= MAX_HEADER_LINE:
+                return _packed(name, [quoted, tail]).encode("ascii")
+    return _packed(name, [*_encoded_words(phrase), tail]).encode("ascii")
+
+
+def fold_mailbox(name: str, display_name: str, addr_spec: str) -> bytes:
+    """An address header with one mailbox, its display name quoted or encoded as needed (and
+    cut to MAX_DISPLAY_NAME characters: the list reports longer names as it reads them)."""
+    display = header_text(display_name)[:MAX_DISPLAY_NAME].rstrip()
+    simple = _simple_mailbox(name, display, addr_spec)  # the common case, in one line
+    if simple is not None:
+        return simple
+    return phrase_header(name, display, addr_spec)
+
+
+# --- bodies: encoded once, personalised by splicing --------------------------------------
+
+QP_LINE = 76  # RFC 2045: encoded lines of at most 76 characters
+_QP_PLAIN = re.compile(r"[!-<>-~](?:[ !-<>-~]*[!-<>-~])?")  # printable, no "=", no space at the ends
+
+
+def _crlf(text: str) -> bytes:
+    return text.replace("\r\n", "\n").replace("\n", "\r\n").encode()
+
+
+def _dot_safe(encoded: bytes) -> bytes:
+    """Quoted-printable with no line starting with "." (it is written ``=2E``), so a message
+    needs no SMTP dot-stuffing and no line of it can end the DATA early. A line the two extra
+    characters push past 76 is broken with a soft line break."""
+    if not (encoded.startswith(b".") or b"\n." in encoded):
+        return encoded
+    out: list[bytes] = []
+    todo = encoded.split(b"\r\n")
+    todo.reverse()
+    while todo:
+        line = todo.pop()
+        if line.startswith(b"."):
+            line = b"=2E" + line[1:]
+        if len(line) > QP_LINE:
+            cut = QP_LINE - 1  # room for the "=" of the soft break
+            while b"=" in line[cut - 2 : cut]:  # never inside an "=XX" escape
+                cut -= 1
+            todo.append(line[cut:])
+            line = line[:cut] + b"="
+        out.append(line)
+    return b"\r\n".join(out)
+
+
+class WireMessage(bytes):
+    """A message as :class:`MessageFactory` built it: CRLF line ends, a final CRLF, and no line
+    that starts with "." (quoted-printable writes it ``=2E``; header lines and base64 never do).
+    SMTP sends such bytes as they are (RFC 5321 4.5.2), so the transport need not scan them."""
+
+
+def _dot_free(*pieces: bytes) -> bool:
+    """No line of the pieces, each starting a line, starts with "."."""
+    return not any(p.startswith(b".") or b"\n." in p for p in pieces)
+
+
+def _qp(text: str) -> bytes:
+    """``text`` quoted-printable, ending where a next piece can start on a new line: after a
+    real line break, or after a soft one (``=`` CRLF, which decodes to nothing). No line starts
+    with "." (see :func:`_dot_safe`)."""
+    if not text:
+        return b""
+    if len(text) < QP_LINE and text[0] != "." and text.isascii() and _QP_PLAIN.fullmatch(text):
+        return text.encode("ascii") + b"=\r\n"  # a short plain value encodes to itself
+    data = _crlf(text)
+    encoded = binascii.b2a_qp(data, istext=True)
+    if b"\r\n" not in data:  # without a line break to copy, b2a_qp ends its soft breaks with LF alone
+        encoded = encoded.replace(b"\n", b"\r\n")
+    if encoded.endswith(b"\r\n"):
+        return _dot_safe(encoded)
+    last = encoded.rfind(b"\n") + 1
+    if len(encoded) - last >= QP_LINE:  # no room for the "=": break the line a little earlier
+        cut = len(encoded) - 3
+        cut = next(i for i in (cut, cut - 1, cut - 2) if b"=" not in encoded[i - 2 : i])
+        encoded = encoded[:cut] + b"=\r\n" + encoded[cut:]
+    return _dot_safe(encoded + b"=\r\n")
+
+
+def _base64(data: bytes) -> bytes:
+    return base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
+def _mostly_non_latin(text: str) -> bool:
+    """Quoted-printable would triple most bytes: base64 is shorter (and safer)."""
+    data = text.encode()
+    return (len(data) - len(text.encode("ascii", "ignore"))) * 3 > len(data)
+
+
+class EncodedBody:
+    """One text part (``plain`` or ``html``), encoded once; :meth:`encode` gives a recipient's."""
+
+    def __init__(self, parts: Sequence[str | Field], *, subtype: str, escape: bool) -> None:
+        self.parts = tuple(parts)
+        self.escape = escape
+        literal = "".join(p for p in self.parts if isinstance(p, str))
+        self.base64 = _mostly_non_latin(literal)
+        self.head = (
+            f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+            f"Content-Transfer-Encoding: {'base64' if self.base64 else 'quoted-printable'}\r\n\r\n"
+        ).encode()
+        self._pieces: tuple[bytes | Field, ...] = tuple(
+            p if isinstance(p, Field) else _qp(p) for p in self.parts
+        )
+        # the fields are encoded by _qp or base64 for each recipient: neither starts a line with "."
+        self.dot_free = _dot_free(*(p for p in self._pieces if isinstance(p, bytes)))
+
+    def text(self, values: Mapping[str, str]) -> str:
+        """The recipient's text, decoded (for previews and checks)."""
+        return "".join(
+            p if isinstance(p, str) else value_text(p, values, escape=self.escape) for p in self.parts
+        )
+
+    def encode(self, values: Mapping[str, str]) -> list[bytes]:
+        """The recipient's encoded body, as pieces to join (ends with a line break)."""
+        if self.base64:
+            return [_base64(_crlf(self.text(values)))]
+        escape = self.escape
+        return [
+            p if isinstance(p, bytes) else _qp(value_text(p, values, escape=escape)) for p in self._pieces
+        ]
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A MIME part the same for every recipient (an inline image or an attachment), encoded once:
+    its headers, a blank line and its base64 body (dispatch.compose.assets makes them)."""
+
+    part: bytes
+
+    def encode(self) -> bytes:
+        """The part as it goes between two boundary lines."""
+        return self.part if self.part.endswith(b"\r\n") else self.part + b"\r\n"
+
+
+# --- the message ----------------------------------------------------------------------------
+
+_DATE_CACHE: dict[int, bytes] = {}
+
+
+def _date_header(date: datetime | None) -> bytes:
+    """``Date:`` now (formatted once a second) or at ``date``."""
+    if date is not None:
+        return b"Date: " + format_datetime(date).encode() + b"\r\n"
+    second = int(time.time())
+    cached = _DATE_CACHE.get(second)
+    if cached is None:
+        _DATE_CACHE.clear()
+        cached = _DATE_CACHE[second] = (
+            b"Date: " + format_datetime(datetime.now().astimezone()).encode() + b"\r\n"
+        )
+    return cached
+
+
+def _boundary_line(boundary: str, *, last: bool = False) -> bytes:
+    return f"--{boundary}{'--' if last else ''}\r\n".encode("ascii")
+
+
+@dataclass(frozen=True)
+class MessageFactory:
+    """Builds each recipient's message bytes; everything constant is prepared once."""
+
+    sender: Address
+    subject: str
+    campaign: str
+    text: EncodedBody
+    html: EncodedBody
+    list_id: str = ""
+    list_name: str = ""
+    reply_to: Address | None = None
+    unsubscribe_url: str = ""
+    unsubscribe_mailto: str = ""
+    unsubscribe_secret: str = field(default="", repr=False)
+    fingerprint: str = ""  # of the article: with the campaign, it fixes the MIME boundaries
+    related: tuple[Attachment, ...] = ()  # inline images, referenced from the HTML as cid:
+    attachments: tuple[Attachment, ...] = ()
+    sign: Callable[[bytes], bytes] | None = field(default=None, repr=False)  # DKIM: the signed bytes
+    _head: bytes = field(init=False, repr=False)
+    _list_id: bytes = field(init=False, repr=False)
+    _structure: bytes = field(init=False, repr=False)  # MIME headers up to the text part's body
+    _middle: bytes = field(init=False, repr=False)  # between the text and the HTML part
+    _tail: bytes = field(init=False, repr=False)  # after the HTML part
+    _dot_free: bool = field(init=False, repr=False)  # no constant line starts with "."
+
+    def boundary(self, kind: str = "") -> str:
+        """Fixed per campaign and content, so a dry run and a send produce the same bytes.
+
+        ``=_`` can never occur in quoted-printable or base64 output, so no body can contain it.
+        """
+        digest = hashlib.blake2b(f"{self.campaign}\0{self.fingerprint}".encode(), digest_size=8)
+        return f"=_dispatch_{digest.hexdigest()}{kind}"
+
+    def __post_init__(self) -> None:
+        if not (self.unsubscribe_url or self.unsubscribe_mailto):
+            raise ConfigError("an unsubscribe URL or mailto address is required to build messages")
+        head = fold_mailbox("From", self.sender.display_name, self.sender.addr_spec)
+        if self.reply_to is not None:
+            head += fold_mailbox("Reply-To", self.reply_to.display_name, self.reply_to.addr_spec)
+        head += fold("Subject", self.subject)
+        alternative, related, mixed = self.boundary("_a"), self.boundary("_r"), self.boundary("_m")
+        top = alternative
+        opening = b""
+        closing = _boundary_line(alternative, last=True)
+        if self.related:
+            closing += b"".join(_boundary_line(related) + part.encode() for part in self.related)
+            closing += _boundary_line(related, last=True)
+            opening = _boundary_line(related) + _multipart("alternative", alternative) + b"\r\n" + opening
+            top = related
+        if self.attachments:
+            closing += b"".join(_boundary_line(mixed) + part.encode() for part in self.attachments)
+            closing += _boundary_line(mixed, last=True)
+            kind = "related" if self.related else "alternative"
+            opening = _boundary_line(mixed) + _multipart(kind, top) + b"\r\n" + opening
+            top = mixed
+        kind = "mixed" if self.attachments else "related" if self.related else "alternative"
+        structure = b"MIME-Version: 1.0\r\n" + _multipart(kind, top) + b"\r\n"
+        object.__setattr__(self, "_head", head)
+        object.__setattr__(
+            self, "_structure", structure + opening + _boundary_line(alternative) + self.text.head
+        )
+        object.__setattr__(self, "_middle", _boundary_line(alternative) + self.html.head)
+        object.__setattr__(self, "_tail", closing)
+        object.__setattr__(self, "_list_id", self._list_id_header())
+        constant = (self._head, self._structure, self._middle, self._tail, self._list_id)
+        dot_free = _dot_free(*constant) and self.text.dot_free and self.html.dot_free
+        object.__setattr__(self, "_dot_free", dot_free)
+
+    def _list_id_header(self) -> bytes:
+        if not self.list_id:
+            return b""
+        return phrase_header("List-Id", header_text(self.list_name)[:MAX_DISPLAY_NAME].rstrip(), self.list_id)
+
+    @property
+    def domain(self) -> str:
+        """The sender's domain: the right-hand side of every Message-ID."""
+        return self.sender.domain
+
+    def message_id(self, key: str, *, salt: str = "") -> str:
+        """A Message-ID fixed by campaign and recipient (so a resend is recognisable)."""
+        digest = hashlib.blake2b(f"{self.campaign}\0{key}\0{salt}".encode(), digest_size=10)
+        left = _ID_SAFE.sub("-", self.campaign)[:24].strip(".-") or "issue"  # the header fits 78
+        return f"<{left}.{digest.hexdigest()}@{self.domain}>"
+
+    def _token(self, email: str) -> str:
+        """The recipient's token; ``email`` is a validated wire address (Subscriber.email)."""
+        return seal(self.unsubscribe_secret, self.list_id, email.lower())
+
+    def unsubscribe_target(self, email: str) -> str:
+        """The link shown in the body: the https URL when set, else the mailto."""
+        if self.unsubscribe_url:
+            return unsubscribe_link(self.unsubscribe_url, email, self._token(email))
+        return self._mailto(email)
+
+    def _mailto(self, email: str) -> str:
+        template = self.unsubscribe_mailto.removeprefix("mailto:")
+        mailto = template.replace("{email}", email)
+        if "{token}" in mailto:
+            mailto = mailto.replace("{token}", self._token(email))
+        return "mailto:" + (mailto if "?" in mailto else mailto + "?subject=unsubscribe")
+
+    def _list_unsubscribe(self, email: str, link: str) -> bytes:
+        uris: list[tuple[str, str]] = []
+        if self.unsubscribe_url:
+            uris.append(("DISPATCH_UNSUBSCRIBE_URL", f"<{link}>"))
+        if self.unsubscribe_mailto:
+            uris.append(("DISPATCH_UNSUBSCRIBE_MAILTO", f"<{self._mailto(email)}>"))
+        # Written raw, never as encoded-words (RFC 2369, RFC 8058); folded between URIs only,
+        # and each URI's line (the first with the field name) must stay within 998 octets.
+        for i, (setting, uri) in enumerate(uris):
+            if len(uri) + (len("List-Unsubscribe: ") if i == 0 else 1) + 1 > MAX_LINE:
+                raise ConfigError(f"{setting} is too long for a mail header; shorten it")
+        joined = ",\r\n ".join(u for _, u in uris).encode("ascii")
+        first = joined.split(b"\r\n", 1)[0]
+        gap = b"\r\n " if len(b"List-Unsubscribe: ") + len(first) > MAX_HEADER_LINE else b" "
+        value = b"List-Unsubscribe:" + gap + joined + b"\r\n"
+        if self.unsubscribe_url:
+            value += b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        return value
+
+    def build(
+        self,
+        *,
+        email: str,
+        name: str,
+        values: Mapping[str, str],
+        message_id: str,
+        date: datetime | None = None,
+    ) -> bytes:
+        """The complete message for one recipient, CRLF line ends, ready for DATA.
+
+        ``values`` holds every field the templates use, ``unsubscribe_url`` included (see
+        :meth:`unsubscribe_target`)."""
+        link = values["unsubscribe_url"] if self.unsubscribe_url else ""
+        pieces = [
+            self._head,
+            fold_mailbox("To", name, email),
+            _date_header(date),
+            b"Message-ID: " + message_id.encode("ascii") + b"\r\n",
+            self._list_id,
+            self._list_unsubscribe(email, link),
+            self._structure,
+            *self.text.encode(values),
+            self._middle,
+            *self.html.encode(values),
+            self._tail,
+        ]
+        data = b"".join(pieces)
+        return self.sign(data) if self.sign is not None else data
+
+    def for_wire(self, data: bytes) -> bytes:
+        """``data`` from :meth:`build` as a :class:`WireMessage` when no line of it can start
+        with "." (a copy: the send path pays it, not the dry run). The recipient's header lines
+        are folded here, each continuation starting with a space, and the fields are encoded by
+        _qp or base64; so only the constant parts, checked once, could hold such a line."""
+        return WireMessage(data) if self._dot_free and self.sign is None else data
+
+
+def _multipart(kind: str, boundary: str) -> bytes:
+    return f'Content-Type: multipart/{kind}; boundary="{boundary}"\r\n'.encode("ascii")

@@ -1,0 +1,1 @@
+"""Subscriber lists: streamed CSV files read into validated, de-duplicated recipients."""

@@ -1,0 +1,74 @@
+"""What the columns of a list mean: the names an address, a name or a subscription status goes
+by in exports (Mailchimp, listmonk, spreadsheets), the words that say subscribed or not, the
+delimiter of a file, and a value cleaned as a message may show it. Subscriber lists and
+suppression imports read headers the same way."""
+
+from __future__ import annotations
+
+import csv
+import re
+import unicodedata
+
+from dispatch.addresses import CONTROL
+
+EMAIL_ALIASES = {"email", "e-mail", "emailaddress", "e-mailaddress", "mail", "emailadres"}
+NAME_ALIASES = {"name", "fullname", "firstname", "givenname", "subscribername", "displayname"}
+LAST_NAME_ALIASES = {"lastname", "surname", "familyname"}
+STATUS_ALIASES = {
+    "status", "subscriptionstatus", "emailstatus", "subscriberstatus", "newsletterstatus",
+    "statut", "stato",
+}  # fmt: skip
+# A status column is an allow-list: only these values are mailed (an unknown value such as
+# "Hard Bounce", "Do Not Email" or "archived" is skipped and reported, never guessed at).
+SUBSCRIBED = {
+    "", "subscribed", "subscriber", "active", "confirmed", "optedin", "optin", "yes", "y", "true",
+    "1", "member", "valid", "ok", "enabled", "abonné", "abonnée", "abonniert", "aktiv", "iscritto",
+    "suscrito", "ingeschreven",
+}  # fmt: skip
+UNSUBSCRIBED = {  # the common ways of saying it, reported as "unsubscribed"
+    "unsubscribed", "unsubscribe", "optedout", "optout", "bounced", "cleaned", "complained",
+    "blocklisted", "blacklisted", "suppressed", "removed", "inactive", "pending", "unconfirmed",
+}  # fmt: skip
+# Words that show a column really holds subscription statuses (values are compared squeezed).
+STATUS_WORD = re.compile(
+    r"subscri|abonn|optin|optout|optedout|bounce|spam|complain|clean|archiv|donot|inactive|active|"
+    r"confirm|pending|delet|block|suppress|remov|verified|valid"
+)
+# Yes/no columns: "opted out = yes" or "subscribed = no" means: do not mail.
+OPT_OUT_ALIASES = {"emailoptout", "optout", "optedout", "unsubscribed", "donotemail", "hasoptedoutofemail"}
+OPT_IN_ALIASES = {"subscribed", "issubscribed", "optin", "emailoptin", "consent", "marketingconsent"}
+TRUE_WORDS = {"1", "true", "yes", "y", "x", "ja", "oui", "sí", "si"}
+FALSE_WORDS = {"0", "false", "no", "n", "nein", "non"}
+ADDRESS_LIKE = re.compile(r"[^\s@,;]+@[^\s@,;]+\.(?:[^\W\d_]{2,}|xn--[a-z0-9-]+)")
+
+
+def alias(header: str) -> str:
+    """A header as a comparable name: ``E-mail Address`` → ``emailaddress``."""
+    return re.sub(r"[\s_.]+", "", header.strip().lower()).replace("-", "") or header
+
+
+def clean_value(value: str) -> str:
+    """A CSV value as it may appear in a message: control characters become spaces, runs of
+    spaces one space, and the text NFC-normalised."""
+    if value.isascii() and value.isprintable():  # most values: no control or composed character
+        return value if "  " not in value and value.strip() == value else " ".join(value.split())
+    return " ".join(CONTROL.sub(" ", unicodedata.normalize("NFC", value)).split())
+
+
+def first_line(sample: str) -> str:
+    """The header line, whichever line ending the file uses (old Mac files end lines with CR)."""
+    return re.split(r"\r\n|\r|\n", sample, maxsplit=1)[0]
+
+
+def sniff_dialect(sample: str) -> type[csv.Dialect] | csv.Dialect:
+    """A CSV dialect whose delimiter is the one the header line uses most (, ; tab |)."""
+    header = first_line(sample)
+    delimiter = max(",;\t|", key=header.count)
+    if header.count(delimiter) == 0:
+        delimiter = ","
+
+    class Detected(csv.excel):
+        pass
+
+    Detected.delimiter = delimiter
+    return Detected

@@ -1,0 +1,363 @@
+"""The send's workers: each owns one SMTP connection and takes recipients from a queue one
+message ahead; a shared pacer keeps the rate, the journal's reservations the daily limit, and
+one stop event ends the run (a signal, an abort reply, the daily limit)."""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field, replace
+
+from dispatch.errors import AbortError, DispatchError
+from dispatch.lists.subscribers import Skipped, Subscriber
+from dispatch.send.campaign import (
+    Issue,
+)
+from dispatch.send.oauth import TokenSource
+from dispatch.send.skips import SkipRules
+from dispatch.send.transport import Envelope, Result, Scope, SmtpTransport, Status, Unreachable
+from dispatch.settings import Rate
+from dispatch.state import journal as j
+from dispatch.state.suppression import SuppressionStore
+
+Progress = Callable[[int], None]
+MIN_SAMPLE_FOR_RATIO = 20
+UNKNOWN_STREAK = 5  # lost replies to the data in a row: a relay that drops every message's answer
+MAX_BACKOFF = 60.0
+# A recipient, its journal state before this run, and its message (bytes, Message-ID), built by
+# the thread that reads the list while the workers wait on the network.
+Item = tuple[Subscriber, str | None, bytes, str]
+
+
+class Pacer:
+    """A shared rate limit: at most one message every ``interval`` seconds, no bursts."""
+
+    def __init__(self, rate: Rate | None) -> None:
+        self.interval = rate.interval if rate else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self, stop: threading.Event) -> None:
+        """Block until the next message may go (or ``stop`` is set)."""
+        if not self.interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        if slot > now:
+            stop.wait(slot - now)
+
+
+@dataclass
+class SendOptions:
+    """How a real send behaves."""
+
+    limit: int = 0
+    resend_unknown: bool = False
+    retry_failed: bool = False  # send again to recipients recorded as failed (not hard bounces)
+    suppressions: SuppressionStore | None = None  # checked just before each message
+    only: list[Subscriber] | None = None  # a test send to these recipients
+    progress: Progress | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    sleep: Callable[[float], object] | None = None  # the backoff wait; default: stop.wait
+    list_ids: tuple[str, ...] = ()  # the list and its earlier ids (default: the list alone)
+    tokens: TokenSource | None = None  # OAuth2 access tokens, shared by every connection
+
+
+class Run:
+    """The shared state of one send across its worker threads.
+
+    One stop event ends the run: a signal (through ``SendOptions.stop``), an abort, or the
+    daily limit. Workers check it before each message and before each retry, and every wait
+    (pacing, backoff) is cut short by it.
+    """
+
+    def __init__(self, issue: Issue, journal: j.Journal | None, options: SendOptions) -> None:
+        self.issue = issue
+        self.journal = journal
+        self.options = options
+        self.settings = issue.settings
+        self.sender = issue.factory.sender.addr_spec  # MAIL FROM of every message
+        self.rules = SkipRules(
+            journal, options.suppressions, issue.campaign, options.list_ids or issue.settings.list_id,
+            resend_unknown=options.resend_unknown, retry_failed=options.retry_failed,
+        )  # fmt: skip
+        self.late_suppressed: list[tuple[str, str]] = []  # (address, reason): suppressed during the run
+        self.pacer = Pacer(self.settings.rate)
+        self.lock = threading.Lock()
+        self.stop = options.stop
+        self.abort = ""
+        self.limit_reached = False
+        self.crash: BaseException | None = None
+        self.attempted = self.failed = self.sent = self.deferred = self.unknown = 0
+        self.deferred_streak = 0  # recipients deferred in a row: a relay refusing everything
+        self.unknown_streak = 0  # replies to the data lost in a row: a relay that loses every answer
+        self.untouched = 0  # recipients never tried before and not tried now: still pending
+        self.test_results: list[tuple[Subscriber, Result]] = []
+        self.unbuildable: list[Skipped] = []
+
+    def halt(self, reason: str) -> None:
+        with self.lock:
+            self.abort = self.abort or reason
+        self.stop.set()
+
+    def reserve(self) -> int | bool | None:
+        """A slot in the daily budget: a reservation id, None if unlimited, False when spent."""
+        if not self.settings.daily_limit or self.journal is None:
+            return None
+        reservation = self.journal.reserve(self.settings.daily_limit)
+        if reservation is None:
+            self.limit_reached = True
+            self.stop.set()  # the rest wait for a later run
+            return False
+        return reservation
+
+    def settle_suppressed(self, sub: Subscriber, reason: str) -> None:
+        """A suppressed recipient is owed nothing: the journal says so (a deferred one stops
+        counting as deferred), and ``status`` counts them as this run did."""
+        if self.journal is not None:
+            self.journal.suppressed(self.issue.campaign, sub.key, sub.email, reason)
+
+    def leave(self, prior: str | None) -> None:
+        """A recipient this run will not try after all (``prior``: its state before the run)."""
+        with self.lock:
+            self.untouched += 1
+
+    def worker(self, work: queue.Queue[Item | None]) -> None:
+        ahead = Lookahead(work, self.journal)
+        transport = SmtpTransport(self.settings, while_waiting=ahead.fill, tokens=self.options.tokens)
+        transport.next_envelope = lambda: self._following(ahead)
+        try:
+            while (item := ahead.next()) is not None:
+                try:
+                    self._one(transport, item)
+                except DispatchError as err:  # an abort, or the journal failing (a full disk)
+                    self.halt(str(err))
+                except Exception as err:  # a bug or a broken journal: stop the run, never hang it
+                    self.crash = self.crash or err
+                    self.halt(f"internal error: {type(err).__name__}: {err}")
+        finally:
+            transport.close()
+
+    def _following(self, ahead: Lookahead) -> Envelope | None:
+        """The envelope of the message this worker sends next, when nothing can come between:
+        no pacing, no daily budget to ask, no stop. (If it is suppressed meanwhile, the
+        transport cancels the commands sent for it.)"""
+        if self.stop.is_set() or self.pacer.interval or self.settings.daily_limit:
+            return None
+        item = ahead.peek()
+        if item is None:
+            return None
+        return Envelope(self.sender, item[0].email, len(item[2]))
+
+    def _one(self, transport: SmtpTransport, item: Item) -> None:
+        """Pace, take a slot of the daily budget, deliver; or leave the recipient pending."""
+        sub, prior = item[0], item[1]
+        if not self.stop.is_set():
+            if self.pacer.interval and self.journal is not None:
+                self.journal.flush()
+            self.pacer.wait(self.stop)
+        entry = self.rules.suppressed(sub.key)  # an unsubscribe may have come in since the list was read
+        if entry is not None:
+            with self.lock:
+                self.late_suppressed.append((sub.email, entry.reason))
+            self.settle_suppressed(sub, entry.reason)
+            return
+        reservation = False if self.stop.is_set() else self.reserve()
+        if reservation is False:
+            self.leave(prior)  # stopped, or over the daily limit
+            return
+        try:
+            self.deliver(transport, item, reservation=reservation or None)
+        finally:
+            if isinstance(reservation, int) and self.journal is not None:
+                self.journal.release(reservation)  # (a no-op when the outcome already took it)
+
+    def deliver(self, transport: SmtpTransport, item: Item, reservation: int | None = None) -> None:
+        """Send to one recipient and record the outcome; AbortError when the campaign must stop."""
+        sub, prior, data, mid = item
+        campaign, journal = self.issue.campaign, self.journal
+        recorded = False
+        tries = Tries()
+
+        def mark() -> None:
+            tries.reached_data += 1
+            tries.marked = True
+            if journal is not None:
+                journal.in_flight(campaign, sub.key, sub.email, mid)
+
+        def interim(result: Result) -> None:
+            """The server answered the data with a 4xx: never leave "in flight" behind."""
+            nonlocal recorded
+            recorded, tries.marked = True, False
+            self.record(sub, result, mid, attempts=tries.take_unmarked())
+
+        try:
+            result = self._attempts(transport, sub.email, data, tries, mark=mark, interim=interim)
+        except AbortError:  # raised before this try's data left: the relay was unreachable, or
+            # refused the sender after the row went in flight with the pipelined commands
+            if tries.marked and journal is not None:
+                journal.withdraw(campaign, sub.key, j.DEFERRED if recorded else prior)
+            if not recorded:
+                self.leave(prior)  # never reached the server: still pending
+            raise
+        if result.stops_campaign:  # about the message, the sender or the rate: not this recipient
+            result = replace(result, status=Status.DEFERRED)
+        with self.lock:
+            self.attempted += 1
+            self.sent += result.status is Status.SENT
+            self.failed += result.status is Status.FAILED
+            deferred, unknown = result.status is Status.DEFERRED, result.status is Status.UNKNOWN
+            self.deferred += deferred
+            self.unknown += unknown
+            self.deferred_streak = self.deferred_streak + 1 if deferred else 0
+            self.unknown_streak = self.unknown_streak + 1 if unknown else 0
+            failed, attempted = self.failed, self.attempted
+            streaks = self.deferred_streak, self.unknown_streak
+        self.record(sub, result, mid, reservation=reservation, attempts=tries.take_unmarked())
+        if self.options.progress is not None:
+            self.options.progress(1)
+        self._check_stop(result, failed, attempted, streaks)
+
+    def _check_stop(self, result: Result, failed: int, attempted: int, streaks: tuple[int, int]) -> None:
+        """AbortError when going on would only burn through the list."""
+        if result.scope is Scope.MESSAGE:
+            raise AbortError(
+                f"the server refused the message itself, not the recipient: {result.line()}; nobody was "
+                "marked failed; fix the cause, then run again"
+            )
+        if result.scope is Scope.RATE:
+            raise AbortError(f"the server asked to stop: {result.line()}; run again later")
+        deferred_streak, unknown_streak = streaks
+        if deferred_streak >= MIN_SAMPLE_FOR_RATIO:
+            raise AbortError(
+                f"the server deferred the last {deferred_streak} recipients in a row (last reply: "
+                f"{result.line()}); stopping instead of burning through the list; run again later"
+            )
+        if unknown_streak >= UNKNOWN_STREAK:
+            raise AbortError(
+                f"the server's reply to the last {unknown_streak} messages was lost ({result.line()}); "
+                "they may or may not have been delivered, so dispatch stops rather than risk more; "
+                "check the relay, then see 'dispatch status'"
+            )
+        ratio = self.settings.max_failure_ratio
+        if ratio and attempted >= MIN_SAMPLE_FOR_RATIO and failed / attempted > ratio:
+            raise AbortError(
+                f"{failed} of {attempted} recipients were refused permanently (more than "
+                f"{ratio:.0%}); stopping to protect the sender's reputation: see 'dispatch status'"
+            )
+
+    def record(
+        self,
+        sub: Subscriber,
+        result: Result,
+        message_id: str,
+        *,
+        reservation: int | None = None,
+        attempts: int = 0,
+    ) -> None:
+        """Write one outcome as it happens (the journal), or keep it (a test send). ``attempts``
+        counts the tries the journal has not counted yet (those that never reached the data)."""
+        if result.hard_bounce:
+            self.rules.record_bounce(sub.email)
+        if self.journal is None:
+            with self.lock:
+                self.test_results.append((sub, result))
+            return
+        self.journal.outcome(
+            self.issue.campaign, sub.key, sub.email, str(result.status),
+            code=result.code, enhanced=result.enhanced, reply=result.text,
+            hard_bounce=result.hard_bounce, message_id=message_id, attempts=attempts,
+            reservation=reservation,
+        )  # fmt: skip
+
+    def _attempts(
+        self,
+        transport: SmtpTransport,
+        to: str,
+        data: bytes,
+        tries: Tries,
+        *,
+        mark: Callable[[], None],
+        interim: Callable[[Result], None],
+    ) -> Result:
+        """Up to 1 + DISPATCH_RETRIES tries with exponential backoff and jitter; each retry is
+        paced like a new message, and a stop ends the tries with the last (deferred) result."""
+        retries, delay = self.settings.retries, self.settings.retry_delay
+        result = Result(Status.DEFERRED, None, "not attempted")
+        for attempt in range(retries + 1):
+            if attempt:
+                if self.journal is not None:
+                    self.journal.flush()
+                backoff = min(MAX_BACKOFF, delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+                (self.options.sleep or self.stop.wait)(backoff)
+                if self.stop.is_set():
+                    return result
+                self.pacer.wait(self.stop)
+            tries.total += 1
+            try:
+                result = transport.send(self.sender, to, data, mark)
+            except Unreachable as err:
+                if attempt == retries:
+                    raise AbortError(f"{err} (after {retries + 1} tries)") from err
+                result = Result(Status.DEFERRED, None, str(err))
+                continue
+            if result.status is Status.DEFERRED and result.data_started:
+                interim(result)
+            if result.status is not Status.DEFERRED or result.stops_campaign:
+                return result
+        return result
+
+
+class Lookahead:
+    """A worker's end of the queue, one message ahead. The worker takes its next message while
+    the relay reads the current one, so the thread that builds messages refills the queue then,
+    instead of taking the interpreter from the worker when it has a commit and a send to do."""
+
+    def __init__(self, work: queue.Queue[Item | None], journal: j.Journal | None) -> None:
+        self._work = work
+        self._journal = journal
+        self._ahead: list[Item | None] = []
+
+    def fill(self) -> None:
+        """Take the next message now if one is ready (never waits)."""
+        if not self._ahead:
+            with suppress(queue.Empty):
+                self._ahead.append(self._work.get_nowait())
+
+    def peek(self) -> Item | None:
+        """The next message if one is ready (None: none yet, or no more), left in place."""
+        self.fill()
+        return self._ahead[0] if self._ahead else None
+
+    def next(self) -> Item | None:
+        """The next message (None: no more); outcomes held for a group commit are committed
+        before waiting for one."""
+        self.fill()
+        if self._ahead:
+            return self._ahead.pop()
+        if self._journal is not None:
+            self._journal.flush()
+        return self._work.get()
+
+
+@dataclass
+class Tries:
+    """How often one recipient was tried in this run, and how many of those tries the journal
+    counted already (a try that reached the data was counted when it went in flight)."""
+
+    total: int = 0
+    reached_data: int = 0  # tries marked in flight (the journal counted them then)
+    recorded: int = 0
+    marked: bool = False  # the row is in flight and no outcome is recorded since
+
+    def take_unmarked(self) -> int:
+        """Tries not yet counted in the journal (and now counted)."""
+        unmarked = self.total - self.reached_data - self.recorded
+        self.recorded += unmarked
+        return unmarked

@@ -1,0 +1,1 @@
+"""Unsubscribing: sealed tokens in every message, and the one-click endpoint that reads them."""
