@@ -174,7 +174,7 @@ def test_a_send_that_would_start_an_unnamed_new_state_is_refused(
     assert done.returncode == 2
     would = newsletter / "dispatch-state"
     assert f"no dispatch state at {would} yet" in done.stderr
-    assert f"set DISPATCH_STATE_DIR in {env_file}" in done.stderr
+    assert f"Set DISPATCH_STATE_DIR in {env_file}" in done.stderr
     assert one_json(done)["exit_code"] == 2
     assert plain_server.received == []
     assert not (would / "journal.sqlite3").exists()

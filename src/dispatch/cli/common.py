@@ -304,7 +304,7 @@ def state_to_write(settings: Settings, *, ask: bool) -> Path:
         typer.echo(f"dispatch: {problem}", err=True)
         if typer.confirm(f"Start a new, empty state at {settings.state.path}?", default=False):
             return settings.state.path
-        typer.echo("Nothing sent.", err=True)
+        typer.echo("Stopped: nothing was changed.", err=True)
         raise typer.Exit(int(ExitCode.BAD_INPUT))
     raise ConfigError(problem)
 

@@ -31,7 +31,7 @@ def new_state_problem(location: StateLocation) -> str | None:
     state exists, or the user named its folder."""
     if location.explicit or state_exists(location.path):
         return None
-    where = f"set {PREFIX}STATE_DIR"
+    where = f"Set {PREFIX}STATE_DIR"
     where += f" in {location.settings_file}" if location.settings_file is not None else ""
     legacy = platform_state_dir()
     earlier = ""
