@@ -21,17 +21,16 @@ from dispatch import assets, inlining
 from dispatch.article import MARKDOWN_SUFFIXES, Article, load_article
 from dispatch.assets import Embedder
 from dispatch.checks import human_size
-from dispatch.context import column_key
 from dispatch.dkim import load_signer
 from dispatch.errors import ConfigError, ExitCode, InputError, TemplateError
-from dispatch.fields import FieldError
 from dispatch.identity import ListIdentity, Use, identify, secret_digest
-from dispatch.message import EncodedBody, MessageFactory, header_text
+from dispatch.message import MessageFactory, header_text
 from dispatch.render import RenderedIssue, render_issue
 from dispatch.settings import Settings, StateLocation
 from dispatch.skips import Skip, SkipRules
 from dispatch.state import journal as j
 from dispatch.subscribers import ListStats, Subscriber, SubscriberList, validate_address
+from dispatch.values import column_key
 
 # Without DISPATCH_UNSUBSCRIBE_SECRET a dry run or a preview still shows a link of the right
 # shape, sealed with this well-known key; a real send refuses to start (``require_sendable``).
@@ -129,8 +128,7 @@ class Issue:
 
     def bodies(self, sub: Subscriber) -> tuple[str, str]:
         """This recipient's (HTML, text) bodies, decoded (checks)."""
-        values = self.values(sub)
-        return self.factory.html.text(values), self.factory.text.text(values)
+        return self.rendered.personalise(self.values(sub))
 
     def preview_html(self, sub: Subscriber) -> str:
         """This recipient's HTML as a file a person opens: embedded pictures shown inline."""
@@ -140,7 +138,12 @@ class Issue:
         """(wire bytes, Message-ID) of this recipient's copy."""
         salt = str(time.time_ns()) if self.test_send else ""
         mid = message_id or self.factory.message_id(sub.key, salt=salt)
-        data = self.factory.build(email=sub.email, name=sub.name, values=self.values(sub), message_id=mid)
+        values = self.values(sub)
+        html, text = self.rendered.personal.bodies(values)
+        link = values["unsubscribe_url"]
+        data = self.factory.build(
+            email=sub.email, name=sub.name, link=link, text=text, html=html, message_id=mid
+        )
         return data, mid
 
 
@@ -152,20 +155,39 @@ def trial_subscriber(columns: list[str], like: Subscriber | None = None) -> Subs
     return Subscriber(LONGEST_ADDRESS, "Trial Reader", 0, dict.fromkeys(columns, "x"))
 
 
-def _check_every_row(issue: Issue) -> Subscriber | None:
-    """When the templates work on subscriber values (a filter, a slice…), replay that work for
-    every row before anything is sent: a step that fails for one subscriber stops the run here,
-    naming the template line and the row. Returns the first subscriber."""
-    first = None
-    for item in issue.subscribers:
-        if isinstance(item, Subscriber):
-            first = first or item
-            try:
-                issue.rendered.check(issue.values(item))
-            except FieldError as err:
-                where = f"{issue.subscribers.path} line {item.line}"
-                raise TemplateError(f"{err} (it fails for {where})") from err
-    return first
+def _check_every_row(issue: Issue) -> tuple[Subscriber | None, int]:
+    """Render every row before anything is sent, when recipients differ by more than the values
+    printed in the messages (a segment, a filter on a value…): a template that fails for one
+    subscriber (``name[5]`` for a short name) stops the run here, naming the template line and
+    the row. Otherwise the first row stands for all. Returns the first subscriber and the
+    number of rows checked."""
+    personal = issue.rendered.personal
+    first, count = None, 0
+    for sub in recipients(issue, 0 if personal.renders_each else 1):
+        first, count = first or sub, count + 1
+        values = issue.values(sub)
+        try:
+            personal.survey(values, values["unsubscribe_url"])
+        except TemplateError as err:
+            raise TemplateError(f"{err} (it fails for {issue.subscribers.path} line {sub.line})") from err
+    return first, count
+
+
+def _surveyed(issue: Issue, sample: Subscriber, rows: int) -> RenderedIssue:
+    """The rendered issue with what the check found: one recipient's sizes, the parts that show
+    no unsubscribe link, and a warning when premailer has many documents to inline."""
+    personal = issue.rendered.personal
+    values = issue.values(sample)
+    if not personal.surveyed:
+        personal.survey(values, values["unsubscribe_url"])
+    html, text = personal.texts(values)
+    return replace(
+        issue.rendered,
+        html_size=len(html.encode()),
+        text_size=len(text.encode()),
+        parts_without_unsubscribe=personal.missing_link,
+        warnings=(*issue.rendered.warnings, *personal.notes(rows)),
+    )
 
 
 def plan_issue(
@@ -210,8 +232,6 @@ def plan_issue(
         sender=sender,
         subject=title,
         campaign=name,
-        text=EncodedBody(rendered.text_parts, subtype="plain", escape=False),
-        html=EncodedBody(rendered.html_parts, subtype="html", escape=True),
         list_id=settings.list_id,
         list_name=settings.organization,
         reply_to=settings.reply_to,
@@ -237,7 +257,8 @@ def plan_issue(
         notes,
         embedder.previews,
     )
-    first = _check_every_row(issue) if rendered.computed else None
+    first, checked = _check_every_row(issue)
+    issue = replace(issue, rendered=_surveyed(issue, first or trial_subscriber(subscribers.columns), checked))
     try:  # one whole message before the list is read: a setting that breaks every message stops here
         trial_size = len(issue.message(trial_subscriber(subscribers.columns, first))[0])
     except (ValueError, UnicodeError, ConfigError) as err:

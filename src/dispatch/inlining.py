@@ -1,11 +1,12 @@
 """CSS inlining with premailer, remembered in the state folder.
 
 premailer's output depends only on the document and on premailer itself, and an issue's
-document is the same on every run (the dry run, then the send, then a resumed send). Inlining
-it costs ~0.14 s a process: importing premailer (which pulls in requests and cssutils), then
-parsing the CSS. A remembered result costs a file read. The cache is the state folder's
-``cache`` folder, private like the journal. Anything wrong with it (no room, read-only,
-damaged, someone else's file) only means premailer runs again: it never stops a run.
+documents are the same on every run (the dry run, then the send, then a resumed send).
+Inlining one costs ~0.14 s a process: importing premailer (which pulls in requests and
+cssutils), then parsing the CSS; each further document, ~0.03 s. A remembered result costs a
+file read. The cache is the state folder's ``cache`` folder, private like the journal.
+Anything wrong with it (no room, read-only, damaged, someone else's file) only means premailer
+runs again: it never stops a run.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import stat
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from dispatch.errors import TemplateError
 
 FOLDER = "cache"
 KEEP = 32  # documents remembered (a few issues in a few languages); the oldest go first
-_MAGIC = "dispatch inlined css 1"  # the first line of a cache file, with the body's digest
+_MAGIC = "dispatch inlined css 2"  # the first line of a cache file, with the body's digest
 _PACKAGES = ("premailer", "cssutils", "lxml", "cssselect")  # what the output depends on
 _MARKER = "cachednonce0"  # stands for a render's token nonce in the cache (12 characters, like it)
 _MARKERS = re.compile(_MARKER, re.IGNORECASE)
@@ -41,6 +43,13 @@ _OPTIONS = {
     "disable_validation": True,
     "remove_unset_properties": True,
 }
+
+
+def inline(document: str) -> str:
+    """premailer's inlined document, with a doctype when premailer left none: what dispatch
+    sends for a rendered HTML document."""
+    inlined = _premailer(document)
+    return inlined if "<!doctype" in inlined[:200].lower() else "<!DOCTYPE html>\n" + inlined
 
 
 def _premailer(document: str) -> str:
@@ -162,22 +171,26 @@ def _prune(folder: Path) -> None:
         old.unlink(missing_ok=True)
 
 
-def inline_css(document: str, cache: Path | None = None, nonce: str = "") -> str:
-    """premailer's inlined document, from ``cache`` (a folder) when it was done before.
+def remembered(
+    document: str, cache: Path | None, nonce: str, work: Callable[[str], str], *, write: bool = True
+) -> str:
+    """``work(document)`` (premailer's work on it), from ``cache`` (a folder) when it was done
+    before, else done now and remembered there (unless ``write`` is false).
 
-    ``nonce`` is the random part of this render's field tokens (:mod:`dispatch.fields`); the
+    ``nonce`` is the random part of this process's slot tokens (:mod:`dispatch.values`); the
     cache keeps documents with it replaced by a fixed marker, so the same issue finds its
     entry on every run. A document that already holds the marker is never cached: the marker
-    must stand for the tokens and nothing else, or text could turn into a field."""
+    must stand for the tokens and nothing else, or text could turn into a slot."""
     if cache is None or not nonce or _MARKER in document.lower():
-        return _premailer(document)
+        return work(document)
     tokens = re.compile(re.escape(nonce), re.IGNORECASE)
     path = cache / f"{cache_key(tokens.sub(_MARKER, document))}.html"
-    remembered = _read(path)
-    if remembered is not None:
+    found = _read(path)
+    if found is not None:
         with contextlib.suppress(OSError):
             os.utime(path)  # recently used: kept when the oldest are forgotten
-        return _MARKERS.sub(nonce, remembered)
-    inlined = _premailer(document)
-    _write(cache, path, tokens.sub(_MARKER, inlined))
-    return inlined
+        return _MARKERS.sub(nonce, found)
+    done = work(document)
+    if write:
+        _write(cache, path, tokens.sub(_MARKER, done))
+    return done

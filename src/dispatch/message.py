@@ -21,7 +21,7 @@ import binascii
 import hashlib
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
@@ -29,7 +29,6 @@ from email.headerregistry import Address
 from email.utils import format_datetime
 
 from dispatch.errors import ConfigError
-from dispatch.fields import Field, value_text
 from dispatch.tokens import seal, unsubscribe_link
 
 _ID_SAFE = re.compile(r"[^A-Za-z0-9.-]+")
@@ -233,37 +232,34 @@ def _mostly_non_latin(text: str) -> bool:
 
 
 class EncodedBody:
-    """One text part (``plain`` or ``html``), encoded once; :meth:`encode` gives a recipient's."""
+    """One text part (``plain`` or ``html``) encoded once: ``parts`` are literal text and slot
+    numbers; :meth:`encode` gives a recipient's body from the text of each slot (``fills``)."""
 
-    def __init__(self, parts: Sequence[str | Field], *, subtype: str, escape: bool) -> None:
-        self.parts = tuple(parts)
-        self.escape = escape
+    def __init__(self, parts: Sequence[str | int], *, subtype: str) -> None:
+        self.parts = tuple(p for p in parts if p != "")
         literal = "".join(p for p in self.parts if isinstance(p, str))
         self.base64 = _mostly_non_latin(literal)
         self.head = (
             f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
             f"Content-Transfer-Encoding: {'base64' if self.base64 else 'quoted-printable'}\r\n\r\n"
         ).encode()
-        self._pieces: tuple[bytes | Field, ...] = tuple(
-            p if isinstance(p, Field) else _qp(p) for p in self.parts
-        )
-        # the fields are encoded by _qp or base64 for each recipient: neither starts a line with "."
-        self.dot_free = _dot_free(*(p for p in self._pieces if isinstance(p, bytes)))
+        self._pieces: tuple[bytes | int, ...] = tuple(p if isinstance(p, int) else _qp(p) for p in self.parts)
+        # _qp never starts a line with "." (nor does base64): the fills, encoded the same way, neither
+        if not _dot_free(*(p for p in self._pieces if isinstance(p, bytes))):
+            raise AssertionError("a quoted-printable piece starts a line with '.'")
 
-    def text(self, values: Mapping[str, str]) -> str:
+    def text(self, fills: Sequence[str]) -> str:
         """The recipient's text, decoded (for previews and checks)."""
-        return "".join(
-            p if isinstance(p, str) else value_text(p, values, escape=self.escape) for p in self.parts
-        )
+        return "".join(p if isinstance(p, str) else fills[p] for p in self.parts)
 
-    def encode(self, values: Mapping[str, str]) -> list[bytes]:
+    def encode(self, fills: Sequence[str]) -> list[bytes]:
         """The recipient's encoded body, as pieces to join (ends with a line break)."""
         if self.base64:
-            return [_base64(_crlf(self.text(values)))]
-        escape = self.escape
-        return [
-            p if isinstance(p, bytes) else _qp(value_text(p, values, escape=escape)) for p in self._pieces
-        ]
+            return [_base64(_crlf(self.text(fills)))]
+        return [p if isinstance(p, bytes) else _qp(fills[p]) for p in self._pieces]
+
+
+Body = tuple[EncodedBody, Sequence[str]]  # a body and the text of its slots for one recipient
 
 
 @dataclass(frozen=True)
@@ -308,8 +304,6 @@ class MessageFactory:
     sender: Address
     subject: str
     campaign: str
-    text: EncodedBody
-    html: EncodedBody
     list_id: str = ""
     list_name: str = ""
     reply_to: Address | None = None
@@ -322,8 +316,8 @@ class MessageFactory:
     sign: Callable[[bytes], bytes] | None = field(default=None, repr=False)  # DKIM: the signed bytes
     _head: bytes = field(init=False, repr=False)
     _list_id: bytes = field(init=False, repr=False)
-    _structure: bytes = field(init=False, repr=False)  # MIME headers up to the text part's body
-    _middle: bytes = field(init=False, repr=False)  # between the text and the HTML part
+    _structure: bytes = field(init=False, repr=False)  # MIME headers up to the text part's headers
+    _middle: bytes = field(init=False, repr=False)  # between the text part and the HTML part's headers
     _tail: bytes = field(init=False, repr=False)  # after the HTML part
     _dot_free: bool = field(init=False, repr=False)  # no constant line starts with "."
 
@@ -360,15 +354,12 @@ class MessageFactory:
         kind = "mixed" if self.attachments else "related" if self.related else "alternative"
         structure = b"MIME-Version: 1.0\r\n" + _multipart(kind, top) + b"\r\n"
         object.__setattr__(self, "_head", head)
-        object.__setattr__(
-            self, "_structure", structure + opening + _boundary_line(alternative) + self.text.head
-        )
-        object.__setattr__(self, "_middle", _boundary_line(alternative) + self.html.head)
+        object.__setattr__(self, "_structure", structure + opening + _boundary_line(alternative))
+        object.__setattr__(self, "_middle", _boundary_line(alternative))
         object.__setattr__(self, "_tail", closing)
         object.__setattr__(self, "_list_id", self._list_id_header())
         constant = (self._head, self._structure, self._middle, self._tail, self._list_id)
-        dot_free = _dot_free(*constant) and self.text.dot_free and self.html.dot_free
-        object.__setattr__(self, "_dot_free", dot_free)
+        object.__setattr__(self, "_dot_free", _dot_free(*constant))
 
     def _list_id_header(self) -> bytes:
         if not self.list_id:
@@ -427,15 +418,16 @@ class MessageFactory:
         *,
         email: str,
         name: str,
-        values: Mapping[str, str],
+        link: str,
+        text: Body,
+        html: Body,
         message_id: str,
         date: datetime | None = None,
     ) -> bytes:
-        """The complete message for one recipient, CRLF line ends, ready for DATA.
-
-        ``values`` holds every field the templates use, ``unsubscribe_url`` included (see
-        :meth:`unsubscribe_target`)."""
-        link = values["unsubscribe_url"] if self.unsubscribe_url else ""
+        """The complete message for one recipient, CRLF line ends, ready for DATA: ``link`` is
+        the recipient's :meth:`unsubscribe_target`, ``text`` and ``html`` its two bodies (each an
+        :class:`EncodedBody` and the text of its slots)."""
+        link = link if self.unsubscribe_url else ""
         pieces = [
             self._head,
             fold_mailbox("To", name, email),
@@ -444,9 +436,11 @@ class MessageFactory:
             self._list_id,
             self._list_unsubscribe(email, link),
             self._structure,
-            *self.text.encode(values),
+            text[0].head,
+            *text[0].encode(text[1]),
             self._middle,
-            *self.html.encode(values),
+            html[0].head,
+            *html[0].encode(html[1]),
             self._tail,
         ]
         data = b"".join(pieces)
@@ -455,8 +449,9 @@ class MessageFactory:
     def for_wire(self, data: bytes) -> bytes:
         """``data`` from :meth:`build` as a :class:`WireMessage` when no line of it can start
         with "." (a copy: the send path pays it, not the dry run). The recipient's header lines
-        are folded here, each continuation starting with a space, and the fields are encoded by
-        _qp or base64; so only the constant parts, checked once, could hold such a line."""
+        are folded here, each continuation starting with a space, and the bodies are encoded by
+        _qp or base64 (see :class:`EncodedBody`); so only the constant parts, checked once, could
+        hold such a line."""
         return WireMessage(data) if self._dot_free and self.sign is None else data
 
 

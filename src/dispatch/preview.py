@@ -296,7 +296,7 @@ def write_archive(issue: Issue, folder: Path, *, inputs: Iterable[Path] = ()) ->
     ready to publish at DISPATCH_WEB_URL. ``issue`` must be planned with ``web_version=True``."""
     nobody = Subscriber("reader@example.org", "", 0, dict.fromkeys(issue.subscribers.columns, ""))
     values = dict.fromkeys(issue.values(nobody), "")
-    page = previewable(issue.factory.html.text(values), issue.previews)
+    page = previewable(issue.rendered.personalise(values)[0], issue.previews)
     out = OutputFolder(folder, inputs=inputs, what="--archive", public=True)
     written = out.write(f"{issue.campaign}.html", page.encode())
     out.close()

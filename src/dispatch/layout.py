@@ -1,0 +1,204 @@
+"""Where a skeleton's slots sit, as premailer sees the document, and which values may fill them.
+
+premailer parses the HTML with lxml (libxml2), applies the CSS of its ``<style>`` elements to
+the elements the selectors match, and writes the tree out again. Inlining a skeleton once and
+putting each recipient's values into the result gives exactly what inlining that recipient's
+own document gives, provided nothing premailer does depends on the values:
+
+- a slot in element text or a comment, when no selector looks at text (``:contains``,
+  ``:empty``), filled with text that is not blank (an empty text node changes how libxml2 lays
+  the tree out and indents it);
+- a slot in a quoted attribute value that no selector, ``style``, ``class`` or ``id`` reads,
+  filled with escaped text; in ``href``, ``src`` and ``action``, which libxml2 percent-encodes
+  on the way out, only with characters it leaves alone;
+- never a slot inside ``<style>`` or ``<script>``, in a tag or attribute name, at either end
+  of the document, or one that premailer drops or copies.
+
+:func:`analyse` classifies each slot of a skeleton; :func:`fits` says whether a recipient's
+text may fill it. Any other value is written into the document before premailer sees it
+("baked"), which is always exact, and only slower.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from dispatch.values import Tokens
+
+TEXT, ATTRIBUTE, URI, COMMENT, UNSAFE = "text", "attribute", "uri", "comment", "unsafe"
+_RAW_TEXT = frozenset({"style", "script"})  # libxml2 reads their content as it is
+_URI_ATTRIBUTES = frozenset({"href", "src", "action"})  # and <a name>: percent-encoded on output
+_READ_ATTRIBUTES = frozenset({"style", "class", "id", "lang", "xml:lang", "type", "data-premailer"})
+# pseudo-classes whose answer does not depend on text or attribute values (or never matches)
+_STRUCTURAL = frozenset({
+    "root", "first-child", "last-child", "only-child", "nth-child", "nth-last-child", "first-of-type",
+    "last-of-type", "only-of-type", "nth-of-type", "nth-last-of-type", "not", "is", "where", "has",
+    "matches", "any", "scope", "link", "any-link", "checked", "disabled", "enabled", "hover", "active",
+    "focus", "focus-within", "focus-visible", "visited", "target", "target-within", "before", "after",
+    "first-line", "first-letter", "selection", "placeholder", "marker",
+})  # fmt: skip
+_TEXT_PSEUDO = frozenset({"contains", "empty"})
+# text as markupsafe escapes it: no markup character, only its entities, no control character
+_PLAIN = r"[^<>\"'&\x00-\x08\x0b-\x1f\x7f\r\ufffe\uffff\ud800-\udfff]*"
+_ESCAPED = re.compile(rf"{_PLAIN}(?:&(?:amp|lt|gt|#34|#39);{_PLAIN})*")
+_FLAT = _PLAIN.replace("\\x08", "\\x08\\t\\n")  # and neither tab nor line break (in an attribute)
+_ATTRIBUTE_SAFE = re.compile(rf"{_FLAT}(?:&(?:amp|lt|gt|#34|#39);{_FLAT})*")
+# what libxml2 writes out of href, src and action as it is (it percent-encodes the rest)
+_URL = r"[A-Za-z0-9\-_.!~*()@/:=?;#%,+]*"
+_URI_SAFE = re.compile(rf"{_URL}(?:(?:&amp;(?=[A-Za-z0-9_-]*=)|&(?:lt|gt|#39);){_URL})*")
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """What premailer's selectors read: these attributes, text, or (an unknown pseudo-class)
+    everything."""
+
+    attributes: frozenset[str]
+    text: bool
+    everything: bool
+
+
+def css_sensitivity(sheets: Iterable[str]) -> Sensitivity:
+    """What the selectors of ``sheets`` can look at (conservatively)."""
+    css = " ".join(sheets)
+    css = re.sub(r"/\*.*?\*/", " ", css, flags=re.DOTALL)
+    css = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', css)
+    css = re.sub(r"@[^{;]*", " ", css)  # at-rule preludes: @media (…), @import …
+    while True:
+        shorter = re.sub(r"\{[^{}]*\}", " ", css)  # declarations, innermost first
+        if shorter == css:
+            break
+        css = shorter
+    names = re.findall(r"\[\s*([^\s~|^$*!=\]]+(?:\|[^\s~|^$*!=\]]+)?)", css)
+    pseudo = {p.lower() for p in re.findall(r"::?(-?[A-Za-z][\w-]*)", css)}
+    unknown = {p for p in pseudo - _STRUCTURAL - _TEXT_PSEUDO if not p.startswith("-")}
+    return Sensitivity(
+        attributes=frozenset(n.split("|")[-1].lower() for n in names),
+        text=bool(pseudo & _TEXT_PSEUDO),
+        everything=bool(unknown),
+    )
+
+
+def _premailer_sheets(root: Any) -> list[str]:
+    """The CSS premailer inlines: ``<style>`` elements for all media, not marked ignore."""
+    sheets = []
+    for style in root.iter("style"):
+        media = style.get("media")
+        if (media and media not in ("all", "screen")) or style.get("data-premailer") == "ignore":
+            continue
+        sheets.append(style.text or "")
+    return sheets
+
+
+def _text_class(tag: Any, css: Sensitivity) -> str:
+    if not isinstance(tag, str) or tag.lower() in _RAW_TEXT or css.text or css.everything:
+        return UNSAFE
+    return TEXT
+
+
+def _attribute_class(tag: str, name: str, css: Sensitivity) -> str:
+    tag, name = tag.lower(), name.lower()
+    if css.everything or tag in ("style", "link") or name in _READ_ATTRIBUTES or name in css.attributes:
+        return UNSAFE
+    if name in _URI_ATTRIBUTES or (name == "name" and tag == "a"):
+        return URI
+    return ATTRIBUTE
+
+
+def analyse(skeleton: str, inlined: str, tokens: Tokens) -> dict[str, list[str]]:
+    """Each slot key of ``skeleton`` with the kinds of place it takes (``unsafe`` when it may
+    not be filled after inlining); ``inlined`` is premailer's output for it."""
+    from lxml import etree  # noqa: PLC0415 - heavy: only when a new skeleton is inlined
+
+    parser = etree.HTMLParser()
+    root = etree.fromstring(skeleton.strip(), parser)
+    css = css_sensitivity(_premailer_sheets(root))
+    kinds: dict[str, set[str]] = defaultdict(set)
+    found: Counter[str] = Counter()
+    in_attributes: Counter[str] = Counter()
+
+    def note(text: str | None, kind: str, counter: Counter[str] | None = None) -> None:
+        for key in tokens.keys(text or ""):
+            found[key] += 1
+            kinds[key].add(kind)
+            if counter is not None:
+                counter[key] += 1
+
+    for element in root.iter():
+        tag = element.tag
+        if isinstance(tag, str):
+            note(tag, UNSAFE)
+            for name, value in element.attrib.items():
+                note(name, UNSAFE)
+                note(value, _attribute_class(tag, name, css), in_attributes)
+            note(element.text, _text_class(tag, css))
+        else:
+            note(element.text, COMMENT if tag is etree.Comment else UNSAFE)
+        if element.tail:
+            parent = element.getparent()
+            note(element.tail, _text_class(parent.tag if parent is not None else None, css))
+    quoted = _quoted(skeleton, tokens, etree, parser)
+    stripped = skeleton.strip()
+    ends = {k for k in tokens.keys(stripped) if stripped.lower().startswith(tokens.token(k)) or
+            stripped.lower().endswith(tokens.token(k))}  # fmt: skip
+    given, written = Counter(tokens.keys(skeleton)), Counter(tokens.keys(inlined))
+    for key, count in given.items():
+        if found[key] != count or written[key] != count or quoted[key] != in_attributes[key] or key in ends:
+            kinds[key].add(UNSAFE)
+    return {key: sorted(kinds[key]) for key in given}
+
+
+def _quoted(skeleton: str, tokens: Tokens, etree: Any, parser: Any) -> Counter[str]:
+    """Per slot, the attribute values that hold it inside quotes: with each token doubled
+    around a space, an unquoted one splits into two attributes."""
+    doubled = tokens.pattern.sub(lambda m: f"{m.group(0)} {m.group(0)}", skeleton)
+    pair = re.compile(rf"({tokens.pattern.pattern}) \1", re.IGNORECASE)
+    counted: Counter[str] = Counter()
+    for element in etree.fromstring(doubled.strip(), parser).iter():
+        if isinstance(element.tag, str):
+            for value in element.attrib.values():
+                counted.update(m.group(2).lower() for m in pair.finditer(value))
+    return counted
+
+
+def _text_fits(fill: str) -> bool:
+    return bool(fill.strip()) and _ESCAPED.fullmatch(fill) is not None
+
+
+def _comment_fits(fill: str) -> bool:
+    return _text_fits(fill) and "-" not in fill and "!" not in fill
+
+
+def _attribute_fits(fill: str) -> bool:
+    return _ATTRIBUTE_SAFE.fullmatch(fill) is not None
+
+
+def _uri_fits(fill: str) -> bool:
+    return _URI_SAFE.fullmatch(fill) is not None
+
+
+def _never(fill: str) -> bool:
+    return False
+
+
+_CHECKS: dict[str, Callable[[str], bool]] = {
+    TEXT: _text_fits, COMMENT: _comment_fits, ATTRIBUTE: _attribute_fits, URI: _uri_fits, UNSAFE: _never,
+}  # fmt: skip
+
+
+def checker(kinds: Iterable[str]) -> Callable[[str], bool]:
+    """Whether a recipient's text (as the document shows it) may fill a slot of these kinds
+    after inlining."""
+    checks = [_CHECKS[k] for k in sorted(set(kinds))]
+    if len(checks) == 1:
+        return checks[0]
+    return lambda fill: all(check(fill) for check in checks)
+
+
+def fits(fill: str, kinds: Iterable[str]) -> bool:
+    """Whether ``fill`` may go into a slot of these kinds after inlining."""
+    return checker(kinds)(fill)
