@@ -159,17 +159,20 @@ def test_every_message_a_real_server_receives_equals_a_per_recipient_render(
 def test_segments_are_inlined_once_each_with_their_own_css(
     env: dict[str, str], scene: dict[str, Path]
 ) -> None:
-    """The acceptance template: premailer works once per segment (and per distinct printed
-    transform), the CSS of a segment-only element is inlined into it."""
+    """The acceptance template: premailer works once per segment (members; guests, whose
+    name is printed upper-case; guests without a name), and the CSS of a segment-only element is
+    inlined into it. The shared renders stay shared: each was checked against a real one."""
     template = case(ACCEPTANCE, scene["tpl"])
-    people = [[f"m{i}@example.org", f"Member {i}", "member", "news", "Oslo", "", "", ""] for i in range(30)]
-    people += [[f"g{i}@example.org", "", "guest", "a,b", "Rome", "", "", ""] for i in range(30)]
+    people = [[f"m{i}@example.org", f"Member {i}", "member", "news", "Oslo", "", "", ""] for i in range(20)]
+    people += [[f"g{i}@example.org", f"Guest {i}", "guest", "a,b", "Rome", "", "", ""] for i in range(20)]
+    people += [[f"n{i}@example.org", "", "guest", "a,b", "Rome", "", "", ""] for i in range(20)]
     issue = plan_issue(scene["article"], write_people(scene["list"], people), Settings.from_mapping(env),
                        template_dir=template)  # fmt: skip
     for sub in recipients(issue):
         issue.message(sub)
     personal = issue.rendered.personal
-    assert personal.inlined == 2, "one document per segment (members, guests without a name)"
+    assert personal.inlined == 3, "one document per segment"
+    assert personal.shared
     expected = references(issue, template)
     for sub in recipients(issue):
         html, _ = issue.bodies(sub)
@@ -178,6 +181,17 @@ def test_segments_are_inlined_once_each_with_their_own_css(
             assert "color:#060" in html.replace(" ", "")  # cssutils writes colours short
         else:
             assert "color:#600" in html.replace(" ", "")
+
+
+def test_a_render_that_is_not_repeatable_is_not_shared(env: dict[str, str], scene: dict[str, Path]) -> None:
+    """``random`` gives another text on each render: checking a shared render against a real
+    one finds it, and every recipient gets a render of their own."""
+    template = case(ACCEPTANCE, scene["tpl"])
+    (template / "email.txt").write_text("{{ range(10 ** 5) | random }}\n" + TEXT_FOOTER, encoding="utf-8")
+    issue = plan_issue(scene["article"], scene["list"], Settings.from_mapping(env), template_dir=template)
+    texts = {issue.bodies(sub)[1].split("\n", 1)[0] for sub in recipients(issue)}
+    assert not issue.rendered.personal.shared
+    assert len(texts) > 1
 
 
 def test_a_template_failing_for_one_row_names_the_line_and_the_row_before_any_message(

@@ -180,11 +180,10 @@ def _surveyed(issue: Issue, sample: Subscriber, rows: int) -> RenderedIssue:
     values = issue.values(sample)
     if not personal.surveyed:
         personal.survey(values, values["unsubscribe_url"])
-    html, text = personal.texts(values)
     return replace(
         issue.rendered,
-        html_size=len(html.encode()),
-        text_size=len(text.encode()),
+        html_size=personal.html_size(values),
+        text_size=len(personal.texts(values)[1].encode()),
         parts_without_unsubscribe=personal.missing_link,
         warnings=(*issue.rendered.warnings, *personal.notes(rows)),
     )

@@ -36,12 +36,15 @@ _MARKERS = re.compile(_MARKER, re.IGNORECASE)
 _ENTRY = re.compile(r"[0-9a-f]{64}\.html")  # a cache entry: the key, hex
 _TEMPORARY = re.compile(r"\.inlined-[^/]+\.tmp")  # being written (or left by a killed run)
 # No network; ``strip_important=False`` keeps ``!important`` in the ``@media`` rules left in
-# ``<style>``, so the phone layout can still beat the inlined desktop widths.
+# ``<style>``, so the phone layout can still beat the inlined desktop widths; rules whose
+# selector has a pseudo-class (but :first-child, :last-child, :nth-child) stay in ``<style>``
+# too (premailer's default, which dispatch.layout relies on).
 _OPTIONS = {
     "allow_network": False,
     "strip_important": False,
     "disable_validation": True,
     "remove_unset_properties": True,
+    "exclude_pseudoclasses": True,
 }
 
 

@@ -5,12 +5,13 @@ the elements the selectors match, and writes the tree out again. Inlining a skel
 putting each recipient's values into the result gives exactly what inlining that recipient's
 own document gives, provided nothing premailer does depends on the values:
 
-- a slot in element text or a comment, when no selector looks at text (``:contains``,
-  ``:empty``), filled with text that is not blank (an empty text node changes how libxml2 lays
-  the tree out and indents it);
-- a slot in a quoted attribute value that no selector, ``style``, ``class`` or ``id`` reads,
-  filled with escaped text; in ``href``, ``src`` and ``action``, which libxml2 percent-encodes
-  on the way out, only with characters it leaves alone;
+- a slot in element text or a comment, filled with escaped text that is not blank (an empty
+  text node changes how libxml2 lays the tree out and indents it). No inlined selector reads
+  text: premailer leaves rules with a pseudo-class (``:contains``, ``:empty``…) in ``<style>``,
+  but for ``:first-child``, ``:last-child`` and ``:nth-child``;
+- a slot in a quoted attribute value that no inlined selector, ``style``, ``class`` or ``id``
+  reads, filled with escaped text; in ``href``, ``src`` and ``action``, which libxml2
+  percent-encodes on the way out, only with characters it leaves alone;
 - never a slot inside ``<style>`` or ``<script>``, in a tag or attribute name, at either end
   of the document, or one that premailer drops or copies.
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from dispatch.values import Tokens
@@ -33,15 +33,7 @@ TEXT, ATTRIBUTE, URI, COMMENT, UNSAFE = "text", "attribute", "uri", "comment", "
 _RAW_TEXT = frozenset({"style", "script"})  # libxml2 reads their content as it is
 _URI_ATTRIBUTES = frozenset({"href", "src", "action"})  # and <a name>: percent-encoded on output
 _READ_ATTRIBUTES = frozenset({"style", "class", "id", "lang", "xml:lang", "type", "data-premailer"})
-# pseudo-classes whose answer does not depend on text or attribute values (or never matches)
-_STRUCTURAL = frozenset({
-    "root", "first-child", "last-child", "only-child", "nth-child", "nth-last-child", "first-of-type",
-    "last-of-type", "only-of-type", "nth-of-type", "nth-last-of-type", "not", "is", "where", "has",
-    "matches", "any", "scope", "link", "any-link", "checked", "disabled", "enabled", "hover", "active",
-    "focus", "focus-within", "focus-visible", "visited", "target", "target-within", "before", "after",
-    "first-line", "first-letter", "selection", "placeholder", "marker",
-})  # fmt: skip
-_TEXT_PSEUDO = frozenset({"contains", "empty"})
+_INLINED_PSEUDO = (":first-child", ":last-child", ":nth-child")  # premailer inlines no other
 # text as markupsafe escapes it: no markup character, only its entities, no control character
 _PLAIN = r"[^<>\"'&\x00-\x08\x0b-\x1f\x7f\r\ufffe\uffff\ud800-\udfff]*"
 _ESCAPED = re.compile(rf"{_PLAIN}(?:&(?:amp|lt|gt|#34|#39);{_PLAIN})*")
@@ -52,35 +44,25 @@ _URL = r"[A-Za-z0-9\-_.!~*()@/:=?;#%,+]*"
 _URI_SAFE = re.compile(rf"{_URL}(?:(?:&amp;(?=[A-Za-z0-9_-]*=)|&(?:lt|gt|#39);){_URL})*")
 
 
-@dataclass(frozen=True)
-class Sensitivity:
-    """What premailer's selectors read: these attributes, text, or (an unknown pseudo-class)
-    everything."""
-
-    attributes: frozenset[str]
-    text: bool
-    everything: bool
-
-
-def css_sensitivity(sheets: Iterable[str]) -> Sensitivity:
-    """What the selectors of ``sheets`` can look at (conservatively)."""
+def css_sensitivity(sheets: Iterable[str]) -> frozenset[str]:
+    """The attributes that the selectors premailer inlines can read (besides ``class``, ``id``
+    and ``style``). premailer inlines no rule whose selector has a pseudo-class other than
+    ``:first-child``, ``:last-child`` or ``:nth-child`` (it leaves them in ``<style>``), and no
+    ``*`` selector; every other selector is read, ``@media`` blocks included (conservatively)."""
     css = " ".join(sheets)
     css = re.sub(r"/\*.*?\*/", " ", css, flags=re.DOTALL)
     css = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', css)
-    css = re.sub(r"@[^{;]*", " ", css)  # at-rule preludes: @media (…), @import …
-    while True:
-        shorter = re.sub(r"\{[^{}]*\}", " ", css)  # declarations, innermost first
-        if shorter == css:
-            break
-        css = shorter
-    names = re.findall(r"\[\s*([^\s~|^$*!=\]]+(?:\|[^\s~|^$*!=\]]+)?)", css)
-    pseudo = {p.lower() for p in re.findall(r"::?(-?[A-Za-z][\w-]*)", css)}
-    unknown = {p for p in pseudo - _STRUCTURAL - _TEXT_PSEUDO if not p.startswith("-")}
-    return Sensitivity(
-        attributes=frozenset(n.split("|")[-1].lower() for n in names),
-        text=bool(pseudo & _TEXT_PSEUDO),
-        everything=bool(unknown),
-    )
+    names: set[str] = set()
+    for prelude in re.findall(r"([^{};]*)\{", css):
+        for part in prelude.split(","):
+            selector = part.strip()
+            if not selector or selector.startswith("@") or "*" in selector:
+                continue
+            if ":" in selector and ":" + selector.split(":", 1)[1] not in _INLINED_PSEUDO:
+                continue
+            found = re.findall(r"\[\s*([^\s~|^$*!=\]]+(?:\|[^\s~|^$*!=\]]+)?)", selector)
+            names.update(n.split("|")[-1].lower() for n in found)
+    return frozenset(names)
 
 
 def _premailer_sheets(root: Any) -> list[str]:
@@ -94,15 +76,15 @@ def _premailer_sheets(root: Any) -> list[str]:
     return sheets
 
 
-def _text_class(tag: Any, css: Sensitivity) -> str:
-    if not isinstance(tag, str) or tag.lower() in _RAW_TEXT or css.text or css.everything:
+def _text_class(tag: Any) -> str:
+    if not isinstance(tag, str) or tag.lower() in _RAW_TEXT:
         return UNSAFE
     return TEXT
 
 
-def _attribute_class(tag: str, name: str, css: Sensitivity) -> str:
+def _attribute_class(tag: str, name: str, read: frozenset[str]) -> str:
     tag, name = tag.lower(), name.lower()
-    if css.everything or tag in ("style", "link") or name in _READ_ATTRIBUTES or name in css.attributes:
+    if tag in ("style", "link") or name in _READ_ATTRIBUTES or name in read:
         return UNSAFE
     if name in _URI_ATTRIBUTES or (name == "name" and tag == "a"):
         return URI
@@ -135,12 +117,12 @@ def analyse(skeleton: str, inlined: str, tokens: Tokens) -> dict[str, list[str]]
             for name, value in element.attrib.items():
                 note(name, UNSAFE)
                 note(value, _attribute_class(tag, name, css), in_attributes)
-            note(element.text, _text_class(tag, css))
+            note(element.text, _text_class(tag))
         else:
             note(element.text, COMMENT if tag is etree.Comment else UNSAFE)
         if element.tail:
             parent = element.getparent()
-            note(element.tail, _text_class(parent.tag if parent is not None else None, css))
+            note(element.tail, _text_class(parent.tag if parent is not None else None))
     quoted = _quoted(skeleton, tokens, etree, parser)
     stripped = skeleton.strip()
     ends = {k for k in tokens.keys(stripped) if stripped.lower().startswith(tokens.token(k)) or

@@ -266,6 +266,15 @@ class Personaliser:
             if not shown:
                 self._missing.add(part)
 
+    def html_size(self, values: Mapping[str, str]) -> int:
+        """Bytes of this recipient's HTML as the summary shows it: inlined, each value that
+        fills a slot counted as its slot token (about the length of an address)."""
+        done = self.render(values)
+        document, inlined, _ = self._resolve(done.html, values)
+        if inlined is None:
+            return len(inlining.inline(document).encode())
+        return len(inlined.body.text([self.tokens.token(k) for k in inlined.keys]).encode())
+
     @property
     def missing_link(self) -> tuple[str, ...]:
         """The parts ("HTML", "text") that showed no unsubscribe link for some recipient."""
