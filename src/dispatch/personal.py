@@ -285,11 +285,16 @@ class Personaliser:
         documents = len(self._documents)
         if documents <= MANY_DOCUMENTS:
             return []
+        where = self.uses.where
+        why = (
+            f"the templates use subscriber values for more than printing them (first at {where})"
+            if where
+            else "subscriber values sit where CSS inlining reads them (a class, a style attribute…)"
+        )
+        seconds = documents * SECONDS_PER_DOCUMENT
         return [
             f"premailer runs for each of {documents:,} different HTML documents among {rows:,} "
-            f"messages (about {documents * SECONDS_PER_DOCUMENT:,.0f} s): subscriber values change "
-            f"more than the text they print, first at {self.uses.where or 'the templates'}, or sit "
-            "where CSS inlining reads them (a class, a style, a selector)"
+            f"messages (about {seconds:,.0f} s): {why}"
         ]
 
     def _shows(self, done: Render, link: str) -> tuple[bool, bool]:

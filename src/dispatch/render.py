@@ -63,17 +63,9 @@ class RenderedIssue:
     parts_without_unsubscribe: tuple[str, ...] = ()  # "HTML", "text": no unsubscribe link shown
 
     def personalise(self, values: Mapping[str, str]) -> tuple[str, str]:
-        """This recipient's HTML and text; ``values`` maps field names to plain strings."""
+        """This recipient's HTML and text (TemplateError naming the template line when the
+        templates fail for it); ``values`` maps field names to plain strings."""
         return self.personal.texts(values)
-
-    def check(self, values: Mapping[str, str]) -> None:
-        """TemplateError, naming the template line, if the templates fail for these values."""
-        self.personal.bodies(values)
-
-    @property
-    def renders_each(self) -> bool:
-        """Whether recipients differ by more than printed values (so every row is checked)."""
-        return self.personal.renders_each
 
 
 def display_width(text: str) -> int:

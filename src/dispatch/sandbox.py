@@ -119,7 +119,7 @@ def guarded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
 
     def apply(*args: Any, **kwargs: Any) -> Any:
         check_size([*args[skip + 1 :], *kwargs.values()], name)
-        return derived(func(*args, **kwargs), *args[skip : skip + 1])
+        return derived(func(*args, **kwargs), *args[skip:], *kwargs.values())
 
     apply.__name__ = getattr(func, "__name__", name)
     if skip:
@@ -144,7 +144,7 @@ class TemplateEnvironment(ImmutableSandboxedEnvironment):
             if getattr(__obj, "__name__", "") in ("format", "format_map"):
                 check_format_string(owner)
             check_size([*args, *kwargs.values()], getattr(__obj, "__name__", "a method"))
-        return derived(super().call(__context, __obj, *args, **kwargs), owner)
+        return derived(super().call(__context, __obj, *args, **kwargs), owner, *args, *kwargs.values())
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> jinja2.nodes.Template:
         _check_shape(self, source, name, filename)

@@ -12,6 +12,7 @@ text matters. Recipients who agree on those share one render (:mod:`dispatch.per
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,12 +44,12 @@ class Uses:
         """What a recipient's render depends on besides printed values (None: everything)."""
         if self.everything:
             return None
-        if not self.modes:
-            return ()
-        return tuple(
-            bool(values.get(f, "")) if mode == BOOL else values.get(f, "")
-            for f, mode in sorted(self.modes.items())
-        )
+        return tuple(bool(values.get(f, "")) if truth else values.get(f, "") for f, truth in self._order)
+
+    @functools.cached_property
+    def _order(self) -> tuple[tuple[str, bool], ...]:
+        """The fields a render depends on, and whether only their truthiness counts."""
+        return tuple((f, mode == BOOL) for f, mode in sorted(self.modes.items()))
 
 
 class _Walk:
