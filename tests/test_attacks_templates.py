@@ -287,7 +287,7 @@ TEXT_WRAP = '{% extends "builtin/email.txt" %}{% block body %}⟦@@⟧\n{{ super
 HTML_WRAP = '{% extends "builtin/email.html" %}{% block body %}<p>[[[@@]]]</p>{{ super() }}{% endblock %}'
 
 SNIPPETS = {
-    # what the fix says it replays exactly
+    # filters, slices, defaults, macros, blocks, tests, conditions on a value
     "upper": "{{ name|upper }}",
     "urlencode-plus": "{{ email|urlencode }}",
     "replace": "{{ name|replace('Ex', 'Ix') }}",
@@ -333,7 +333,7 @@ SNIPPETS = {
     "cycler": "{{ cycler(name, email).next()|upper }}",
     "with-block": "{% with n = name %}{{ n|lower }}{% endwith %}",
     "for-over-fields": "{% for v in [name, email] %}{{ v|length }};{% endfor %}",
-    # what merely turning a field into text (~, %, format, set) must not get wrong
+    # text built from a value (~, %, format, set), then worked on
     "concat-slice": "{{ (name ~ '')[0:3] }}",
     "concat-upper-method": "{{ (name ~ '').upper() }}",
     "concat-title-method": "{{ (name ~ '').title() }}",

@@ -1,6 +1,6 @@
 """Library-level checks of the hardening the red-team suites drove (tests/test_attacks_*.py run
 the same things end to end through the CLI): header folding, settings names, the mailto
-setting, output file modes, pruning beside a running send, and template replay."""
+setting, output file modes and pruning beside a running send."""
 
 from __future__ import annotations
 

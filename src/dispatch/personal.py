@@ -126,6 +126,9 @@ class Personaliser:
         self.surveyed = 0  # recipients the pre-send check rendered
         self._documents: set[int] = set()  # their distinct HTML skeletons (hashes, the first 100,000)
         self._missing: set[str] = set()
+        self._slotted: LRU[str, bool] = LRU(DOCUMENTS)  # skeletons that print the link as it is
+        slot = fields.names.index("unsubscribe_url") * 2
+        self._link_tokens = (tokens.token(f"f{slot}"), tokens.token(f"f{slot + 1}"))
 
     @property
     def renders_each(self) -> bool:
@@ -298,11 +301,12 @@ class Personaliser:
         ]
 
     def _shows(self, done: Render, link: str) -> tuple[bool, bool]:
-        """Whether a render's HTML and text show ``link``."""
-        slot = self.fields.names.index("unsubscribe_url") * 2
-        tokens = (self.tokens.token(f"f{slot}"), self.tokens.token(f"f{slot + 1}"))
+        """Whether a render's HTML and text show ``link``: printed as it is (its slot, looked
+        for once per skeleton), or in the text itself."""
         found = []
         for skeleton, shown in ((done.html, str(markupsafe.escape(link))), (done.text, link)):
-            texts = (skeleton.text, *skeleton.derived)
-            found.append(any(t in skeleton.text for t in tokens) or any(shown in t for t in texts))
+            slotted = self._slotted.get(skeleton.text)
+            if slotted is None:
+                slotted = self._slotted.put(skeleton.text, any(t in skeleton.text for t in self._link_tokens))
+            found.append(slotted or any(shown in t for t in (skeleton.text, *skeleton.derived)))
         return found[0], found[1]
