@@ -106,11 +106,11 @@ def _metadata_version(name: str) -> str:
         return "?"
 
 
-def cache_key(document: str) -> str:
-    """The document, premailer's options and the versions of Python and of what premailer
-    uses, hashed."""
+def cache_key(document: str, work: str = "") -> str:
+    """The document, premailer's options, the versions of Python and of what premailer uses,
+    and what was done with premailer's output (``work``, a version of it), hashed."""
     digest = hashlib.sha256()
-    for part in (_MAGIC, sys.version.split()[0], _versions(), repr(sorted(_OPTIONS.items()))):
+    for part in (_MAGIC, sys.version.split()[0], _versions(), repr(sorted(_OPTIONS.items())), work):
         digest.update(part.encode() + b"\0")
     digest.update(document.encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
@@ -175,10 +175,17 @@ def _prune(folder: Path) -> None:
 
 
 def remembered(
-    document: str, cache: Path | None, nonce: str, work: Callable[[str], str], *, write: bool = True
+    document: str,
+    cache: Path | None,
+    nonce: str,
+    work: Callable[[str], str],
+    *,
+    write: bool = True,
+    kind: str = "",
 ) -> str:
-    """``work(document)`` (premailer's work on it), from ``cache`` (a folder) when it was done
-    before, else done now and remembered there (unless ``write`` is false).
+    """``work(document)`` (premailer's work on it, and what ``kind`` of work: its version),
+    from ``cache`` (a folder) when it was done before, else done now and remembered there
+    (unless ``write`` is false).
 
     ``nonce`` is the random part of this process's slot tokens (:mod:`dispatch.values`); the
     cache keeps documents with it replaced by a fixed marker, so the same issue finds its
@@ -187,7 +194,7 @@ def remembered(
     if cache is None or not nonce or _MARKER in document.lower():
         return work(document)
     tokens = re.compile(re.escape(nonce), re.IGNORECASE)
-    path = cache / f"{cache_key(tokens.sub(_MARKER, document))}.html"
+    path = cache / f"{cache_key(tokens.sub(_MARKER, document), kind)}.html"
     found = _read(path)
     if found is not None:
         with contextlib.suppress(OSError):

@@ -29,9 +29,11 @@ from typing import Any
 
 from dispatch.values import Tokens
 
+LAYOUT_VERSION = "layout 1"  # change it when the analysis changes: remembered layouts are then redone
 TEXT, ATTRIBUTE, URI, COMMENT, UNSAFE = "text", "attribute", "uri", "comment", "unsafe"
 _RAW_TEXT = frozenset({"style", "script"})  # libxml2 reads their content as it is
-_URI_ATTRIBUTES = frozenset({"href", "src", "action"})  # and <a name>: percent-encoded on output
+# percent-encoded by libxml2 on output (and <a name>); the others in case another version does
+_URI_ATTRIBUTES = frozenset({"href", "src", "action", "background", "cite", "longdesc", "usemap", "poster"})
 _READ_ATTRIBUTES = frozenset({"style", "class", "id", "lang", "xml:lang", "type", "data-premailer"})
 _INLINED_PSEUDO = (":first-child", ":last-child", ":nth-child")  # premailer inlines no other
 # text as markupsafe escapes it: no markup character, only its entities, no control character

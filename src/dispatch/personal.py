@@ -31,7 +31,7 @@ from typing import Generic, TypeVar
 import markupsafe
 
 from dispatch import inlining
-from dispatch.layout import UNSAFE, analyse, checker
+from dispatch.layout import LAYOUT_VERSION, UNSAFE, analyse, checker
 from dispatch.message import Body, EncodedBody
 from dispatch.uses import Uses
 from dispatch.values import Fields, Skeleton, Tokens
@@ -217,7 +217,11 @@ class Personaliser:
             return json.dumps({"layout": analyse(document, done, self.tokens), "html": done})
 
         write = self.inlined < WRITTEN  # past a few segments, documents of a few recipients each
-        payload = json.loads(inlining.remembered(skeleton, self.cache, self.tokens.nonce, work, write=write))
+        payload = json.loads(
+            inlining.remembered(
+                skeleton, self.cache, self.tokens.nonce, work, write=write, kind=LAYOUT_VERSION
+            )
+        )
         layout: dict[str, list[str]] = payload["layout"]
         parts, keys = self._split(payload["html"])
         unsafe = frozenset(k for k, kinds in layout.items() if UNSAFE in kinds or k not in keys)
