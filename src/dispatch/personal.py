@@ -13,9 +13,9 @@ premailer, gives. The work is shared where it provably gives the same:
   once (remembered in the state folder's cache); the result, split at the tokens, is encoded
   once (:class:`dispatch.message.EncodedBody`), and a recipient's body is those pieces with the
   recipient's own text in the slots. A value that premailer's result could depend on (inside
-  ``<style>``, in a ``class``, in text a ``:contains`` selector reads, an empty text…; see
-  :mod:`dispatch.layout`) is written into the document first, which makes another document to
-  inline: exact, and slower.
+  ``<style>``, in a ``class`` or ``style``, in an attribute a selector reads, an empty text…;
+  see :mod:`dispatch.layout`) is written into the document first, which makes another document
+  to inline: exact, and slower.
 """
 
 from __future__ import annotations
@@ -75,6 +75,15 @@ class Render:
     text: Skeleton
 
 
+@dataclass
+class Shared:
+    """A render shared by the recipients of one segment; ``confirmed`` once a second
+    recipient's own render was found to be the same."""
+
+    render: Render
+    confirmed: bool = False
+
+
 @dataclass(frozen=True)
 class Inlined:
     """One skeleton, inlined and encoded: ``keys`` names the slot of each slot number of
@@ -117,8 +126,7 @@ class Personaliser:
         self.tokens = tokens
         self.cache = cache
         self.shared = True  # renders are shared by recipients with the same key
-        self._renders: LRU[tuple[object, ...], Render] = LRU(SHARED_RENDERS)
-        self._checked: set[tuple[object, ...]] = set()
+        self._renders: LRU[tuple[object, ...], Shared] = LRU(SHARED_RENDERS)
         self._html: LRU[str, Inlined] = LRU(DOCUMENTS)
         self._text: LRU[str, Inlined] = LRU(DOCUMENTS)
         self._whole: LRU[str, Inlined] = LRU(4)
@@ -146,14 +154,14 @@ class Personaliser:
             return self._render(values)
         found = self._renders.get(key)
         if found is None:
-            return self._renders.put(key, self._render(values))
-        if key not in self._checked:  # once per segment: is the shared render this recipient's?
+            return self._renders.put(key, Shared(self._render(values))).render
+        if not found.confirmed:  # once per segment: is the shared render this recipient's?
             own = self._render(values)
-            self._checked.add(key)
-            if own != found:
+            found.confirmed = True
+            if own != found.render:
                 self.shared = False
                 return own
-        return found
+        return found.render
 
     def bodies(self, values: Mapping[str, str]) -> tuple[Body, Body]:
         """This recipient's (HTML, text) bodies, each with the text of its slots."""
