@@ -23,6 +23,8 @@ import jinja2
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from dispatch.compose.issue import plan_issue, recipients
+from dispatch.settings import Settings
 from tests.attack_helpers import (
     Relays,
     between,
@@ -33,12 +35,14 @@ from tests.attack_helpers import (
     part,
     run_dispatch,
     settings_file,
+    settings_values,
     tokens_in,
     tree,
     unfolded_qp,
     write_article,
 )
 from tests.smtp_servers import Server
+from tests.template_reference import assert_exact, recipient_context, render, wire_text
 
 Invoke = Callable[..., Any]
 SECRET = "TOPSECRET-d1sp4tch-canary-7f3a"
@@ -283,7 +287,7 @@ TEXT_WRAP = '{% extends "builtin/email.txt" %}{% block body %}⟦@@⟧\n{{ super
 HTML_WRAP = '{% extends "builtin/email.html" %}{% block body %}<p>[[[@@]]]</p>{{ super() }}{% endblock %}'
 
 SNIPPETS = {
-    # what the fix says it replays exactly
+    # filters, slices, defaults, macros, blocks, tests, conditions on a value
     "upper": "{{ name|upper }}",
     "urlencode-plus": "{{ email|urlencode }}",
     "replace": "{{ name|replace('Ex', 'Ix') }}",
@@ -329,7 +333,7 @@ SNIPPETS = {
     "cycler": "{{ cycler(name, email).next()|upper }}",
     "with-block": "{% with n = name %}{{ n|lower }}{% endwith %}",
     "for-over-fields": "{% for v in [name, email] %}{{ v|length }};{% endfor %}",
-    # what merely turning a field into text (~, %, format, set) must not get wrong
+    # text built from a value (~, %, format, set), then worked on
     "concat-slice": "{{ (name ~ '')[0:3] }}",
     "concat-upper-method": "{{ (name ~ '').upper() }}",
     "concat-title-method": "{{ (name ~ '').title() }}",
@@ -358,75 +362,6 @@ SNIPPETS = {
     "format-d": "{{ '%d'|format(subscriber.city) }}",
     "round-of-string": "{{ name|round }}",
 }
-
-
-def reference(snippet: str, person: dict[str, str], *, autoescape: bool) -> str:
-    """What a per-recipient Jinja2 render gives for this person."""
-    env = ImmutableSandboxedEnvironment(
-        autoescape=autoescape, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-        trim_blocks=True, lstrip_blocks=True,
-    )  # fmt: skip
-    subscriber = dict(person)
-    return env.from_string(snippet).render(name=person["name"], email=person["email"], subscriber=subscriber)
-
-
-def expected_for(snippet: str, *, autoescape: bool) -> dict[str, str] | None:
-    """Each person's reference render, or None when it fails for somebody (then the run must be
-    refused before anything is sent)."""
-    found = {}
-    for person in PEOPLE:
-        try:
-            found[person["email"]] = reference(snippet, person, autoescape=autoescape)
-        except Exception:  # any failure of the reference render counts
-            return None
-    return found
-
-
-def judge_personalised(
-    result: Any, scene: dict[str, Path], snippet: str, *, html: bool, sent: list[bytes] | None = None
-) -> None:
-    """Refused naming the template line, or every message exact; never a token anywhere."""
-    shown = outputs(result, scene["out"])
-    assert not tokens_in(shown), f"internal token leaked: {tokens_in(shown)[:3]}"
-    if sent is not None:
-        leaked = [t for data in sent for t in tokens_in(unfolded_qp(data).decode("utf-8", "replace"))]
-        assert not leaked, f"internal token sent: {leaked[:3]}"
-    expected = expected_for(snippet, autoescape=html)
-    name = "email.html" if html else "email.txt"
-    if expected is None or result.exit_code == 2:
-        assert result.exit_code == 2, (
-            f"a per-recipient render fails for somebody, so the run must be refused: {result.stderr}"
-        )
-        judge_error(result.stderr, name, "line ")
-        assert not sent, "messages were sent although the run was refused"
-        return
-    no_crash(result.stderr)
-    assert result.exit_code == 0, result.stdout + result.stderr
-    messages = (
-        [parse(d) for d in sent]
-        if sent is not None
-        else [parse(p.read_bytes()) for p in eml_files(scene["out"])]
-    )
-    assert len(messages) == len(PEOPLE)
-    for message in messages:
-        address = message["To"].addresses[0].addr_spec
-        if html:
-            got = between(part(message, "html"), "[[[", "]]]")
-        else:
-            got = between(part(message, "plain"), "⟦", "⟧")
-        got = got.replace("\r\n", "\n")
-        assert got == expected[address], (
-            f"{address}: got {got!r}, a per-recipient render gives {expected[address]!r}"
-        )
-
-
-@pytest.mark.parametrize("snippet", SNIPPETS.values(), ids=SNIPPETS.keys())
-def test_text_part_matches_a_per_recipient_render(
-    invoke: Invoke, scene: dict[str, Path], snippet: str
-) -> None:
-    (scene["tpl"] / "email.txt").write_text(TEXT_WRAP.replace("@@", snippet), encoding="utf-8")
-    result = dry_run(invoke, scene)
-    judge_personalised(result, scene, snippet, html=False)
 
 
 HTML_SNIPPETS = {
@@ -469,43 +404,130 @@ HTML_SNIPPETS = {
 }
 
 
-@pytest.mark.parametrize("snippet", HTML_SNIPPETS.values(), ids=HTML_SNIPPETS.keys())
-def test_html_part_matches_a_per_recipient_render(
-    invoke: Invoke, scene: dict[str, Path], snippet: str
+def reference(snippet: str, person: dict[str, str], *, autoescape: bool) -> str:
+    """What a per-recipient Jinja2 render gives for this person."""
+    env = ImmutableSandboxedEnvironment(
+        autoescape=autoescape, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+        trim_blocks=True, lstrip_blocks=True,
+    )  # fmt: skip
+    subscriber = dict(person)
+    return env.from_string(snippet).render(name=person["name"], email=person["email"], subscriber=subscriber)
+
+
+def fails_for_somebody(snippet: str, *, autoescape: bool) -> bool:
+    for person in PEOPLE:
+        try:
+            reference(snippet, person, autoescape=autoescape)
+        except Exception:  # any failure of the reference render counts
+            return True
+    return False
+
+
+def scoped(key: str, snippet: str) -> str:
+    """A snippet in a scope of its own ({% set %} stays inside), between markers naming it."""
+    return f"⟦{key}⟧{{% with %}}{snippet}{{% endwith %}}⟦/{key}⟧"
+
+
+def judge_all(scene: dict[str, Path], messages: list[bytes], snippets: dict[str, str], *, html: bool) -> None:
+    """Every message equals its recipient's reference (a stock Jinja2 render, then premailer:
+    tests/template_reference.py); each snippet is checked where it stands, for a readable
+    failure, then the whole message."""
+    settings = Settings.from_mapping(settings_values(scene["tmp"], SMTP_PASSWORD=SECRET, SMTP_USER="mailer"))
+    issue = plan_issue(scene["article"], scene["list"], settings, template_dir=scene["tpl"])
+    assert len(messages) == len(PEOPLE)
+    for data in messages:
+        assert not tokens_in(unfolded_qp(data).decode("utf-8", "replace")), "an internal token leaked"
+        message = parse(data)
+        address = message["To"].addresses[0].addr_spec
+        sub = next(s for s in recipients(issue) if s.email == address)
+        expected = render(
+            scene["tpl"], recipient_context(issue, sub, issue.factory.unsubscribe_target(address))
+        )
+        if not html:
+            person = next(p for p in PEOPLE if p["email"] == address)
+            shown = wire_text(message)
+            for key, snippet in snippets.items():
+                got = f"⟦{key}⟧{between(shown, f'⟦{key}⟧', f'⟦/{key}⟧')}⟦/{key}⟧"
+                assert got == reference(scoped(key, snippet), person, autoescape=False), f"{address}, {key}"
+        assert_exact(message, expected, address)
+
+
+def passing(snippets: dict[str, str], *, html: bool) -> dict[str, str]:
+    return {k: v for k, v in snippets.items() if not fails_for_somebody(v, autoescape=html)}
+
+
+def failing(snippets: dict[str, str], *, html: bool) -> dict[str, str]:
+    return {k: v for k, v in snippets.items() if fails_for_somebody(v, autoescape=html)}
+
+
+def combined(snippets: dict[str, str], *, html: bool) -> str:
+    body = "".join(scoped(k, v) for k, v in snippets.items())
+    return (HTML_WRAP if html else TEXT_WRAP).replace("[[[@@]]]" if html else "⟦@@⟧", body)
+
+
+@pytest.mark.parametrize("html", [False, True], ids=["text", "html"])
+def test_every_snippet_matches_a_per_recipient_render(
+    invoke: Invoke, scene: dict[str, Path], html: bool
 ) -> None:
-    (scene["tpl"] / "email.html").write_text(HTML_WRAP.replace("@@", snippet), encoding="utf-8")
-    result = dry_run(invoke, scene)
-    judge_personalised(result, scene, snippet, html=True)
-
-
-SEND_SNIPPETS = {
-    key: SNIPPETS[key]
-    for key in (
-        "upper",
-        "concat-slice",
-        "concat-compare",
-        "concat-truthiness",
-        "join-with-field-separator",
-        "print-list",
-        "index-past-short-names",
-        "format-d",
-        "percent-precision",
+    """Values in filters, tests, slices, methods, comparisons, macros, blocks: each message
+    shows exactly what the recipient's own render shows, and no internal token anywhere."""
+    snippets = passing(HTML_SNIPPETS if html else SNIPPETS, html=html)
+    (scene["tpl"] / ("email.html" if html else "email.txt")).write_text(
+        combined(snippets, html=html), encoding="utf-8"
     )
+    result = dry_run(invoke, scene)
+    no_crash(result.stderr)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert not tokens_in(outputs(result, scene["out"]))
+    judge_all(scene, [p.read_bytes() for p in eml_files(scene["out"])], snippets, html=html)
+
+
+FAILING = {f"text-{k}": (v, False) for k, v in failing(SNIPPETS, html=False).items()} | {
+    f"html-{k}": (v, True) for k, v in failing(HTML_SNIPPETS, html=True).items()
 }
 
 
-@pytest.mark.parametrize("snippet", SEND_SNIPPETS.values(), ids=SEND_SNIPPETS.keys())
-def test_real_send_matches_a_per_recipient_render_or_sends_nothing(
-    invoke: Invoke, scene: dict[str, Path], relay: Relays, snippet: str
+@pytest.mark.parametrize(("snippet", "html"), FAILING.values(), ids=FAILING.keys())
+def test_a_template_failing_for_one_row_stops_the_run_naming_line_and_row(
+    invoke: Invoke, scene: dict[str, Path], snippet: str, html: bool
+) -> None:
+    name = "email.html" if html else "email.txt"
+    (scene["tpl"] / name).write_text(combined({"x": snippet}, html=html), encoding="utf-8")
+    result = dry_run(invoke, scene)
+    assert result.exit_code == 2, result.stdout + result.stderr
+    judge_error(result.stderr, str(scene["tpl"] / name), "line ", f"{scene['list']} line ")
+    assert not eml_files(scene["out"]), "nothing is written for a run that stops"
+
+
+def test_real_send_matches_a_per_recipient_render(
+    invoke: Invoke, scene: dict[str, Path], relay: Relays
 ) -> None:
     server: Server = relay.start()
     env = settings_file(scene["tmp"], server, name="send.env")
-    (scene["tpl"] / "email.txt").write_text(TEXT_WRAP.replace("@@", snippet), encoding="utf-8")
+    snippets = passing(SNIPPETS, html=False)
+    (scene["tpl"] / "email.txt").write_text(combined(snippets, html=False), encoding="utf-8")
     result = invoke(
-        "send", scene["article"], "-s", scene["list"], "--env-file", env, "--template", scene["tpl"],
-        "--yes",
+        "send", scene["article"], "-s", scene["list"], "--env-file", env, "--template", scene["tpl"], "--yes",
     )  # fmt: skip
-    judge_personalised(result, scene, snippet, html=False, sent=[r.data for r in server.received])
+    no_crash(result.stderr)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    judge_all(scene, [r.data for r in server.received], snippets, html=False)
+
+
+def test_real_send_failing_for_one_row_sends_nothing(
+    invoke: Invoke, scene: dict[str, Path], relay: Relays
+) -> None:
+    server: Server = relay.start()
+    env = settings_file(scene["tmp"], server, name="send.env")
+    (scene["tpl"] / "email.txt").write_text(
+        combined({"x": SNIPPETS["format-d"]}, html=False), encoding="utf-8"
+    )
+    result = invoke(
+        "send", scene["article"], "-s", scene["list"], "--env-file", env, "--template", scene["tpl"], "--yes",
+    )  # fmt: skip
+    assert result.exit_code == 2
+    judge_error(result.stderr, "email.txt", "line ", f"{scene['list']} line 2")
+    assert server.received == []
 
 
 def test_no_token_in_subject_or_headers_from_a_hostile_front_matter(

@@ -374,7 +374,7 @@ def test_sigkill_mid_send_then_rerun_never_sends_twice(
 KILL_BEFORE_THE_DOT = """
 import json, os, signal, sys
 from pathlib import Path
-from dispatch.send.campaign import plan_issue
+from dispatch.compose.issue import plan_issue
 from dispatch.send.delivery import SendOptions, run_send
 from dispatch.settings import Settings
 from dispatch.state import journal as j

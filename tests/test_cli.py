@@ -327,9 +327,11 @@ BAD_INPUTS = [
         templates={"email.html": "<html><body>{{ subscriber.shoe_size }}</body></html>\n"},
     ),
     Bad(
-        "subscriber field in if",
-        ("email.html", "otherwise"),
-        templates={"email.html": "<html><body>\n{% if subscriber.name %}Hi{% endif %}\n</body></html>\n"},
+        "template failing for a subscriber",
+        ("email.html line 2", "no element 40"),
+        templates={
+            "email.html": "<html><body>\n{% if subscriber.name %}{{ name[40] }}{% endif %}\n</body></html>\n"
+        },
     ),
     Bad("missing template folder", ("no-such-templates",), missing_template_dir=True),
     Bad("--to not an address", ("not-an-address",), extra=("--to", "not-an-address")),

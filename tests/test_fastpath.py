@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from dispatch.compose.dkim import generate_key
+from dispatch.compose.issue import Issue, plan_issue, recipients
 from dispatch.compose.message import WireMessage, _qp
-from dispatch.send.campaign import Issue, plan_issue, recipients
 from dispatch.send.delivery import SendOptions, run_send
 from dispatch.settings import Settings
 from dispatch.state.journal import Journal

@@ -21,11 +21,13 @@ from typing import Any
 
 import pytest
 
+from dispatch.compose.issue import Issue, plan_issue
 from dispatch.errors import ConfigError, ExitCode, InputError, TemplateError
 from dispatch.proof.dryrun import run_dry
-from dispatch.send.campaign import Issue, RunSummary, count_to_send, plan_issue
+from dispatch.send.campaign import count_to_send
 from dispatch.send.delivery import SendOptions, run_send
 from dispatch.send.skips import SkipRules
+from dispatch.send.summary import RunSummary
 from dispatch.settings import Settings
 from dispatch.state import journal as j
 from dispatch.unsubscribe.tokens import BadToken, read_token

@@ -1,6 +1,6 @@
 """Library-level checks of the hardening the red-team suites drove (tests/test_attacks_*.py run
 the same things end to end through the CLI): header folding, settings names, the mailto
-setting, output file modes, pruning beside a running send, and template replay."""
+setting, output file modes and pruning beside a running send."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.compose.message import fold_mailbox, phrase_header
+from dispatch.compose.headers import fold_mailbox, phrase_header
+from dispatch.compose.issue import human_size
 from dispatch.errors import ConfigError, LockedError
 from dispatch.files import OutputFolder
-from dispatch.send.campaign import human_size
 from dispatch.settings import Settings, unknown_settings
 from dispatch.state.journal import Journal
 

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from dispatch.send.campaign import RunSummary, plan_issue
+from dispatch.compose.issue import plan_issue
 from dispatch.send.delivery import SendOptions, run_send
+from dispatch.send.summary import RunSummary
 from dispatch.settings import Settings
 from dispatch.state.journal import DEFERRED, FAILED, SENT, STATES, UNKNOWN, Journal, Record
 from tests.attack_helpers import readers, settings_file, write_article, write_list

@@ -13,15 +13,22 @@ from pathlib import Path
 import pytest
 
 from dispatch.compose import inlining
-from dispatch.compose.fields import Field
+from dispatch.compose.issue import plan_issue
 from dispatch.compose.render import RenderedIssue, render_issue
 from dispatch.content.article import load_article
-from dispatch.send.campaign import plan_issue
 from dispatch.settings import Settings
+
+VALUES = {
+    "email": "ann@example.org",
+    "name": "Ann",
+    "unsubscribe_url": "https://example.org/u/1",
+    "city": "Oslo",
+}
 
 
 def rendered(article: Path, cache: Path | None) -> RenderedIssue:
-    return render_issue(
+    """An issue whose HTML is inlined (or read from ``cache``) for one recipient."""
+    issue = render_issue(
         load_article(article),
         subject="S",
         columns=["city"],
@@ -29,11 +36,20 @@ def rendered(article: Path, cache: Path | None) -> RenderedIssue:
         postal_address="1 Example Street",
         cache=cache,
     )
+    issue.personalise(VALUES)
+    return issue
 
 
-def shape(issue: RenderedIssue) -> list[str]:
-    """The HTML with each field shown by its name: equal for equal issues of different renders."""
-    return [f"<<{p.base_name}>>" if isinstance(p, Field) else p for p in issue.html_parts]
+def shape(issue: RenderedIssue) -> str:
+    """One recipient's HTML: equal for equal issues of different renders."""
+    return issue.personalise(VALUES)[0]
+
+
+def links_are_slots(issue: RenderedIssue) -> bool:
+    """Another recipient's link goes into the inlined document without premailer running again."""
+    before = issue.personal.inlined
+    other = issue.personalise({**VALUES, "unsubscribe_url": "https://example.org/u/2"})[0]
+    return 'href="https://example.org/u/2"' in other and issue.personal.inlined == before
 
 
 @pytest.fixture
@@ -58,7 +74,7 @@ def test_the_second_render_comes_from_the_cache_and_is_the_same(
     second = rendered(article, cache)
     assert len(premailer_calls) == 1
     assert shape(second) == shape(first) == shape(rendered(article, None))
-    assert any(isinstance(p, Field) and p.base_name == "unsubscribe_url" for p in second.html_parts)
+    assert links_are_slots(second)
     files = list(cache.iterdir())
     assert len(files) == 1
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700
@@ -112,7 +128,7 @@ def test_a_damaged_or_foreign_cache_file_is_ignored_and_replaced(
     again = rendered(article, cache)
     assert len(premailer_calls) == 2, "the damaged entry must not be used"
     assert shape(again) == shape(first)
-    assert "planted" not in "".join(p for p in again.html_parts if isinstance(p, str))
+    assert "planted" not in shape(again)
     assert rendered(article, cache) is not None
     assert len(premailer_calls) == 2, "the entry written again is used next time"
     theirs = tmp_path / "theirs.html"
@@ -139,7 +155,7 @@ def test_a_cache_that_cannot_be_written_never_stops_a_render(
     blocked = tmp_path / "state"
     blocked.write_text("a file where the state folder should be", encoding="utf-8")
     issue = rendered(article, blocked / inlining.FOLDER)
-    assert any(isinstance(p, Field) and p.base_name == "unsubscribe_url" for p in issue.html_parts)
+    assert links_are_slots(issue)
     assert blocked.is_file()
     assert len(premailer_calls) == 1
 
@@ -160,30 +176,29 @@ def test_a_full_cache_forgets_its_oldest_entries(
     fresh.write_bytes(b"another run is writing it")
     documents = [f"<html><body><p>issue {n} zqx{nonce}f0xqz</p></body></html>" for n in range(4)]
     for document in documents:
-        inlining.inline_css(document, cache, nonce)
+        inlining.remembered(document, cache, nonce, inlining.inline)
         time.sleep(0.02)  # distinct modification times
     assert len([p for p in cache.glob("*.html") if p not in theirs]) == 2
     assert all(p.read_text(encoding="utf-8") == "mine" for p in theirs)
     assert not stale.exists()
     assert fresh.exists()
-    inlining.inline_css(documents[3], cache, nonce)
+    inlining.remembered(documents[3], cache, nonce, inlining.inline)
     assert len(premailer_calls) == 4, "the newest entries are kept"
-    inlining.inline_css(documents[0], cache, nonce)
+    inlining.remembered(documents[0], cache, nonce, inlining.inline)
     assert len(premailer_calls) == 5, "the oldest was forgotten"
 
 
-def test_text_that_looks_like_a_cached_token_never_becomes_a_field(
+def test_text_that_looks_like_a_cached_token_never_becomes_a_slot(
     write_file: Callable[..., Path], tmp_path: Path, premailer_calls: list[str]
 ) -> None:
     """The cache stands a fixed marker in for the random part of the tokens. An article holding
-    that marker (in any case) is never cached, so its text can never turn into a field."""
+    that marker (in any case) is never cached, so its text can never turn into a slot."""
     marker = inlining._MARKER.upper()
     forged = write_file("forged.md", f"# Forged\n\nA body with zqx{marker}f0xqz in it.\n")
     cache = tmp_path / "cache"
     for _ in range(2):
         issue = rendered(forged, cache)
-        text = "".join(p for p in issue.html_parts if isinstance(p, str))
-        assert f"zqx{marker}f0xqz".lower() in text.lower()
+        assert f"zqx{marker}f0xqz".lower() in shape(issue).lower()
     assert len(premailer_calls) == 2
     assert not cache.exists() or list(cache.iterdir()) == []
 

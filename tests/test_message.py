@@ -23,8 +23,8 @@ from urllib.parse import quote
 
 import pytest
 
+from dispatch.compose.issue import Issue, plan_issue
 from dispatch.lists.subscribers import Subscriber
-from dispatch.send.campaign import Issue, plan_issue
 from dispatch.settings import Settings
 from dispatch.unsubscribe.tokens import read_token
 from tests.conftest import BASE_ENV

@@ -13,11 +13,9 @@ from typing import Any
 import pytest
 
 from dispatch.compose.context import template_context
-from dispatch.compose.fields import Field, FieldTable
 from dispatch.compose.render import RenderedIssue, builtin_template_dir, render_issue
 from dispatch.content.article import load_article
-from dispatch.content.markup import demote_headings, render_markdown
-from dispatch.content.textpart import wrap_without_orphan
+from dispatch.content.markup import demote_headings, render_markdown, wrap_without_orphan
 from dispatch.errors import ConfigError, TemplateError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,12 +108,26 @@ def test_otherwise_fills_empty_values_only(article: Path, tmp_path: Path) -> Non
     assert issue.personalise(named)[1].startswith("Dear Ann in Oslo")
 
 
-def test_a_subscriber_field_in_a_condition_is_a_template_error(article: Path, tmp_path: Path) -> None:
+def test_a_condition_on_a_value_is_decided_per_recipient(article: Path, tmp_path: Path) -> None:
     folder = tmp_path / "mine"
     folder.mkdir()
-    (folder / "email.txt").write_text("\n\n{% if subscriber.name %}hi{% endif %}\n", encoding="utf-8")
-    with pytest.raises(TemplateError, match=r"email\.txt line 3: .*otherwise"):
-        render(article, folder)
+    (folder / "email.txt").write_text(
+        "{% if subscriber.name %}hi {{ name }}{% else %}hello{% endif %} {{ unsubscribe_url }}\n",
+        encoding="utf-8",
+    )
+    issue = render(article, folder)
+    assert issue.personalise(VALUES)[1].startswith("hello https://example.org/u/1")
+    assert issue.personalise({**VALUES, "name": "Ann"})[1].startswith("hi Ann https://")
+
+
+def test_a_column_the_list_lacks_is_an_error_naming_it(article: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "email.txt").write_text("\n{{ subscriber.citty }}\n", encoding="utf-8")
+    with pytest.raises(
+        TemplateError, match=r"email\.txt line 2: 'citty' is not a column .*columns: city, email, name"
+    ):
+        render(article, folder).personalise(VALUES)
 
 
 def test_inlining_is_offline_and_quiet(
@@ -253,12 +265,12 @@ def _plain(value: Any, where: str = "context") -> None:
         for i, item in enumerate(value):
             _plain(item, f"{where}[{i}]")
     else:
-        assert value is None or isinstance(value, str | bool | int | float | Field), (where, type(value))
+        assert value is None or isinstance(value, str | bool | int | float), (where, type(value))
 
 
 def test_the_template_context_is_plain_data() -> None:
     context = template_context(
-        load_article(GARDEN), FieldTable(), subject="S", columns=["city", "Signup Date"],
+        load_article(GARDEN), subject="S", columns=["city", "Signup Date"],
         organization=ORGANIZATION, postal_address=POSTAL, language="en", issue_date="2026-03-20", **EXTRAS,
     )  # fmt: skip
     _plain(context)

@@ -21,10 +21,11 @@ from typing import Any
 
 import pytest
 
+from dispatch.compose.issue import Issue, plan_issue
 from dispatch.errors import AbortError, ExitCode
 from dispatch.proof.dryrun import run_dry
-from dispatch.send.campaign import Issue, RunSummary, plan_issue
 from dispatch.send.delivery import SendOptions, run_send
+from dispatch.send.summary import RunSummary
 from dispatch.settings import Settings
 from dispatch.state.journal import FAILED, SENT, Journal
 from tests.smtp_servers import PASSWORD, FaultPlan, Handler, Server, free_port

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from dispatch.compose.issue import plan_issue
 from dispatch.compose.message import WireMessage
 from dispatch.errors import AbortError
-from dispatch.send.campaign import plan_issue
 from dispatch.send.delivery import SendOptions, run_send
 from dispatch.send.transport import END_OF_DATA, Envelope, Scope, SmtpTransport, Status, classify, dot_stuff
 from dispatch.settings import Settings

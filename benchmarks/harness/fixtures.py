@@ -192,6 +192,39 @@ def write_dkim_key(path: Path) -> None:
         handle.write(pem)
 
 
+# A template with a two-segment ``if`` on a column (the list's ``plan``), beside the built-in one:
+# the built-in templates with a greeting that differs for supporters ("pro") and everyone else.
+SEGMENT_HTML = """{% extends "builtin/email.html" %}
+{% block heading %}
+{% if subscriber.plan == "pro" %}
+<p class="kicker">Thank you for supporting us, {{ name or "reader" }}</p>
+{% else %}
+<p class="kicker">Become a supporter, {{ name or "reader" }}</p>
+{% endif %}
+{{ super() }}
+{% endblock %}
+"""
+SEGMENT_TEXT = """{% extends "builtin/email.txt" %}
+{% block heading %}
+{% if subscriber.plan == "pro" %}
+Thank you for supporting us, {{ name or "reader" }}
+{% else %}
+Become a supporter, {{ name or "reader" }}
+{% endif %}
+
+{{ super() }}
+{% endblock %}
+"""
+
+
+def write_segment_templates(folder: Path) -> Path:
+    """The two-segment template (``--template`` folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "email.html").write_text(SEGMENT_HTML, encoding="utf-8")
+    (folder / "email.txt").write_text(SEGMENT_TEXT, encoding="utf-8")
+    return folder
+
+
 def write_env_file(path: Path, settings: dict[str, str]) -> None:
     lines = [f"{key}={value!r}" if " " in value else f"{key}={value}" for key, value in settings.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

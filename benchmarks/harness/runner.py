@@ -56,6 +56,8 @@ class Bench:
     # The state folder's cache after the issue's dry run (premailer's inlined HTML), copied into
     # every fresh state folder unless a run asks for a cold one: a send after its dry run.
     dry_run_cache: Path | None = None
+    segments: Path | None = None  # the two-segment template folder, and its dry run's cache
+    segments_cache: Path | None = None
     _states: Iterator[int] = field(default_factory=itertools.count)
 
     @property
@@ -71,18 +73,21 @@ class Bench:
         base = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCH_")}
         return {**base, **extra}
 
-    def fresh_state(self, *, warm: bool = True) -> Path:
-        """An empty state folder; ``warm``: holding what the issue's dry run left in its cache."""
+    def fresh_state(self, *, warm: bool = True, cache: Path | None = None) -> Path:
+        """An empty state folder; ``warm``: holding what the issue's dry run left in its cache
+        (``cache``: that of another dry run)."""
         path = self.run / "state" / f"s{next(self._states)}"
         path.mkdir(parents=True)
-        if warm and self.dry_run_cache is not None:
-            shutil.copytree(self.dry_run_cache, path / self.dry_run_cache.name)
+        cache = cache or self.dry_run_cache
+        if warm and cache is not None:
+            shutil.copytree(cache, path / cache.name)
         return path
 
-    def send_cmd(self, subscribers: Path, connections: int) -> list[str]:
+    def send_cmd(self, subscribers: Path, connections: int, template: Path | None = None) -> list[str]:
         return [
             *self.dispatch, "send", str(self.article), "-s", str(subscribers), "--yes", "--json",
             "--env-file", str(self.env_file), "--connections", str(connections),
+            *(["--template", str(template)] if template is not None else []),
         ]  # fmt: skip
 
     def cli_send(
@@ -96,14 +101,17 @@ class Bench:
         expect: int | None = None,
         check: bool = True,
         warm: bool = True,
+        template: Path | None = None,
+        cache: Path | None = None,
     ) -> tuple[Measured, dict[str, Any]]:
         """One real ``dispatch send --yes --json`` process, journal on, in a fresh state folder
-        (``warm``: as after the issue's dry run) or ``state``; checks its exit code and (with
-        ``check``) that it sent ``expect`` messages, by default the whole send list."""
-        folder = state or self.fresh_state(warm=warm)
+        (``warm``: as after the issue's dry run, or the dry run that left ``cache``) or
+        ``state``, with the built-in templates or those in ``template``; checks its exit code
+        and (with ``check``) that it sent ``expect`` messages, by default the whole send list."""
+        folder = state or self.fresh_state(warm=warm, cache=cache)
         env = self.env(DISPATCH_SMTP_PORT=str(port), DISPATCH_STATE_DIR=str(folder), **(extra or {}))
         measured = run_measured(
-            self.send_cmd(subscribers or self.send_list, connections), env=env, cwd=self.run
+            self.send_cmd(subscribers or self.send_list, connections, template), env=env, cwd=self.run
         )
         measured.check("dispatch send")
         summary: dict[str, Any] = json.loads(measured.stdout)

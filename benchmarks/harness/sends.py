@@ -11,6 +11,7 @@ import statistics
 from collections.abc import Callable
 
 from harness import mailmerge as mm
+from harness.fixtures import write_segment_templates
 from harness.postfix import PrivatePostfix, unavailable_reason
 from harness.procs import Measured, SmtpSink, run_measured, smtp_source_cmd
 from harness.report import Row, Target
@@ -18,6 +19,7 @@ from harness.runner import Bench, rotated
 
 FIVE_TIMES = Target(">=", 5.0, "≥ 5×")
 HALF_CEILING = Target(">=", 0.5, "≥ 0.5×")
+HALF_BUILTIN = Target(">=", 0.5, "≥ 0.5×")
 SOURCE_HEADERS = 140  # smtp-source adds From, To, Date and Message-Id to its -l body
 
 
@@ -72,8 +74,24 @@ def measure_sizes(b: Bench) -> None:
     b.wire["smtp-source -l"] = body
 
 
+def prepare_segments(b: Bench) -> None:
+    """The two-segment template, and its dry run's cache (the sends of it run after their preview,
+    as the built-in ones do)."""
+    b.segments = write_segment_templates(b.run / "segments")
+    state = b.fresh_state(warm=False)
+    cmd = [*b.dispatch, "send", str(b.article), "-s", str(b.send_list), "--dry-run", "--json",
+           "--env-file", str(b.env_file), "--template", str(b.segments)]  # fmt: skip
+    run_measured(cmd, env=b.env(DISPATCH_STATE_DIR=str(state)), cwd=b.run).check(
+        "dispatch dry run (segments)"
+    )
+    if (state / "cache").is_dir():
+        b.segments_cache = b.run / "segments-state" / "cache"
+        shutil.copytree(state / "cache", b.segments_cache)
+
+
 def prepare_peer(b: Bench) -> None:
     prepare_mailmerge(b)
+    prepare_segments(b)
     measure_sizes(b)
 
 
@@ -109,6 +127,9 @@ def bench_sink(b: Bench) -> None:
         variants: dict[str, Callable[[], Measured]] = {
             **_peers_and_dispatch(b, port),
             "dispatch 1 cold": lambda: b.cli_send(port, connections=1, warm=False)[0],
+            "dispatch 1 segments": lambda: b.cli_send(
+                port, connections=1, template=b.segments, cache=b.segments_cache
+            )[0],
             "smtp-source 1": lambda: run_measured(smtp_source_cmd(port, messages=n, sessions=1, size=body)),
             "smtp-source 4": lambda: run_measured(smtp_source_cmd(port, messages=n, sessions=4, size=body)),
         }
@@ -117,6 +138,7 @@ def bench_sink(b: Bench) -> None:
             "dispatch 1": f"dispatch send, journal on, 1 connection, {b.wire['dispatch']:,} B",
             "dispatch 4": f"dispatch send, journal on, 4 connections, {b.wire['dispatch']:,} B",
             "dispatch 1 cold": "dispatch send, 1 connection, no dry run before (premailer runs)",
+            "dispatch 1 segments": "dispatch send, journal on, 1 connection, two-segment template",
             "smtp-source 1": f"smtp-source (C ceiling), 1 session, {b.wire['smtp-source']:,} B",
             "smtp-source 4": f"smtp-source (C ceiling), 4 sessions, {b.wire['smtp-source']:,} B",
         }
@@ -141,6 +163,10 @@ def bench_sink(b: Bench) -> None:
     report.ratio("1", "dispatch 1 connection, no dry run before / mailmerge", rows["dispatch 1 cold"],
                  rows["mailmerge"])  # fmt: skip
     report.ratio(
+        "1", "two-segment template / built-in template (1 connection)", rows["dispatch 1 segments"],
+        rows["dispatch 1"], target=HALF_BUILTIN,
+    )  # fmt: skip
+    report.ratio(
         "1", "dispatch 1 connection / smtp-source 1 session", rows["dispatch 1"], rows["smtp-source 1"],
         target=HALF_CEILING,
     )  # fmt: skip
@@ -159,7 +185,10 @@ def bench_sink(b: Bench) -> None:
         "folder (empty journal) holding what the issue's dry run left in its cache (premailer's "
         "inlined HTML, see src/dispatch/inlining.py), as a send after its preview does; mailmerge's "
         "template comes from that same dry run. The 'no dry run before' row has an empty state "
-        "folder, so that run imports premailer and inlines the CSS itself (~0.14 s). "
+        "folder, so that run imports premailer and inlines the CSS itself (~0.14 s). The two-segment "
+        "row sends the same issue with benchmarks/harness/fixtures.py's SEGMENT_HTML and SEGMENT_TEXT "
+        "(`--template`: the built-ins with a greeting that differs by the list's `plan` column and "
+        'prints the name or "reader"), after its own dry run. '
         "The sink's own CPU per message "
         "(median; /proc, 10 ms ticks): "
         + ", ".join(f"{name} {statistics.median(ms):.2f} ms" for name, ms in sink_ms.items())

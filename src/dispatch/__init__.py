@@ -47,13 +47,14 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from dispatch.compose.issue import plan_issue
     from dispatch.compose.render import RenderedIssue, render_issue
     from dispatch.content.article import Article, load_article
     from dispatch.errors import DispatchError, ExitCode
     from dispatch.lists.subscribers import Subscriber, SubscriberList
     from dispatch.proof.dryrun import run_dry
-    from dispatch.send.campaign import RunSummary, plan_issue
     from dispatch.send.delivery import SendOptions, run_send
+    from dispatch.send.summary import RunSummary
     from dispatch.settings import Settings
 
 

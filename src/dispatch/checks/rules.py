@@ -14,6 +14,7 @@ from html.parser import HTMLParser
 from typing import Literal
 
 from dispatch.compose.dkim import aligned
+from dispatch.compose.issue import human_size
 from dispatch.errors import DispatchError
 from dispatch.settings import PREFIX, Settings
 from dispatch.settings.table import PLACEHOLDERS
@@ -285,13 +286,6 @@ def footer_presence(html: str, text: str, *, unsubscribe_link: str, postal_addre
         postal_address_in_html=not address.strip() or address in _words(" ".join(scan.text)),
         postal_address_in_text=not address.strip() or address in _words(text),
     )
-
-
-def human_size(n: int) -> str:
-    """A byte count as a person reads it: 980 bytes, 14.2 KB, 3.1 MB."""
-    if n < 1024:
-        return f"{n} bytes"
-    return f"{n / 1024:.1f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"
 
 
 def content_problems(

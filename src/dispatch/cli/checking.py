@@ -49,7 +49,7 @@ def check(
 ) -> None:
     """Check ARTICLE, the list and the settings as a send would before its first message
     (exit 0: nothing blocks; 2: something blocks), optionally with a spam score and DNS."""
-    from dispatch.send.campaign import plan_issue, recipients, trial_subscriber
+    from dispatch.compose.issue import plan_issue, recipients, trial_subscriber
     from dispatch.send.preflight import preflight
 
     with reporting(debug, as_json):

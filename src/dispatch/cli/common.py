@@ -23,7 +23,7 @@ from dispatch.errors import ConfigError, DispatchError, ExitCode, InputError
 from dispatch.untrusted import shown
 
 if TYPE_CHECKING:
-    from dispatch.send.campaign import RunSummary
+    from dispatch.send.summary import RunSummary
     from dispatch.settings import Settings
 
 EXIT_CODES = """Exit codes: 0 all done; 1 some recipients failed, were deferred or are unknown;

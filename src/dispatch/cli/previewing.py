@@ -63,6 +63,7 @@ def preview(
     """Render ARTICLE for one subscriber to an HTML file (plus .eml and .txt); optionally open it
     or make pictures and a PDF of it for sign-off. Needs no sending settings: without them,
     sample values are used and marked as such."""
+    from dispatch.compose.issue import named_recipients, plan_issue, recipients
     from dispatch.proof.dryrun import (
         proof_files,
         require_proofs_extra,
@@ -71,7 +72,6 @@ def preview(
         write_archive,
         write_message,
     )
-    from dispatch.send.campaign import named_recipients, plan_issue, recipients
 
     with reporting(debug):
         if png is not None or pdf is not None:

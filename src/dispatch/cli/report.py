@@ -6,9 +6,9 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from dispatch.checks.rules import human_size
+from dispatch.compose.issue import human_size
 from dispatch.errors import InputError
-from dispatch.send.campaign import RunSummary
+from dispatch.send.summary import RunSummary
 from dispatch.settings import StateLocation
 from dispatch.state import journal as j
 from dispatch.state.suppression import SuppressionStore

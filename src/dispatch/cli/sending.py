@@ -39,9 +39,10 @@ from dispatch.errors import ExitCode, InputError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from dispatch.compose.issue import Issue
     from dispatch.lists.subscribers import Subscriber
-    from dispatch.send.campaign import Issue, RunSummary
     from dispatch.send.oauth import TokenSource
+    from dispatch.send.summary import RunSummary
     from dispatch.settings import Settings
     from dispatch.state.journal import CampaignInfo, Journal
     from dispatch.state.suppression import SuppressionStore
@@ -126,8 +127,8 @@ def send(
 ) -> None:
     """Send ARTICLE to every subscriber (or check and preview it with --dry-run)."""
     from dispatch.cli.report import send_report
+    from dispatch.compose.issue import campaign_id, check_campaign_id, named_recipients, plan_issue
     from dispatch.content.article import load_article
-    from dispatch.send.campaign import campaign_id, check_campaign_id, named_recipients, plan_issue
     from dispatch.state import journal as j
     from dispatch.state.suppression import SuppressionStore
 

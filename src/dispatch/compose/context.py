@@ -1,21 +1,18 @@
 """What a template can see: plain data only.
 
 Templates may come from someone the sender does not fully trust, so the context holds
-strings, numbers, booleans, lists and dicts of them, and the per-recipient placeholders of
-:mod:`dispatch.compose.fields`: no paths, no settings objects, nothing whose methods reach files, the
-environment or code. Every name here is documented in the README ("Templates").
+strings, numbers, booleans, lists and dicts of them (and, per recipient, the recipient's values
+as strings: :mod:`dispatch.compose.values`): no paths, no settings objects, nothing whose methods reach
+files, the environment or code. Every name here is documented in the README ("Templates").
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import jinja2
-
-from dispatch.compose.fields import Field, FieldTable
+from dispatch.compose.values import Fields
 from dispatch.content.article import Article
 from dispatch.content.language import FALLBACK, choose_language, direction, iso_date, readable_date, words
 from dispatch.content.markup import demote_headings
@@ -24,11 +21,6 @@ from dispatch.errors import ConfigError
 
 MOTTO_WIDTH = 70  # the text part's motto, inside its quote marks
 LOGO_BOX = (200, 60)  # the most room a masthead logo takes, in CSS pixels (width, height)
-
-
-def column_key(name: str) -> str:
-    """``First Name`` → ``first_name``: how a CSV column is reachable as an attribute."""
-    return re.sub(r"\W+", "_", name.strip().lower()).strip("_")
 
 
 def plain(value: Any) -> Any:
@@ -74,27 +66,6 @@ def article_data(article: Article, lang: str = FALLBACK) -> dict[str, Any]:
         "meta": plain(article.meta),
         "file_name": article.source.name,
     }
-
-
-class SubscriberFields(dict[str, Field]):
-    """``subscriber.<column>`` (or ``subscriber["Column Name"]``): a placeholder per column; a
-    column the list does not have is an error that lists the ones it has."""
-
-    def __missing__(self, key: str) -> Any:
-        shown = ", ".join(sorted({k for k in self if k == column_key(k)}))
-        return jinja2.StrictUndefined(
-            hint=f"{key!r} is not a column of the subscriber list (columns: {shown})"
-        )
-
-
-def subscriber_fields(table: FieldTable, columns: Sequence[str]) -> SubscriberFields:
-    """Placeholders for ``email``, ``name`` and every CSV column, by key and by header."""
-    fields = SubscriberFields()
-    for column in ["email", "name", *columns]:
-        key = column_key(column)
-        if key:
-            fields[key] = fields[column] = table.base(key, f"subscriber.{key}")
-    return fields
 
 
 def article_language(article: Article, setting: str = "") -> str:
@@ -148,7 +119,6 @@ def _wording(lang: str, issue_number: str) -> dict[str, str]:
 
 def template_context(
     article: Article,
-    table: FieldTable,
     *,
     subject: str,
     columns: Sequence[str],
@@ -161,7 +131,9 @@ def template_context(
     issue_date: str = "",
     web_version: bool = False,
 ) -> dict[str, Any]:
-    """Everything a template can use, as plain data (see the README's table).
+    """Everything a template can use, as plain data (see the README's table), with each
+    recipient value (``email``, ``name``, ``unsubscribe_url``, ``subscriber.<column>``) empty:
+    a render puts the recipient's own in (:meth:`dispatch.compose.values.Fields.context`).
 
     ``language`` is ``DISPATCH_LANGUAGE``; ``logo`` a ``{src, alt, width, height}``
     mapping or None; ``web_url`` the issue's web version ("" for none); ``issue_date`` the
@@ -191,8 +163,5 @@ def template_context(
         "web_url": "" if web_version else _web_url(web_url),
         "web_version": web_version,
         "words": _wording(lang, issue_number),
-        "subscriber": subscriber_fields(table, columns),
-        "email": table.base("email", "email"),
-        "name": table.base("name", "name"),
-        "unsubscribe_url": table.base("unsubscribe_url", "unsubscribe_url"),
+        **Fields.for_columns(columns).context({}),
     }

@@ -1,11 +1,12 @@
 """CSS inlining with premailer, remembered in the state folder.
 
 premailer's output depends only on the document and on premailer itself, and an issue's
-document is the same on every run (the dry run, then the send, then a resumed send). Inlining
-it costs ~0.14 s a process: importing premailer (which pulls in requests and cssutils), then
-parsing the CSS. A remembered result costs a file read. The cache is the state folder's
-``cache`` folder, private like the journal. Anything wrong with it (no room, read-only,
-damaged, someone else's file) only means premailer runs again: it never stops a run.
+documents are the same on every run (the dry run, then the send, then a resumed send).
+Inlining one costs ~0.14 s a process: importing premailer (which pulls in requests and
+cssutils), then parsing the CSS; each further document, ~0.03 s. A remembered result costs a
+file read. The cache is the state folder's ``cache`` folder, private like the journal.
+Anything wrong with it (no room, read-only, damaged, someone else's file) only means premailer
+runs again: it never stops a run.
 """
 
 from __future__ import annotations
@@ -21,26 +22,37 @@ import stat
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from dispatch.errors import TemplateError
 
 FOLDER = "cache"
 KEEP = 32  # documents remembered (a few issues in a few languages); the oldest go first
-_MAGIC = "dispatch inlined css 1"  # the first line of a cache file, with the body's digest
+_MAGIC = "dispatch inlined css 2"  # the first line of a cache file, with the body's digest
 _PACKAGES = ("premailer", "cssutils", "lxml", "cssselect")  # what the output depends on
 _MARKER = "cachednonce0"  # stands for a render's token nonce in the cache (12 characters, like it)
 _MARKERS = re.compile(_MARKER, re.IGNORECASE)
 _ENTRY = re.compile(r"[0-9a-f]{64}\.html")  # a cache entry: the key, hex
 _TEMPORARY = re.compile(r"\.inlined-[^/]+\.tmp")  # being written (or left by a killed run)
 # No network; ``strip_important=False`` keeps ``!important`` in the ``@media`` rules left in
-# ``<style>``, so the phone layout can still beat the inlined desktop widths.
+# ``<style>``, so the phone layout can still beat the inlined desktop widths; rules whose
+# selector has a pseudo-class (but :first-child, :last-child, :nth-child) stay in ``<style>``
+# too (premailer's default, which dispatch.compose.slots relies on).
 _OPTIONS = {
     "allow_network": False,
     "strip_important": False,
     "disable_validation": True,
     "remove_unset_properties": True,
+    "exclude_pseudoclasses": True,
 }
+
+
+def inline(document: str) -> str:
+    """premailer's inlined document, with a doctype when premailer left none: what dispatch
+    sends for a rendered HTML document."""
+    inlined = _premailer(document)
+    return inlined if "<!doctype" in inlined[:200].lower() else "<!DOCTYPE html>\n" + inlined
 
 
 def _premailer(document: str) -> str:
@@ -94,11 +106,11 @@ def _metadata_version(name: str) -> str:
         return "?"
 
 
-def cache_key(document: str) -> str:
-    """The document, premailer's options and the versions of Python and of what premailer
-    uses, hashed."""
+def cache_key(document: str, work: str = "") -> str:
+    """The document, premailer's options, the versions of Python and of what premailer uses,
+    and what was done with premailer's output (``work``, a version of it), hashed."""
     digest = hashlib.sha256()
-    for part in (_MAGIC, sys.version.split()[0], _versions(), repr(sorted(_OPTIONS.items()))):
+    for part in (_MAGIC, sys.version.split()[0], _versions(), repr(sorted(_OPTIONS.items())), work):
         digest.update(part.encode() + b"\0")
     digest.update(document.encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
@@ -162,22 +174,33 @@ def _prune(folder: Path) -> None:
         old.unlink(missing_ok=True)
 
 
-def inline_css(document: str, cache: Path | None = None, nonce: str = "") -> str:
-    """premailer's inlined document, from ``cache`` (a folder) when it was done before.
+def remembered(
+    document: str,
+    cache: Path | None,
+    nonce: str,
+    work: Callable[[str], str],
+    *,
+    write: bool = True,
+    kind: str = "",
+) -> str:
+    """``work(document)`` (premailer's work on it, and what ``kind`` of work: its version),
+    from ``cache`` (a folder) when it was done before, else done now and remembered there
+    (unless ``write`` is false).
 
-    ``nonce`` is the random part of this render's field tokens (:mod:`dispatch.compose.fields`); the
+    ``nonce`` is the random part of this process's slot tokens (:mod:`dispatch.compose.values`); the
     cache keeps documents with it replaced by a fixed marker, so the same issue finds its
     entry on every run. A document that already holds the marker is never cached: the marker
-    must stand for the tokens and nothing else, or text could turn into a field."""
+    must stand for the tokens and nothing else, or text could turn into a slot."""
     if cache is None or not nonce or _MARKER in document.lower():
-        return _premailer(document)
+        return work(document)
     tokens = re.compile(re.escape(nonce), re.IGNORECASE)
-    path = cache / f"{cache_key(tokens.sub(_MARKER, document))}.html"
-    remembered = _read(path)
-    if remembered is not None:
+    path = cache / f"{cache_key(tokens.sub(_MARKER, document), kind)}.html"
+    found = _read(path)
+    if found is not None:
         with contextlib.suppress(OSError):
             os.utime(path)  # recently used: kept when the oldest are forgotten
-        return _MARKERS.sub(nonce, remembered)
-    inlined = _premailer(document)
-    _write(cache, path, tokens.sub(_MARKER, inlined))
-    return inlined
+        return _MARKERS.sub(nonce, found)
+    done = work(document)
+    if write:
+        _write(cache, path, tokens.sub(_MARKER, done))
+    return done

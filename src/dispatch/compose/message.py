@@ -21,144 +21,18 @@ import binascii
 import hashlib
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from email import policy
 from email.headerregistry import Address
 from email.utils import format_datetime
 
 from dispatch.addresses import MAX_DISPLAY_NAME
-from dispatch.compose.fields import Field, value_text
+from dispatch.compose.headers import MAX_HEADER_LINE, MAX_LINE, fold, fold_mailbox, header_text, phrase_header
 from dispatch.errors import ConfigError
 from dispatch.unsubscribe.tokens import seal, unsubscribe_link
 
 _ID_SAFE = re.compile(r"[^A-Za-z0-9.-]+")
-_FOLD = policy.SMTP
-
-
-MAX_HEADER_LINE = 78  # RFC 5322's recommendation; 998 is the hard limit no line may pass
-MAX_LINE = 998
-ENCODED_WORD_BYTES = 42  # base64 of 42 bytes is 56 characters: a 68-character encoded-word
-FOLD_SEPARATOR = "\r\n "
-# Control characters, line breaks, and lone surrogates: bytes that were not UTF-8 in a
-# command-line argument (--subject $'\xff') can be neither encoded nor shown.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+")
-
-
-def header_text(value: str) -> str:
-    """A header value with every control character and line break turned into a space."""
-    return " ".join(_CONTROL.sub(" ", value).split())
-
-
-def _plain(text: str) -> bool:
-    """Printable ASCII with nothing an RFC 2047 decoder would read as an encoded-word."""
-    return text.isascii() and "=?" not in text
-
-
-def _encoded_words(text: str) -> list[str]:
-    """``text`` as RFC 2047 "B" encoded-words of 68 characters at most (the limit is 75), each
-    holding whole characters, decoding back to exactly ``text``."""
-    whole = text.encode()
-    if len(whole) <= ENCODED_WORD_BYTES:
-        return [f"=?utf-8?b?{base64.b64encode(whole).decode('ascii')}?="]
-    words: list[bytes] = []
-    chunk = b""
-    for char in text:
-        data = char.encode()
-        if chunk and len(chunk) + len(data) > ENCODED_WORD_BYTES:
-            words.append(chunk)
-            chunk = b""
-        chunk += data
-    words.append(chunk)
-    return [f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words]
-
-
-def _fits(folded: str) -> bool:
-    """Folded by the stdlib within 78 octets a line, and with no encoded-word of its own (the
-    stdlib makes over-long ones for words it cannot fold)."""
-    return "=?" not in folded and max(map(len, folded.split("\r\n"))) <= MAX_HEADER_LINE
-
-
-def fold(name: str, value: str) -> bytes:
-    """An unstructured header (Subject) as wire bytes, folded; never more than one header.
-
-    Plain ASCII is folded by the stdlib; anything else (non-ASCII text, a word too long to fold,
-    text that merely looks like an encoded-word such as ``=?UTF-8?Q?=0A?=``) is encoded here, so
-    it stays literal text and no line passes 78 octets.
-    """
-    text = header_text(value)
-    if _plain(text):
-        folded: str = _FOLD.fold(name, _FOLD.header_factory(name, text))
-        if _fits(folded):
-            return folded.encode("ascii")
-    return f"{name}: {FOLD_SEPARATOR.join(_encoded_words(text))}\r\n".encode("ascii")
-
-
-_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
-_QUOTABLE = re.compile(r"[ -~]*")  # printable ASCII: a quoted-string can hold it
-
-
-def _simple_mailbox(name: str, display: str, addr_spec: str) -> bytes | None:
-    """``Name <address>`` written directly when the display name is ASCII atoms (or printable
-    ASCII, quoted) and the line fits in 78 octets; None for anything else."""
-    if not display:
-        line = f"{name}: {addr_spec}"
-    elif _PHRASE.fullmatch(display) and "=?" not in display:
-        line = f"{name}: {display} <{addr_spec}>"
-    elif _QUOTABLE.fullmatch(display) and "=?" not in display:
-        quoted = display.replace("\\", "\\\\").replace('"', '\\"')
-        line = f'{name}: "{quoted}" <{addr_spec}>'
-    else:
-        return None
-    return (line + "\r\n").encode("ascii") if len(line) <= MAX_HEADER_LINE else None
-
-
-def _packed(name: str, tokens: list[str]) -> str:
-    """``tokens`` after ``name:``, a space between each, a new folded line whenever the next
-    token would push the line past 78 octets (a token longer than that gets a line of its own)."""
-    lines = [f"{name}: {tokens[0]}"]
-    for token in tokens[1:]:
-        if len(lines[-1]) + 1 + len(token) <= MAX_HEADER_LINE:
-            lines[-1] += " " + token
-        else:
-            lines.append(" " + token)
-    return "\r\n".join(lines) + "\r\n"
-
-
-def phrase_header(name: str, phrase: str, angle: str) -> bytes:
-    """A header holding a display phrase and one ``<angle>`` part (a mailbox, a List-Id).
-
-    Never handed to a general folder: a phrase of atoms is folded between its words, a phrase
-    with specials (commas, angle brackets, quotes, semicolons) is one quoted-string when it
-    fits a line, and anything else becomes RFC 2047 encoded-words. So no reader can take part of
-    a name for a second address, whatever the name holds.
-    """
-    tail = f"<{angle}>"
-    if not phrase:
-        return _packed(name, [tail]).encode("ascii")
-    if _plain(phrase):
-        words = phrase.split(" ")
-        if _PHRASE.fullmatch(phrase) and max(map(len, words)) < MAX_HEADER_LINE:
-            return _packed(name, [*words, tail]).encode("ascii")
-        if _QUOTABLE.fullmatch(phrase):
-            quoted = '"' + phrase.replace("\\", "\\\\").replace('"', '\\"') + '"'
-            if len(name) + 2 + len(quoted) <= MAX_HEADER_LINE:
-                return _packed(name, [quoted, tail]).encode("ascii")
-    return _packed(name, [*_encoded_words(phrase), tail]).encode("ascii")
-
-
-def fold_mailbox(name: str, display_name: str, addr_spec: str) -> bytes:
-    """An address header with one mailbox, its display name quoted or encoded as needed (and
-    cut to MAX_DISPLAY_NAME characters: the list reports longer names as it reads them)."""
-    display = header_text(display_name)[:MAX_DISPLAY_NAME].rstrip()
-    simple = _simple_mailbox(name, display, addr_spec)  # the common case, in one line
-    if simple is not None:
-        return simple
-    return phrase_header(name, display, addr_spec)
-
-
-# --- bodies: encoded once, personalised by splicing --------------------------------------
 
 QP_LINE = 76  # RFC 2045: encoded lines of at most 76 characters
 _QP_PLAIN = re.compile(r"[!-<>-~](?:[ !-<>-~]*[!-<>-~])?")  # printable, no "=", no space at the ends
@@ -235,37 +109,34 @@ def _mostly_non_latin(text: str) -> bool:
 
 
 class EncodedBody:
-    """One text part (``plain`` or ``html``), encoded once; :meth:`encode` gives a recipient's."""
+    """One text part (``plain`` or ``html``) encoded once: ``parts`` are literal text and slot
+    numbers; :meth:`encode` gives a recipient's body from the text of each slot (``fills``)."""
 
-    def __init__(self, parts: Sequence[str | Field], *, subtype: str, escape: bool) -> None:
-        self.parts = tuple(parts)
-        self.escape = escape
+    def __init__(self, parts: Sequence[str | int], *, subtype: str) -> None:
+        self.parts = tuple(p for p in parts if p != "")
         literal = "".join(p for p in self.parts if isinstance(p, str))
         self.base64 = _mostly_non_latin(literal)
         self.head = (
             f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
             f"Content-Transfer-Encoding: {'base64' if self.base64 else 'quoted-printable'}\r\n\r\n"
         ).encode()
-        self._pieces: tuple[bytes | Field, ...] = tuple(
-            p if isinstance(p, Field) else _qp(p) for p in self.parts
-        )
-        # the fields are encoded by _qp or base64 for each recipient: neither starts a line with "."
-        self.dot_free = _dot_free(*(p for p in self._pieces if isinstance(p, bytes)))
+        self._pieces: tuple[bytes | int, ...] = tuple(p if isinstance(p, int) else _qp(p) for p in self.parts)
+        # _qp never starts a line with "." (nor does base64): the fills, encoded the same way, neither
+        if not _dot_free(*(p for p in self._pieces if isinstance(p, bytes))):
+            raise AssertionError("a quoted-printable piece starts a line with '.'")
 
-    def text(self, values: Mapping[str, str]) -> str:
+    def text(self, fills: Sequence[str]) -> str:
         """The recipient's text, decoded (for previews and checks)."""
-        return "".join(
-            p if isinstance(p, str) else value_text(p, values, escape=self.escape) for p in self.parts
-        )
+        return "".join(p if isinstance(p, str) else fills[p] for p in self.parts)
 
-    def encode(self, values: Mapping[str, str]) -> list[bytes]:
+    def encode(self, fills: Sequence[str]) -> list[bytes]:
         """The recipient's encoded body, as pieces to join (ends with a line break)."""
         if self.base64:
-            return [_base64(_crlf(self.text(values)))]
-        escape = self.escape
-        return [
-            p if isinstance(p, bytes) else _qp(value_text(p, values, escape=escape)) for p in self._pieces
-        ]
+            return [_base64(_crlf(self.text(fills)))]
+        return [p if isinstance(p, bytes) else _qp(fills[p]) for p in self._pieces]
+
+
+Body = tuple[EncodedBody, Sequence[str]]  # a body and the text of its slots for one recipient
 
 
 @dataclass(frozen=True)
@@ -310,8 +181,6 @@ class MessageFactory:
     sender: Address
     subject: str
     campaign: str
-    text: EncodedBody
-    html: EncodedBody
     list_id: str = ""
     list_name: str = ""
     reply_to: Address | None = None
@@ -324,8 +193,8 @@ class MessageFactory:
     sign: Callable[[bytes], bytes] | None = field(default=None, repr=False)  # DKIM: the signed bytes
     _head: bytes = field(init=False, repr=False)
     _list_id: bytes = field(init=False, repr=False)
-    _structure: bytes = field(init=False, repr=False)  # MIME headers up to the text part's body
-    _middle: bytes = field(init=False, repr=False)  # between the text and the HTML part
+    _structure: bytes = field(init=False, repr=False)  # MIME headers up to the text part's headers
+    _middle: bytes = field(init=False, repr=False)  # between the text part and the HTML part's headers
     _tail: bytes = field(init=False, repr=False)  # after the HTML part
     _dot_free: bool = field(init=False, repr=False)  # no constant line starts with "."
 
@@ -362,15 +231,12 @@ class MessageFactory:
         kind = "mixed" if self.attachments else "related" if self.related else "alternative"
         structure = b"MIME-Version: 1.0\r\n" + _multipart(kind, top) + b"\r\n"
         object.__setattr__(self, "_head", head)
-        object.__setattr__(
-            self, "_structure", structure + opening + _boundary_line(alternative) + self.text.head
-        )
-        object.__setattr__(self, "_middle", _boundary_line(alternative) + self.html.head)
+        object.__setattr__(self, "_structure", structure + opening + _boundary_line(alternative))
+        object.__setattr__(self, "_middle", _boundary_line(alternative))
         object.__setattr__(self, "_tail", closing)
         object.__setattr__(self, "_list_id", self._list_id_header())
         constant = (self._head, self._structure, self._middle, self._tail, self._list_id)
-        dot_free = _dot_free(*constant) and self.text.dot_free and self.html.dot_free
-        object.__setattr__(self, "_dot_free", dot_free)
+        object.__setattr__(self, "_dot_free", _dot_free(*constant))
 
     def _list_id_header(self) -> bytes:
         if not self.list_id:
@@ -429,15 +295,16 @@ class MessageFactory:
         *,
         email: str,
         name: str,
-        values: Mapping[str, str],
+        link: str,
+        text: Body,
+        html: Body,
         message_id: str,
         date: datetime | None = None,
     ) -> bytes:
-        """The complete message for one recipient, CRLF line ends, ready for DATA.
-
-        ``values`` holds every field the templates use, ``unsubscribe_url`` included (see
-        :meth:`unsubscribe_target`)."""
-        link = values["unsubscribe_url"] if self.unsubscribe_url else ""
+        """The complete message for one recipient, CRLF line ends, ready for DATA: ``link`` is
+        the recipient's :meth:`unsubscribe_target`, ``text`` and ``html`` its two bodies (each an
+        :class:`EncodedBody` and the text of its slots)."""
+        link = link if self.unsubscribe_url else ""
         pieces = [
             self._head,
             fold_mailbox("To", name, email),
@@ -446,9 +313,11 @@ class MessageFactory:
             self._list_id,
             self._list_unsubscribe(email, link),
             self._structure,
-            *self.text.encode(values),
+            text[0].head,
+            *text[0].encode(text[1]),
             self._middle,
-            *self.html.encode(values),
+            html[0].head,
+            *html[0].encode(html[1]),
             self._tail,
         ]
         data = b"".join(pieces)
@@ -457,8 +326,9 @@ class MessageFactory:
     def for_wire(self, data: bytes) -> bytes:
         """``data`` from :meth:`build` as a :class:`WireMessage` when no line of it can start
         with "." (a copy: the send path pays it, not the dry run). The recipient's header lines
-        are folded here, each continuation starting with a space, and the fields are encoded by
-        _qp or base64; so only the constant parts, checked once, could hold such a line."""
+        are folded here, each continuation starting with a space, and the bodies are encoded by
+        _qp or base64 (see :class:`EncodedBody`); so only the constant parts, checked once, could
+        hold such a line."""
         return WireMessage(data) if self._dot_free and self.sign is None else data
 
 

@@ -1,12 +1,10 @@
-"""Templates: Jinja2 renders an issue once, premailer inlines its CSS once, and each
-recipient's copy is a cheap fill-in of placeholders on the already-inlined issue.
+"""Templates: each recipient's message is a real Jinja2 render of the templates, inlined by
+premailer.
 
-Templates see plain data only (:mod:`dispatch.compose.context`). Subscriber values render as
-placeholder tokens (:mod:`dispatch.compose.fields`) during the one Jinja2 pass; after inlining, the
-issue is split on those tokens into literal chunks, and personalising is a join with each
-recipient's values (escaped in the HTML part, verbatim in the text part, filters replayed
-exactly). Subscriber values are never parsed as template code. Templates load and run as
-:mod:`dispatch.compose.sandbox` allows, within time and size limits.
+Templates see plain data only (:mod:`dispatch.compose.context`) and the recipient's values as ordinary
+strings (:mod:`dispatch.compose.values`); they load and run as :mod:`dispatch.compose.sandbox` allows, within
+time and size limits. :mod:`dispatch.compose.personal` shares renders and inlining between recipients
+where that provably gives the same message.
 """
 
 from __future__ import annotations
@@ -15,25 +13,26 @@ import signal
 import threading
 import traceback
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import jinja2
 
 from dispatch.compose.context import template_context
-from dispatch.compose.fields import (
-    Field,
-    FieldError,
-    FieldTable,
-    check_parts,
-    value_text,
+from dispatch.compose.personal import Personaliser, Render
+from dispatch.compose.sandbox import (
+    MAX_OUTPUT_CHARS,
+    TEMPLATE_SUFFIXES,
+    TemplateEnvironment,
+    TemplateLoader,
+    guarded_filter,
 )
-from dispatch.compose.inlining import inline_css
-from dispatch.compose.sandbox import MAX_OUTPUT_CHARS, TEMPLATE_SUFFIXES, TemplateEnvironment, TemplateLoader
+from dispatch.compose.uses import analyse
+from dispatch.compose.values import Fields, Skeleton, Tokens, collect, finalize, same_as
 from dispatch.content.article import Article
 from dispatch.errors import TemplateError
 
@@ -53,45 +52,20 @@ def builtin_template_dir() -> Path:
 
 @dataclass(frozen=True)
 class RenderedIssue:
-    """An issue rendered and inlined once, ready for cheap per-recipient personalisation."""
+    """An issue's templates, ready to render each recipient (see :mod:`dispatch.compose.personal`)."""
 
     subject: str
     preheader: str
-    html_parts: tuple[str | Field, ...]
-    text_parts: tuple[str | Field, ...]
-    html_size: int
-    text_size: int
+    personal: Personaliser = field(repr=False)
     warnings: tuple[str, ...] = ()
-
-    @property
-    def parts_without_unsubscribe(self) -> list[str]:
-        """Which parts ("HTML", "text") show no unsubscribe link."""
-        return [
-            part
-            for part, parts in (("HTML", self.html_parts), ("text", self.text_parts))
-            if not _shows_unsubscribe(parts)
-        ]
-
-    @property
-    def computed(self) -> bool:
-        """Whether a recorded step (a filter, a slice…) is replayed per recipient."""
-        return any(isinstance(p, Field) and p.computed for p in (*self.html_parts, *self.text_parts))
-
-    def check(self, values: Mapping[str, str]) -> None:
-        """FieldError, naming the template line, if a recorded step fails for these values."""
-        check_parts(self.html_parts, values, escape=True)
-        check_parts(self.text_parts, values, escape=False)
+    html_size: int = 0  # bytes of one recipient's HTML (the figure the summary shows)
+    text_size: int = 0
+    parts_without_unsubscribe: tuple[str, ...] = ()  # "HTML", "text": no unsubscribe link shown
 
     def personalise(self, values: Mapping[str, str]) -> tuple[str, str]:
-        """This recipient's HTML and text; ``values`` maps field names to plain strings."""
-        return (
-            _join(self.html_parts, values, escape=True),
-            _join(self.text_parts, values, escape=False),
-        )
-
-
-def _join(parts: Sequence[str | Field], values: Mapping[str, str], *, escape: bool) -> str:
-    return "".join(p if isinstance(p, str) else value_text(p, values, escape=escape) for p in parts)
+        """This recipient's HTML and text (TemplateError naming the template line when the
+        templates fail for it); ``values`` maps field names to plain strings."""
+        return self.personal.texts(values)
 
 
 def display_width(text: str) -> int:
@@ -104,7 +78,7 @@ def _otherwise(value: Any, fallback: str = "") -> Any:
     return value or fallback
 
 
-def _environment(template_dir: Path | None, table: FieldTable, *, autoescape: bool) -> TemplateEnvironment:
+def _environment(template_dir: Path | None, *, autoescape: bool) -> TemplateEnvironment:
     builtin = TemplateLoader(builtin_template_dir())
     loaders: list[jinja2.BaseLoader] = []
     if template_dir is not None:
@@ -119,12 +93,12 @@ def _environment(template_dir: Path | None, table: FieldTable, *, autoescape: bo
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=finalize,
     )
-    env.table = table
     env.filters["otherwise"] = _otherwise
     env.filters["display_width"] = display_width
-    env.filters = {n: table.deferring("filter", n, f) for n, f in env.filters.items()}
-    env.tests = {n: table.deferring("test", n, cast("Callable[..., Any]", f)) for n, f in env.tests.items()}
+    env.filters = {n: guarded_filter(n, f) for n, f in env.filters.items()}
+    env.tests["sameas"] = same_as
     return env
 
 
@@ -163,31 +137,28 @@ def _time_limit(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _render(env: TemplateEnvironment, name: str, context: dict[str, Any], template_dir: Path | None) -> str:
-    env.table.rendering = True
+Into = tuple[Tokens, Fields]
+_ERRORS = (jinja2.TemplateError, TimeoutError, TypeError, ValueError, LookupError, AttributeError,
+           ArithmeticError, RecursionError, SyntaxError, MemoryError)  # fmt: skip
+
+
+def _render(
+    env: TemplateEnvironment, name: str, context: dict[str, Any], template_dir: Path | None, into: Into
+) -> Skeleton:
+    """One template rendered for one recipient, read into its skeleton (``into``: the slot
+    tokens and the fields); TemplateError naming the file and line when it fails."""
     try:
         with _time_limit(RENDER_SECONDS):
-            chunks: list[str] = []
-            size = 0
-            for piece in env.get_template(name).generate(context):
-                chunk = str(piece)  # a {% filter %} block over a field yields the field itself
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > MAX_OUTPUT_CHARS:
-                    raise ValueError(f"the rendered {name} is over {MAX_OUTPUT_CHARS:,} characters")
-            return "".join(chunks)
+            return collect(env.get_template(name).generate(context), into[0], into[1], MAX_OUTPUT_CHARS)
     except jinja2.TemplateNotFound as err:
         origin = f"{_where(err, name, template_dir)}: " if err.name != name else ""
         looked = template_dir or "the built-ins"
         raise TemplateError(f"{origin}template {err.name!r} not found (looked in {looked})") from err
     except jinja2.TemplateSyntaxError as err:
         raise TemplateError(f"{_where(err, name, template_dir)}: {err.message}") from err
-    except (jinja2.TemplateError, FieldError, TimeoutError, TypeError, ValueError, LookupError,
-            AttributeError, ArithmeticError, RecursionError, SyntaxError, MemoryError) as err:  # fmt: skip
+    except _ERRORS as err:
         message = getattr(err, "message", None) or getattr(err, "msg", None) or str(err) or type(err).__name__
         raise TemplateError(f"{_where(err, name, template_dir)}: {message}") from err
-    finally:
-        env.table.rendering = False
 
 
 def render_issue(
@@ -202,33 +173,40 @@ def render_issue(
     cache: Path | None = None,
     **looks: Any,
 ) -> RenderedIssue:
-    """Render the HTML and text templates once and inline the CSS once (remembered in the
-    ``cache`` folder when given: see :mod:`dispatch.compose.inlining`). ``looks`` are passed to
-    :func:`dispatch.compose.context.template_context` (language, logo, web_url, web_version…)."""
+    """Load and check the templates, and prepare each recipient's render; inlined documents
+    are remembered in the ``cache`` folder when given (see :mod:`dispatch.compose.inlining`). ``looks``
+    are passed to :func:`dispatch.compose.context.template_context` (language, logo, web_url…)."""
     if template_dir is not None and not template_dir.is_dir():
         raise TemplateError(f"{template_dir}: template folder does not exist")
-    table = FieldTable()
     context = template_context(
-        article, table, subject=subject, columns=columns, organization=organization,
+        article, subject=subject, columns=columns, organization=organization,
         postal_address=postal_address, test_send=test_send, **looks,
     )  # fmt: skip
-    html_env = _environment(template_dir, table, autoescape=True)
-    text_env = _environment(template_dir, table, autoescape=False)
-    html_doc = _render(html_env, HTML_TEMPLATE, context, template_dir)
-    text_doc = _render(text_env, TEXT_TEMPLATE, context, template_dir)
-    inlined = inline_css(html_doc, cache, table.nonce)
-    if "<!doctype" not in inlined[:200].lower():
-        inlined = "<!DOCTYPE html>\n" + inlined
-    html_parts, text_parts = table.split(inlined), table.split(text_doc)
-    return RenderedIssue(
-        subject=subject,
-        preheader=article.summary,
-        html_parts=html_parts,
-        text_parts=text_parts,
-        html_size=len(inlined.encode()),
-        text_size=len(text_doc.encode()),
-    )
+    fields = Fields.for_columns(columns)
+    into: Into = (Tokens(), fields)
+    html_env = _environment(template_dir, autoescape=True)
+    text_env = _environment(template_dir, autoescape=False)
+    for env, name in ((html_env, HTML_TEMPLATE), (text_env, TEXT_TEMPLATE)):
+        _load(env, name, template_dir)
+
+    def render(values: Mapping[str, str]) -> Render:
+        own = {**context, **fields.context(values)}
+        html = _render(html_env, HTML_TEMPLATE, own, template_dir, into)
+        return Render(html, _render(text_env, TEXT_TEMPLATE, own, template_dir, into))
+
+    uses = analyse([(html_env, HTML_TEMPLATE), (text_env, TEXT_TEMPLATE)], fields.by_template_name())
+    personal = Personaliser(render, uses, fields, into[0], cache)
+    return RenderedIssue(subject=subject, preheader=article.summary, personal=personal)
 
 
-def _shows_unsubscribe(parts: Sequence[str | Field]) -> bool:
-    return any(isinstance(p, Field) and p.base_name == "unsubscribe_url" for p in parts)
+def _load(env: TemplateEnvironment, name: str, template_dir: Path | None) -> None:
+    """Compile a template now, so that a syntax error stops the run before any list is read."""
+    try:
+        env.get_template(name)
+    except jinja2.TemplateNotFound as err:
+        looked = template_dir or "the built-ins"
+        raise TemplateError(f"template {err.name!r} not found (looked in {looked})") from err
+    except jinja2.TemplateSyntaxError as err:
+        raise TemplateError(f"{_where(err, name, template_dir)}: {err.message}") from err
+    except jinja2.TemplateError as err:
+        raise TemplateError(f"{_where(err, name, template_dir)}: {err.message or err}") from err

@@ -1,32 +1,24 @@
 """Where templates come from and what they may do: the loader that keeps them inside their
 folder, and the Jinja2 environment they run in.
 
-The environment is Jinja2's immutable sandbox made aware of subscriber fields
-(:mod:`dispatch.compose.fields`): work a template does on a field, or on text holding one, is recorded
-and replayed per recipient, or refused with the template's line; never done to the field's
-token. It also refuses work Python does in one C call (a huge power, a repeat or a width of
-millions), where the render's time limit cannot reach, and nesting that would exhaust Python's
-compiler.
+The environment is Jinja2's immutable sandbox. It refuses work Python does in one C call (a
+huge power, a repeat or a width of millions), where the render's time limit cannot reach, and
+nesting that would exhaust Python's compiler.
 """
 
 from __future__ import annotations
 
-import functools
-import io
 import os
+import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import jinja2
-import markupsafe
-from jinja2.compiler import CodeGenerator, Frame
-from jinja2.nodes import AssignBlock, Concat
-from jinja2.runtime import Macro, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from dispatch.compose.fields import Field, FieldTable, check_format_string
+from dispatch.compose.values import derived
 
 TEMPLATE_SUFFIXES = (".html", ".htm", ".txt", ".text", ".css", ".j2", ".jinja", ".jinja2")
 MAX_TEMPLATE_BYTES = 1_000_000
@@ -81,42 +73,25 @@ class TemplateLoader(jinja2.BaseLoader):
         return source, str(path), lambda: path.is_file() and path.stat().st_mtime == mtime
 
 
-_SET_BLOCK_VALUE = " = (Markup if context.eval_ctx.autoescape else identity)("
+MAX_NUMBER_ARGUMENT = 1_000_000  # a width, count or length beyond this is an attack, not a layout
+_BIG_WIDTH = re.compile(r"\d{7,}")
 
 
-class _Compiler(CodeGenerator):
-    """Jinja2's code generator, with text built from subscriber fields kept a field: ``~`` goes
-    through :meth:`TemplateEnvironment.concat_fields`, and a ``{% set %}…{% endset %}`` block's text
-    through :meth:`TemplateEnvironment.lift`. Slicing, comparing or looping over such text then meets
-    the field's rules instead of its token."""
-
-    def visit_Concat(self, node: Concat, frame: Frame) -> None:
-        escape = "context.eval_ctx.volatile" if frame.eval_ctx.volatile else str(frame.eval_ctx.autoescape)
-        self.write("environment.concat_fields((")
-        for item in node.nodes:
-            self.visit(item, frame)
-            self.write(", ")
-        self.write(f"), {escape})")
-
-    def visit_AssignBlock(self, node: AssignBlock, frame: Frame) -> None:
-        start = self.stream.tell()
-        super().visit_AssignBlock(node, frame)
-        code = cast("io.StringIO", self.stream).getvalue()[start:]
-        at = code.rfind(_SET_BLOCK_VALUE)
-        if at < 0:
-            raise RuntimeError("this Jinja2 compiles {% set %} blocks in a way dispatch does not know")
-        end = code.find("\n", at) % (len(code) + 1)  # the assignment is one line
-        code = f"{code[:at]} = environment.lift({code[at + 3 : end]}){code[end:]}"
-        self.stream.seek(start)
-        self.stream.truncate()
-        self.stream.write(code)
+def check_size(arguments: Iterable[Any], name: str) -> None:
+    """Refuse a filter or format argument that would make output of gigabytes (``center(10**12)``)."""
+    for value in arguments:
+        if (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and abs(value) > MAX_NUMBER_ARGUMENT
+        ):
+            raise ValueError(f"{name}: the number {value:.0f} is too large (at most {MAX_NUMBER_ARGUMENT:,})")
 
 
-def _pure(func: Any) -> bool:
-    """A method of a plain string, list, dict or number (``'{}'.format``, ``d.get``): replaying
-    it with each recipient's values gives what a per-recipient render gives."""
-    bound = getattr(getattr(func, "__wrapped__", func), "__self__", None)
-    return type(bound) in (str, markupsafe.Markup, list, tuple, dict, int, float)
+def check_format_string(text: str) -> None:
+    """Refuse a format string asking for a width or precision of millions (``'{:>1000000000}'``)."""
+    if _BIG_WIDTH.search(text) and re.search(r"(%[-#0 +]*|[:.<>=^+-])\d{7,}", text):
+        raise ValueError("a format width or precision is too large (at most 999,999)")
 
 
 def _check_numbers(operator: str, left: Any, right: Any) -> None:
@@ -136,63 +111,40 @@ def _check_numbers(operator: str, left: Any, right: Any) -> None:
         check_format_string(left)
 
 
+def guarded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """A Jinja2 filter with its size arguments checked (``center(10 ** 12)`` is refused before it
+    runs) and its result marked as made from a recipient's value when it is (see
+    :func:`dispatch.compose.values.derived`)."""
+    skip = 1 if getattr(func, "jinja_pass_arg", None) is not None else 0  # the context or environment
+
+    def apply(*args: Any, **kwargs: Any) -> Any:
+        check_size([*args[skip + 1 :], *kwargs.values()], name)
+        return derived(func(*args, **kwargs), *args[skip:], *kwargs.values())
+
+    apply.__name__ = getattr(func, "__name__", name)
+    if skip:
+        apply.jinja_pass_arg = func.jinja_pass_arg  # type: ignore[attr-defined]
+    return apply
+
+
 class TemplateEnvironment(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, made aware of subscriber fields: what a template does with one is
-    recorded (a subscript, ``~``, ``%``, a method of a plain string) or refused, never done to
-    its token; and numbers, repeats and nesting are kept within limits."""
+    """Jinja2's immutable sandbox, with numbers, repeats, widths and nesting kept within limits,
+    and text made from a recipient's value by ``+``, ``%`` or a string method marked as such.
+    Only the sandbox's documented hooks are overridden."""
 
-    code_generator_class = _Compiler
     intercepted_binops = frozenset({"+", "-", "*", "/", "//", "%", "**"})
-    table: FieldTable
-
-    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
-        return not isinstance(obj, Field) and super().is_safe_attribute(obj, attr, value)
-
-    def getitem(self, obj: Any, argument: Any) -> Any:
-        return self.table.getitem(obj, argument, super().getitem)
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        if isinstance(obj, Field):  # a field's own attributes are not the template's to use
-            obj.__getattr__(attribute)
-        return super().getattr(self.lift(obj), attribute)
-
-    def lift(self, value: Any) -> Any:
-        """Text holding a field's token, as a field (a set block's or a macro's output)."""
-        return self.table.text(value) if self.table.holds_token(value) else value
-
-    def concat_fields(self, items: tuple[Any, ...], escape: bool) -> Any:
-        """``a ~ b``: recorded when a field takes part, joined as Jinja2 joins otherwise."""
-        join = markup_join if escape else str_join
-        if any(self.table.involves(i) for i in items):
-            first = next((i._label for i in items if isinstance(i, Field)), "text with a subscriber field")
-            return self.table.record(f"{first} ~ …", join, (items,))
-        return join(items)
 
     def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
-        if self.table.involves(left) or self.table.involves(right):
-            if operator in ("+", "%"):
-                if operator == "%" and isinstance(left, str):
-                    check_format_string(left)
-                label = next((v._label for v in (left, right) if isinstance(v, Field)), "a subscriber field")
-                return self.table.record(f"{label} {operator} …", self.binop_table[operator], (left, right))
-            for side in (left, right):
-                if isinstance(side, Field):
-                    raise side._refuse("take part in arithmetic (join text with ~)")
         _check_numbers(operator, left, right)
-        return self.binop_table[operator](left, right)
+        return derived(self.binop_table[operator](left, right), left, right)
 
     def call(__self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(__obj, Macro):
-            return __self.lift(super().call(__context, __obj, *args, **kwargs))
-        fmt = getattr(getattr(__obj, "__wrapped__", None), "__self__", None)
-        if isinstance(fmt, str):  # a sandboxed str.format: no width of millions
-            check_format_string(fmt)
-        table = __self.table
-        if _pure(__obj) and (table.involves(args) or table.involves(kwargs)):
-            name = getattr(__obj, "__name__", "a method")
-            replay = functools.partial(super().call, __context)
-            return table.call(f"{name}(… subscriber field …)", replay, (__obj, *args), kwargs)
-        return super().call(__context, __obj, *args, **kwargs)
+        owner = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)
+        if isinstance(owner, str):  # a sandboxed str.format: no width of millions
+            if getattr(__obj, "__name__", "") in ("format", "format_map"):
+                check_format_string(owner)
+            check_size([*args, *kwargs.values()], getattr(__obj, "__name__", "a method"))
+        return derived(super().call(__context, __obj, *args, **kwargs), owner, *args, *kwargs.values())
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> jinja2.nodes.Template:
         _check_shape(self, source, name, filename)

@@ -18,20 +18,15 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 
 from dispatch.compose.assets import previewable
+from dispatch.compose.issue import Issue, recipients
 from dispatch.errors import ConfigError, InputError
 from dispatch.files import OutputFolder
 from dispatch.lists.subscribers import Skipped, Subscriber
 from dispatch.proof.signoff import FirstMessage, MessageEntry, ProofData, proof_page_chunks
-from dispatch.send.campaign import (
-    Issue,
-    RunSummary,
-    campaign_warnings,
-    list_identity,
-    recipients,
-    summary_for,
-)
+from dispatch.send.campaign import campaign_warnings, list_identity
 from dispatch.send.preflight import preflight
 from dispatch.send.skips import Skip, SkipRules
+from dispatch.send.summary import RunSummary, summary_for
 from dispatch.settings import Settings
 from dispatch.state import journal as j
 from dispatch.state.suppression import SuppressionStore
@@ -306,7 +301,7 @@ def write_archive(issue: Issue, folder: Path, *, inputs: Iterable[Path] = ()) ->
     ready to publish at DISPATCH_WEB_URL. ``issue`` must be planned with ``web_version=True``."""
     nobody = Subscriber("reader@example.org", "", 0, dict.fromkeys(issue.subscribers.columns, ""))
     values = dict.fromkeys(issue.values(nobody), "")
-    page = previewable(issue.factory.html.text(values), issue.previews)
+    page = previewable(issue.rendered.personalise(values)[0], issue.previews)
     out = OutputFolder(folder, inputs=inputs, what="--archive", public=True)
     written = out.write(f"{issue.campaign}.html", page.encode())
     out.close()

@@ -14,20 +14,13 @@ import threading
 from contextlib import nullcontext
 from dataclasses import replace
 
+from dispatch.compose.issue import Issue, recipients
 from dispatch.errors import ConfigError
 from dispatch.lists.subscribers import Skipped
-from dispatch.send.campaign import (
-    Failure,
-    Issue,
-    RunSummary,
-    campaign_warnings,
-    list_identity,
-    list_use,
-    recipients,
-    summary_for,
-)
+from dispatch.send.campaign import campaign_warnings, list_identity, list_use
 from dispatch.send.preflight import preflight, require_no_blocking
 from dispatch.send.skips import Skip
+from dispatch.send.summary import Failure, RunSummary, summary_for
 from dispatch.send.transport import Status, probe
 from dispatch.send.worker import Item, Run, SendOptions
 

@@ -6,8 +6,8 @@ a test send) before anything leaves; a dry run shows it."""
 from __future__ import annotations
 
 from dispatch.checks.rules import Problem, content_problems, footer_presence, settings_problems
+from dispatch.compose.issue import Issue, recipients, trial_subscriber
 from dispatch.errors import ConfigError
-from dispatch.send.campaign import Issue, recipients, trial_subscriber
 
 
 def preflight(issue: Issue) -> list[Problem]:

@@ -12,11 +12,9 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 
+from dispatch.compose.issue import Issue
 from dispatch.errors import AbortError, DispatchError
 from dispatch.lists.subscribers import Skipped, Subscriber
-from dispatch.send.campaign import (
-    Issue,
-)
 from dispatch.send.oauth import TokenSource
 from dispatch.send.skips import SkipRules
 from dispatch.send.transport import Envelope, Result, Scope, SmtpTransport, Status, Unreachable
