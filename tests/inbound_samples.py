@@ -31,7 +31,7 @@ def redact(original: bytes, reader: str) -> bytes:
     """The original with the reader's address taken out everywhere (as feedback loops do)."""
     data = re.sub(re.escape(reader.encode()), b"redacted@example.invalid", original, flags=re.IGNORECASE)
     head, _, body = data.partition(b"\r\n\r\n")
-    head = re.sub(rb"(?im)^To:.*$", b"To: [redacted]", head)
+    head = re.sub(rb"(?im)^To:[^\r\n]*", b"To: [redacted]", head)
     return head + b"\r\n\r\n" + body
 
 
@@ -39,7 +39,7 @@ def without_headers(original: bytes, *names: str) -> bytes:
     """The original without the given headers (and their folded lines)."""
     head, _, body = original.partition(b"\r\n\r\n")
     for name in names:
-        head = re.sub(rb"(?im)^" + name.encode() + rb":.*(\r\n[ \t].*)*(\r\n)?", b"", head)
+        head = re.sub(rb"(?im)^" + name.encode() + rb":[^\r\n]*(\r\n[ \t][^\r\n]*)*(\r\n)?", b"", head)
     return head.rstrip(b"\r\n") + b"\r\n\r\n" + body
 
 

@@ -69,15 +69,16 @@ def inbound(
             if len(decisions) < MAX_LISTED:
                 decisions.append(decision.as_json(source))
 
-        processor = Processor(settings, folder)
         try:
-            tally, where = _read(processor, settings, folder, maildir, imap=imap, say=say)
+            processor = Processor(settings, folder)
+            try:
+                tally, where = _read(processor, settings, folder, maildir, imap=imap, say=say)
+            finally:
+                processor.close()
         except StateError as err:
             if maildir is not None or imap:
                 raise
             _tempfail(str(err), as_json)
-        finally:
-            processor.close()
         _summary(tally, where, settings, decisions, as_json)
         raise typer.Exit(int(ExitCode.INCOMPLETE if tally.problems else ExitCode.OK))
 

@@ -11,6 +11,8 @@ a bounce in no standard form (flufl.bounce); anything else.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import re
 from dataclasses import replace
@@ -38,14 +40,14 @@ from dispatch.inbound.reports import (
     status_text,
     subject,
 )
-from dispatch.unsubscribe.address_tokens import UNSUBSCRIBE, found_in
+from dispatch.unsubscribe.address_tokens import FOUND, UNSUBSCRIBE, found_in
 
 logging.getLogger("flufl.bounce").addHandler(
     logging.NullHandler()
 )  # its detectors' tracebacks: not ours to print
 _DSN_PARTS = ("message/delivery-status", "message/global-delivery-status", "text/delivery-status")
 _FEEDBACK_PARTS = ("message/feedback-report", "text/feedback-report")
-LINK_TOKEN = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{60,1400}(?![A-Za-z0-9_-])")  # an unsubscribe link's
+LINK_TOKEN = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{32,1400}(?![A-Za-z0-9_-])")  # an unsubscribe link's
 _SEVERITY = {Kind.HARD: 3, Kind.SOFT: 2, Kind.DELIVERED: 1}
 
 
@@ -88,22 +90,41 @@ def _unsubscribe_request(base: Report, *, automatic: bool) -> bool:
     part), or, unless automatic, with an unsubscribe token in the subject."""
     for address in base.delivered_to:
         local = address.rsplit("@", 1)[0]
-        if any(kind == UNSUBSCRIBE for kind, _ in found_in(local)) or LINK_TOKEN.search(local):
+        if any(kind == UNSUBSCRIBE for kind, _ in found_in(local)) or _link_token_in(local):
             return True
     if automatic:
         return False
-    return any(kind == UNSUBSCRIBE for kind, _ in found_in(base.subject)) or bool(
-        LINK_TOKEN.search(base.subject)
-    )
+    return any(kind == UNSUBSCRIBE for kind, _ in found_in(base.subject)) or _link_token_in(base.subject)
+
+
+def _link_token_in(text: str) -> bool:
+    """A word shaped like an unsubscribe link's token: base64url of version 1 and a sealed text
+    (a short envelope token, 32 base32 characters, is none)."""
+    for match in LINK_TOKEN.finditer(text[:10_000]):
+        word = match.group(0)
+        try:
+            data = base64.urlsafe_b64decode(word + "=" * (-len(word) % 4))
+        except (binascii.Error, ValueError):
+            continue
+        if len(data) > 17 and data[0] == 1 and not FOUND.fullmatch(word):
+            return True
+    return False
 
 
 def _blocks(part: Message) -> list[Message]:
-    """The groups of fields of a delivery-status or feedback-report part."""
+    """The groups of fields of a delivery-status or feedback-report part. The email package
+    splits ``message/delivery-status`` into groups itself; other types (RFC 6533's
+    ``message/global-delivery-status``) come as one message whose body holds the next groups."""
     payload = part.get_payload()
     if isinstance(payload, list):
-        return [p for p in payload if isinstance(p, Message)]
+        blocks = [p for p in payload if isinstance(p, Message)]
+        rest = blocks[0].get_payload() if len(blocks) == 1 else ""
+        return blocks + _split(rest) if isinstance(rest, str) else blocks
     raw = part.get_payload(decode=True)
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
+    return _split(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload))
+
+
+def _split(text: str) -> list[Message]:
     chunks = re.split(r"\r?\n[ \t]*\r?\n", text.strip())
     return [
         HeaderParser(policy=compat32).parsestr(chunk.strip() + "\n")

@@ -66,9 +66,9 @@ def _attribute(
     """The campaign each click counts for (none for a reader no campaign had reached)."""
     for key, when in clicks:
         for campaign, created in reversed(started):
-            if created > when:
+            if created >= when + 1:  # (an unsubscribe is recorded to the second)
                 continue
             row = journal.reader(campaign, key)
-            if row is not None and (row.sent_at is None or row.sent_at <= when):
+            if row is not None and (row.sent_at is None or row.sent_at < when + 1):
                 yield campaign
                 break

@@ -110,29 +110,32 @@ class Readers:
         raise NotOurs("nothing in it names a reader this state folder sent to")
 
     def _from_tokens(self, places: list[str], kind: str, via: str) -> Reader:
-        """The first token of ``kind`` in ``places`` that is ours (an unsubscribe request may
-        also hold an unsubscribe link's token)."""
-        candidates = [token for place in places for k, token in found_in(place) if k == kind]
+        """The reader the tokens of ``kind`` in ``places`` name: every one must be ours and
+        name the same reader (an unsubscribe request may hold an unsubscribe link's token)."""
+        candidates = list(
+            dict.fromkeys(token for place in places for k, token in found_in(place) if k == kind)
+        )
         links = (
             [m.group(0) for place in places for m in LINK_TOKEN.finditer(place)]
             if kind == UNSUBSCRIBE
             else []
         )
-        if not candidates and not links:
-            raise NotOurs("it holds no token")
+        found: list[Reader] = []
         for token in candidates:
             try:
                 opened = read(token, kind, self.secrets, self.list_ids)
             except BadToken:
-                continue
-            return self._opened(opened, via)
-        for token in links[:10]:
-            reader = self._link_token(token)
-            if reader is not None:
-                return reader
-        raise NotOurs(
-            "its token is not one of ours (forged, or made with another secret or for another list)"
-        )
+                raise NotOurs(
+                    "its token is not one of ours (forged, or made with another secret or for another list)"
+                ) from None
+            found.append(self._opened(opened, via))
+        if not found:
+            found = [r for r in (self._link_token(t) for t in links[:10]) if r is not None]
+        if not found:
+            raise NotOurs("it holds no token of ours" if candidates or links else "it holds no token")
+        if len({(r.key, r.campaign) for r in found}) > 1:
+            raise NotOurs("its tokens name different readers")
+        return found[0]
 
     def _opened(self, opened: Opened, via: str) -> Reader:
         campaigns = [
