@@ -98,8 +98,15 @@ biff = no
         )
 
     def start(self) -> PrivatePostfix:
-        """Start it and wait until its smtpd answers."""
+        """Start it and wait until its smtpd answers (stopped again if it does not)."""
         subprocess.run([POSTFIX, "-c", str(self.conf), "start"], check=True, capture_output=True, timeout=60)
+        try:
+            return self._wait()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait(self) -> PrivatePostfix:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:

@@ -54,6 +54,11 @@ class ImapSource:
     def _connect(self) -> imaplib.IMAP4:
         settings = self.settings
         host, port = settings.imap_host, settings.imap_port or IMAP_PORTS[settings.imap_security]
+        if settings.imap_security == "none" and not is_loopback(host):
+            raise ConfigError(
+                f"DISPATCH_IMAP_SECURITY=none would send the password in clear text to {host}; use ssl or "
+                "starttls (none is only for a server on this machine)"
+            )
         context = ssl.create_default_context()
         try:
             if settings.imap_security == "ssl":
@@ -66,12 +71,6 @@ class ImapSource:
             raise MailboxError(
                 f"cannot reach the IMAP server {self.where}: {err}; check DISPATCH_IMAP_HOST"
             ) from err
-        if settings.imap_security == "none" and not is_loopback(host):
-            conn.shutdown()
-            raise ConfigError(
-                f"DISPATCH_IMAP_SECURITY=none sends the password in clear text to {host}; use ssl or "
-                "starttls (none is only for a server on this machine)"
-            )
         try:
             conn.login(settings.imap_user, settings.imap_password)
             kind, data = conn.select(_quoted(settings.imap_folder))
