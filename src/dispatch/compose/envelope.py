@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dispatch.unsubscribe.address_tokens import BOUNCE, UNSUBSCRIBE, UNSUBSCRIBE_PREFIX, local_part, make
+from dispatch.unsubscribe.address_tokens import BOUNCE, UNSUBSCRIBE, UNSUBSCRIBE_PREFIX, Maker, local_part
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,12 @@ class Returns:
     secret: str = field(repr=False)
     bounce_address: str = ""  # DISPATCH_BOUNCE_ADDRESS
     mailto: str = ""  # DISPATCH_UNSUBSCRIBE_MAILTO, as written
+    _maker: Maker = field(init=False, repr=False)
+    _senders: dict[str, str] = field(init=False, repr=False)  # the latest envelope senders made
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_maker", Maker(self.secret, self.list_id, self.campaign))
+        object.__setattr__(self, "_senders", {})
 
     @property
     def has_mailto(self) -> bool:
@@ -31,14 +37,20 @@ class Returns:
         return bool(self.mailto or self.bounce_address)
 
     def _token(self, kind: str, email: str) -> str:
-        return make(self.secret, kind, self.list_id, self.campaign, email.lower())
+        return self._maker.token(kind, email.lower())
 
     def envelope_sender(self, email: str) -> str:
-        """``MAIL FROM`` for this recipient: ``bounces+TOKEN@domain``, or the From address."""
+        """``MAIL FROM`` for this recipient: ``bounces+TOKEN@domain``, or the From address. (A
+        worker asks twice per message: to pipeline its commands, and to send it.)"""
         if not self.bounce_address:
             return self.sender
-        local, _, domain = self.bounce_address.rpartition("@")
-        return f"{local_part(local, BOUNCE, self._token(BOUNCE, email))}@{domain}"
+        made = self._senders.get(email)
+        if made is None:
+            if len(self._senders) > 64:
+                self._senders.clear()
+            local, _, domain = self.bounce_address.rpartition("@")
+            made = self._senders[email] = f"{local_part(local, BOUNCE, self._token(BOUNCE, email))}@{domain}"
+        return made
 
     def unsubscribe_mailto(self, email: str) -> str:
         """The reader's mailto URI, holding their unsubscribe token: in place of ``{token}`` in
