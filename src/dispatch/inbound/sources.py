@@ -109,16 +109,15 @@ class MaildirSource:
     """Every message in a Maildir's ``new`` and ``cur``, oldest first."""
 
     def __init__(self, folder: Path) -> None:
-        if not all((folder / sub).is_dir() for sub in ("cur", "new", "tmp")):
-            raise InputError(
-                f"{folder}: is not a Maildir (it needs cur/, new/ and tmp/ folders); check --maildir"
-            )
+        if not any((folder / sub).is_dir() for sub in ("cur", "new")):
+            raise InputError(f"{folder}: is not a Maildir (it has no new/ or cur/ folder); check --maildir")
         self.folder = folder
 
     def items(self) -> Iterator[Item]:
         names = sorted(
             (entry.name, sub)
             for sub in ("new", "cur")
+            if (self.folder / sub).is_dir()
             for entry in os.scandir(self.folder / sub)
             if not entry.name.startswith(".")
         )
