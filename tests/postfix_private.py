@@ -44,7 +44,7 @@ def _master_cf(port: int) -> str:
 class PrivatePostfix:
     """One private instance; ``relay_to`` is the next hop for ``relay_domain``."""
 
-    def __init__(self, relay_domain: str, relay_port: int, local_domain: str) -> None:
+    def __init__(self, relay_domain: str, relay_port: int, local_domain: str, extra: str = "") -> None:
         # Under /tmp (maillog_file_prefixes), and readable by the postfix user: pytest's own
         # tmp_path is private to root.
         self.root = Path(tempfile.mkdtemp(prefix="dispatch-postfix-", dir="/tmp"))
@@ -93,7 +93,7 @@ queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 2s
 biff = no
-""",
+{extra}""",
             encoding="utf-8",
         )
 

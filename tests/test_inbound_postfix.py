@@ -11,7 +11,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,16 +62,26 @@ class Scene:
         got = next(r for r in self.next_hop.received if r.rcpt_tos == [reader])
         return got.data, got.mail_from
 
+    def send(self, campaign: str) -> None:
+        issue = self.tmp / f"{campaign}.md"
+        issue.write_text(
+            f"---\ntitle: {campaign} news\ncampaign: {campaign}\n---\n\nThe garden.\n", encoding="utf-8"
+        )
+        result = self.dispatch("send", issue, "-s", self.tmp / "list.csv", "--yes")
+        assert result.exit_code == 0, result.stderr
+
     def suppressed(self) -> dict[str, str]:
         result = self.dispatch("suppress", "list", "--json")
         assert result.exit_code == 0, result.stderr
         return {e["email"]: e["reason"] for e in json.loads(result.stdout)}
 
 
-@pytest.fixture
-def scene(tmp_path: Path, runner: CliRunner, write_file: Callable[..., Path]) -> Iterator[Scene]:
-    next_hop = start_server(faults=FaultPlan(reject={r: f"550 5.1.1 <{r}>: no such user" for r in DEAD}))
-    postfix = PrivatePostfix("example.com", next_hop.port, "news.example.org").start()
+@contextmanager
+def started(tmp: Path, runner: CliRunner, replies: dict[str, str], extra: str = "") -> Iterator[Scene]:
+    """A private Postfix whose next hop answers ``replies`` (address → reply), settings for it,
+    and the list of READERS; stopped afterwards."""
+    next_hop = start_server(faults=FaultPlan(reject=replies))
+    postfix = PrivatePostfix("example.com", next_hop.port, "news.example.org", extra).start()
     values = {
         "DISPATCH_FROM": "Example News <news@example.org>",
         "DISPATCH_ORGANIZATION": "Example News",
@@ -79,21 +90,27 @@ def scene(tmp_path: Path, runner: CliRunner, write_file: Callable[..., Path]) ->
         "DISPATCH_UNSUBSCRIBE_URL": "https://news.example.org/unsubscribe/{token}",
         "DISPATCH_UNSUBSCRIBE_SECRET": "postfix-scene-secret-0123456789-abcdefghij",
         "DISPATCH_BOUNCE_ADDRESS": "bounces@news.example.org",
-        "DISPATCH_STATE_DIR": str(tmp_path / "state"),
+        "DISPATCH_STATE_DIR": str(tmp / "state"),
         **postfix.env(),
     }
-    env = write_file("news.env", "".join(f"{k}='{v}'\n" for k, v in values.items()))
+    env = tmp / "news.env"
+    env.write_text("".join(f"{k}='{v}'\n" for k, v in values.items()), encoding="utf-8")
     env.chmod(0o600)
-    write_file("list.csv", "email,name\n" + "".join(f"{r},Reader {n}\n" for n, r in enumerate(READERS, 1)))
-    write_file("issue.md", "---\ntitle: Spring news\ncampaign: spring\n---\n\nThe garden is in bloom.\n")
-    scene = Scene(postfix, next_hop, env, tmp_path, runner)
-    result = scene.dispatch("send", tmp_path / "issue.md", "-s", tmp_path / "list.csv", "--yes")
-    assert result.exit_code == 0, result.stderr
+    (tmp / "list.csv").write_text(
+        "email,name\n" + "".join(f"{r},Reader {n}\n" for n, r in enumerate(READERS, 1)), encoding="utf-8"
+    )
     try:
-        yield scene
+        yield Scene(postfix, next_hop, env, tmp, runner)
     finally:
         postfix.stop()
         next_hop.stop()
+
+
+@pytest.fixture
+def scene(tmp_path: Path, runner: CliRunner) -> Iterator[Scene]:
+    with started(tmp_path, runner, {r: f"550 5.1.1 <{r}>: no such user" for r in DEAD}) as scene:
+        scene.send("spring")
+        yield scene
 
 
 def test_each_message_goes_out_with_its_own_envelope_sender_and_no_address_in_it(scene: Scene) -> None:
@@ -198,3 +215,23 @@ def test_inbound_as_a_pipe_reads_standard_input_of_the_real_command(scene: Scene
     assert done.returncode == 0, done.stderr
     assert b"suppressed, reason bounced" in done.stderr
     assert len(scene.suppressed()) == 1
+
+
+def test_a_full_mailbox_three_issues_in_a_row_is_suppressed_once_postfix_gives_up(
+    tmp_path: Path, runner: CliRunner
+) -> None:
+    """Postfix's own soft reports: a "delayed" warning, then a failure with 4.2.2 when the message
+    expires; both count once for their issue, and the third issue in a row suppresses."""
+    full = "reader02@example.com"
+    lifetimes = "delay_warning_time = 1s\nmaximal_queue_lifetime = 4s\nbounce_queue_lifetime = 4s\n"
+    with started(tmp_path, runner, {full: "452 4.2.2 mailbox full"}, lifetimes) as scene:
+        for n, campaign in enumerate(("spring", "summer", "autumn"), start=1):
+            scene.send(campaign)
+            scene.postfix.wait_for(2, timeout=60)  # the warning and the failure
+            result = scene.dispatch("inbound", "--maildir", scene.postfix.maildir, "--json")
+            assert result.exit_code == 0, result.stderr
+            kinds = json.loads(result.stdout)["kinds"]
+            assert kinds == {"soft bounce": 2}, result.stderr
+            assert scene.suppressed() == ({} if n < 3 else {full: "bounced"}), result.stderr
+            assert f"{n} of 3 in a row" in result.stderr
+        assert json.loads(scene.dispatch("status", "autumn", "--json").stdout)["bounced"] == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,7 +22,9 @@ from dispatch.cli.common import (
 from dispatch.errors import ExitCode, InputError
 
 if TYPE_CHECKING:
-    from dispatch.inbound.actions import Decision, Tally
+    from collections.abc import Callable
+
+    from dispatch.inbound.actions import Decision, Processor, Tally
     from dispatch.settings import Settings
 
 TEMPFAIL = 75  # EX_TEMPFAIL: standard input could not be recorded; the mail system keeps it and retries
@@ -84,8 +86,9 @@ def inbound(
 
 
 def _read(
-    processor: Any, settings: Settings, folder: Path, maildir: Path | None, *, imap: bool, say: Any
-) -> tuple[Tally, str]:
+    processor: Processor, settings: Settings, folder: Path, maildir: Path | None, *, imap: bool,
+    say: Callable[[str, Decision], None],
+) -> tuple[Tally, str]:  # fmt: skip
     from dispatch.inbound.sources import MaildirSource, StdinSource, run
 
     if maildir is not None:
