@@ -33,7 +33,8 @@ class PrivateDovecot:
         self.port, self.tls_port = free_port(), free_port()
         nobody = pwd.getpwnam("nobody")
         for name in ("run", "state", "mail", "home"):
-            (self.root / name).mkdir(mode=0o755)
+            (self.root / name).mkdir()
+            (self.root / name).chmod(0o755)  # whatever the umask (a test may leave it 077)
         for name in ("mail", "home"):
             shutil.chown(self.root / name, nobody.pw_uid, nobody.pw_gid)
         (self.root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n", encoding="utf-8")
@@ -85,6 +86,9 @@ service pop3-login {{
 
     def start(self) -> PrivateDovecot:
         """Start it and wait until it greets."""
+        for path in self.root.iterdir():
+            if path.is_file():
+                path.chmod(0o644)
         # It daemonises: its output is not waited for (the daemon keeps the pipes open).
         quiet = subprocess.DEVNULL
         subprocess.run(

@@ -56,7 +56,8 @@ class PrivatePostfix:
         self.log = self.root / "maillog"
         nobody = pwd.getpwnam("nobody")
         for folder in (self.conf, self.root / "queue", self.root / "data", self.mail):
-            folder.mkdir(mode=0o755)
+            folder.mkdir()
+            folder.chmod(0o755)  # whatever the umask (a test may leave it 077): the daemons are not root
         shutil.chown(self.root / "data", "postfix")
         shutil.chown(self.mail, nobody.pw_uid, nobody.pw_gid)
         (self.conf / "master.cf").write_text(_master_cf(self.port), encoding="utf-8")
@@ -99,7 +100,14 @@ biff = no
 
     def start(self) -> PrivatePostfix:
         """Start it and wait until its smtpd answers (stopped again if it does not)."""
-        subprocess.run([POSTFIX, "-c", str(self.conf), "start"], check=True, capture_output=True, timeout=60)
+        for name in ("main.cf", "master.cf"):
+            (self.conf / name).chmod(0o644)
+        done = subprocess.run(
+            [POSTFIX, "-c", str(self.conf), "start"], capture_output=True, timeout=60, check=False
+        )
+        if done.returncode:
+            self.stop()
+            raise RuntimeError(f"postfix start failed: {done.stderr.decode(errors='replace')[-2000:]}")
         try:
             return self._wait()
         except BaseException:
