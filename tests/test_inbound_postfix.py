@@ -81,7 +81,11 @@ def started(tmp: Path, runner: CliRunner, replies: dict[str, str], extra: str = 
     """A private Postfix whose next hop answers ``replies`` (address → reply), settings for it,
     and the list of READERS; stopped afterwards."""
     next_hop = start_server(faults=FaultPlan(reject=replies))
-    postfix = PrivatePostfix("example.com", next_hop.port, "news.example.org", extra).start()
+    try:
+        postfix = PrivatePostfix("example.com", next_hop.port, "news.example.org", extra).start()
+    except BaseException:
+        next_hop.stop()
+        raise
     values = {
         "DISPATCH_FROM": "Example News <news@example.org>",
         "DISPATCH_ORGANIZATION": "Example News",
