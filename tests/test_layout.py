@@ -18,6 +18,7 @@ LAYERS = (
     {"content", "lists", "state"},
     {"unsubscribe"},
     {"compose"},
+    {"inbound"},  # bounces, complaints, mailto unsubscribes: read with tokens and state, acted on
     {"checks"},
     {"send"},
     {"proof", "scaffold"},
@@ -116,9 +117,18 @@ def test_the_folder_listing_shows_the_architecture() -> None:
     top = sorted(p.stem for p in SRC.glob("*.py"))
     packages = sorted(p.name for p in SRC.iterdir() if (p / "__init__.py").is_file())
     assert len(top) <= MAX_TOP_LEVEL_MODULES, top
-    assert {"cli", "compose", "content", "lists", "send", "state", "checks", "proof", "unsubscribe"} <= set(
-        packages
-    )
+    assert {
+        "cli",
+        "compose",
+        "content",
+        "lists",
+        "send",
+        "state",
+        "checks",
+        "proof",
+        "unsubscribe",
+        "inbound",
+    } <= set(packages)
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

@@ -8,6 +8,7 @@ from typing import Any
 
 from dispatch.compose.issue import human_size
 from dispatch.errors import InputError
+from dispatch.inbound.counts import FIELDS, feedback_counts
 from dispatch.send.summary import RunSummary
 from dispatch.settings import StateLocation
 from dispatch.state import journal as j
@@ -154,22 +155,27 @@ def status_report(
         info = journal.campaign(campaign) if journal is not None else None
         if journal is None or info is None:
             raise InputError(f"no campaign {campaign!r} in {where}; run 'dispatch status' to list them")
-        data, text = _campaign_report(journal, info)
+        data, text = _campaign_report(
+            journal, info, feedback_counts(location.path, {info.id: info.counts})[info.id]
+        )
         return {"state": state, **data}, f"{text}\n  State: {where}"
     infos = journal.campaigns() if journal is not None else []
+    said = feedback_counts(location.path, {c.id: c.counts for c in infos})
     data = {
         "state": state,
         "state_dir": str(location.path),
         "suppressed_addresses": store.count() if store is not None else 0,
         "campaigns": [
             {"campaign": c.id, "subject": c.subject, "recipients": c.recipients, "updated": _ago(c.updated),
-             **_counts(c, journal)}
+             **_counts(c, journal), **said[c.id]}
             for c in infos
         ],
     }  # fmt: skip
     lines = [f"Campaigns in {where}:"] if infos else [f"No campaigns yet in {where}."]
     for c in infos:
-        counts = ", ".join(f"{k} {v}" for k, v in _counts(c, journal).items() if v)
+        counts = ", ".join(
+            f"{k} {v}" for k, v in _with_feedback(_counts(c, journal), said[c.id]).items() if v
+        )
         lines.append(f"  {c.id}  ({_ago(c.updated)})  {c.subject}\n    {counts or 'nothing recorded'}")
     return data, "\n".join(lines)
 
@@ -186,7 +192,13 @@ def _counts(info: j.CampaignInfo, journal: j.Journal | None) -> dict[str, int]:
     return counts
 
 
-def _campaign_report(journal: j.Journal, info: j.CampaignInfo) -> tuple[Any, str]:
+def _with_feedback(counts: dict[str, int], said: dict[str, int]) -> dict[str, int]:
+    """The journal's counts, then what became of the messages: delivered, bounced, complained,
+    unsubscribed (the split of each is in ``--json``)."""
+    return {**counts, **{k: said[k] for k in FIELDS}}
+
+
+def _campaign_report(journal: j.Journal, info: j.CampaignInfo, said: dict[str, int]) -> tuple[Any, str]:
     running = journal.running(info.id)
     records = journal.records(
         info.id, (j.FAILED, j.DEFERRED, j.UNKNOWN, *(() if running else (j.IN_FLIGHT,)))
@@ -198,10 +210,10 @@ def _campaign_report(journal: j.Journal, info: j.CampaignInfo) -> tuple[Any, str
         for r in records
     ]  # fmt: skip
     data = {"campaign": info.id, "subject": info.subject, "recipients": info.recipients,
-            **_counts(info, journal), "problems": problems}  # fmt: skip
+            **_counts(info, journal), **said, "problems": problems}  # fmt: skip
     lines = [
         f"{info.id}: {info.subject}",
-        "  " + ", ".join(f"{k} {v}" for k, v in _counts(info, journal).items() if v),
+        "  " + ", ".join(f"{k} {v}" for k, v in _with_feedback(_counts(info, journal), said).items() if v),
     ]
     for r in records:
         bounce = " (hard bounce)" if r.hard_bounce else ""

@@ -235,6 +235,7 @@ def plan_issue(
         related=tuple(embedder.related),
         attachments=tuple(assets.attachments(list(attach), settings.max_message_size)),
         sign=signer.signed if signer is not None else None,
+        bounce_address=settings.bounce_address,
     )
     notes = (*(signer.warnings if signer is not None else ()), *embedder.warnings)
     issue = Issue(

@@ -28,6 +28,7 @@ from email.headerregistry import Address
 from email.utils import format_datetime
 
 from dispatch.addresses import MAX_DISPLAY_NAME
+from dispatch.compose.envelope import Returns
 from dispatch.compose.headers import MAX_HEADER_LINE, MAX_LINE, fold, fold_mailbox, header_text, phrase_header
 from dispatch.errors import ConfigError
 from dispatch.unsubscribe.tokens import seal, unsubscribe_link
@@ -191,6 +192,8 @@ class MessageFactory:
     related: tuple[Attachment, ...] = ()  # inline images, referenced from the HTML as cid:
     attachments: tuple[Attachment, ...] = ()
     sign: Callable[[bytes], bytes] | None = field(default=None, repr=False)  # DKIM: the signed bytes
+    bounce_address: str = ""  # DISPATCH_BOUNCE_ADDRESS: MAIL FROM bounces+TOKEN@…, mailto bounces+u-TOKEN@…
+    returns: Returns = field(init=False, repr=False)  # the envelope sender and the mailto
     _head: bytes = field(init=False, repr=False)
     _list_id: bytes = field(init=False, repr=False)
     _structure: bytes = field(init=False, repr=False)  # MIME headers up to the text part's headers
@@ -209,6 +212,10 @@ class MessageFactory:
     def __post_init__(self) -> None:
         if not (self.unsubscribe_url or self.unsubscribe_mailto):
             raise ConfigError("an unsubscribe URL or mailto address is required to build messages")
+        object.__setattr__(self, "returns", Returns(
+            self.sender.addr_spec, self.campaign, self.list_id, self.unsubscribe_secret,
+            self.bounce_address, self.unsubscribe_mailto,
+        ))  # fmt: skip
         head = fold_mailbox("From", self.sender.display_name, self.sender.addr_spec)
         if self.reply_to is not None:
             head += fold_mailbox("Reply-To", self.reply_to.display_name, self.reply_to.addr_spec)
@@ -265,17 +272,13 @@ class MessageFactory:
         return self._mailto(email)
 
     def _mailto(self, email: str) -> str:
-        template = self.unsubscribe_mailto.removeprefix("mailto:")
-        mailto = template.replace("{email}", email)
-        if "{token}" in mailto:
-            mailto = mailto.replace("{token}", self._token(email))
-        return "mailto:" + (mailto if "?" in mailto else mailto + "?subject=unsubscribe")
+        return self.returns.unsubscribe_mailto(email)
 
     def _list_unsubscribe(self, email: str, link: str) -> bytes:
         uris: list[tuple[str, str]] = []
         if self.unsubscribe_url:
             uris.append(("DISPATCH_UNSUBSCRIBE_URL", f"<{link}>"))
-        if self.unsubscribe_mailto:
+        if self.returns.has_mailto:
             uris.append(("DISPATCH_UNSUBSCRIBE_MAILTO", f"<{self._mailto(email)}>"))
         # Written raw, never as encoded-words (RFC 2369, RFC 8058); folded between URIs only,
         # and each URI's line (the first with the field name) must stay within 998 octets.

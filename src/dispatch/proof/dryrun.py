@@ -98,6 +98,7 @@ class PreviewWriter:
             accounting=summary.accounting(),
             suppressed=summary.suppressed_who,
             suppressed_total=summary.suppressed,
+            suppressed_by=summary.suppressed_by,
             first=self._first,
             messages=self._entries,
         )

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Protocol
 from urllib.parse import quote
@@ -110,6 +110,9 @@ class ProofData:
     accounting: Sequence[tuple[str, int]] = ()  # (what happened, how many) for every row
     suppressed: Sequence[tuple[str, str]] = ()  # (address, reason), the first of them
     suppressed_total: int = 0
+    suppressed_by: Mapping[str, int] = field(
+        default_factory=dict
+    )  # reason -> how many (bounced, complained…)
     first: FirstMessage | None = None
     messages: Iterable[MessageEntry] = ()
     max_skipped: int = MAX_SKIPPED
@@ -244,7 +247,7 @@ def _summary(data: ProofData) -> str:
         ("State", _v(data.state)),
         ("Will be sent", f"{data.to_send:,}"),
         ("Already sent", f"{data.already_sent:,}"),
-        ("Suppressed", f"{data.suppressed_total:,}"),
+        ("Suppressed", f"{data.suppressed_total:,}{_reasons(data.suppressed_by)}"),
         ("Skipped rows", f"{_skipped_total(data):,}"),
     ]
     if data.rows is not None:
@@ -255,6 +258,12 @@ def _summary(data: ProofData) -> str:
         '<section aria-labelledby="summary">\n<h2 id="summary">Summary</h2>\n'
         f'<dl class="summary">{items}</dl>\n{_suppressed(data)}{_skipped(data)}</section>\n'
     )
+
+
+def _reasons(counts: Mapping[str, int]) -> str:
+    """`` (3 bounced, 1 complained, 1 unsubscribed)``: why they are suppressed, or ""."""
+    shown = ", ".join(f"{n:,} {_v(reason)}" for reason, n in sorted(counts.items()) if n)
+    return f" ({shown})" if shown else ""
 
 
 def _skipped_total(data: ProofData) -> int:

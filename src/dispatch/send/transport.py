@@ -342,9 +342,10 @@ class SmtpTransport:
                 raise failure(
                     self.settings, f"refused the message size ({result.line()})", "lower the message size"
                 )
-            raise failure(
-                self.settings, f"refused the sender {sender} ({result.line()})", "check DISPATCH_FROM"
-            )
+            setting, bounces = "DISPATCH_FROM", self.settings.bounce_address.partition("@")
+            if bounces[1]:  # bounces+TOKEN@…: the address it was made from, not the reader's token
+                setting, sender = "DISPATCH_BOUNCE_ADDRESS", f"{bounces[0]}+…@{bounces[2]}"
+            raise failure(self.settings, f"refused the sender {sender} ({result.line()})", f"check {setting}")
         return result
 
     def _session_full(self, result: Result, *, hang_up: bool) -> Result:

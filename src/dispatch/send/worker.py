@@ -80,7 +80,7 @@ class Run:
         self.journal = journal
         self.options = options
         self.settings = issue.settings
-        self.sender = issue.factory.sender.addr_spec  # MAIL FROM of every message
+        self.sender = issue.factory.returns.envelope_sender  # a recipient's MAIL FROM (bounces+TOKEN@…)
         self.rules = SkipRules(
             journal, options.suppressions, issue.campaign, options.list_ids or issue.settings.list_id,
             resend_unknown=options.resend_unknown, retry_failed=options.retry_failed,
@@ -151,7 +151,7 @@ class Run:
         item = ahead.peek()
         if item is None:
             return None
-        return Envelope(self.sender, item[0].email, len(item[2]))
+        return Envelope(self.sender(item[0].key), item[0].email, len(item[2]))
 
     def _one(self, transport: SmtpTransport, item: Item) -> None:
         """Pace, take a slot of the daily budget, deliver; or leave the recipient pending."""
@@ -196,7 +196,7 @@ class Run:
             self.record(sub, result, mid, attempts=tries.take_unmarked())
 
         try:
-            result = self._attempts(transport, sub.email, data, tries, mark=mark, interim=interim)
+            result = self._attempts(transport, sub, data, tries, mark=mark, interim=interim)
         except AbortError:  # raised before this try's data left: the relay was unreachable, or
             # refused the sender after the row went in flight with the pipelined commands
             if tries.marked and journal is not None:
@@ -277,7 +277,7 @@ class Run:
     def _attempts(
         self,
         transport: SmtpTransport,
-        to: str,
+        sub: Subscriber,
         data: bytes,
         tries: Tries,
         *,
@@ -287,6 +287,7 @@ class Run:
         """Up to 1 + DISPATCH_RETRIES tries with exponential backoff and jitter; each retry is
         paced like a new message, and a stop ends the tries with the last (deferred) result."""
         retries, delay = self.settings.retries, self.settings.retry_delay
+        sender, to = self.sender(sub.key), sub.email
         result = Result(Status.DEFERRED, None, "not attempted")
         for attempt in range(retries + 1):
             if attempt:
@@ -299,7 +300,7 @@ class Run:
                 self.pacer.wait(self.stop)
             tries.total += 1
             try:
-                result = transport.send(self.sender, to, data, mark)
+                result = transport.send(sender, to, data, mark)
             except Unreachable as err:
                 if attempt == retries:
                     raise AbortError(f"{err} (after {retries + 1} tries)") from err

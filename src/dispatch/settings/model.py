@@ -109,6 +109,14 @@ class Settings:
     logo: str = ""
     web_url: str = ""
     chromium: str = ""
+    bounce_address: str = ""  # dispatch inbound: the envelope sender (bounces+TOKEN@…), and its settings
+    soft_bounce_limit: int = 3
+    imap_host: str = ""
+    imap_port: int = 0  # 0: 993 or 143 by imap_security
+    imap_security: str = "ssl"
+    imap_user: str = ""
+    imap_password: str = field(default="", repr=False)
+    imap_folder: str = "INBOX"
     settings_file: Path | None = None  # the file the values came from (None: the environment only)
 
     @classmethod
@@ -118,7 +126,7 @@ class Settings:
         found: dict[str, Any] = {}
         for setting in SETTINGS:
             raw = env.get(setting.key) or ""
-            text = raw if setting.name == "SMTP_PASSWORD" else raw.strip()  # a password is as written
+            text = raw if setting.name in ("SMTP_PASSWORD", "IMAP_PASSWORD") else raw.strip()  # as written
             if not text:
                 found[setting.field] = setting.default
             elif setting.parse is PATH:

@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any
 
 from dispatch.errors import ConfigError
+from dispatch.settings import inbound
 from dispatch.settings import values as v
 
 PREFIX = "DISPATCH_"
@@ -356,6 +357,7 @@ SETTINGS: tuple[Setting, ...] = (
         "CHROMIUM", _text, "", "the Chromium used for `--png`/`--pdf` proofs", "`chromium` on the PATH",
         LOOKS, "The Chromium for --png and --pdf proofs.", sample="/usr/bin/chromium",
     ),
+    *(Setting(**row) for row in inbound.ROWS),
 )
 # fmt: on
 BY_KEY = {s.key: s for s in SETTINGS}
