@@ -15,7 +15,8 @@ import pytest
 from dispatch.compose.context import template_context
 from dispatch.compose.render import RenderedIssue, builtin_template_dir, render_issue
 from dispatch.content.article import load_article
-from dispatch.content.markup import demote_headings, render_markdown, wrap_without_orphan
+from dispatch.content.markup import demote_headings, render_markdown
+from dispatch.content.textpart import wrap_without_orphan
 from dispatch.errors import ConfigError, TemplateError
 
 ROOT = Path(__file__).resolve().parents[1]
