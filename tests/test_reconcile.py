@@ -303,3 +303,31 @@ def test_several_files_as_arguments_after_one_maillog_option(
     assert [Path(f["path"]).name for f in data["logs"]] == ["mail.log.1", "mail.log"]
     assert outcomes(data)[BOB][0] == "sent"
     assert outcomes(data)[ANN][0] == "send_again"
+
+
+def test_the_journal_keeps_the_message_id_each_try_went_out_with(
+    invoke: Invoke, tmp_path: Path, env_file: Callable[..., Path], article: Path, subscribers: Path,
+    smtp_server: Callable[..., Any],
+) -> None:  # fmt: skip
+    """First tries, retries after a 4xx to the data, and --resend-unknown all record, before the
+    final dot, the Message-ID the relay then receives: what reconcile looks up in its log."""
+    from tests.smtp_servers import FaultPlan
+
+    server = smtp_server(faults=FaultPlan(data_4xx=0.5, drop_after_data=0.5, seed=7))
+    settings = env_file(**server.env(), DISPATCH_RETRIES="5")
+    send = ["send", article, "-s", subscribers, "--env-file", settings, "--campaign", CAMPAIGN, "--yes"]
+    first = json.loads(invoke(*send, "--json").stdout)
+    server.handler.faults = FaultPlan()
+    invoke(*send, "--resend-unknown")
+
+    journal = Journal(tmp_path / "state")
+    try:
+        rows = journal.records(CAMPAIGN, ("sent",))
+        recorded = {r.email: r.message_id for r in rows}
+    finally:
+        journal.close()
+    received = {m.rcpt_tos[0]: m.message["Message-ID"].strip() for m in server.received}
+    assert recorded == received
+    assert len(recorded) == 3
+    assert first["unknown"] >= 1, "a reply to the data was lost: that reader went again"
+    assert sum(r.attempts for r in rows) >= len(rows) + 2, "retries and the resend went out too"
