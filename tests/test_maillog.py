@@ -85,7 +85,11 @@ def test_every_time_format_with_and_without_a_host_reads_the_same_story(
     assert [s.kept for s in log.seen("<twice@example.org>")] == [False, True]
     assert log.seen("<kept@example.org>")[0].queue_id == "4AAA1"
     assert log.seen("<kept@example.org>")[0].where == "maillog:3"
-    assert "before the final dot" in log.seen("<cut@example.org>")[0].how
+    assert log.seen("<cut@example.org>")[0].said() == (
+        "read it as 4BBB2 (maillog:7) but dropped it: the connection ended before the final dot"
+    )
+    assert log.seen("<filtered@example.org>")[0].how == "read"
+    assert log.seen("<milter@example.org>")[0].how == "refused"
     (only,) = log.files
     assert (only.lines, only.postfix_lines, only.skipped) == (18, 17, 0)
     precision = 1.0 if whole else 1e-5

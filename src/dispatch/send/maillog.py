@@ -67,13 +67,10 @@ class _Transaction:
         return not self.kept and (self.cut or self.refused)
 
     def how(self) -> str:
+        """What became of it, as :attr:`Sighting.how` names it."""
         if self.kept:
             return "queued"
-        if self.cut:
-            return "dropped: the connection ended before the final dot"
-        if self.refused:
-            return "refused at the final dot"
-        return "read, and not dropped as far as the log shows"
+        return "cut" if self.cut else "refused" if self.refused else "read"
 
 
 @dataclass(frozen=True)
@@ -84,7 +81,17 @@ class Sighting:
     where: str  # file:line of its cleanup line
     when: float | None  # that line's time (epoch seconds)
     kept: bool  # False only with proof that the relay dropped or refused it
-    how: str
+    how: str  # queued, read (and nothing after it), cut (before the final dot) or refused
+
+    def said(self) -> str:
+        """What the relay did with it, in words: ``queued it as 4AAA1 (maillog:3)``."""
+        read = f"read it as {self.queue_id} ({self.where})"
+        return {
+            "queued": f"queued it as {self.queue_id} ({self.where})",
+            "read": f"{read}, and nothing in the log says it dropped it",
+            "cut": f"{read} but dropped it: the connection ended before the final dot",
+            "refused": f"{read} but refused it at the final dot",
+        }[self.how]
 
 
 @dataclass

@@ -121,13 +121,12 @@ def decide(unknown: Unknown, log: RelayLog, clock: str, given: list[Path]) -> De
     kept = [s for s in sightings if s.kept]
     if kept:
         more = f", and {len(kept) - 1} more time(s)" if len(kept) > 1 else ""
-        return said(SENT, f"the relay {kept[0].how} it as {kept[0].queue_id} ({kept[0].where}){more}")
+        return said(SENT, f"the relay {kept[0].said()}{more}")
     gap = clock or coverage_gap(log, unknown, given)
     if gap:
         return said(UNKNOWN, gap)
     if sightings:
-        first = sightings[0]
-        return said(AGAIN, f"the relay {first.how} ({first.queue_id}, {first.where}) and never kept it")
+        return said(AGAIN, f"the relay {sightings[-1].said()}, and never kept it")
     return said(AGAIN, "the relay's log covers the time it went out and never shows its Message-ID")
 
 
