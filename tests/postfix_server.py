@@ -190,20 +190,24 @@ def postfix_relay(
     if POSTFIX_MISSING:
         raise RuntimeError(POSTFIX_MISSING)
     folder = Path(tempfile.mkdtemp(prefix="pfx-", dir="/tmp"))
-    folder.chmod(0o755)  # Postfix's own user walks through it
     port = free_port()
     for name in ("conf", "queue", "data", "mail"):
         (folder / name).mkdir()
+    for each in (folder, folder / "conf", folder / "queue"):
+        each.chmod(0o755)  # whatever the umask: Postfix's own user walks through them
     shutil.chown(folder / "data", "postfix")
     uid, gid = _nobody()
     os.chown(folder / "mail", uid, gid)
     (folder / "conf" / "master.cf").write_text(_master_cf(port), encoding="utf-8")
     (folder / "conf" / "main.cf").write_text(_main_cf(folder, next_hop, mailbox_domain, extra or {}), "utf-8")
+    for each in (folder / "conf").iterdir():
+        each.chmod(0o644)
     relay = PostfixRelay(folder, port, folder / "maillog", folder / "mail" / "box")
     try:
-        started = subprocess.run(
-            [POSTFIX, "-c", str(relay.conf), "start"], capture_output=True, text=True, check=False, timeout=60
-        )
+        started = subprocess.run(  # (with the usual umask, whatever the suite's is: Postfix makes its queue)
+            ["/bin/sh", "-c", 'umask 022 && exec "$0" -c "$1" start', POSTFIX, str(relay.conf)],
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
         if started.returncode != 0:
             raise AssertionError(f"postfix start failed: {started.stdout}{started.stderr}")
         _wait_listening(port)
