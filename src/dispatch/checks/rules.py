@@ -201,7 +201,8 @@ def settings_problems(settings: Settings) -> list[Problem]:
         ("free-mail-from", bool(domain) and free_mail_domain(domain), where),
     ]
     found = [problem(code, **values) for code, failed, values in checks if failed]
-    return found + _example_problems(settings) + _relay_problems(settings)
+    relays = [p for relay in settings.relays for p in _relay_problems(relay)]  # each relay's own limits
+    return found + _example_problems(settings) + relays
 
 
 def _example_problems(settings: Settings) -> list[Problem]:

@@ -9,11 +9,20 @@ maps any failure to one line on stderr and an exit code in one place
 
 from __future__ import annotations
 
-from dispatch.cli import auth, checking, inbound, keys, previewing, sending, unsubscribing  # noqa: F401 - each registers its commands
+from dispatch.cli import (  # noqa: F401 - each registers its commands
+    auth,
+    checking,
+    inbound,
+    keys,
+    previewing,
+    reconciling,
+    sending,
+    unsubscribing,
+)
 from dispatch.cli.common import app, main
 
 # The order --help lists them in: the way a newsletter is made, then the inbox tools.
-ORDER = ("init", "send", "preview", "status", "check", "serve", "inbound", "login", "logout")
+ORDER = ("init", "send", "preview", "status", "reconcile", "check", "serve", "inbound", "login", "logout")
 app.registered_commands.sort(key=lambda c: ORDER.index(c.name) if c.name in ORDER else len(ORDER))
 
 __all__ = ["app", "main"]

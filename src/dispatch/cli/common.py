@@ -259,14 +259,15 @@ def load_settings(env_file: Path | None, overrides: Mapping[str, str | None] | N
     working folder or the login.
     """
     from dispatch.settings import PATHS, Settings, unknown_settings
+    from dispatch.settings.relays import anchored
 
     values: dict[str, str] = {}
     path = env_file or Path(".env")
     used = env_file is not None or os.path.lexists(path)
     if used:
         for key, raw in read_env_file(path).items():
-            if raw and key in PATHS and not Path(raw).expanduser().is_absolute() and "://" not in raw:
-                raw = str(path.resolve().parent / raw)  # noqa: PLW2901 - relative to the file, for cron
+            if raw and key in PATHS:  # relative to the file (each relay's, when several), for cron
+                raw = anchored(key, raw, path.resolve().parent)  # noqa: PLW2901
             if raw is not None:
                 values[key] = raw
         secret = (

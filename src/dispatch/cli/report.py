@@ -104,6 +104,7 @@ def send_report(summary: RunSummary, endpoint: str, sender: str = "") -> str:
             lines.append(f"  {label + ':':<14} {now} now{overall}")
     if summary.pending:
         lines.append(f"  Pending:       {summary.pending} (not tried this run)")
+    lines += _relays(summary)
     lines += _skipped(summary)
     lines += _rows(summary) if not summary.test_send else []
     lines += _state(summary)
@@ -139,6 +140,22 @@ def send_report(summary: RunSummary, endpoint: str, sender: str = "") -> str:
     elif summary.deferred or summary.pending:
         lines.append("Run the same command again to retry deferred and pending recipients.")
     return "\n".join(lines)
+
+
+def _relays(summary: RunSummary) -> list[str]:
+    """What each relay did, when the send had several."""
+    if len(summary.relays) < 2:
+        return []
+    lines = []
+    for relay in summary.relays:
+        done = [
+            f"{relay[k]} {k}" for k in ("sent", "failed", "deferred", "unknown") if relay[k] or k == "sent"
+        ]
+        if relay["handed_over"]:
+            done.append(f"{relay['handed_over']} handed to the others")
+        given_up = f"; given up: {shown(relay['given_up'])}" if relay["given_up"] else ""
+        lines.append(f"  Relay:         {relay['relay']}: {', '.join(done)}{given_up}")
+    return lines
 
 
 def _ago(when: float) -> str:

@@ -19,10 +19,11 @@ from dispatch.errors import ConfigError
 from dispatch.lists.subscribers import Skipped
 from dispatch.send.campaign import campaign_warnings, list_identity, list_use
 from dispatch.send.preflight import preflight, require_no_blocking
+from dispatch.send.relays import start_pool
 from dispatch.send.skips import Skip
 from dispatch.send.summary import Failure, RunSummary, summary_for
-from dispatch.send.transport import Status, probe
-from dispatch.send.worker import Item, Run, SendOptions
+from dispatch.send.transport import Status
+from dispatch.send.worker import Item, Pool, Run, SendOptions
 
 __all__ = ["SendOptions", "run_send"]
 from dispatch.state import journal as j
@@ -38,13 +39,14 @@ def run_send(issue: Issue, journal: j.Journal | None, options: SendOptions) -> R
     issue.require_unsubscribe_link()
     problems = preflight(issue)
     require_no_blocking(problems)
-    relay = probe(issue.settings, options.tokens)
-    issue.check_size(relay.size_limit, f"the relay {issue.settings.endpoint} (its SIZE)")
     warnings = [p.message for p in problems]
+    pool = start_pool(issue.settings, options.tokens, warnings.append)  # every relay, once
+    for relay in pool.live():
+        issue.check_size(relay.info.size_limit if relay.info else 0, f"the relay {relay.name} (its SIZE)")
     if journal is None:
         summary = summary_for(issue)
         summary.warnings += warnings
-        return _send(issue, None, options, summary)
+        return _send(issue, None, options, summary, pool)
     with journal.lock(issue.campaign):
         summary = summary_for(issue)
         identity = list_identity(issue, journal)
@@ -60,7 +62,7 @@ def run_send(issue: Issue, journal: j.Journal | None, options: SendOptions) -> R
         if issue.settings.give_up_days:
             summary.given_up = journal.give_up(issue.campaign, issue.settings.give_up_days)
         journal.set_recipients(issue.campaign, issue.stats.valid)
-        return _send(issue, journal, options, summary)
+        return _send(issue, journal, options, summary, pool)
 
 
 def _put(work: queue.Queue[Item | None], item: Item | None, threads: list[threading.Thread]) -> bool:
@@ -75,8 +77,10 @@ def _put(work: queue.Queue[Item | None], item: Item | None, threads: list[thread
     return False
 
 
-def _send(issue: Issue, journal: j.Journal | None, options: SendOptions, summary: RunSummary) -> RunSummary:
-    run = Run(issue, journal, options)
+def _send(
+    issue: Issue, journal: j.Journal | None, options: SendOptions, summary: RunSummary, pool: Pool
+) -> RunSummary:
+    run = Run(issue, journal, options, pool)
     try:
         with journal.grouped() if journal is not None else nullcontext():
             _feed(issue, run, options, summary)
@@ -91,11 +95,12 @@ def _send(issue: Issue, journal: j.Journal | None, options: SendOptions, summary
 def _feed(issue: Issue, run: Run, options: SendOptions, summary: RunSummary) -> None:
     """Read the list, leave out whom the journal says to, build each message, and hand it to
     the workers (one per connection); they check the suppression store just before sending."""
-    connections = issue.settings.connections
-    work: queue.Queue[Item | None] = queue.Queue(maxsize=connections * 4)
+    relays = run.pool.live()  # each relay's connections take from the one queue
+    work: queue.Queue[Item | None] = queue.Queue(maxsize=sum(r.settings.connections for r in relays) * 4)
     threads = [
-        threading.Thread(target=run.worker, args=(work,), name=f"smtp-{n}", daemon=True)
-        for n in range(connections)
+        threading.Thread(target=run.worker, args=(work, relay), name=f"smtp-{r}-{n}", daemon=True)
+        for r, relay in enumerate(relays)
+        for n in range(relay.settings.connections)
     ]
     for thread in threads:
         thread.start()
@@ -141,6 +146,7 @@ def _collect(run: Run, summary: RunSummary) -> None:
     for item in run.unbuildable:
         summary.skipped.skip(item)
     summary.aborted = run.abort
+    summary.relays = [relay.report() for relay in run.pool.relays]
     summary.interrupted = run.stop.is_set() and not run.abort and not run.limit_reached
     summary.pending = run.untouched
     summary.daily_limit_reached = run.limit_reached and summary.pending > 0

@@ -76,6 +76,7 @@ class RunSummary:
     warnings: list[str] = field(default_factory=list)
     blocking: list[str] = field(default_factory=list)  # a real send would refuse (a dry run shows them)
     refused: list[str] = field(default_factory=list)  # example values: a real send refuses, a dry run shows
+    relays: list[dict[str, Any]] = field(default_factory=list)  # what each relay did (send.relays)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -151,6 +152,7 @@ class RunSummary:
             "deferred_now": self.deferred_now,
             "unknown_now": self.unknown_now,
             "recovered_unknown": self.recovered_unknown,
+            "relays": self.relays,
             "failed_earlier": self.left_failed,
             "unknown_earlier": self.left_unknown,
             "skipped": self.skipped.skipped_total,

@@ -1,6 +1,7 @@
-"""The send's workers: each owns one SMTP connection and takes recipients from a queue one
-message ahead; a shared pacer keeps the rate, the journal's reservations the daily limit, and
-one stop event ends the run (a signal, an abort reply, the daily limit)."""
+"""The send's workers: each owns one SMTP connection (to one of the relays, :mod:`.relays`) and
+takes recipients from a queue one message ahead; a shared pacer keeps the rate, the journal's
+reservations the daily limit, and one stop event ends the run (a signal, an abort reply, the
+daily limit)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass, field, replace
 
 from dispatch.compose.issue import Issue
 from dispatch.errors import AbortError, DispatchError
 from dispatch.lists.subscribers import Skipped, Subscriber
 from dispatch.send.oauth import TokenSource
+from dispatch.send.relays import HandOver, Lookahead, Relay, RelayPool, Tries
 from dispatch.send.skips import SkipRules
 from dispatch.send.transport import Envelope, Result, Scope, SmtpTransport, Status, Unreachable
 from dispatch.settings import Rate
@@ -29,6 +30,7 @@ MAX_BACKOFF = 60.0
 # A recipient, its journal state before this run, and its message (bytes, Message-ID), built by
 # the thread that reads the list while the workers wait on the network.
 Item = tuple[Subscriber, str | None, bytes, str]
+Pool = RelayPool[Item]
 
 
 class Pacer:
@@ -75,8 +77,11 @@ class Run:
     (pacing, backoff) is cut short by it.
     """
 
-    def __init__(self, issue: Issue, journal: j.Journal | None, options: SendOptions) -> None:
+    def __init__(
+        self, issue: Issue, journal: j.Journal | None, options: SendOptions, pool: Pool | None = None
+    ) -> None:
         self.issue = issue
+        self.pool: Pool = pool or RelayPool([Relay(issue.settings)])  # the relays of DISPATCH_SMTP_HOST
         self.journal = journal
         self.options = options
         self.settings = issue.settings
@@ -93,8 +98,6 @@ class Run:
         self.limit_reached = False
         self.crash: BaseException | None = None
         self.attempted = self.failed = self.sent = self.deferred = self.unknown = 0
-        self.deferred_streak = 0  # recipients deferred in a row: a relay refusing everything
-        self.unknown_streak = 0  # replies to the data lost in a row: a relay that loses every answer
         self.untouched = 0  # recipients never tried before and not tried now: still pending
         self.test_results: list[tuple[Subscriber, Result]] = []
         self.unbuildable: list[Skipped] = []
@@ -126,23 +129,39 @@ class Run:
         with self.lock:
             self.untouched += 1
 
-    def worker(self, work: queue.Queue[Item | None]) -> None:
-        ahead = Lookahead(work, self.journal)
-        transport = SmtpTransport(self.settings, while_waiting=ahead.fill, tokens=self.options.tokens)
+    def worker(self, work: queue.Queue[Item | None], relay: Relay | None = None) -> None:
+        """One connection to ``relay`` (the only one, by default) until the queue is done, the
+        run stops, or the relay is given up (the other relays' connections take the rest)."""
+        relay = relay or self.pool.relays[0]
+        ahead = Lookahead(work, self.journal, self.pool, relay)
+        transport = SmtpTransport(relay.settings, while_waiting=ahead.fill, tokens=self.options.tokens)
         transport.next_envelope = lambda: self._following(ahead)
         try:
             while (item := ahead.next()) is not None:
                 try:
-                    self._one(transport, item)
+                    if relay.down:
+                        self.pass_on([item, *ahead.drain()])
+                        break
+                    self._one(transport, item, relay)
                 except DispatchError as err:  # an abort, or the journal failing (a full disk)
                     self.halt(str(err))
                 except Exception as err:  # a bug or a broken journal: stop the run, never hang it
                     self.crash = self.crash or err
                     self.halt(f"internal error: {type(err).__name__}: {err}")
+                finally:
+                    self.pool.release()
         finally:
             transport.close()
+            for orphan in self.pool.leave(relay):  # the last connection of all: nobody takes them now
+                self.leave(orphan[1])
 
-    def _following(self, ahead: Lookahead) -> Envelope | None:
+    def pass_on(self, items: list[Item]) -> None:
+        """Hand recipients to the other relays' connections (or leave them pending, none left)."""
+        for item in items:
+            if not self.pool.pass_on(item, item[0].key, self.pool.tries(item[0].key)):
+                self.leave(item[1])
+
+    def _following(self, ahead: Lookahead[Item]) -> Envelope | None:
         """The envelope of the message this worker sends next, when nothing can come between:
         no pacing, no daily budget to ask, no stop. (If it is suppressed meanwhile, the
         transport cancels the commands sent for it.)"""
@@ -153,7 +172,7 @@ class Run:
             return None
         return Envelope(self.sender(item[0].key), item[0].email, len(item[2]))
 
-    def _one(self, transport: SmtpTransport, item: Item) -> None:
+    def _one(self, transport: SmtpTransport, item: Item, relay: Relay) -> None:
         """Pace, take a slot of the daily budget, deliver; or leave the recipient pending."""
         sub, prior = item[0], item[1]
         if not self.stop.is_set():
@@ -171,17 +190,22 @@ class Run:
             self.leave(prior)  # stopped, or over the daily limit
             return
         try:
-            self.deliver(transport, item, reservation=reservation or None)
+            self.deliver(transport, item, reservation=reservation or None, relay=relay)
         finally:
             if isinstance(reservation, int) and self.journal is not None:
                 self.journal.release(reservation)  # (a no-op when the outcome already took it)
 
-    def deliver(self, transport: SmtpTransport, item: Item, reservation: int | None = None) -> None:
-        """Send to one recipient and record the outcome; AbortError when the campaign must stop."""
+    def deliver(
+        self, transport: SmtpTransport, item: Item, reservation: int | None = None, relay: Relay | None = None
+    ) -> None:
+        """Send to one recipient and record the outcome; AbortError when the campaign must stop.
+        A message the relay never took may go to another relay instead (:mod:`.relays`)."""
         sub, prior, data, mid = item
+        relay = relay or self.pool.relays[0]
         campaign, journal = self.issue.campaign, self.journal
         recorded = False
-        tries = Tries()
+        so_far, unrecorded = self.pool.tries(sub.key)  # (tries on a relay that handed it over)
+        tries = Tries(total=so_far, recorded=so_far - unrecorded)
 
         def mark() -> None:
             tries.reached_data += 1
@@ -196,7 +220,11 @@ class Run:
             self.record(sub, result, mid, attempts=tries.take_unmarked())
 
         try:
-            result = self._attempts(transport, sub, data, tries, mark=mark, interim=interim)
+            result = self._attempts(transport, relay, sub, data, tries, mark=mark, interim=interim)
+        except HandOver as over:
+            self.pool.trouble(relay, over.why)
+            self._hand_over(item, relay, over.why, recorded, tries)
+            return
         except AbortError:  # raised before this try's data left: the relay was unreachable, or
             # refused the sender after the row went in flight with the pipelined commands
             if tries.marked and journal is not None:
@@ -204,26 +232,58 @@ class Run:
             if not recorded:
                 self.leave(prior)  # never reached the server: still pending
             raise
+        if result.scope is Scope.RATE and self.pool.retire(relay, f"asked to stop ({result.line()})"):
+            self._hand_over(item, relay, result.line(), recorded, tries)  # its quota, not the others'
+            return
         if result.stops_campaign:  # about the message, the sender or the rate: not this recipient
             result = replace(result, status=Status.DEFERRED)
-        with self.lock:
-            self.attempted += 1
-            self.sent += result.status is Status.SENT
-            self.failed += result.status is Status.FAILED
-            deferred, unknown = result.status is Status.DEFERRED, result.status is Status.UNKNOWN
-            self.deferred += deferred
-            self.unknown += unknown
-            self.deferred_streak = self.deferred_streak + 1 if deferred else 0
-            self.unknown_streak = self.unknown_streak + 1 if unknown else 0
-            failed, attempted = self.failed, self.attempted
-            streaks = self.deferred_streak, self.unknown_streak
+        streaks = self._count(result, relay)
         self.record(sub, result, mid, reservation=reservation, attempts=tries.take_unmarked())
         if self.options.progress is not None:
             self.options.progress(1)
-        self._check_stop(result, failed, attempted, streaks)
+        self._check_stop(result, streaks, relay)
 
-    def _check_stop(self, result: Result, failed: int, attempted: int, streaks: tuple[int, int]) -> None:
-        """AbortError when going on would only burn through the list."""
+    def _count(self, result: Result, relay: Relay) -> tuple[int, int, int, int]:
+        """Count an outcome for the run and its relay: (failed, attempted, the relay's deferred
+        and lost-reply streaks)."""
+        status = result.status
+        deferred, unknown = status is Status.DEFERRED, status is Status.UNKNOWN
+        with self.lock:
+            self.attempted += 1
+            self.sent += status is Status.SENT
+            self.failed += status is Status.FAILED
+            self.deferred += deferred
+            self.unknown += unknown
+            relay.sent += status is Status.SENT
+            relay.failed += status is Status.FAILED
+            relay.deferred += deferred
+            relay.unknown += unknown
+            relay.deferred_streak = relay.deferred_streak + 1 if deferred else 0
+            relay.unknown_streak = relay.unknown_streak + 1 if unknown else 0
+            if status is Status.SENT:
+                self.pool.fine(relay)
+            return self.failed, self.attempted, relay.deferred_streak, relay.unknown_streak
+
+    def _hand_over(self, item: Item, relay: Relay, why: str, recorded: bool, tries: Tries) -> None:
+        """The relay never took the message: another relay's connections take the recipient (its
+        row put back as it was); with none left, or its tries spent, it is deferred."""
+        sub, prior, data, mid = item
+        prior = j.DEFERRED if recorded else prior
+        if tries.marked and self.journal is not None:
+            self.journal.withdraw(self.issue.campaign, sub.key, prior)
+        unrecorded = tries.take_unmarked()
+        if tries.total <= self.settings.retries and self.pool.pass_on(
+            (sub, prior, data, mid), sub.key, (tries.total, unrecorded), failed=relay
+        ):
+            with self.lock:
+                relay.handed_over += 1
+            return
+        self._count(Result(Status.DEFERRED, None, why), relay)
+        self.record(sub, Result(Status.DEFERRED, None, why), mid, attempts=unrecorded)
+
+    def _check_stop(self, result: Result, counts: tuple[int, int, int, int], relay: Relay) -> None:
+        """AbortError when going on would only burn through the list (with several relays, a
+        relay that defers or loses everything is given up first, while another is left)."""
         if result.scope is Scope.MESSAGE:
             raise AbortError(
                 f"the server refused the message itself, not the recipient: {result.line()}; nobody was "
@@ -231,18 +291,19 @@ class Run:
             )
         if result.scope is Scope.RATE:
             raise AbortError(f"the server asked to stop: {result.line()}; run again later")
-        deferred_streak, unknown_streak = streaks
+        failed, attempted, deferred_streak, unknown_streak = counts
         if deferred_streak >= MIN_SAMPLE_FOR_RATIO:
-            raise AbortError(
-                f"the server deferred the last {deferred_streak} recipients in a row (last reply: "
-                f"{result.line()}); stopping instead of burning through the list; run again later"
-            )
+            why = f"the server deferred the last {deferred_streak} recipients in a row (last reply: "
+            why += f"{result.line()})"
+            if not self.pool.retire(relay, why):
+                raise AbortError(f"{why}; stopping instead of burning through the list; run again later")
         if unknown_streak >= UNKNOWN_STREAK:
-            raise AbortError(
-                f"the server's reply to the last {unknown_streak} messages was lost ({result.line()}); "
-                "they may or may not have been delivered, so dispatch stops rather than risk more; "
-                "check the relay, then see 'dispatch status'"
-            )
+            why = f"the server's reply to the last {unknown_streak} messages was lost ({result.line()})"
+            if not self.pool.retire(relay, why):
+                raise AbortError(
+                    f"{why}; they may or may not have been delivered, so dispatch stops rather than risk "
+                    "more; check the relay, then see 'dispatch status'"
+                )
         ratio = self.settings.max_failure_ratio
         if ratio and attempted >= MIN_SAMPLE_FOR_RATIO and failed / attempted > ratio:
             raise AbortError(
@@ -277,6 +338,7 @@ class Run:
     def _attempts(
         self,
         transport: SmtpTransport,
+        relay: Relay,
         sub: Subscriber,
         data: bytes,
         tries: Tries,
@@ -289,8 +351,9 @@ class Run:
         retries, delay = self.settings.retries, self.settings.retry_delay
         sender, to = self.sender(sub.key), sub.email
         result = Result(Status.DEFERRED, None, "not attempted")
-        for attempt in range(retries + 1):
-            if attempt:
+        first = tries.total  # (tries spent on a relay that handed it over: this one goes at once)
+        for attempt in range(first, retries + 1):
+            if attempt > first:
                 if self.journal is not None:
                     self.journal.flush()
                 backoff = min(MAX_BACKOFF, delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
@@ -302,61 +365,17 @@ class Run:
             try:
                 result = transport.send(sender, to, data, mark)
             except Unreachable as err:
+                if self.pool.others(relay):
+                    raise HandOver(str(err)) from err
                 if attempt == retries:
                     raise AbortError(f"{err} (after {retries + 1} tries)") from err
                 result = Result(Status.DEFERRED, None, str(err))
                 continue
+            lost = result.status is Status.DEFERRED and result.code is None and not result.data_started
+            if lost and self.pool.others(relay):  # the connection failed before the final dot: nothing taken
+                raise HandOver(result.text)
             if result.status is Status.DEFERRED and result.data_started:
                 interim(result)
             if result.status is not Status.DEFERRED or result.stops_campaign:
                 return result
         return result
-
-
-class Lookahead:
-    """A worker's end of the queue, one message ahead. The worker takes its next message while
-    the relay reads the current one, so the thread that builds messages refills the queue then,
-    instead of taking the interpreter from the worker when it has a commit and a send to do."""
-
-    def __init__(self, work: queue.Queue[Item | None], journal: j.Journal | None) -> None:
-        self._work = work
-        self._journal = journal
-        self._ahead: list[Item | None] = []
-
-    def fill(self) -> None:
-        """Take the next message now if one is ready (never waits)."""
-        if not self._ahead:
-            with suppress(queue.Empty):
-                self._ahead.append(self._work.get_nowait())
-
-    def peek(self) -> Item | None:
-        """The next message if one is ready (None: none yet, or no more), left in place."""
-        self.fill()
-        return self._ahead[0] if self._ahead else None
-
-    def next(self) -> Item | None:
-        """The next message (None: no more); outcomes held for a group commit are committed
-        before waiting for one."""
-        self.fill()
-        if self._ahead:
-            return self._ahead.pop()
-        if self._journal is not None:
-            self._journal.flush()
-        return self._work.get()
-
-
-@dataclass
-class Tries:
-    """How often one recipient was tried in this run, and how many of those tries the journal
-    counted already (a try that reached the data was counted when it went in flight)."""
-
-    total: int = 0
-    reached_data: int = 0  # tries marked in flight (the journal counted them then)
-    recorded: int = 0
-    marked: bool = False  # the row is in flight and no outcome is recorded since
-
-    def take_unmarked(self) -> int:
-        """Tries not yet counted in the journal (and now counted)."""
-        unmarked = self.total - self.reached_data - self.recorded
-        self.recorded += unmarked
-        return unmarked

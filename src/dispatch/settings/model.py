@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.headerregistry import Address
 from pathlib import Path
 from typing import Any
@@ -19,15 +19,16 @@ from urllib.parse import urlsplit
 from email_validator import EmailNotValidError, validate_email
 
 from dispatch.errors import ConfigError
+from dispatch.settings import relays
 from dispatch.settings import values as v
 from dispatch.settings.table import (
     DEFAULT_MAX_MESSAGE_SIZE,
-    DEFAULT_PORTS,
     PATH,
     PLACEHOLDERS,
     PREFIX,
     SETTINGS,
     STATE_FOLDER,
+    Setting,
 )
 
 _LIST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+")
@@ -118,25 +119,28 @@ class Settings:
     imap_password: str = field(default="", repr=False)
     imap_folder: str = "INBOX"
     settings_file: Path | None = None  # the file the values came from (None: the environment only)
+    # With several relays: each per-relay field and its value for every relay (see .relays)
+    per_relay: tuple[tuple[str, tuple[Any, ...]], ...] = field(default=(), repr=False)
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str], *, settings_file: Path | None = None) -> Settings:
         """Build settings from ``DISPATCH_*`` keys; raise ConfigError naming the bad one.
         A relative ``DISPATCH_STATE_DIR`` is taken relative to ``settings_file``'s folder."""
         found: dict[str, Any] = {}
+        lists: dict[str, tuple[Any, ...]] = {}  # settings giving one value per relay
         for setting in SETTINGS:
             raw = env.get(setting.key) or ""
             text = raw if setting.name in ("SMTP_PASSWORD", "IMAP_PASSWORD") else raw.strip()  # as written
-            if not text:
-                found[setting.field] = setting.default
-            elif setting.parse is PATH:
-                found[setting.field] = Path(v.one_line(text, setting.key)).expanduser()
-            else:
-                found[setting.field] = setting.parse(text, setting.key)
-        found["smtp_port"] = found["smtp_port"] or DEFAULT_PORTS[found["smtp_security"]]
-        found["smtp_timeout"] = found["smtp_timeout"] or 30.0
-        if found["smtp_ca_file"] is not None:
-            v.ca_file(found["smtp_ca_file"], PREFIX + "SMTP_CA_FILE")
+            values = [_value(setting, part) for part in relays.parts(setting.key, text)]
+            found[setting.field] = values[0]
+            if len(values) > 1:
+                lists[setting.field] = tuple(values)
+        per_relay = relays.resolve(found, lists)
+        found.update({name: values[0] for name, values in per_relay.items()})
+        for ca_file in {path for path in per_relay["smtp_ca_file"] if path is not None}:
+            v.ca_file(ca_file, PREFIX + "SMTP_CA_FILE")
+        if len(per_relay["smtp_host"]) > 1:
+            found["per_relay"] = tuple(per_relay.items())
         state = found["state_dir"]
         if state is not None and not state.is_absolute():
             if settings_file is None:
@@ -243,8 +247,28 @@ class Settings:
 
     @property
     def endpoint(self) -> str:
-        """``host:port`` for messages (never the credentials)."""
-        return f"{self.smtp_host}:{self.smtp_port}"
+        """``host:port`` for messages (never the credentials); every relay's, when several."""
+        return ", ".join(f"{r.smtp_host}:{r.smtp_port}" for r in self.relays)
+
+    @property
+    def relays(self) -> tuple[Settings, ...]:
+        """Each relay as settings of its own (DISPATCH_SMTP_HOST may name several)."""
+        if not self.per_relay:
+            return (self,)
+        count = len(self.per_relay[0][1])
+        return tuple(
+            replace(self, per_relay=(), **{f: values[n] for f, values in self.per_relay})
+            for n in range(count)
+        )
+
+
+def _value(setting: Setting, text: str) -> Any:
+    """One setting's value from its (trimmed) text: the default when empty."""
+    if not text:
+        return setting.default
+    if setting.parse is PATH:
+        return Path(v.one_line(text, setting.key)).expanduser()
+    return setting.parse(text, setting.key)
 
 
 def _field(key: str) -> str:

@@ -92,6 +92,7 @@ class Setting:
     sample: str = ""  # the commented-out value when ``example`` is None
     placeholder: bool = False  # ``example`` must be replaced: a real send refuses it unchanged
     secret: bool = False  # never printed, logged or shown (repr=False too)
+    per_relay: str = ""  # with several relays: what separates one value per relay ("": one for all)
 
     @property
     def key(self) -> str:
@@ -118,34 +119,44 @@ OAUTH = "OAuth2 login for Microsoft 365 and Google Workspace"
 # fmt: off
 SETTINGS: tuple[Setting, ...] = (
     Setting(
-        "SMTP_HOST", _text, "localhost", "SMTP relay host", "`localhost`", RELAY,
+        "SMTP_HOST", _text, "localhost",
+        "SMTP relay host, or `host:port`; several relays separated by commas "
+        '(`relay-a.example.org:587,relay-b.example.org:2525`: see "Several relays")', "`localhost`", RELAY,
         "EDIT: 127.0.0.1 with no security is a stand-in that lets a dry run work (a dry run opens\n"
         "no connection). For a real send, your provider's relay, for example:\n"
         "  DISPATCH_SMTP_HOST=smtp.example.com\n  DISPATCH_SMTP_PORT=587\n  DISPATCH_SMTP_SECURITY=starttls\n"
         "Security: starttls (port 587), ssl (port 465), or none (port 25, only for a relay on this\n"
-        "machine: dispatch never sends a password in clear text over the network).", example="127.0.0.1",
-    ),
-    Setting("SMTP_PORT", _whole(1, 65535), None, "port", "587 / 465 / 25 by security", RELAY, example="25"),
-    Setting(
-        "SMTP_SECURITY", _choice(SECURITY_MODES), "starttls", "`starttls`, `ssl` or `none`", "`starttls`",
-        RELAY, example="none",
+        "machine: dispatch never sends a password in clear text over the network).\n"
+        "Several relays share a send: list them, like relay-a.example.org:587,relay-b.example.org:2525;\n"
+        "the relay settings then take one value for all, or one per relay in that order (see the README).",
+        example="127.0.0.1", per_relay=",",
     ),
     Setting(
-        "SMTP_USER", _text, "", "login (the mailbox, for OAuth2)", "none", RELAY,
-        "EDIT: the login your provider gave you (empty: no login).", example="",
+        "SMTP_PORT", _whole(1, 65535), None, "port (per relay; a port after the host wins)",
+        "587 / 465 / 25 by security", RELAY, example="25", per_relay=",",
     ),
     Setting(
-        "SMTP_PASSWORD", _raw, "", "password (never printed or logged)", "none", RELAY, example="",
-        secret=True,
+        "SMTP_SECURITY", _choice(SECURITY_MODES), "starttls", "`starttls`, `ssl` or `none` (per relay)",
+        "`starttls`", RELAY, example="none", per_relay=",",
     ),
     Setting(
-        "SMTP_CA_FILE", PATH, None, "extra CA certificate for an internal relay", "none", RELAY,
+        "SMTP_USER", _text, "", "login (the mailbox, for OAuth2; per relay)", "none", RELAY,
+        "EDIT: the login your provider gave you (empty: no login).", example="", per_relay=",",
+    ),
+    Setting(
+        "SMTP_PASSWORD", _raw, "",
+        "password (never printed or logged; per relay: one per line, as a password may hold a comma)", "none",
+        RELAY, example="", secret=True, per_relay="\n",
+    ),
+    Setting(
+        "SMTP_CA_FILE", PATH, None, "extra CA certificate for an internal relay (per relay)", "none", RELAY,
         "A private CA certificate (PEM) for an internal relay; the system's trust store and\n"
         "SSL_CERT_FILE apply anyway. Certificates are always verified.", sample="relay-ca.pem",
+        per_relay=",",
     ),
     Setting(
-        "SMTP_TIMEOUT", _number(), 30.0, "seconds, for every connection and reply", "30", RELAY,
-        "Seconds to wait for a connection and for each reply.", sample="30",
+        "SMTP_TIMEOUT", _number(), 30.0, "seconds, for every connection and reply (per relay)", "30", RELAY,
+        "Seconds to wait for a connection and for each reply.", sample="30", per_relay=",",
     ),
     Setting(
         "EHLO_NAME", v.ehlo_name, "",
@@ -307,10 +318,10 @@ SETTINGS: tuple[Setting, ...] = (
         "normal, or full to sync every journal write to disk at once (slower).", sample="normal",
     ),
     Setting(
-        "CONNECTIONS", _whole(1, 64), 1, "parallel connections (`--connections`)", "1", SPEED,
+        "CONNECTIONS", _whole(1, 64), 1, "parallel connections (`--connections`; per relay)", "1", SPEED,
         "Parallel connections, a rate limit (also 600/min or 5000/h), and at most this many\n"
         "messages in any 24 hours across runs. Your provider's limits come first: `dispatch check`\n"
-        "knows some.", sample="1",
+        "knows some.", sample="1", per_relay=",",
     ),
     Setting("RATE", v.parse_rate, None, "rate limit (`--rate`)", "none", SPEED, sample="20/s"),
     Setting(
@@ -318,8 +329,8 @@ SETTINGS: tuple[Setting, ...] = (
         sample="2000",
     ),
     Setting(
-        "MAX_PER_CONNECTION", _whole(), 0, "re-open the connection after N messages", "unlimited", SPEED,
-        "Messages per connection before it is re-opened (0: no limit).", sample="100",
+        "MAX_PER_CONNECTION", _whole(), 0, "re-open the connection after N messages (per relay)", "unlimited",
+        SPEED, "Messages per connection before it is re-opened (0: no limit).", sample="100", per_relay=",",
     ),
     Setting(
         "RETRIES", _whole(0, 20), 3, "in-run retries of 4xx replies and drops", "3", SPEED,

@@ -26,6 +26,7 @@ from dispatch.state.db import Database, check_not_symlink
 from dispatch.state.identity import Use
 from dispatch.state.locks import alive, campaign_lock, lock_running
 from dispatch.state.tables import SCHEMA
+from dispatch.state.unknowns import Unknown, listed, settle
 
 PENDING, IN_FLIGHT, SENT = "pending", "in_flight", "sent"
 DEFERRED, FAILED, UNKNOWN = "deferred", "failed", "unknown"
@@ -384,3 +385,11 @@ class Journal:
             except LockedError:
                 continue
         return pruned
+
+    def unknowns(self, campaign: str) -> list[Unknown]:
+        """The campaign's unknown recipients with their Message-IDs (see :mod:`.unknowns`)."""
+        return listed(self._db, campaign)
+
+    def settle_unknowns(self, campaign: str, sent: dict[str, str], again: dict[str, str]) -> tuple[int, int]:
+        """Settle unknowns ``{key: why}`` as sent, or as safe to send again; how many changed."""
+        return settle(self._db, campaign, sent, again)

@@ -1,0 +1,333 @@
+"""``dispatch reconcile`` decides only what the relay's log proves (issue 16): kept messages are
+sent, messages the log shows never taken are sent again, and a log that does not cover the time
+a message went out (or whose clock disagrees) leaves it unknown, saying why. Real journals in
+tmp_path; the logs are written here in the shapes Postfix writes them."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatch.state.journal import Journal
+
+CAMPAIGN = "weekly-issue"
+Invoke = Callable[..., Any]
+ANN, BOB, CY = "ann@example.org", "bob@example.com", "cy@example.org"
+
+
+def mid(email: str) -> str:
+    return f"<weekly-issue.{email.split('@', maxsplit=1)[0]}@example.org>"
+
+
+def iso(when: float) -> str:
+    return datetime.fromtimestamp(when).astimezone().isoformat(timespec="microseconds")
+
+
+def syslog(when: float) -> str:
+    return datetime.fromtimestamp(when).strftime("%b %e %H:%M:%S")
+
+
+class Log:
+    """A Postfix log written line by line, each at a given time."""
+
+    def __init__(self, stamp: Callable[[float], str] = iso) -> None:
+        self.stamp = stamp
+        self.lines: list[str] = []
+        self.count = 0
+
+    def line(self, when: float, program: str, text: str) -> Log:
+        self.lines.append(f"{self.stamp(when)} relay postfix/{program}: {text}\n")
+        return self
+
+    def kept(self, when: float, message_id: str) -> Log:
+        self.count += 1
+        qid = f"K{self.count:05d}"
+        self.line(when, "smtpd[10]", f"{qid}: client=news[192.0.2.7]")
+        self.line(when, "cleanup[11]", f"{qid}: message-id={message_id}")
+        return self.line(when, "qmgr[12]", f"{qid}: from=<news@example.org>, size=99, nrcpt=1 (queue active)")
+
+    def dropped(self, when: float, message_id: str) -> Log:
+        self.count += 1
+        qid = f"D{self.count:05d}"
+        self.line(when, "smtpd[20]", f"{qid}: client=news[192.0.2.7]")
+        self.line(when, "smtpd[20]", "lost connection after DATA (512 bytes) from news[192.0.2.7]")
+        return self.line(when, "cleanup[11]", f"{qid}: message-id={message_id}")
+
+    def span(self, start: float, end: float) -> Log:
+        self.line(start, "master[1]", "daemon started -- version 3.7.11")
+        return self.line(end, "anvil[2]", "statistics: max connection rate 1/60s for (smtp:192.0.2.7)")
+
+    def write(self, path: Path) -> Path:
+        path.write_text("".join(self.lines), encoding="utf-8")
+        return path
+
+
+@pytest.fixture
+def journal_with(tmp_path: Path) -> Callable[..., float]:
+    """Readers left in flight by a run that died (or unknown after a lost reply); the time they
+    went out."""
+
+    def make(*in_flight: str, lost_reply: tuple[str, ...] = (), no_id: tuple[str, ...] = ()) -> float:
+        journal = Journal(tmp_path / "state")
+        journal.begin(CAMPAIGN, "Weekly", "fingerprint", "/srv/issue.md")
+        went = time.time()
+        for email in (*in_flight, *lost_reply, *no_id):
+            journal.in_flight(CAMPAIGN, email, email, "" if email in no_id else mid(email))
+        for email in lost_reply:
+            journal.outcome(
+                CAMPAIGN, email, email, "unknown", code=None, enhanced="", reply="lost", attempts=0
+            )
+        journal.close()
+        return went
+
+    return make
+
+
+def run(invoke: Invoke, settings: Path, *logs: Path) -> tuple[int, dict[str, Any], str]:
+    args: list[str | Path] = ["reconcile", CAMPAIGN, "--env-file", settings, "--json"]
+    for log in logs:
+        args += ["--maillog", log]
+    result = invoke(*args)
+    assert "Traceback" not in result.output
+    data: dict[str, Any] = json.loads(result.stdout)
+    assert data["exit_code"] == result.exit_code
+    return result.exit_code, data, result.stderr
+
+
+def outcomes(data: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {d["email"]: (kind, d["why"]) for kind in ("sent", "send_again", "unknown") for d in data[kind]}
+
+
+def states(tmp_path: Path) -> dict[str, tuple[str, str]]:
+    journal = Journal(tmp_path / "state")
+    try:
+        return {
+            r.email: (r.state, r.reply) for r in journal.records(CAMPAIGN, ("unknown", "sent", "deferred"))
+        }
+    finally:
+        journal.close()
+
+
+CASES: dict[str, tuple[Callable[[float], Log], dict[str, tuple[str, str]]]] = {
+    "kept-and-never-seen": (
+        lambda t: Log().span(t - 60, t + 5).kept(t, mid(ANN)),
+        {ANN: ("sent", "queued it as K00001"), BOB: ("send_again", "never shows its Message-ID")},
+    ),
+    "dropped-before-the-dot": (
+        lambda t: Log().span(t - 60, t + 5).dropped(t, mid(ANN)).kept(t, mid(BOB)),
+        {ANN: ("send_again", "before the final dot"), BOB: ("sent", "queued it")},
+    ),
+    "kept-twice-is-one-message": (
+        lambda t: Log().span(t - 60, t + 5).kept(t, mid(ANN)).kept(t + 1, mid(ANN)).kept(t, mid(BOB)),
+        {ANN: ("sent", "and 1 more time"), BOB: ("sent", "K00003")},
+    ),
+    "log-starts-too-late": (
+        lambda t: Log().span(t + 10, t + 20),
+        {
+            ANN: ("unknown", "give the older log files too (maillog.1 next to it)"),
+            BOB: ("unknown", "starts at"),
+        },
+    ),
+    "log-ends-too-early": (
+        lambda t: Log().span(t - 100, t - 10).kept(t - 50, mid(CY)),
+        {ANN: ("unknown", "give the relay's current log"), BOB: ("unknown", "the log ends at")},
+    ),
+    "lines-from-the-future": (
+        lambda t: Log().span(t - 60, t + 3 * 3600).kept(t, mid(ANN)),
+        {ANN: ("sent", "queued it"), BOB: ("unknown", "from the future")},
+    ),
+    "another-time-zone": (
+        lambda t: Log().span(t - 4 * 3600, t + 5).dropped(t - 2 * 3600, mid(ANN)),
+        {ANN: ("unknown", "time zone differs"), BOB: ("unknown", "time zone differs")},
+    ),
+    "whole-seconds-in-the-same-second": (
+        lambda t: Log(syslog).span(t - 60, t).dropped(t, mid(ANN)),
+        {ANN: ("send_again", "before the final dot"), BOB: ("send_again", "never shows")},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_what_the_log_proves_is_settled_and_the_rest_stays_unknown_with_the_reason(
+    invoke: Invoke,
+    tmp_path: Path,
+    env_file: Callable[..., Path],
+    journal_with: Callable[..., float],
+    case: str,
+) -> None:
+    went = journal_with(ANN, BOB)
+    build, expected = CASES[case]
+    (tmp_path / "maillog.1").write_text("", encoding="utf-8")  # an older rotated file, not given
+    maillog = build(went).write(tmp_path / "maillog")
+
+    code, data, text = run(invoke, env_file(), maillog)
+
+    found = outcomes(data)
+    assert {e: kind for e, (kind, _) in found.items()} == {e: kind for e, (kind, _) in expected.items()}
+    for email, (_, words) in expected.items():
+        assert words in found[email][1], (email, found[email])
+    assert code == (1 if data["counts"]["unknown"] else 0)
+    assert data["recovered_in_flight"] == 2
+    journal_states = states(tmp_path)
+    wanted = {"sent": "sent", "send_again": "deferred", "unknown": "unknown"}
+    assert {e: s for e, (s, _) in journal_states.items()} == {e: wanted[k] for e, (k, _) in found.items()}
+    for email, (kind, why) in found.items():
+        if kind != "unknown":
+            assert journal_states[email][1] == f"reconciled: {why}"
+    assert "Reconcile weekly-issue" in text
+
+
+def test_a_lost_reply_needs_the_log_to_reach_ten_minutes_further_back(
+    invoke: Invoke, tmp_path: Path, env_file: Callable[..., Path], journal_with: Callable[..., float]
+) -> None:
+    """A reply lost after the final dot is recorded when it was lost; the message itself may have
+    gone out up to the reply's 10 minutes before."""
+    went = journal_with(lost_reply=(ANN,))
+    short = Log().span(went - 60, went + 5).write(tmp_path / "short.log")
+    long = Log().span(went - 1000, went + 5).write(tmp_path / "long.log")
+
+    _, first, _ = run(invoke, env_file(), short)
+    _, second, _ = run(invoke, env_file(), long)
+
+    assert outcomes(first)[ANN][0] == "unknown"
+    assert "starts at" in outcomes(first)[ANN][1]
+    assert outcomes(second)[ANN][0] == "send_again"
+
+
+def test_an_unknown_without_a_message_id_stays_unknown(
+    invoke: Invoke, tmp_path: Path, env_file: Callable[..., Path], journal_with: Callable[..., float]
+) -> None:
+    went = journal_with(ANN, no_id=(CY,))
+    maillog = Log().span(went - 60, went + 5).kept(went, mid(ANN)).write(tmp_path / "maillog")
+
+    code, data, _ = run(invoke, env_file(), maillog)
+
+    assert code == 1
+    assert outcomes(data)[CY] == (
+        "unknown",
+        "no Message-ID was recorded for it (sent by an older version of dispatch)",
+    )
+
+
+def test_reconcile_waits_for_no_run_it_refuses_while_the_campaign_is_being_sent(
+    invoke: Invoke, tmp_path: Path, env_file: Callable[..., Path], journal_with: Callable[..., float]
+) -> None:
+    went = journal_with(ANN)
+    maillog = Log().span(went - 60, went + 5).write(tmp_path / "maillog")
+    sender = Journal(tmp_path / "state")
+    try:
+        with sender.lock(CAMPAIGN):
+            result = invoke("reconcile", CAMPAIGN, "--maillog", maillog, "--env-file", env_file())
+    finally:
+        sender.close()
+
+    assert result.exit_code == 4, result.output
+    assert states(tmp_path) == {}, "nothing changed: the row is still in flight"
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [(["no-such-campaign", "--maillog", "{log}"], "no campaign 'no-such-campaign'"),
+     ([CAMPAIGN], "give the relay's log"),
+     ([CAMPAIGN, "--maillog", "{cut}"], "cut short"),
+     ([CAMPAIGN, "--maillog", "{missing}"], "no such mail log file")],
+    ids=["unknown-campaign", "no-log", "truncated-gzip", "missing-file"],
+)  # fmt: skip
+def test_a_mistake_is_one_line_and_changes_nothing(
+    invoke: Invoke, tmp_path: Path, env_file: Callable[..., Path], journal_with: Callable[..., float],
+    args: list[str], words: str,
+) -> None:  # fmt: skip
+    import gzip
+
+    went = journal_with(ANN)
+    log = Log().span(went - 60, went + 5).write(tmp_path / "maillog")
+    (tmp_path / "maillog.2.gz").write_bytes(gzip.compress(log.read_bytes() * 50)[:-20])
+    paths = {"log": str(log), "cut": str(tmp_path / "maillog.2.gz"), "missing": str(tmp_path / "nope")}
+
+    result = invoke("reconcile", *(a.format(**paths) for a in args), "--env-file", env_file())
+
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("dispatch: error: ")
+    assert words in line
+    journal = Journal(tmp_path / "state")
+    try:
+        assert [r.state for r in journal.records(CAMPAIGN, ("in_flight",))] == ["in_flight"]
+    finally:
+        journal.close()
+
+
+def test_odd_characters_in_the_log_never_reach_the_terminal(
+    invoke: Invoke, tmp_path: Path, env_file: Callable[..., Path], journal_with: Callable[..., float]
+) -> None:
+    went = journal_with(ANN)
+    maillog = Log().span(went - 60, went + 5).kept(went, mid(ANN)).write(tmp_path / "maillog")
+    with maillog.open("a", encoding="utf-8") as handle:
+        handle.write(f"{iso(went)} relay postfix/cleanup[1]: \x1b]0;pwned\x07X1: message-id=<\u202e@x>\n")
+
+    result = invoke("reconcile", CAMPAIGN, "--maillog", maillog, "--env-file", env_file())
+
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output
+    assert "\u202e" not in result.output
+
+
+def test_without_unknown_recipients_there_is_nothing_to_settle(
+    invoke: Invoke, tmp_path: Path, env_file: Callable[..., Path], journal_with: Callable[..., float]
+) -> None:
+    journal_with()
+    result = invoke("reconcile", CAMPAIGN, "--maillog", tmp_path / "unread", "--env-file", env_file())
+
+    assert result.exit_code == 0, result.output
+    assert "No unknown recipients: nothing to settle." in result.stdout
+
+
+def test_several_files_as_arguments_after_one_maillog_option(
+    invoke: Invoke, tmp_path: Path, env_file: Callable[..., Path], journal_with: Callable[..., float]
+) -> None:
+    """``--maillog /var/log/mail.log*``: the shell gives the rotated files as more arguments."""
+    went = journal_with(ANN, BOB)
+    older = Log().span(went - 3600, went - 1800).kept(went - 3000, mid(CY)).write(tmp_path / "mail.log.1")
+    newer = Log().span(went - 1700, went + 5).kept(went, mid(BOB)).write(tmp_path / "mail.log")
+
+    result = invoke("reconcile", CAMPAIGN, "--maillog", newer, older, "--env-file", env_file(), "--json")
+
+    data = json.loads(result.stdout)
+    assert [Path(f["path"]).name for f in data["logs"]] == ["mail.log.1", "mail.log"]
+    assert outcomes(data)[BOB][0] == "sent"
+    assert outcomes(data)[ANN][0] == "send_again"
+
+
+def test_the_journal_keeps_the_message_id_each_try_went_out_with(
+    invoke: Invoke, tmp_path: Path, env_file: Callable[..., Path], article: Path, subscribers: Path,
+    smtp_server: Callable[..., Any],
+) -> None:  # fmt: skip
+    """First tries, retries after a 4xx to the data, and --resend-unknown all record, before the
+    final dot, the Message-ID the relay then receives: what reconcile looks up in its log."""
+    from tests.smtp_servers import FaultPlan
+
+    server = smtp_server(faults=FaultPlan(data_4xx=0.5, drop_after_data=0.5, seed=7))
+    settings = env_file(**server.env(), DISPATCH_RETRIES="5")
+    send = ["send", article, "-s", subscribers, "--env-file", settings, "--campaign", CAMPAIGN, "--yes"]
+    first = json.loads(invoke(*send, "--json").stdout)
+    server.handler.faults = FaultPlan()
+    invoke(*send, "--resend-unknown")
+
+    journal = Journal(tmp_path / "state")
+    try:
+        rows = journal.records(CAMPAIGN, ("sent",))
+        recorded = {r.email: r.message_id for r in rows}
+    finally:
+        journal.close()
+    received = {m.rcpt_tos[0]: m.message["Message-ID"].strip() for m in server.received}
+    assert recorded == received
+    assert len(recorded) == 3
+    assert first["unknown"] >= 1, "a reply to the data was lost: that reader went again"
+    assert sum(r.attempts for r in rows) >= len(rows) + 2, "retries and the resend went out too"
