@@ -17,6 +17,7 @@ from dispatch.lists.subscribers import Skipped, Subscriber
 from dispatch.send.campaign import (
     Issue,
 )
+from dispatch.send.claiming import ClaimFeed, shared_pacer
 from dispatch.send.oauth import TokenSource
 from dispatch.send.skips import SkipRules
 from dispatch.send.transport import Envelope, Result, Scope, SmtpTransport, Status, Unreachable
@@ -88,7 +89,10 @@ class Run:
             resend_unknown=options.resend_unknown, retry_failed=options.retry_failed,
         )  # fmt: skip
         self.late_suppressed: list[tuple[str, str]] = []  # (address, reason): suppressed during the run
-        self.pacer = Pacer(self.settings.rate)
+        # several senders (PostgreSQL state) share one pace per relay; else this run paces alone
+        rate = self.settings.rate
+        self.pacer = shared_pacer(rate, journal, self.settings.endpoint) or Pacer(rate)
+        self.share: ClaimFeed | None = None  # this sender's share of the campaign (several senders)
         self.lock = threading.Lock()
         self.stop = options.stop
         self.abort = ""

@@ -300,6 +300,21 @@ SETTINGS: tuple[Setting, ...] = (
         "Relative to this file's folder.", example=STATE_FOLDER,
     ),
     Setting(
+        "STATE_URL", v.state_url, "",
+        "a `postgresql://` URL: the whole state (journal, suppression store, daily budget, locks and "
+        "claims, list ids, the OAuth2 login) in PostgreSQL, shared by several hosts and senders "
+        "(needs `dispatch[postgresql]`; shown without its password)", "none: the state folder", STATE,
+        "Instead of the folder: the whole state in PostgreSQL, for several hosts and senders\n"
+        "(pip install 'dispatch[postgresql]'; keep a password in ~/.pgpass).",
+        sample="postgresql://dispatch@db.example.org/newsletter",
+    ),
+    Setting(
+        "STATE_LEASE", partial(v.number, minimum=1.0, maximum=3600.0), 30.0,
+        "with `DISPATCH_STATE_URL`: seconds a sender's claims outlive its last sign of life before "
+        "another sender takes them over", "30", STATE,
+        "Seconds a silent sender keeps its claims on recipients (PostgreSQL state only).", sample="30",
+    ),
+    Setting(
         "JOURNAL_SYNC", _choice(("normal", "full")), "normal",
         "`normal`: journal writes survive a killed process at once and a power cut within a second; "
         "`full`: every write is synced before the next step (slower)", "`normal`", STATE,
