@@ -9,7 +9,7 @@ maps any failure to one line on stderr and an exit code in one place
 
 from __future__ import annotations
 
-from dispatch.cli import auth, checking, keys, previewing, sending, unsubscribing  # noqa: F401 - each registers its commands
+from dispatch.cli import auth, checking, keys, previewing, sending, state, unsubscribing  # noqa: F401 - each registers its commands
 from dispatch.cli.common import app, main
 
 # The order --help lists them in: the way a newsletter is made, then the inbox tools.

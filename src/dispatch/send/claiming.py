@@ -153,5 +153,6 @@ class ClaimFeed:
         others = max(0, self.todo - self.claimed)
         left = min(waiting, others)
         self.summary.shared = True
+        self.summary.recovered_unknown += self.journal.taken_over  # left in flight by a dead sender
         self.summary.other_senders = others - left
         self.run.untouched += left

@@ -27,7 +27,10 @@ from dispatch.state.identity import Use
 from dispatch.state.locks import alive, campaign_lock, lock_running
 from dispatch.state.tables import _DELETE_IF_EMPTY, _EMPTY_CAMPAIGNS, SCHEMA, CampaignInfo, Record
 
-__all__ = ["CampaignInfo", "Journal", "Record"]
+__all__ = [
+    "DAY", "DEFERRED", "FAILED", "FILENAME", "IN_FLIGHT", "PENDING", "RESERVATION_MAX_AGE", "SCHEMA",
+    "SENT", "STATES", "SUPPRESSED", "UNKNOWN", "CampaignInfo", "Journal", "Record",
+]  # fmt: skip
 
 PENDING, IN_FLIGHT, SENT = "pending", "in_flight", "sent"
 DEFERRED, FAILED, UNKNOWN = "deferred", "failed", "unknown"

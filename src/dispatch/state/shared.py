@@ -95,6 +95,7 @@ class SharedJournal(Journal):
         self._beat: threading.Thread | None = None
         self._stop_beat = threading.Event()
         self.lost = threading.Event()  # the lease ran out: this sender must stop
+        self.taken_over = 0  # recipients a dead sender left in flight, found unknown when claimed
         self.on_lost: list[Any] = []  # callbacks (the run's halt) when the lease is lost
 
     # --- senders and leases ---------------------------------------------------------------
@@ -261,6 +262,7 @@ class SharedJournal(Journal):
                 )
             )
             done = [k for k in keys if states.get(k) in (IN_FLIGHT, SENT)]
+            self.taken_over += sum(states.get(k) == IN_FLIGHT for k in keys)
             db.execute(
                 "UPDATE recipients SET state = ?, reply = ?, sent_at = COALESCE(sent_at, updated), "
                 "updated = ? "
