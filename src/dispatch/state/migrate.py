@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dispatch.errors import LockedError
 from dispatch.settings import StateLocation
 from dispatch.state import journal as j
 from dispatch.state import pgschema, suppression, tables
 from dispatch.state.db import Database, StateError
-from dispatch.state.locks import lock_running
+from dispatch.state.locks import campaign_lock
 from dispatch.state.pg import PgDatabase
 
 PAGE = 5000
@@ -60,13 +61,14 @@ def migrate(folder: Path, url: str) -> Copied:
     opened = {name: Database(path, _schemas()[name], readonly=True) for name, path in sources.items()}
     try:
         if j.FILENAME in opened:
-            busy = [
-                r[0] for r in opened[j.FILENAME].all("SELECT id FROM campaigns") if lock_running(folder, r[0])
-            ]
-            if busy:
-                raise StateError(
-                    f"{folder}: campaign {busy[0]!r} is being sent right now; let it finish, then migrate"
-                )
+            for (campaign,) in opened[j.FILENAME].all("SELECT id FROM campaigns"):
+                try:
+                    with campaign_lock(folder, campaign):
+                        pass  # nobody is sending it
+                except LockedError as err:
+                    raise StateError(
+                        f"{folder}: campaign {campaign!r} is being sent right now; let it finish, then migrate"
+                    ) from err
         for table, name, columns, order in TABLES:
             if name in opened:
                 _copy(opened[name], target, (table, columns, order), report)

@@ -235,6 +235,7 @@ def expected_columns(conn: Any) -> set[tuple[str, str, str, str]]:
     global _expected  # noqa: PLW0603 - computed once per process
     if _expected is None:
         with conn.transaction():
+            conn.execute("SET TRANSACTION READ WRITE")  # temporary tables only, rolled back
             for statement in s.statements(s.CREATE):
                 temporary = statement.replace("CREATE TABLE", "CREATE TEMP TABLE")
                 conn.execute(temporary.replace("CREATE SEQUENCE", "CREATE TEMP SEQUENCE"))
