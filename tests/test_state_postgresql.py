@@ -94,8 +94,9 @@ class Host:
                               text=True, timeout=300, check=False)  # fmt: skip
 
     def start(self, *args: str) -> subprocess.Popen[str]:
+        pipe = subprocess.PIPE
         return subprocess.Popen(args or self.send(), env=self.environ(), cwd=self.folder, text=True,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+                                stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe)  # fmt: skip
 
 
 @pytest.fixture
@@ -105,8 +106,9 @@ def hosts(tmp_path: Path, pg_url: str) -> Callable[..., Host]:
     def make(name: str, emails: list[str], server: Server | None = None, **extra: str) -> Host:
         folder = tmp_path / name
         (folder / "home").mkdir(parents=True)
+        relay = server.env() if server else {}
         values = {**SETTINGS, "DISPATCH_STATE_URL": pg_url, "DISPATCH_STATE_DIR": "dispatch-state",
-                  "DISPATCH_STATE_LEASE": str(PG_LEASE), **(server.env() if server else {}), **extra}  # fmt: skip
+                  "DISPATCH_STATE_LEASE": str(PG_LEASE), **relay, **extra}  # fmt: skip
         article = folder / "issue.txt"
         article.write_bytes(EXAMPLE_ARTICLE.read_bytes())
         return Host(name, folder, write_env(folder / ".env", values), article,
@@ -275,8 +277,8 @@ def test_a_sender_paused_past_its_lease_can_neither_mark_nor_record_what_another
         a.in_flight(CAMPAIGN, bob.key, bob.email, "<b@example.org>")  # in flight, then paused
         assert b.claim(CAMPAIGN, 2) == [], "claims held by a live sender are not taken"
         with psycopg.connect(pg_url, autocommit=True) as conn:  # a's lease runs out (a pause)
-            conn.execute("UPDATE dispatch.senders SET lease_until = now() - interval '1 second' WHERE id = %s",
-                         (a.sender,))  # fmt: skip
+            expire = "UPDATE dispatch.senders SET lease_until = now() - interval '1 second' WHERE id = %s"
+            conn.execute(expire, (a.sender,))
         taken = b.claim(CAMPAIGN, 2)
         assert [c.key for c in taken] == [ann.key], "bob was in flight: unknown, never sent again"
         assert b.state(CAMPAIGN, bob.key) == j.UNKNOWN
@@ -336,7 +338,10 @@ def test_the_password_in_the_url_is_never_shown(
                    invoke("status", "--env-file", env, "--json"), invoke("suppress", "list", "--env-file", env)]  # fmt: skip
         bad = write_env(
             tmp_path / "bad.env",
-            {**SETTINGS, "DISPATCH_STATE_URL": url.replace(pg_url.rsplit(":", 1)[1].split("/", maxsplit=1)[0], "1")},
+            {
+                **SETTINGS,
+                "DISPATCH_STATE_URL": url.replace(pg_url.rsplit(":", 1)[1].split("/", maxsplit=1)[0], "1"),
+            },
         )
         outputs.append(invoke("status", "--env-file", bad))
         for result in outputs:

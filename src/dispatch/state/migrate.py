@@ -67,7 +67,7 @@ def migrate(folder: Path, url: str) -> Copied:
                         pass  # nobody is sending it
                 except LockedError as err:
                     raise StateError(
-                        f"{folder}: campaign {campaign!r} is being sent right now; let it finish, then migrate"
+                        f"{folder}: campaign {campaign!r} is being sent now; let it finish, then migrate"
                     ) from err
         for table, name, columns, order in TABLES:
             if name in opened:
