@@ -268,7 +268,8 @@ def test_a_newer_or_foreign_schema_is_refused_with_exit_2(
 def test_a_sender_paused_past_its_lease_can_neither_mark_nor_record_what_another_took(pg_url: str) -> None:
     where = StateLocation(Path("/nonexistent"), "test", True, url=pg_url, lease=5)
     a, b = backend.open_journal(where), backend.open_journal(where)
-    assert isinstance(a, SharedJournal) and isinstance(b, SharedJournal)
+    assert isinstance(a, SharedJournal)
+    assert isinstance(b, SharedJournal)
     with a.lock(CAMPAIGN), b.lock(CAMPAIGN):
         a.begin(CAMPAIGN, "S", "f", "/a")
         a.offer(CAMPAIGN, [("ann@example.org", "ann@example.org", 2, "Ann", {}),
@@ -334,8 +335,8 @@ def test_the_password_in_the_url_is_never_shown(
     try:
         url = pg_url.replace("postgres@", "postgres:pg-hunter2-secret@")
         env = write_env(tmp_path / "s.env", {**SETTINGS, "DISPATCH_STATE_URL": url})
-        outputs = [invoke("state", "--env-file", env), invoke("state", "--env-file", env, "--json"),
-                   invoke("status", "--env-file", env, "--json"), invoke("suppress", "list", "--env-file", env)]  # fmt: skip
+        commands = (["state"], ["state", "--json"], ["status", "--json"], ["suppress", "list"])
+        outputs = [invoke(*command, "--env-file", env) for command in commands]
         bad = write_env(
             tmp_path / "bad.env",
             {
