@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from dispatch.send.worker import Item, Run, SendOptions
 
 OFFER_BATCH = 500  # list rows offered in one statement
+CLAIM_PER_CONNECTION = 8  # recipients a sender takes at a time, per connection
+POLL = 0.01  # seconds between looks when other senders hold the rest (doubling, up to 0.1 s)
 BLOCK_SECONDS = 0.25  # each sender takes this much of the shared pace at a time (at least one slot)
 
 
@@ -80,8 +82,8 @@ class ClaimFeed:
         self.journal: SharedJournal = run.journal
         self.issue, self.run, self.options, self.summary, self.put = issue, run, options, summary, put
         self.campaign = issue.campaign
-        self.batch = max(2, issue.settings.connections * 2)
-        self.poll = min(1.0, self.journal.lease / 4)
+        self.batch = CLAIM_PER_CONNECTION * issue.settings.connections
+        self.poll = min(0.1, self.journal.lease / 4)
         self.todo = self.claimed = 0
         self.journal.on_lost.append(run.halt)
 
@@ -101,15 +103,19 @@ class ClaimFeed:
             if len(offered) >= OFFER_BATCH:
                 self.journal.offer(self.campaign, offered)
                 offered = []
-                if not self._take():
-                    return
+                self._take()  # sending starts while the rest of the list is read
+            if self.run.stop.is_set():
+                return
         self.journal.offer(self.campaign, offered)
+        pause = POLL
         while not self.run.stop.is_set() and self._room():
             if self._take():
+                pause = POLL
                 continue
             if not self.journal.waiting_on_others(self.campaign):
                 return
-            self.run.stop.wait(self.poll)
+            self.run.stop.wait(pause)  # another sender holds the rest: if it dies, they pass here
+            pause = min(pause * 2, self.poll)
 
     def _room(self) -> int:
         limit = self.options.limit
@@ -129,7 +135,9 @@ class ClaimFeed:
 
     def _one(self, claimed: Claimed) -> None:
         sub = Subscriber(claimed.email, claimed.name, claimed.line, claimed.fields)
-        state, reason, detail = self.run.rules.check(sub.key, store=False)  # (the worker asks the store)
+        # the state as claimed (another sender may have settled it since this one read the list);
+        # the worker asks the suppression store just before the message
+        state, reason, detail = self.run.rules.judge(sub.key, claimed.state, store=False)
         if reason is not None:  # settled by another sender meanwhile, or bounced elsewhere
             self.summary.count_skip(reason, detail, sub.email)
             self.journal.drop(self.campaign, sub.key)

@@ -109,13 +109,24 @@ class GroupCommit:
     def transaction(self) -> AbstractContextManager[Tx]:  # pragma: no cover - given by subclasses
         raise NotImplementedError
 
-    def _run(self, db: Tx, item: _Queued) -> None:
-        if item.fence is not None and db.execute(*item.fence).rowcount != 1:
-            self._fenced.add(item.ticket)
-            self.fenced_out += 1
-            return
-        for sql, params in item.statements:
-            db.execute(sql, params)
+    def batch_transaction(self) -> AbstractContextManager[Tx]:
+        """The transaction the queued writes are committed in (a backend may pipeline it)."""
+        return self.transaction()
+
+    def _run(self, db: Tx, batch: Sequence[_Queued]) -> None:
+        """Run queued writes in one open transaction: each write's fence first, then its
+        statements if the fence held (a backend may send them all in fewer round trips)."""
+        for item in batch:
+            if item.fence is None or self._held(item, db.execute(*item.fence)):
+                for sql, params in item.statements:
+                    db.execute(sql, params)
+
+    def _held(self, item: _Queued, fence: Cursor) -> bool:
+        if fence.rowcount == 1:
+            return True
+        self._fenced.add(item.ticket)
+        self.fenced_out += 1
+        return False
 
     def write(
         self, statements: Sequence[Statement], *, wait: bool = True, fence: Statement | None = None
@@ -134,8 +145,8 @@ class GroupCommit:
             if self._pending is not None:
                 self._pending.append(item)
         if not held:
-            with self._lock, self.transaction() as db:
-                self._run(db, item)
+            with self._lock, self.batch_transaction() as db:
+                self._run(db, [item])
         elif wait:
             self._commit_through(item.ticket)
         if wait and item.ticket in self._fenced:
@@ -154,9 +165,8 @@ class GroupCommit:
                 batch, self._pending = self._pending or [], []
                 upto = self._queued
             try:
-                with self.transaction() as db:
-                    for item in batch:
-                        self._run(db, item)
+                with self.batch_transaction() as db:
+                    self._run(db, batch)
             except StateError as err:  # the batch held other threads' writes: they fail too
                 self._failed = err
                 raise

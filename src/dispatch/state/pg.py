@@ -178,6 +178,34 @@ class PgDatabase(GroupCommit):
     # --- statements ---------------------------------------------------------------------------
 
     @contextmanager
+    def batch_transaction(self) -> Iterator[_Tx]:
+        """The group commit's transaction, in psycopg's pipeline mode: BEGIN goes with the
+        first statements, COMMIT with the last (see :meth:`_run`)."""
+        with self._lock, self.guard():
+            try:
+                with self.conn.pipeline() as pipeline:  # (psycopg's transaction() would sync twice more)
+                    self._pipeline = pipeline
+                    self.conn.execute("BEGIN")
+                    yield _Tx(self.conn)
+                    self.conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(psycopg.Error):
+                    self.conn.execute("ROLLBACK")
+                raise
+
+    def _run(self, db: Any, batch: Sequence[Any]) -> None:
+        """The group commit's writes in two round trips, whatever their number: BEGIN and every
+        fence at once, then the statements of the writes whose fences held and COMMIT."""
+        fences = [(item, db.execute(*item.fence)) for item in batch if item.fence is not None]
+        if fences:
+            self._pipeline.sync()
+        lost = {id(item) for item, cursor in fences if not self._held(item, cursor)}
+        for item in batch:
+            if id(item) not in lost:
+                for sql, params in item.statements:
+                    db.execute(sql, params)
+
+    @contextmanager
     def transaction(self) -> Iterator[_Tx]:
         """One transaction, across threads and processes."""
         with self._lock, self.guard(), self.conn.transaction():

@@ -36,12 +36,19 @@ from dispatch.state.journal import DAY, IN_FLIGHT, RESERVATION_MAX_AGE, SENT, UN
 from dispatch.state.pg import PgDatabase
 
 BUDGET_LOCK = 0x62756467  # serialises reservations of the daily budget ("budg")
+# The next few recipients in list order after ``seq``, nobody live holds; taken by their row ids.
 _CLAIM = (
-    "WITH picked AS (SELECT c.key FROM claims c WHERE c.campaign = ? AND (c.holder IS NULL OR NOT "
-    "EXISTS (SELECT 1 FROM senders s WHERE s.id = c.holder AND s.lease_until > clock_timestamp())) "
-    "ORDER BY c.seq LIMIT ? FOR UPDATE SKIP LOCKED) "
-    "UPDATE claims c SET holder = ?, fence = nextval('fences') FROM picked "
-    "WHERE c.campaign = ? AND c.key = picked.key RETURNING c.key, c.email, c.line, c.fields, c.fence"
+    "WITH picked AS (SELECT c.ctid AS tid FROM claims c WHERE c.campaign = ? AND c.seq > ? AND "
+    "(c.holder IS NULL OR NOT EXISTS (SELECT 1 FROM senders s WHERE s.id = c.holder AND "
+    "s.lease_until > clock_timestamp())) ORDER BY c.seq LIMIT ? FOR UPDATE SKIP LOCKED) "
+    "UPDATE claims c SET holder = ?, fence = nextval('fences') FROM picked WHERE c.ctid = picked.tid "
+    "RETURNING c.key, c.email, c.line, c.fields, c.fence, c.seq"
+)
+# A claim walks the index in list order, whatever the table's statistics say (a queue table's
+# are always stale: a bitmap scan and a sort of the whole list would make each claim O(n)).
+_IN_ORDER = (
+    "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true), "
+    "set_config('enable_sort', 'off', true)"
 )
 _RECOVER = (
     "UPDATE recipients r SET state = ?, reply = ?, sent_at = COALESCE(sent_at, updated), updated = ? "
@@ -92,6 +99,8 @@ class SharedJournal(Journal):
         self.lease = lease
         self.sender = sender_id()
         self._fences: dict[tuple[str, str], int] = {}
+        self._after: dict[str, int] = {}  # per campaign: the list position this sender took up to
+        self._states: dict[str, str] = {}  # the journal's state of the recipients just claimed
         self._beat: threading.Thread | None = None
         self._stop_beat = threading.Event()
         self.lost = threading.Event()  # the lease ran out: this sender must stop
@@ -248,35 +257,49 @@ class SharedJournal(Journal):
     def claim(self, campaign: str, count: int) -> list[Claimed]:
         """Take up to ``count`` recipients nobody live holds, in list order. A recipient its
         earlier holder left in flight becomes unknown (never sent twice); one already sent is
-        let go."""
-        taken: list[Claimed] = []
-        now = time.time()
-        with self._db.transaction() as db:
-            rows = db.execute(_CLAIM, (campaign, count, self.sender, campaign)).fetchall()
+        let go. Each sender walks the list forward from where it last took; when nothing is left
+        ahead it looks once more from the start (recipients given back, or whose holder died)."""
+        while True:
+            after = self._after.get(campaign, 0)
+            rows, kept = self._claim(campaign, count, after)
+            if not rows and after:
+                rows, kept = self._claim(campaign, count, 0)
             if not rows:
                 return []
-            keys = [str(r[0]) for r in rows]
-            states = dict(
-                db.execute(
-                    "SELECT key, state FROM recipients WHERE campaign = ? AND key = ANY(?)", (campaign, keys)
-                )
-            )
-            done = [k for k in keys if states.get(k) in (IN_FLIGHT, SENT)]
-            self.taken_over += sum(states.get(k) == IN_FLIGHT for k in keys)
-            db.execute(
-                "UPDATE recipients SET state = ?, reply = ?, sent_at = COALESCE(sent_at, updated), "
-                "updated = ? "
-                "WHERE campaign = ? AND key = ANY(?) AND state = ?",
-                (UNKNOWN, LOST, now, campaign, done, IN_FLIGHT),
-            )
-            db.execute("DELETE FROM claims WHERE campaign = ? AND key = ANY(?)", (campaign, done))
-        for key, email, line, fields, fence in rows:
-            if key in done:
-                continue
+            self._after[campaign] = max(int(r[5]) for r in rows)
+            if kept:
+                break  # (else every one was settled already: take the next ones)
+        taken = []
+        for key, email, line, fields, fence, _seq in kept:
             data = json.loads(fields)
             self._fences[(campaign, key)] = int(fence)
-            taken.append(Claimed(key, email, int(line), data["name"], data["fields"], states.get(key)))
+            state = self._states.get(key)
+            taken.append(Claimed(key, email, int(line), data["name"], data["fields"], state))
         return taken
+
+    def _claim(self, campaign: str, count: int, after: int) -> tuple[list[Any], list[Any]]:
+        """(the rows claimed, those still to do)."""
+        now = time.time()
+        with self.pg.batch_transaction() as db:  # BEGIN, the plan and the claim in one round trip
+            db.execute(_IN_ORDER)
+            rows = db.execute(_CLAIM, (campaign, after, count, self.sender)).fetchall()
+            if not rows:
+                return [], []
+            keys = [str(r[0]) for r in rows]
+            # A statement of its own, after the claim: it sees what a holder that had these rows
+            # locked (marking one in flight) committed before letting go (RETURNING would not).
+            query = "SELECT key, state FROM recipients WHERE campaign = ? AND key = ANY(?)"
+            self._states = {str(k): str(v) for k, v in db.execute(query, (campaign, keys)).fetchall()}
+            done = [k for k in keys if self._states.get(k) in (IN_FLIGHT, SENT)]
+            if done:
+                self.taken_over += sum(self._states.get(k) == IN_FLIGHT for k in keys)
+                db.execute(
+                    "UPDATE recipients SET state = ?, reply = ?, sent_at = COALESCE(sent_at, updated), "
+                    "updated = ? WHERE campaign = ? AND key = ANY(?) AND state = ?",
+                    (UNKNOWN, LOST, now, campaign, done, IN_FLIGHT),
+                )
+                db.execute("DELETE FROM claims WHERE campaign = ? AND key = ANY(?)", (campaign, done))
+        return rows, [r for r in rows if r[0] not in done]
 
     def waiting_on_others(self, campaign: str) -> bool:
         """Whether live senders hold recipients of the campaign that are still to do (a sender
@@ -300,22 +323,27 @@ class SharedJournal(Journal):
         sent, a message that cannot be built); the next run's list adds it again if still owed."""
         self._write([], wait=False, claim=(campaign, key), done=True)
 
-    def _fence(self, campaign: str, key: str) -> Statement | None:
+    def _fence(self, campaign: str, key: str, *, done: bool) -> Statement | None:
+        """The statement that proves the claim is still this sender's, with its fencing number:
+        it locks the claim (a sender taking it over waits, or skips it, until the write is
+        committed) and, for an outcome, removes it in the same transaction."""
         fence = self._fences.get((campaign, key))
         if fence is None:
             return None
+        mine = (campaign, key, self.sender, fence)
+        if done:
+            return ("DELETE FROM claims WHERE campaign = ? AND key = ? AND holder = ? AND fence = ?", mine)
         return (
-            "UPDATE claims SET fence = fence WHERE campaign = ? AND key = ? AND holder = ? AND fence = ?",
-            (campaign, key, self.sender, fence),
+            "SELECT 1 FROM claims WHERE campaign = ? AND key = ? AND holder = ? AND fence = ? FOR SHARE",
+            mine,
         )
 
     def _write(
         self, statements: list[Statement], *, wait: bool, claim: tuple[str, str], done: bool = False
     ) -> None:
-        fence = self._fence(*claim)
-        if done and fence is not None:
+        fence = self._fence(*claim, done=done)
+        if done:
             self._fences.pop(claim, None)
-            statements = [*statements, ("DELETE FROM claims WHERE campaign = ? AND key = ?", claim)]
         self._db.write(statements, wait=wait, fence=fence)
 
     def prune_empty(self) -> list[str]:
