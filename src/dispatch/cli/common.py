@@ -269,7 +269,9 @@ def load_settings(env_file: Path | None, overrides: Mapping[str, str | None] | N
                 raw = str(path.resolve().parent / raw)  # noqa: PLW2901 - relative to the file, for cron
             if raw is not None:
                 values[key] = raw
-        secret = values.get("DISPATCH_SMTP_PASSWORD") or values.get("DISPATCH_OAUTH_CLIENT_SECRET")
+        url = values.get("DISPATCH_STATE_URL") or ""
+        in_url = url.partition("@")[0].count(":") > 1 or "password=" in url  # postgresql://user:PASSWORD@
+        secret = values.get("DISPATCH_SMTP_PASSWORD") or values.get("DISPATCH_OAUTH_CLIENT_SECRET") or in_url
         if secret and path.stat().st_mode & 0o077:
             typer.echo(
                 f"dispatch: warning: {path} holds a password others can read; chmod 600 {path}", err=True
