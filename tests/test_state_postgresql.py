@@ -370,3 +370,30 @@ def test_oauth_login_kept_in_postgresql_and_migrated(tmp_path: Path, pg_url: str
     assert shared.load() == "refresh-2"
     assert shared.forget() is True
     assert shared.load() is None
+
+
+def test_a_recipient_settled_by_another_sender_after_this_one_read_the_list_is_not_sent_again(
+    pg_url: str,
+) -> None:
+    """B read the list before A recorded ann as unknown (maybe delivered): B offers ann again,
+    and when it claims her, the state it reads then (not what it read with the list) decides."""
+    from dispatch.send.skips import Skip, SkipRules
+
+    where = StateLocation(Path("/nonexistent"), "test", True, url=pg_url, lease=5)
+    a, b = backend.open_journal(where), backend.open_journal(where)
+    assert isinstance(a, SharedJournal)
+    assert isinstance(b, SharedJournal)
+    ann = ("ann@example.org", "ann@example.org", 2, "Ann", {})
+    with a.lock(CAMPAIGN), b.lock(CAMPAIGN):
+        a.begin(CAMPAIGN, "S", "f", "/a")
+        a.offer(CAMPAIGN, [ann])
+        (claimed,) = a.claim(CAMPAIGN, 1)
+        a.in_flight(CAMPAIGN, claimed.key, claimed.email, "<m@example.org>")
+        a.outcome(CAMPAIGN, claimed.key, claimed.email, j.UNKNOWN, code=None, enhanced="", reply="lost")
+        b.offer(CAMPAIGN, [ann])  # B's list pass had not seen her yet
+        (again,) = b.claim(CAMPAIGN, 1)
+        assert again.state == j.UNKNOWN
+        rules = SkipRules(b, None, CAMPAIGN, NEWS)
+        assert rules.judge(again.key, again.state)[1] is Skip.UNKNOWN
+        resend = SkipRules(b, None, CAMPAIGN, NEWS, resend_unknown=True)
+        assert resend.judge(again.key, again.state)[1] is None  # --resend-unknown asks for her
