@@ -8,7 +8,8 @@ mailmerge itself; see benchmarks/README.md)::
 
 It prints a Markdown table on stdout (progress on stderr) and draws benchmarks/chart.png.
 Sections: 1 sends into postfix smtp-sink; 2 sends into a real Postfix that discards; 3 the big dry
-run; 4 start-up; 5 the journal's cost; 6 DKIM's cost; 7 suppression. All traffic goes to
+run; 4 start-up; 5 the journal's cost; 6 DKIM's cost; 7 suppression; 8 several senders on one
+campaign with the state in PostgreSQL (1, 2 and 4 processes), SQLite beside them. All traffic goes to
 127.0.0.1, to sinks started here as children on free ports and stopped by their pids.
 """
 
@@ -31,6 +32,7 @@ from harness.fixtures import SETTINGS, write_article, write_env_file, write_subs
 from harness.procs import set_scratch
 from harness.report import Report, machine, render_table, revision, tool_versions
 from harness.runner import Bench, Config, guarded
+from harness.senders import bench_senders
 from harness.sends import bench_postfix, bench_sink, prepare_peer
 
 HERE = Path(__file__).resolve().parent
@@ -41,7 +43,7 @@ MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
 def parse_args(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="about a minute: smaller lists, fewer rounds")
-    parser.add_argument("--only", default="1234567", help="sections to run, e.g. --only 13 (default: all)")
+    parser.add_argument("--only", default="12345678", help="sections to run, e.g. --only 13 (default: all)")
     parser.add_argument("--recipients", type=int, help="send list size (2,000; 300 with --quick)")
     parser.add_argument(
         "--rounds", type=int, help="interleaved rounds of the send sections (5; 2 with --quick)"
@@ -143,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("5", "journal cost (library)", bench_journal),
         ("6", "DKIM cost", bench_dkim),
         ("7", "suppression", bench_suppression),
+        ("8", "several senders on one campaign (PostgreSQL state)", bench_senders),
     ]
     for section, title, run in steps:
         if section in want:

@@ -16,6 +16,7 @@ from dispatch.cli import app
 from dispatch.errors import ConfigError
 from dispatch.proof.chromium import LAUNCH_ARGS, find_chromium
 from dispatch.settings import platform_state_dir
+from tests.pg_server import Cluster, pg_bin, start_cluster
 from tests.smtp_servers import FaultPlan, Server, start_server
 
 if TYPE_CHECKING:
@@ -125,6 +126,47 @@ def subscribers(write_file: Callable[..., Path]) -> Path:
 def env(tmp_path: Path) -> dict[str, str]:
     """Settings every test starts from; the state folder lives in tmp_path."""
     return {**BASE_ENV, "DISPATCH_STATE_DIR": str(tmp_path / "state")}
+
+
+PG_LEASE = 2.0  # seconds: DISPATCH_STATE_LEASE in tests with PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """A real PostgreSQL of the suite's own (Debian's initdb and pg_ctl, on 127.0.0.1), started
+    once per session; skipped, saying so, where PostgreSQL is not installed."""
+    import tempfile
+
+    if pg_bin() is None:
+        pytest.skip("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
+    folder = Path(tempfile.mkdtemp(prefix="dispatch-pg-"))  # the postgres user must reach it
+    cluster = start_cluster(folder)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Cluster) -> str:
+    """A fresh database of that cluster, for one test."""
+    return pg_cluster.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_backend(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The settings that choose a backend: the state folder (nothing), or a fresh PostgreSQL
+    database. A module that overrides ``env`` with it runs its tests on both."""
+    if request.param == "sqlite":
+        return {}
+    # a short lease: a killed sender's claims pass on within the test's patience
+    return {"DISPATCH_STATE_URL": request.getfixturevalue("pg_url"), "DISPATCH_STATE_LEASE": str(PG_LEASE)}
+
+
+def both_backends(tmp_path: Path, backend: dict[str, str]) -> dict[str, str]:
+    """``env`` for a module whose tests run on both backends."""
+    return {**BASE_ENV, "DISPATCH_STATE_DIR": str(tmp_path / "state"), **backend}
 
 
 @pytest.fixture

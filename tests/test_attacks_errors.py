@@ -59,6 +59,25 @@ def scene(tmp_path: Path, relay: Relays) -> dict[str, Any]:
     }
 
 
+@pytest.fixture
+def shared(tmp_path: Path, relay: Relays, state_backend: dict[str, str]) -> dict[str, Any]:
+    """The scene on each backend (a state folder, or PostgreSQL): for the attacks on the state
+    that do not depend on its being files."""
+    handler = Recording()
+    server = relay.start(handler)
+    extra = {k.removeprefix("DISPATCH_"): v for k, v in state_backend.items()}
+    return {
+        "tmp": tmp_path,
+        "server": server,
+        "handler": handler,
+        "state": tmp_path / "state",
+        "article": write_article(tmp_path / "issue.md"),
+        "list": write_list(tmp_path / "people.csv", [(a, "Reader") for a in readers(12)]),
+        "env": settings_file(tmp_path, server, **extra),
+        "backend": extra,
+    }
+
+
 def send(invoke: Invoke, scene: dict[str, Any], *extra: str | Path, campaign: str = CAMPAIGN) -> Any:
     return invoke(
         "send", scene["article"], "-s", scene["list"], "--env-file", scene["env"], "--campaign", campaign,
@@ -260,19 +279,19 @@ def test_front_matter_campaign_of_300_characters(invoke: Invoke, scene: dict[str
 
 @pytest.mark.parametrize("campaign", ["../../outside", "/etc/passwd", "..", ".hidden", "a/b"])
 def test_path_like_campaign_never_leaves_the_state_folder(
-    invoke: Invoke, scene: dict[str, Any], campaign: str
+    invoke: Invoke, shared: dict[str, Any], campaign: str
 ) -> None:
-    before = {k for k in tree(scene["tmp"]) if not k.startswith("state")}
-    result = send(invoke, scene, campaign=campaign)
+    before = {k for k in tree(shared["tmp"]) if not k.startswith("state")}
+    result = send(invoke, shared, campaign=campaign)
     no_crash(result.stderr)
-    after = {k for k in tree(scene["tmp"]) if not k.startswith("state")}
+    after = {k for k in tree(shared["tmp"]) if not k.startswith("state")}
     assert after == before
     assert not Path("/etc/passwd.lock").exists()
 
 
-def test_status_of_a_300_character_campaign(invoke: Invoke, scene: dict[str, Any]) -> None:
-    assert send(invoke, scene).exit_code == 0
-    result = invoke("status", "c" * 300, "--env-file", scene["env"], "--json")
+def test_status_of_a_300_character_campaign(invoke: Invoke, shared: dict[str, Any]) -> None:
+    assert send(invoke, shared).exit_code == 0
+    result = invoke("status", "c" * 300, "--env-file", shared["env"], "--json")
     assert result.exit_code == 2
     judge_error(result.stderr)
     json_error(result, 2)
@@ -578,15 +597,15 @@ def refused_sender(relay: Relays) -> tuple[Server, Recording]:
 
 
 def test_prune_forgets_campaigns_that_never_recorded_anyone(
-    invoke: Invoke, scene: dict[str, Any], relay: Relays
+    invoke: Invoke, shared: dict[str, Any], relay: Relays
 ) -> None:
     server, _ = refused_sender(relay)
-    bad_env = settings_file(scene["tmp"], server, name="refused.env")
+    bad_env = settings_file(shared["tmp"], server, name="refused.env", **shared["backend"])
     stuck = invoke(
         "send",
-        scene["article"],
+        shared["article"],
         "-s",
-        scene["list"],
+        shared["list"],
         "--env-file",
         bad_env,
         "--campaign",
@@ -594,53 +613,53 @@ def test_prune_forgets_campaigns_that_never_recorded_anyone(
         "--yes",
     )
     assert stuck.exit_code == 3, stuck.stdout + stuck.stderr
-    assert send(invoke, scene).exit_code == 0
-    listed = json.loads(invoke("status", "--env-file", scene["env"], "--json").stdout)
+    assert send(invoke, shared).exit_code == 0
+    listed = json.loads(invoke("status", "--env-file", shared["env"], "--json").stdout)
     assert {c["campaign"] for c in listed["campaigns"]} >= {CAMPAIGN}
-    pruned = invoke("status", "--prune", "--env-file", scene["env"], "--json")
+    pruned = invoke("status", "--prune", "--env-file", shared["env"], "--json")
     assert pruned.exit_code == 0, pruned.stderr
     after = json.loads(pruned.stdout)
     assert {c["campaign"] for c in after["campaigns"]} == {CAMPAIGN}
 
 
 def test_prune_keeps_campaigns_with_deferred_or_failed_recipients(
-    invoke: Invoke, scene: dict[str, Any], relay: Relays
+    invoke: Invoke, shared: dict[str, Any], relay: Relays
 ) -> None:
     handler = Recording()
     handler.rcpt_reply = lambda _a, _n: "451 4.3.0 try later"
     server = relay.start(handler)
-    env = settings_file(scene["tmp"], server, name="defer.env", RETRIES="0")
-    listed = write_list(scene["tmp"] / "two.csv", [("ann@example.org", "Ann")])
-    invoke("send", scene["article"], "-s", listed, "--env-file", env, "--campaign", "deferred-only", "--yes")
+    env = settings_file(shared["tmp"], server, name="defer.env", RETRIES="0", **shared["backend"])
+    listed = write_list(shared["tmp"] / "two.csv", [("ann@example.org", "Ann")])
+    invoke("send", shared["article"], "-s", listed, "--env-file", env, "--campaign", "deferred-only", "--yes")
     handler2 = Recording()
     handler2.rcpt_reply = lambda _a, _n: "550 5.7.1 content rejected"
     server2 = relay.start(handler2)
-    env2 = settings_file(scene["tmp"], server2, name="fail.env")
-    invoke("send", scene["article"], "-s", listed, "--env-file", env2, "--campaign", "failed-only", "--yes")
+    env2 = settings_file(shared["tmp"], server2, name="fail.env", **shared["backend"])
+    invoke("send", shared["article"], "-s", listed, "--env-file", env2, "--campaign", "failed-only", "--yes")
     pruned = invoke("status", "--prune", "--env-file", env, "--json")
     assert pruned.exit_code == 0, pruned.stderr
     assert {c["campaign"] for c in json.loads(pruned.stdout)["campaigns"]} == {"deferred-only", "failed-only"}
 
 
 def test_campaign_that_sent_nothing_is_not_warned_about(
-    invoke: Invoke, scene: dict[str, Any], relay: Relays
+    invoke: Invoke, shared: dict[str, Any], relay: Relays
 ) -> None:
     server, _ = refused_sender(relay)
-    bad_env = settings_file(scene["tmp"], server, name="refused.env")
-    old = invoke("send", scene["article"], "-s", scene["list"], "--env-file", bad_env, "--yes")
+    bad_env = settings_file(shared["tmp"], server, name="refused.env", **shared["backend"])
+    old = invoke("send", shared["article"], "-s", shared["list"], "--env-file", bad_env, "--yes")
     assert old.exit_code == 3
-    write_article(scene["article"], title="A new title for the same file")
+    write_article(shared["article"], title="A new title for the same file")
     result = invoke(
-        "send", scene["article"], "-s", scene["list"], "--env-file", scene["env"], "--yes", "--json"
+        "send", shared["article"], "-s", shared["list"], "--env-file", shared["env"], "--yes", "--json"
     )
     assert result.exit_code == 0, result.stderr
     warnings = " ".join(json.loads(result.stdout)["warnings"])
     assert "came from the same file" not in warnings, warnings
 
 
-def test_status_prune_json_is_pure_json(invoke: Invoke, scene: dict[str, Any]) -> None:
-    assert send(invoke, scene).exit_code == 0
-    result = invoke("status", "--prune", "--env-file", scene["env"], "--json")
+def test_status_prune_json_is_pure_json(invoke: Invoke, shared: dict[str, Any]) -> None:
+    assert send(invoke, shared).exit_code == 0
+    result = invoke("status", "--prune", "--env-file", shared["env"], "--json")
     assert result.exit_code == 0
     json.loads(result.stdout)
     no_crash(result.stderr)

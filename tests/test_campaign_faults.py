@@ -24,7 +24,10 @@ from typing import Any
 
 import pytest
 
+from dispatch.settings import Settings, StateLocation
+from dispatch.state import backend
 from dispatch.state import journal as j
+from tests.conftest import both_backends
 from tests.smtp_servers import PASSWORD, FaultPlan, Handler, Server, free_port
 
 CAMPAIGN = "faults-issue"
@@ -96,9 +99,9 @@ def status_json(invoke: Invoke, settings: Path, campaign: str = CAMPAIGN) -> dic
     return data
 
 
-def journal_states(state_dir: Path, campaign: str = CAMPAIGN) -> dict[str, str]:
-    """address -> state, read straight from the journal file (in_flight included)."""
-    journal = j.Journal.open_existing(state_dir)
+def journal_states(state: StateLocation, campaign: str = CAMPAIGN) -> dict[str, str]:
+    """address -> state, read straight from the journal (in_flight included)."""
+    journal = backend.existing_journal(state)
     if journal is None:
         return {}
     try:
@@ -187,9 +190,15 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
 
 
 @pytest.fixture
-def state_dir(tmp_path: Path) -> Path:
-    """Where the env fixture points DISPATCH_STATE_DIR."""
-    return tmp_path / "state"
+def env(tmp_path: Path, state_backend: dict[str, str]) -> dict[str, str]:
+    """Every test here runs on both backends: the state folder and PostgreSQL."""
+    return both_backends(tmp_path, state_backend)
+
+
+@pytest.fixture
+def state_dir(env: dict[str, str]) -> StateLocation:
+    """Where the env fixture puts the state (a folder, or a PostgreSQL database)."""
+    return Settings.from_mapping(env).state
 
 
 # --------------------------------------------------------------------------- 1. faults
@@ -339,6 +348,8 @@ def test_sigkill_mid_send_then_rerun_never_sends_twice(
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
         assert proc.returncode == -signal.SIGKILL, "the kill must land while the run is going"
+        if state_dir.url:  # the killed sender counts as sending until its lease runs out
+            time.sleep(state_dir.lease + 0.3)
         states = journal_states(state_dir)
         in_flight = sum(s == j.IN_FLIGHT for s in states.values())
         assert in_flight <= connections, f"more rows in flight than connections: {states}"
@@ -377,6 +388,7 @@ from pathlib import Path
 from dispatch.compose.issue import plan_issue
 from dispatch.send.delivery import SendOptions, run_send
 from dispatch.settings import Settings
+from dispatch.state import backend
 from dispatch.state import journal as j
 
 article, csv, kill_at, env = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
@@ -391,9 +403,10 @@ def in_flight(self, *args):
     return record(self, *args)
 
 j.Journal.in_flight = in_flight
-issue = plan_issue(Path(article), Path(csv), Settings.from_mapping(env))
+settings = Settings.from_mapping(env)
+issue = plan_issue(Path(article), Path(csv), settings)
 print(issue.campaign, flush=True)
-run_send(issue, j.Journal(Path(env["DISPATCH_STATE_DIR"])), SendOptions())
+run_send(issue, backend.open_journal(settings.state), SendOptions())
 """
 
 
@@ -437,9 +450,12 @@ def test_sigkill_after_the_message_and_before_its_final_dot_delivers_it_exactly_
 
 
 def test_second_concurrent_run_exits_at_once_with_locked_code(
-    invoke: Invoke, article: Path, tmp_path: Path, env_file: EnvFile,
+    invoke: Invoke, article: Path, tmp_path: Path, env_file: EnvFile, state_dir: StateLocation,
     slow_server: Callable[..., Server], spawn: Callable[..., subprocess.Popen[str]],
 ) -> None:  # fmt: skip
+    """With the state folder, one process per campaign: a second run exits at once (4). With
+    PostgreSQL a second sender is welcome: it joins, takes part of the list, and nobody gets
+    the issue twice."""
     emails = addresses(50)
     server = slow_server(delay=0.05)
     settings = env_file(**server.env())
@@ -448,8 +464,18 @@ def test_second_concurrent_run_exits_at_once_with_locked_code(
     wait_until(lambda: len(server.received) >= 2, first)
 
     started = time.monotonic()
-    second = invoke(*send_args(article, csv, settings))
+    second = invoke(*send_args(article, csv, settings), *(["--json"] if state_dir.url else []))
     elapsed = time.monotonic() - started
+
+    if state_dir.url:
+        joined = json.loads(second.stdout)
+        assert (second.exit_code, joined["exit_code"]) == (0, 0), second.output
+        assert 0 < joined["sent_now"] < len(emails)
+        assert sum(joined["accounting"].values()) == joined["rows"] == len(emails), joined["accounting"]
+        out, err = first.communicate(timeout=60)
+        assert first.returncode == 0, out + err
+        assert received_counts(server) == Counter(emails)
+        return
 
     assert first.poll() is None, "the first run should still be going"
     assert second.exit_code == 4, second.output

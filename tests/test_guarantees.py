@@ -29,8 +29,10 @@ from dispatch.send.delivery import SendOptions, run_send
 from dispatch.send.skips import SkipRules
 from dispatch.send.summary import RunSummary
 from dispatch.settings import Settings
+from dispatch.state import backend
 from dispatch.state import journal as j
 from dispatch.unsubscribe.tokens import BadToken, read_token
+from tests.conftest import both_backends
 from tests.smtp_servers import FaultPlan, Handler, Received, Server, start_server
 
 Invoke = Callable[..., Any]
@@ -138,19 +140,30 @@ def parse(data: bytes) -> EmailMessage:
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Iterator[j.Journal]:
-    state = j.Journal(tmp_path / "state")
+def env(tmp_path: Path, state_backend: dict[str, str]) -> dict[str, str]:
+    """The tests here that take settings run on both backends: the state folder and PostgreSQL."""
+    return both_backends(tmp_path, state_backend)
+
+
+def open_journal(env: dict[str, str]) -> j.Journal:
+    """The journal of the state ``env`` names (a folder, or PostgreSQL), for writing."""
+    return backend.open_journal(Settings.from_mapping(env).state)
+
+
+@pytest.fixture
+def journal(env: dict[str, str]) -> Iterator[j.Journal]:
+    state = open_journal(env)
     yield state
     state.close()
 
 
 @pytest.fixture
-def read_only(tmp_path: Path) -> Iterator[Callable[[], j.Journal]]:
-    """Open the state folder's journal read-only, as a dry run does; closed afterwards."""
+def read_only(env: dict[str, str]) -> Iterator[Callable[[], j.Journal]]:
+    """Open the state's journal read-only, as a dry run does; closed afterwards."""
     opened: list[j.Journal] = []
 
     def open_() -> j.Journal:
-        found = j.Journal.open_existing(tmp_path / "state")
+        found = backend.existing_journal(Settings.from_mapping(env).state)
         assert found is not None, "no journal was written"
         opened.append(found)
         return found
@@ -280,7 +293,7 @@ def test_daily_limit_is_shared_by_two_concurrent_campaigns(
     errors: list[BaseException] = []
 
     def run(issue: Issue) -> None:
-        journal = j.Journal(tmp_path / "state")  # each run its own connection, as two processes
+        journal = open_journal(env)  # each run its own connection, as two processes
         try:
             start.wait(timeout=10)
             summaries[issue.campaign] = run_send(issue, journal, SendOptions(sleep=lambda _s: None))
@@ -301,7 +314,7 @@ def test_daily_limit_is_shared_by_two_concurrent_campaigns(
     assert sum(s.sent_now for s in summaries.values()) == 5
     assert all(s.daily_limit_reached for s in summaries.values())
     assert all(s.exit_code == ExitCode.INCOMPLETE for s in summaries.values())
-    check = j.Journal(tmp_path / "state")
+    check = open_journal(env)
     try:
         assert check.sent_within() <= 5
         assert sum(check.counts(i.campaign)[j.SENT] for i in issues) == 5
@@ -810,7 +823,7 @@ def test_a_recipient_deferred_for_days_is_given_up(
         write_list(tmp_path / "l.csv", addresses),
         settings_for(env, server, give_up_days="5"),
     )
-    journal = j.Journal(tmp_path / "state")
+    journal = open_journal(env)
     journal.begin(issue.campaign, issue.subject, issue.article.fingerprint, "a.md")
     key = addresses[0].lower()
     journal.outcome(

@@ -12,33 +12,68 @@ import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
+from dispatch.settings import Settings, StateLocation
+from dispatch.state import backend
 from dispatch.state import journal as j
 from dispatch.state.db import Database, StateError
+from dispatch.state.pg import PgDatabase
+from tests.conftest import BASE_ENV
 
 CAMPAIGN = "issue-1"
 ROUNDS = 100
 
 
-def _state_of(folder: Path, key: str) -> str | None:
-    """The row as another process sees it: a connection of its own, read-only."""
-    conn = sqlite3.connect(f"file:{folder / j.FILENAME}?mode=ro", uri=True)
-    try:
-        row = conn.execute(
-            "SELECT state FROM recipients WHERE campaign = ? AND key = ?", (CAMPAIGN, key)
-        ).fetchone()
-    finally:
-        conn.close()
-    return None if row is None else str(row[0])
+class Other:
+    """Another process's view of the state: a connection of its own (read-only for SQLite)."""
+
+    def __init__(self, location: StateLocation) -> None:
+        self.location = location
+        self.lock = threading.Lock()
+        self.conn: Any = psycopg.connect(location.url, autocommit=True) if location.url else None
+
+    def state_of(self, key: str) -> str | None:
+        if self.conn is not None:
+            sql = "SELECT state FROM dispatch.recipients WHERE campaign = %s AND key = %s"
+            with self.lock:
+                row = self.conn.execute(sql, (CAMPAIGN, key)).fetchone()
+        else:
+            conn = sqlite3.connect(f"file:{self.location.path / j.FILENAME}?mode=ro", uri=True)
+            try:
+                sql = "SELECT state FROM recipients WHERE campaign = ? AND key = ?"
+                row = conn.execute(sql, (CAMPAIGN, key)).fetchone()
+            finally:
+                conn.close()
+        return None if row is None else str(row[0])
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+@pytest.fixture
+def location(tmp_path: Path, state_backend: dict[str, str]) -> StateLocation:
+    """A state on each backend: a folder, and a PostgreSQL database."""
+    return Settings.from_mapping(
+        {**BASE_ENV, "DISPATCH_STATE_DIR": str(tmp_path / "state"), **state_backend}
+    ).state
+
+
+def _database(location: StateLocation) -> Any:
+    if location.url:
+        return PgDatabase(location.url)
+    return Database(location.path / j.FILENAME, j.SCHEMA)
 
 
 @pytest.mark.parametrize("threads", [2, 8])
-def test_every_in_flight_mark_is_committed_before_it_returns(tmp_path: Path, threads: int) -> None:
-    folder = tmp_path / "state"
-    journal = j.Journal(folder)
+def test_every_in_flight_mark_is_committed_before_it_returns(location: StateLocation, threads: int) -> None:
+    journal = backend.open_journal(location)
     journal.begin(CAMPAIGN, "Subject", "fingerprint", "/tmp/article.md")
+    other = Other(location)
     barrier = threading.Barrier(threads)
     seen: dict[str, str | None] = {}
     errors: list[BaseException] = []
@@ -49,7 +84,7 @@ def test_every_in_flight_mark_is_committed_before_it_returns(tmp_path: Path, thr
                 key = f"reader{n}-{i}@example.org"
                 barrier.wait(timeout=10)  # every thread marks at the same moment
                 journal.in_flight(CAMPAIGN, key, key, f"<{n}.{i}@example.org>")
-                seen[key] = _state_of(folder, key)  # what a kill right now would leave behind
+                seen[key] = other.state_of(key)  # what a kill right now would leave behind
                 journal.outcome(CAMPAIGN, key, key, j.SENT, code=250, enhanced="2.0.0", reply="ok")
         except BaseException as err:  # reported below
             errors.append(err)
@@ -71,10 +106,11 @@ def test_every_in_flight_mark_is_committed_before_it_returns(tmp_path: Path, thr
     assert set(seen.values()) == {j.IN_FLIGHT}  # durable before the data would have gone
     assert journal.counts(CAMPAIGN)[j.SENT] == threads * ROUNDS  # leaving grouped() commits the rest
     journal.close()
+    other.close()
 
 
-def test_a_failed_group_commit_fails_every_writer_in_it(tmp_path: Path) -> None:
-    db = Database(tmp_path / "state" / j.FILENAME, j.SCHEMA)
+def test_a_failed_group_commit_fails_every_writer_in_it(location: StateLocation) -> None:
+    db = _database(location)
     good = ("INSERT INTO reservations (pid, created) VALUES (1, 0)", ())
     run = ExitStack()
     run.enter_context(db.grouped())
@@ -122,6 +158,34 @@ def test_writers_waiting_on_a_commit_share_the_next_one_and_none_returns_early(t
             thread.join(timeout=30)
     assert sorted(returned) == list(range(8))
     assert len(commits) <= 2  # the first writer's own commit, then one for the seven queued behind
+    assert db.all("SELECT COUNT(*) FROM reservations") == [(8,)]
+    other.close()
+    db.close()
+
+
+def test_writers_waiting_on_a_locked_database_none_returns_early_postgresql(pg_url: str) -> None:
+    """The same with PostgreSQL: another sender holds the table; nobody is told "committed"
+    before the lock goes, and then every queued write lands."""
+    db = PgDatabase(pg_url)
+    other = psycopg.connect(pg_url, autocommit=True)
+    other.execute("BEGIN")
+    other.execute("LOCK TABLE dispatch.reservations IN ACCESS EXCLUSIVE MODE")
+    returned: list[int] = []
+
+    def mark(n: int) -> None:
+        db.write([("INSERT INTO reservations (pid, created) VALUES (?, 0)", (n,))], wait=True)
+        returned.append(n)
+
+    with db.grouped():
+        pool = [threading.Thread(target=mark, args=(n,)) for n in range(8)]
+        for thread in pool:
+            thread.start()
+        time.sleep(0.5)
+        assert returned == []
+        other.execute("COMMIT")
+        for thread in pool:
+            thread.join(timeout=30)
+    assert sorted(returned) == list(range(8))
     assert db.all("SELECT COUNT(*) FROM reservations") == [(8,)]
     other.close()
     db.close()

@@ -14,7 +14,10 @@ from typing import Any
 
 import pytest
 
+from dispatch.settings import Settings
+from dispatch.state import backend
 from dispatch.state.journal import Journal
+from tests.conftest import both_backends
 
 CAMPAIGN = "weekly-issue"
 Invoke = Callable[..., Any]
@@ -69,12 +72,22 @@ class Log:
 
 
 @pytest.fixture
-def journal_with(tmp_path: Path) -> Callable[..., float]:
+def env(tmp_path: Path, state_backend: dict[str, str]) -> dict[str, str]:
+    """Every reconcile test runs on both backends: the state folder, and PostgreSQL."""
+    return both_backends(tmp_path, state_backend)
+
+
+def _journal(env: dict[str, str]) -> Journal:
+    return backend.open_journal(Settings.from_mapping(env).state)
+
+
+@pytest.fixture
+def journal_with(env: dict[str, str]) -> Callable[..., float]:
     """Readers left in flight by a run that died (or unknown after a lost reply); the time they
     went out."""
 
     def make(*in_flight: str, lost_reply: tuple[str, ...] = (), no_id: tuple[str, ...] = ()) -> float:
-        journal = Journal(tmp_path / "state")
+        journal = _journal(env)
         journal.begin(CAMPAIGN, "Weekly", "fingerprint", "/srv/issue.md")
         went = time.time()
         for email in (*in_flight, *lost_reply, *no_id):
@@ -104,8 +117,8 @@ def outcomes(data: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return {d["email"]: (kind, d["why"]) for kind in ("sent", "send_again", "unknown") for d in data[kind]}
 
 
-def states(tmp_path: Path) -> dict[str, tuple[str, str]]:
-    journal = Journal(tmp_path / "state")
+def states(env: dict[str, str]) -> dict[str, tuple[str, str]]:
+    journal = _journal(env)
     try:
         return {
             r.email: (r.state, r.reply) for r in journal.records(CAMPAIGN, ("unknown", "sent", "deferred"))
@@ -156,6 +169,7 @@ CASES: dict[str, tuple[Callable[[float], Log], dict[str, tuple[str, str]]]] = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_what_the_log_proves_is_settled_and_the_rest_stays_unknown_with_the_reason(
     invoke: Invoke,
+    env: dict[str, str],
     tmp_path: Path,
     env_file: Callable[..., Path],
     journal_with: Callable[..., float],
@@ -174,7 +188,7 @@ def test_what_the_log_proves_is_settled_and_the_rest_stays_unknown_with_the_reas
         assert words in found[email][1], (email, found[email])
     assert code == (1 if data["counts"]["unknown"] else 0)
     assert data["recovered_in_flight"] == 2
-    journal_states = states(tmp_path)
+    journal_states = states(env)
     wanted = {"sent": "sent", "send_again": "deferred", "unknown": "unknown"}
     assert {e: s for e, (s, _) in journal_states.items()} == {e: wanted[k] for e, (k, _) in found.items()}
     for email, (kind, why) in found.items():
@@ -216,11 +230,15 @@ def test_an_unknown_without_a_message_id_stays_unknown(
 
 
 def test_reconcile_waits_for_no_run_it_refuses_while_the_campaign_is_being_sent(
-    invoke: Invoke, tmp_path: Path, env_file: Callable[..., Path], journal_with: Callable[..., float]
+    invoke: Invoke,
+    env: dict[str, str],
+    tmp_path: Path,
+    env_file: Callable[..., Path],
+    journal_with: Callable[..., float],
 ) -> None:
     went = journal_with(ANN)
     maillog = Log().span(went - 60, went + 5).write(tmp_path / "maillog")
-    sender = Journal(tmp_path / "state")
+    sender = _journal(env)
     try:
         with sender.lock(CAMPAIGN):
             result = invoke("reconcile", CAMPAIGN, "--maillog", maillog, "--env-file", env_file())
@@ -228,7 +246,7 @@ def test_reconcile_waits_for_no_run_it_refuses_while_the_campaign_is_being_sent(
         sender.close()
 
     assert result.exit_code == 4, result.output
-    assert states(tmp_path) == {}, "nothing changed: the row is still in flight"
+    assert states(env) == {}, "nothing changed: the row is still in flight"
 
 
 @pytest.mark.parametrize(
@@ -240,7 +258,8 @@ def test_reconcile_waits_for_no_run_it_refuses_while_the_campaign_is_being_sent(
     ids=["unknown-campaign", "no-log", "truncated-gzip", "missing-file"],
 )  # fmt: skip
 def test_a_mistake_is_one_line_and_changes_nothing(
-    invoke: Invoke, tmp_path: Path, env_file: Callable[..., Path], journal_with: Callable[..., float],
+    invoke: Invoke,
+    env: dict[str, str], tmp_path: Path, env_file: Callable[..., Path], journal_with: Callable[..., float],
     args: list[str], words: str,
 ) -> None:  # fmt: skip
     import gzip
@@ -257,7 +276,7 @@ def test_a_mistake_is_one_line_and_changes_nothing(
     (line,) = result.stderr.splitlines()
     assert line.startswith("dispatch: error: ")
     assert words in line
-    journal = Journal(tmp_path / "state")
+    journal = _journal(env)
     try:
         assert [r.state for r in journal.records(CAMPAIGN, ("in_flight",))] == ["in_flight"]
     finally:
@@ -306,7 +325,8 @@ def test_several_files_as_arguments_after_one_maillog_option(
 
 
 def test_the_journal_keeps_the_message_id_each_try_went_out_with(
-    invoke: Invoke, tmp_path: Path, env_file: Callable[..., Path], article: Path, subscribers: Path,
+    invoke: Invoke,
+    env: dict[str, str], tmp_path: Path, env_file: Callable[..., Path], article: Path, subscribers: Path,
     smtp_server: Callable[..., Any],
 ) -> None:  # fmt: skip
     """First tries, retries after a 4xx to the data, and --resend-unknown all record, before the
@@ -320,7 +340,7 @@ def test_the_journal_keeps_the_message_id_each_try_went_out_with(
     server.handler.faults = FaultPlan()
     invoke(*send, "--resend-unknown")
 
-    journal = Journal(tmp_path / "state")
+    journal = _journal(env)
     try:
         rows = journal.records(CAMPAIGN, ("sent",))
         recorded = {r.email: r.message_id for r in rows}
@@ -331,3 +351,23 @@ def test_the_journal_keeps_the_message_id_each_try_went_out_with(
     assert len(recorded) == 3
     assert first["unknown"] >= 1, "a reply to the data was lost: that reader went again"
     assert sum(r.attempts for r in rows) >= len(rows) + 2, "retries and the resend went out too"
+
+
+def test_while_a_sender_holds_the_campaign_reconcile_waits(
+    invoke: Invoke, env: dict[str, str], env_file: Callable[..., Path], journal_with: Callable[..., float],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """A live run (a lock on the folder, a live lease on PostgreSQL) may still hear back about
+    the very messages reconcile would settle: reconcile changes nothing and says to wait."""
+    went = journal_with(ANN)
+    maillog = Log().span(went - 60, went + 5).kept(went, mid(ANN)).write(tmp_path / "maillog")
+    sender = _journal(env)
+    try:
+        with sender.lock(CAMPAIGN):
+            code, data, _ = run(invoke, env_file(), maillog)
+    finally:
+        sender.close()
+
+    assert code == 4, data
+    assert CAMPAIGN in data["error"]
+    assert ANN not in states(env), "nothing was settled: the reader is still in flight"

@@ -31,7 +31,7 @@ READERS = [f"reader{n:02d}@example.{'org' if n % 2 else 'com'}" for n in range(1
 KILLED_SEND = """
 import json, os, signal, sys
 from pathlib import Path
-from dispatch.send.campaign import plan_issue
+from dispatch.compose.issue import plan_issue
 from dispatch.send.delivery import SendOptions, run_send
 from dispatch.settings import Settings
 from dispatch.state import journal as j

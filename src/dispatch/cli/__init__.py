@@ -17,6 +17,7 @@ from dispatch.cli import (  # noqa: F401 - each registers its commands
     previewing,
     reconciling,
     sending,
+    state,
     unsubscribing,
 )
 from dispatch.cli.common import app, main

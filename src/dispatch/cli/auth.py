@@ -14,7 +14,6 @@ from dispatch.cli.common import (
     command,
     load_settings,
     reporting,
-    state_dir,
     state_to_write,
 )
 from dispatch.errors import ConfigError
@@ -35,8 +34,9 @@ def _login_store(env_file: EnvFileOpt, *, writing: bool = False) -> tuple[OAuthC
             "DISPATCH_OAUTH_CLIENT_ID and DISPATCH_SMTP_USER, the mailbox) to log in with OAuth2"
         )
     config = oauth_config(settings)
-    folder = state_to_write(settings, ask=True) if writing else state_dir(settings)
-    return config, login_store(folder, config)
+    if writing:
+        state_to_write(settings, ask=True)
+    return config, login_store(settings.state, config)
 
 
 @command(app, "login", "Let dispatch send as your mailbox (OAuth2).")

@@ -64,7 +64,7 @@ def check(
             "subject": issue.subject,
             "campaign": issue.campaign,
             "list_id": settings.list_id,
-            "state": {"backend": "sqlite", "path": str(location.path), "found_by": location.found_by},
+            "state": location.as_json(),
         }
         lines = [
             f"Checked «{issue.subject}» (campaign {issue.campaign}, list {settings.list_id})",
@@ -88,7 +88,7 @@ def _oauth(settings: Any) -> tuple[list[Problem], list[str], dict[str, Any]]:
     from dispatch.checks.rules import Problem
     from dispatch.send.oauth import check_token
 
-    found = check_token(settings, settings.state.path)
+    found = check_token(settings, settings.state)
     data = {"mailbox": found.mailbox, "grant": found.grant, "token": found.ok, "problem": found.problem}
     if found.ok:
         return [], [f"  OAuth2:        a token can be had for {found.mailbox} ({found.grant})"], data

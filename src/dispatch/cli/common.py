@@ -270,10 +270,13 @@ def load_settings(env_file: Path | None, overrides: Mapping[str, str | None] | N
                 raw = anchored(key, raw, path.resolve().parent)  # noqa: PLW2901
             if raw is not None:
                 values[key] = raw
+        url = values.get("DISPATCH_STATE_URL") or ""
+        in_url = url.partition("@")[0].count(":") > 1 or "password=" in url  # postgresql://user:PASSWORD@
         secret = (
             values.get("DISPATCH_SMTP_PASSWORD")
             or values.get("DISPATCH_OAUTH_CLIENT_SECRET")
             or values.get("DISPATCH_IMAP_PASSWORD")
+            or in_url
         )
         if secret and path.stat().st_mode & 0o077:
             typer.echo(

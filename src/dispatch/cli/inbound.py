@@ -19,7 +19,7 @@ from dispatch.cli.common import (
     load_settings,
     reporting,
 )
-from dispatch.errors import ExitCode, InputError
+from dispatch.errors import ConfigError, ExitCode, InputError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -58,6 +58,11 @@ def inbound(
         if maildir is not None and imap:
             raise InputError("--maildir and --imap read different places; give one of them")
         settings = load_settings(env_file)
+        if settings.state.url:
+            raise ConfigError(
+                "dispatch inbound records into a state folder, and DISPATCH_STATE_URL names PostgreSQL: "
+                "its suppressions would not reach the senders; process bounces on a folder-state setup"
+            )
         folder = state_to_write(settings, ask=False)
         if maildir is None and not imap and (sys.stdin is None or sys.stdin.isatty()):
             raise InputError(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,7 +21,6 @@ from dispatch.errors import ExitCode, InputError
 
 if TYPE_CHECKING:
     from dispatch.send.reconcile import Reconciliation
-    from dispatch.settings import StateLocation
 
 MAX_LISTED = 50
 
@@ -50,29 +49,27 @@ def reconcile(
     message, and as safe to send again (the next run sends them, once) when the log proves it
     never took it; anything the log cannot prove stays unknown, with the reason."""
     from dispatch.send.reconcile import reconcile as settle
-    from dispatch.state import journal as j
+    from dispatch.state import backend
 
     with reporting(debug, as_json):
         files = [*(maillog or []), *(more or [])]
         if not files:
             raise InputError("give the relay's log: --maillog FILE (Postfix's mail log, rotated files too)")
         location = load_settings(env_file).state
-        if not (location.path / j.FILENAME).exists():
+        found = backend.existing_journal(location)
+        if found is None:
             raise InputError(f"no journal in {location.describe()}: nothing was sent from this state yet")
-        journal = j.Journal(location.path)
+        found.close()
+        journal = backend.open_journal(location)
         try:
             result = settle(journal, campaign, files)
         finally:
             journal.close()
         code = ExitCode.INCOMPLETE if result.outcome("unknown") else ExitCode.OK
         if as_json:
-            emit_json({**result.as_json(), "state": _state(location), "exit_code": int(code)})
+            emit_json({**result.as_json(), "state": location.as_json(), "exit_code": int(code)})
         typer.echo(report(result, location.describe()), err=as_json)
         raise typer.Exit(int(code))
-
-
-def _state(location: StateLocation) -> dict[str, Any]:
-    return {"backend": "sqlite", "path": str(location.path), "found_by": location.found_by}
 
 
 def report(result: Reconciliation, where: str) -> str:

@@ -167,7 +167,7 @@ def status_report(
 ) -> tuple[Any, str]:
     """(JSON-able data, text) for ``dispatch status [CAMPAIGN]``."""
     where = location.describe()
-    state = {"backend": "sqlite", "path": str(location.path), "found_by": location.found_by}
+    state = location.as_json()
     if campaign:
         info = journal.campaign(campaign) if journal is not None else None
         if journal is None or info is None:
@@ -194,7 +194,28 @@ def status_report(
             f"{k} {v}" for k, v in _with_feedback(_counts(c, journal), said[c.id]).items() if v
         )
         lines.append(f"  {c.id}  ({_ago(c.updated)})  {c.subject}\n    {counts or 'nothing recorded'}")
-    return data, "\n".join(lines)
+    senders, sender_lines = _senders(journal, None)
+    if journal is not None and journal.shared:
+        data["senders"] = senders
+    return data, "\n".join(lines + sender_lines)
+
+
+def _senders(journal: j.Journal | None, campaign: str | None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Who is sending what (several senders, PostgreSQL state): each sender, its host and
+    process, its lease and how many recipients it holds."""
+    if journal is None or not journal.shared:
+        return [], []
+    found = journal.senders(campaign)  # type: ignore[attr-defined]  # a SharedJournal
+    data = [
+        {"sender": s.id, "campaign": s.campaign, "host": s.host, "pid": s.pid, "holds": s.claims,
+         "lease_left": round(s.lease_left, 1), "alive": s.lease_left > 0}
+        for s in found
+    ]  # fmt: skip
+    lines = ["Senders:" if found else "Senders:  none now"]
+    for s in found:
+        lease = f"lease {s.lease_left:.0f} s left" if s.lease_left > 0 else "lease ran out: claims pass on"
+        lines.append(f"  {s.id} on {s.host} (pid {s.pid}): {s.campaign}, holds {s.claims}, {lease}")
+    return data, lines
 
 
 def _counts(info: j.CampaignInfo, journal: j.Journal | None) -> dict[str, int]:
@@ -235,4 +256,7 @@ def _campaign_report(journal: j.Journal, info: j.CampaignInfo, said: dict[str, i
     for r in records:
         bounce = " (hard bounce)" if r.hard_bounce else ""
         lines.append(f"  {r.state:<8} {r.email}: {r.code or ''} {shown(r.reply)}{bounce}".rstrip())
-    return data, "\n".join(lines)
+    senders, sender_lines = _senders(journal, info.id)
+    if journal.shared:
+        data["senders"] = senders
+    return data, "\n".join(lines + sender_lines)

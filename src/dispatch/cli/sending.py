@@ -64,14 +64,14 @@ def _confirm(issue: Issue, count: int, yes: bool) -> None:
         raise typer.Exit(int(ExitCode.INCOMPLETE))
 
 
-def _access_tokens(settings: Settings, folder: Path) -> TokenSource | None:
+def _access_tokens(settings: Settings) -> TokenSource | None:
     """With OAuth2, the run's token source, holding a first token: no token, no send, and the
     run stops here, before the journal is touched."""
     if settings.smtp_auth != "oauth2":
         return None
     from dispatch.send.oauth import token_source
 
-    tokens = token_source(settings, folder)
+    tokens = token_source(settings, settings.state)
     tokens.current()
     return tokens
 
@@ -129,8 +129,7 @@ def send(
     from dispatch.cli.report import send_report
     from dispatch.compose.issue import campaign_id, check_campaign_id, named_recipients, plan_issue
     from dispatch.content.article import load_article
-    from dispatch.state import journal as j
-    from dispatch.state.suppression import SuppressionStore
+    from dispatch.state import backend
 
     with reporting(debug, as_json):
         refuse_negative(limit, "--limit")
@@ -138,8 +137,9 @@ def send(
         check_campaign_id(campaign, "--campaign")
         real = not (to or dry_run)
         folder = state_to_write(settings, ask=not yes) if real else state_dir(settings)
-        tokens = None if dry_run else _access_tokens(settings, folder)  # first: no token, nothing
-        journal = j.Journal(folder, durable=settings.journal_sync == "full") if real else None
+        tokens = None if dry_run else _access_tokens(settings)  # first: no token, nothing
+        durable = settings.journal_sync == "full"
+        journal = backend.open_journal(settings.state, durable=durable) if real else None
         with ExitStack() as held:
             loaded = load_article(article)
             if journal is not None:  # a second run of this campaign stops here, before any work
@@ -150,7 +150,8 @@ def send(
                 attach=attach or (), loaded=loaded,
             )  # fmt: skip
             only = named_recipients(issue, to) if to else None
-            store = SuppressionStore(folder) if real else SuppressionStore.open_existing(folder)
+            where = settings.state
+            store = backend.open_suppressions(where) if real else backend.existing_suppressions(where)
             on_purpose = bool(campaign or loaded.campaign)  # a campaign the user named
             choices = _Choices(limit, resend_unknown, retry_failed, yes, as_json, on_purpose)
             if dry_run:
@@ -184,9 +185,9 @@ def _dry_run(
     from dispatch.cli.report import dry_run_report
     from dispatch.proof.dryrun import run_dry
     from dispatch.send.campaign import same_text_campaigns, same_text_refusal
-    from dispatch.state import journal as j
+    from dispatch.state import backend
 
-    state = None if test_send else j.Journal.open_existing(folder)
+    state = None if test_send else backend.existing_journal(issue.settings.state)
     earlier = [] if choices.on_purpose else same_text_campaigns(issue, state)
     summary = run_dry(
         issue, (out or Path("dispatch-preview")).resolve(), write_all=out is not None, limit=choices.limit,
@@ -271,20 +272,19 @@ def status(
 ) -> None:
     """Show campaigns and their counts, or one CAMPAIGN's problem recipients."""
     from dispatch.cli.report import status_report
-    from dispatch.state import journal as j
-    from dispatch.state.suppression import SuppressionStore
+    from dispatch.state import backend
 
     with reporting(debug, as_json):
         location = load_settings(env_file).state
-        folder = location.path
         if prune:
-            pruned = j.Journal(folder).prune_empty() if (folder / j.FILENAME).exists() else []
+            found = backend.existing_journal(location)
+            pruned = backend.open_journal(location).prune_empty() if found is not None else []
             shown = ": " + ", ".join(pruned) if pruned else "."
             typer.echo(
                 f"Forgot {len(pruned)} campaign(s) that never recorded a recipient{shown}", err=as_json
             )
         data, text = status_report(
-            j.Journal.open_existing(folder), campaign, location, SuppressionStore.open_existing(folder)
+            backend.existing_journal(location), campaign, location, backend.existing_suppressions(location)
         )
         if as_json:
             emit_json(data)

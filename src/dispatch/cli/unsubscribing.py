@@ -61,6 +61,7 @@ def serve(
         config = endpoint.ServeConfig(
             url_template=settings.unsubscribe_url, secret=settings.unsubscribe_secret,
             organization=settings.organization, state_dir=state_to_write(settings, ask=False),
+            state_url=settings.state_url,
             lists={settings.list_id: settings.list_id},
             previous_secrets=settings.unsubscribe_previous_secrets,
         )  # fmt: skip
@@ -89,13 +90,14 @@ ReasonOpt = Annotated[
 
 def _store(env_file: Path | None, *, readonly: bool = False) -> tuple[Any, str]:
     """The suppression store (None, read-only, when there is none yet), and which state it is in."""
-    from dispatch.state.suppression import SuppressionStore
+    from dispatch.state import backend
 
     settings = load_settings(env_file)
     where = settings.state.describe()
     if readonly:
-        return SuppressionStore.open_existing(settings.state.path), where
-    return SuppressionStore(state_to_write(settings, ask=True)), where
+        return backend.existing_suppressions(settings.state), where
+    state_to_write(settings, ask=True)
+    return backend.open_suppressions(settings.state), where
 
 
 @command(suppress_app, "add", "Suppress addresses.")
@@ -184,11 +186,7 @@ def suppress_import(
         )
         if as_json:
             skipped = [{"line": s.line, "reason": s.reason} for s in report.skipped]
-            state = {
-                "backend": "sqlite",
-                "path": str(settings.state.path),
-                "found_by": settings.state.found_by,
-            }
+            state = settings.state.as_json()
             emit_json(
                 {"added": report.added, "existing": report.existing, "skipped": skipped, "state": state}
             )

@@ -18,6 +18,7 @@ from dispatch.compose.issue import Issue, recipients
 from dispatch.errors import ConfigError
 from dispatch.lists.subscribers import Skipped
 from dispatch.send.campaign import campaign_warnings, list_identity, list_use
+from dispatch.send.claiming import ClaimFeed
 from dispatch.send.preflight import preflight, require_no_blocking
 from dispatch.send.relays import start_pool
 from dispatch.send.skips import Skip
@@ -86,6 +87,8 @@ def _send(
             _feed(issue, run, options, summary)
     except StateError as err:  # the journal's last writes failed (a full disk): say so, stop
         run.halt(str(err))
+    if journal is not None and journal.shared:
+        _settle_share(run, summary)
     if run.crash is not None:
         raise run.crash  # a bug: the CLI reports it (with the traceback under --debug)
     _collect(run, summary)
@@ -104,6 +107,13 @@ def _feed(issue: Issue, run: Run, options: SendOptions, summary: RunSummary) -> 
     ]
     for thread in threads:
         thread.start()
+    if run.journal is not None and run.journal.shared:  # one of several senders: claims
+        try:
+            run.share = ClaimFeed(issue, run, options, summary, lambda item: _put(work, item, threads))
+            run.share.run_feed()
+        finally:
+            _finish(work, threads)
+        return
     todo = 0
     try:
         for sub in options.only if options.only is not None else recipients(issue):
@@ -131,10 +141,31 @@ def _feed(issue: Issue, run: Run, options: SendOptions, summary: RunSummary) -> 
             if not _put(work, (sub, state, data, mid), threads):
                 run.leave(state)
     finally:
-        for _ in threads:
-            _put(work, None, threads)
-        for thread in threads:
-            thread.join()
+        _finish(work, threads)
+
+
+def _finish(work: queue.Queue[Item | None], threads: list[threading.Thread]) -> None:
+    """Tell every worker the list is done, and wait for them."""
+    for _ in threads:
+        _put(work, None, threads)
+    for thread in threads:
+        thread.join()
+
+
+def _settle_share(run: Run, summary: RunSummary) -> None:
+    """With several senders: what this one left to the others (see ClaimFeed.settle)."""
+    if run.share is None:
+        return
+    try:
+        run.share.settle()
+    except StateError as err:
+        run.halt(str(err))
+    lost = run.journal.fenced_out if run.journal is not None else 0
+    if lost:
+        summary.warnings.append(
+            f"{lost} write(s) about recipients were not recorded: this sender's claims had passed to another "
+            "sender (it was paused past its lease); those recipients read as unknown"
+        )
 
 
 def _collect(run: Run, summary: RunSummary) -> None:

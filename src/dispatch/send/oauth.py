@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dispatch.errors import AbortError
+from dispatch.settings import StateLocation
 from dispatch.settings.oauth import OAuthConfig, oauth_config
+from dispatch.state import backend
 from dispatch.state.logins import LOGIN_HINT, LoginNeeded, LoginStore
 
 if TYPE_CHECKING:
@@ -38,16 +40,15 @@ class TokenEndpointDown(AbortError):
     """The token endpoint could not be reached or answered with a server error."""
 
 
-def login_store(folder: Path, config: OAuthConfig) -> LoginStore:
-    """Where the login of this mailbox at this server with this client is kept (``folder`` is
-    the state folder)."""
-    return LoginStore(
-        folder,
-        mailbox=config.mailbox,
-        token_url=config.token_url,
-        client_id=config.client_id,
-        scope=config.scope,
-    )
+def login_store(where: Path | StateLocation, config: OAuthConfig) -> LoginStore:
+    """Where the login of this mailbox at this server with this client is kept: the state
+    (a folder, or the state's PostgreSQL database)."""
+    about = {"mailbox": config.mailbox, "token_url": config.token_url, "client_id": config.client_id,
+             "scope": config.scope}  # fmt: skip
+    if isinstance(where, StateLocation):
+        store: LoginStore = backend.login_store(where, **about)
+        return store
+    return LoginStore(where, **about)
 
 
 def xoauth2(mailbox: str, token: str) -> str:
@@ -104,7 +105,7 @@ class TokenSource:
     first use, renewed shortly before it expires, and renewed when the relay refuses it
     (:meth:`renew`); connections refused the same token at the same time cause one renewal."""
 
-    def __init__(self, config: OAuthConfig, folder: Path) -> None:
+    def __init__(self, config: OAuthConfig, folder: Path | StateLocation) -> None:
         self.config = config
         self.store = login_store(folder, config)
         self._lock = threading.Lock()
@@ -197,7 +198,7 @@ class TokenSource:
         return token
 
 
-def token_source(settings: Settings, folder: Path) -> TokenSource:
+def token_source(settings: Settings, folder: Path | StateLocation) -> TokenSource:
     """The token source of a run, for the mailbox in the settings; ``folder`` is the state folder."""
     return TokenSource(oauth_config(settings), folder)
 
@@ -212,7 +213,7 @@ class TokenCheck:
     problem: str = ""
 
 
-def check_token(settings: Settings, folder: Path) -> TokenCheck:
+def check_token(settings: Settings, folder: Path | StateLocation) -> TokenCheck:
     """Ask for an access token as a send would (``dispatch check``); never shows it."""
     config = oauth_config(settings)
     try:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dispatch.errors import InputError
+from dispatch.errors import InputError, LockedError
 from dispatch.send.maillog import RelayLog, read_relay_log
 from dispatch.state import journal as j
 from dispatch.state.journal import Journal
@@ -87,6 +87,11 @@ def reconcile(journal: Journal, campaign: str, logs: list[Path], now: float | No
     """Settle the campaign's unknown recipients from the relay's log files (see the module).
     LockedError while a run of the campaign is going; InputError for an unknown campaign or a
     log that cannot be read (nothing is changed then)."""
+    if journal.shared and journal.running(campaign):  # several senders: joining excludes nobody
+        raise LockedError(
+            f"campaign {campaign!r} is being sent (a sender's lease is live; see 'dispatch status'); "
+            "reconcile once every sender has finished"
+        )
     with journal.lock(campaign):
         if journal.campaign(campaign) is None:
             raise InputError(f"no campaign {campaign!r} in {journal.state_dir}; 'dispatch status' lists them")

@@ -44,6 +44,13 @@ class SkipRules:
         state, bounced = (None, False)
         if self.journal is not None and self._asked:
             state, bounced = self.journal.skip_state(self.campaign, key)
+        return self.judge(key, state, bounced, store=store)
+
+    def judge(
+        self, key: str, state: str | None, bounced: bool = False, *, store: bool = True
+    ) -> tuple[str | None, Skip | None, str]:
+        """:meth:`check` for a recipient whose journal state is known already (several senders:
+        the state read when the recipient was claimed)."""
         if state == j.SENT:
             return state, Skip.SENT, ""
         if state == j.FAILED and not self.retry_failed:

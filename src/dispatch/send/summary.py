@@ -77,6 +77,8 @@ class RunSummary:
     blocking: list[str] = field(default_factory=list)  # a real send would refuse (a dry run shows them)
     refused: list[str] = field(default_factory=list)  # example values: a real send refuses, a dry run shows
     relays: list[dict[str, Any]] = field(default_factory=list)  # what each relay did (send.relays)
+    shared: bool = False  # one of several senders on the campaign (PostgreSQL state)
+    other_senders: int = 0  # rows this run found to do that other senders took
 
     @property
     def exit_code(self) -> ExitCode:
@@ -112,7 +114,8 @@ class RunSummary:
         else:
             first = [("sent now", self.sent_now), ("failed now", self.failed_now),
                      ("deferred now", self.deferred_now), ("unknown now", self.unknown_now),
-                     ("not tried this run", self.pending)]  # fmt: skip
+                     ("not tried this run", self.pending),
+                     *([("by other senders", self.other_senders)] if self.shared else [])]  # fmt: skip
         return [
             *first,
             ("already sent", self.already_sent),
@@ -126,7 +129,7 @@ class RunSummary:
         """Where the state is, for ``--json``."""
         if self.state is None:
             return None
-        return {"backend": "sqlite", "path": str(self.state.path), "found_by": self.state.found_by}
+        return self.state.as_json()
 
     def as_json(self) -> dict[str, Any]:
         """A machine-readable summary (stable keys)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from dispatch.compose.issue import Issue
 from dispatch.errors import AbortError, DispatchError
 from dispatch.lists.subscribers import Skipped, Subscriber
+from dispatch.send.claiming import ClaimFeed, shared_pacer
 from dispatch.send.oauth import TokenSource
 from dispatch.send.relays import HandOver, Lookahead, Relay, RelayPool, Tries
 from dispatch.send.skips import SkipRules
@@ -91,7 +92,10 @@ class Run:
             resend_unknown=options.resend_unknown, retry_failed=options.retry_failed,
         )  # fmt: skip
         self.late_suppressed: list[tuple[str, str]] = []  # (address, reason): suppressed during the run
-        self.pacer = Pacer(self.settings.rate)
+        # several senders (PostgreSQL state) share one pace per relay; else this run paces alone
+        rate = self.settings.rate
+        self.pacer = shared_pacer(rate, journal, self.settings.endpoint) or Pacer(rate)
+        self.share: ClaimFeed | None = None  # this sender's share of the campaign (several senders)
         self.lock = threading.Lock()
         self.stop = options.stop
         self.abort = ""

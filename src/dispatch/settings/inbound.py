@@ -7,6 +7,7 @@ from functools import partial
 from typing import Any
 
 from dispatch.errors import ConfigError
+from dispatch.settings import parsers as p
 from dispatch.settings import values as v
 
 SECTION = "Bounces, complaints and mailto unsubscribes (dispatch inbound)"
@@ -36,21 +37,7 @@ def bounce_address(text: str, name: str) -> str:
     return box.addr_spec
 
 
-def _security(text: str, name: str) -> str:
-    value = text.lower()
-    if value not in IMAP_SECURITY:
-        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(IMAP_SECURITY)}")
-    return value
-
-
-def _text(text: str, name: str) -> str:
-    return v.one_line(text, name)
-
-
-def _secret(text: str, name: str) -> str:
-    if any(not c.isprintable() for c in text):
-        raise ConfigError(f"{name}: holds a control character or line break")
-    return text
+_SECURITY = p.choice(IMAP_SECURITY)
 
 
 def _row(name: str, parse: Any, default: Any, help_: str, shown: str, **more: Any) -> dict[str, Any]:
@@ -80,17 +67,17 @@ ROWS: tuple[dict[str, Any], ...] = (
         sample="3",
     ),
     _row(
-        "IMAP_HOST", _text, "", "`dispatch inbound --imap`: the IMAP server", "none",
+        "IMAP_HOST", p.text, "", "`dispatch inbound --imap`: the IMAP server", "none",
         comment="`dispatch inbound --imap` reads the bounce mailbox over IMAP: the server, its port,\n"
         "ssl (993), starttls (143) or none (only to this machine), the login, and the folder.\n"
         "Processed messages move to the folder 'processed', unreadable ones to 'unreadable'.",
         sample="imap.example.org",
     ),
     _row("IMAP_PORT", _PORT, 0, "its port", "993 / 143 by security", sample="993"),
-    _row("IMAP_SECURITY", _security, "ssl", "`ssl`, `starttls` or `none`", "`ssl`", sample="ssl"),
-    _row("IMAP_USER", _text, "", "the IMAP login", "none", sample="bounces@news.example.org"),
-    _row("IMAP_PASSWORD", _secret, "", "its password (never printed or logged)", "none", secret=True),
-    _row("IMAP_FOLDER", _text, "INBOX", "the folder `dispatch inbound --imap` reads", "`INBOX`",
+    _row("IMAP_SECURITY", _SECURITY, "ssl", "`ssl`, `starttls` or `none`", "`ssl`", sample="ssl"),
+    _row("IMAP_USER", p.text, "", "the IMAP login", "none", sample="bounces@news.example.org"),
+    _row("IMAP_PASSWORD", p.raw, "", "its password (never printed or logged)", "none", secret=True),
+    _row("IMAP_FOLDER", p.text, "INBOX", "the folder `dispatch inbound --imap` reads", "`INBOX`",
          sample="INBOX"),
 )
 # fmt: on

@@ -42,10 +42,28 @@ class StateLocation:
     found_by: str  # "DISPATCH_STATE_DIR in /srv/news/.env", "next to /srv/news/.env (the default)"…
     explicit: bool  # DISPATCH_STATE_DIR was set (in a settings file, the environment or a flag)
     settings_file: Path | None = None  # the settings file in use, if any
+    url: str = field(default="", repr=False)  # DISPATCH_STATE_URL (may hold a password)
+    lease: float = 30.0  # DISPATCH_STATE_LEASE: how long a silent sender keeps its claims
+
+    @property
+    def backend(self) -> str:
+        """``postgresql`` with DISPATCH_STATE_URL, else ``sqlite`` (the state folder)."""
+        return "postgresql" if self.url else "sqlite"
+
+    @property
+    def shown(self) -> str:
+        """The folder, or the URL without its password."""
+        return v.shown_url(self.url) if self.url else str(self.path)
 
     def describe(self) -> str:
-        """``/srv/news/dispatch-state (DISPATCH_STATE_DIR in /srv/news/.env)``."""
-        return f"{self.path} ({self.found_by})"
+        """``/srv/news/dispatch-state (DISPATCH_STATE_DIR in /srv/news/.env)``, or
+        ``postgresql://dispatch@db.example.org/news (DISPATCH_STATE_URL in /srv/news/.env)``."""
+        return f"{self.shown} ({self.found_by})"
+
+    def as_json(self) -> dict[str, str]:
+        """Where the state is, for ``--json``: never a password."""
+        where = {"url": self.shown} if self.url else {"path": str(self.path)}
+        return {"backend": self.backend, **where, "found_by": self.found_by}
 
 
 def platform_state_dir() -> Path:
@@ -97,6 +115,8 @@ class Settings:
     serve_host: str = "127.0.0.1"
     serve_port: int = 8025
     state_dir: Path | None = None
+    state_url: str = field(default="", repr=False)  # may hold a password: shown through v.shown_url
+    state_lease: float = 30.0
     journal_sync: str = "normal"
     connections: int = 1
     rate: v.Rate | None = None
@@ -163,8 +183,16 @@ class Settings:
     def state(self) -> StateLocation:
         """The state folder: ``DISPATCH_STATE_DIR``; else ``dispatch-state`` next to the settings
         file; else (no settings file at all) the platform's state folder."""
+        source = f"in {self.settings_file}" if self.settings_file is not None else "in the environment"
+        if self.state_url:  # the folder then holds only the inlined-CSS cache
+            folder = self.state_dir or (
+                self.settings_file.resolve().parent / STATE_FOLDER
+                if self.settings_file is not None
+                else platform_state_dir()
+            )
+            return StateLocation(folder, f"{PREFIX}STATE_URL {source}", True, self.settings_file,
+                                 url=self.state_url, lease=self.state_lease)  # fmt: skip
         if self.state_dir is not None:
-            source = f"in {self.settings_file}" if self.settings_file is not None else "in the environment"
             return StateLocation(self.state_dir, f"{PREFIX}STATE_DIR {source}", True, self.settings_file)
         if self.settings_file is not None:
             folder = self.settings_file.resolve().parent / STATE_FOLDER

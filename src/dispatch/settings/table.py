@@ -11,15 +11,15 @@ both settings files and the README's table are produced from, or checked against
 from __future__ import annotations
 
 import difflib
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from dispatch.errors import ConfigError
 from dispatch.settings import inbound
+from dispatch.settings import parsers as p
 from dispatch.settings import values as v
+from dispatch.settings.parsers import Parser
 
 PREFIX = "DISPATCH_"
 SECURITY_MODES = ("starttls", "ssl", "none")
@@ -28,51 +28,6 @@ DEFAULT_MAX_MESSAGE_SIZE = 10_000_000  # Amazon SES v1's limit; most relays take
 STATE_FOLDER = "dispatch-state"  # the state folder's name next to the settings file, by default
 # The unsubscribe secret published in .env.example: anyone could forge links with it.
 EXAMPLE_SECRET = "example-only-replace-me-0123456789abcdefghij"  # noqa: S105 - public on purpose
-
-Parser = Callable[[str, str], Any]
-
-
-def _choice(choices: tuple[str, ...]) -> Parser:
-    def parse(text: str, name: str) -> str:
-        value = text.lower()
-        if value not in choices:
-            raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}")
-        return value
-
-    return parse
-
-
-def _whole(minimum: int = 0, maximum: int = 2**31) -> Parser:
-    return partial(v.whole, minimum=minimum, maximum=maximum)
-
-
-def _number(maximum: float = float("inf")) -> Parser:
-    return partial(v.number, minimum=0, maximum=maximum)
-
-
-def _text(text: str, name: str) -> str:
-    return v.one_line(text, name)
-
-
-def _raw(text: str, name: str) -> str:
-    """A secret: taken as written (after trimming), never shown in an error."""
-    if any(not c.isprintable() for c in text):
-        raise ConfigError(f"{name}: holds a control character or line break")
-    return text
-
-
-def _secrets(text: str, name: str) -> tuple[str, ...]:
-    """Secrets separated by commas or white space (newest first)."""
-    return tuple(_raw(part, name) for part in re.split(r"[\s,]+", text) if part)
-
-
-def _mailbox(text: str, name: str) -> Any:
-    return v.parse_mailbox(v.one_line(text, name), name)
-
-
-def _lower(text: str, name: str) -> str:
-    return v.one_line(text, name).lower()
-
 
 PATH = None  # the parser of a file or folder (relative to the settings file's folder)
 
@@ -119,7 +74,7 @@ OAUTH = "OAuth2 login for Microsoft 365 and Google Workspace"
 # fmt: off
 SETTINGS: tuple[Setting, ...] = (
     Setting(
-        "SMTP_HOST", _text, "localhost",
+        "SMTP_HOST", p.text, "localhost",
         "SMTP relay host, or `host:port`; several relays separated by commas "
         '(`relay-a.example.org:587,relay-b.example.org:2525`: see "Several relays")', "`localhost`", RELAY,
         "EDIT: 127.0.0.1 with no security is a stand-in that lets a dry run work (a dry run opens\n"
@@ -132,19 +87,19 @@ SETTINGS: tuple[Setting, ...] = (
         example="127.0.0.1", per_relay=",",
     ),
     Setting(
-        "SMTP_PORT", _whole(1, 65535), None, "port (per relay; a port after the host wins)",
+        "SMTP_PORT", p.whole(1, 65535), None, "port (per relay; a port after the host wins)",
         "587 / 465 / 25 by security", RELAY, example="25", per_relay=",",
     ),
     Setting(
-        "SMTP_SECURITY", _choice(SECURITY_MODES), "starttls", "`starttls`, `ssl` or `none` (per relay)",
+        "SMTP_SECURITY", p.choice(SECURITY_MODES), "starttls", "`starttls`, `ssl` or `none` (per relay)",
         "`starttls`", RELAY, example="none", per_relay=",",
     ),
     Setting(
-        "SMTP_USER", _text, "", "login (the mailbox, for OAuth2; per relay)", "none", RELAY,
+        "SMTP_USER", p.text, "", "login (the mailbox, for OAuth2; per relay)", "none", RELAY,
         "EDIT: the login your provider gave you (empty: no login).", example="", per_relay=",",
     ),
     Setting(
-        "SMTP_PASSWORD", _raw, "",
+        "SMTP_PASSWORD", p.raw, "",
         "password (never printed or logged; per relay: one per line, as a password may hold a comma)", "none",
         RELAY, example="", secret=True, per_relay="\n",
     ),
@@ -155,7 +110,7 @@ SETTINGS: tuple[Setting, ...] = (
         per_relay=",",
     ),
     Setting(
-        "SMTP_TIMEOUT", _number(), 30.0, "seconds, for every connection and reply (per relay)", "30", RELAY,
+        "SMTP_TIMEOUT", p.number(), 30.0, "seconds, for every connection and reply (per relay)", "30", RELAY,
         "Seconds to wait for a connection and for each reply.", sample="30", per_relay=",",
     ),
     Setting(
@@ -171,7 +126,7 @@ SETTINGS: tuple[Setting, ...] = (
         "`10MB`", RELAY, sample="10MB",
     ),
     Setting(
-        "SMTP_AUTH", _choice(("password", "oauth2")), "password",
+        "SMTP_AUTH", p.choice(("password", "oauth2")), "password",
         '`password`, or `oauth2` for SASL XOAUTH2 (Microsoft 365, Google Workspace; see "OAuth2")',
         "`password`", OAUTH,
         "password (DISPATCH_SMTP_USER and _PASSWORD), or oauth2: log in to Microsoft 365 or Google\n"
@@ -179,67 +134,67 @@ SETTINGS: tuple[Setting, ...] = (
         sample="oauth2",
     ),
     Setting(
-        "OAUTH_PROVIDER", _lower, "",
+        "OAUTH_PROVIDER", p.lower, "",
         "`microsoft`, `google` or `custom`: fills in the relay, endpoints and scope",
         "none (required with `oauth2`)", OAUTH,
         "microsoft (with DISPATCH_OAUTH_TENANT), google, or custom (give every endpoint below).",
         sample="microsoft",
     ),
     Setting(
-        "OAUTH_TENANT", _text, "", "the Microsoft 365 tenant: its ID or domain", "`organizations`", OAUTH,
+        "OAUTH_TENANT", p.text, "", "the Microsoft 365 tenant: its ID or domain", "`organizations`", OAUTH,
         sample="contoso.onmicrosoft.com",
     ),
     Setting(
-        "OAUTH_CLIENT_ID", _text, "", "the app registration's client (application) ID",
+        "OAUTH_CLIENT_ID", p.text, "", "the app registration's client (application) ID",
         "none (required with `oauth2`)", OAUTH,
         "The app registration's client ID, and a client secret for\n"
         "cron without a login (Microsoft's app-only SMTP; Google desktop apps have one too).",
         sample="00000000-0000-0000-0000-000000000000",
     ),
     Setting(
-        "OAUTH_CLIENT_SECRET", _raw, "",
+        "OAUTH_CLIENT_SECRET", p.raw, "",
         "a client secret: Microsoft's app-only client-credentials grant (no login), or a Google desktop "
         "app's secret (never printed)", "none", OAUTH, secret=True,
     ),
     Setting(
-        "OAUTH_DEVICE_URL", _text, "", "the device authorization endpoint (RFC 8628)", "the provider's",
+        "OAUTH_DEVICE_URL", p.text, "", "the device authorization endpoint (RFC 8628)", "the provider's",
         OAUTH, "Endpoints and scopes: the provider's by default; all of them for custom.",
         sample="https://login.example.com/device",
     ),
     Setting(
-        "OAUTH_TOKEN_URL", _text, "", "the token endpoint", "the provider's", OAUTH,
+        "OAUTH_TOKEN_URL", p.text, "", "the token endpoint", "the provider's", OAUTH,
         sample="https://login.example.com/token",
     ),
     Setting(
-        "OAUTH_AUTHORIZE_URL", _text, "", "the browser login's authorization endpoint", "the provider's",
+        "OAUTH_AUTHORIZE_URL", p.text, "", "the browser login's authorization endpoint", "the provider's",
         OAUTH, sample="https://login.example.com/authorize",
     ),
     Setting(
-        "OAUTH_REVOKE_URL", _text, "", "the revocation endpoint (RFC 7009)", "the provider's", OAUTH,
+        "OAUTH_REVOKE_URL", p.text, "", "the revocation endpoint (RFC 7009)", "the provider's", OAUTH,
         sample="https://login.example.com/revoke",
     ),
     Setting(
-        "OAUTH_SCOPE", _text, "", "the scopes asked for", "the provider's", OAUTH,
+        "OAUTH_SCOPE", p.text, "", "the scopes asked for", "the provider's", OAUTH,
         sample="https://outlook.office.com/SMTP.Send offline_access",
     ),
     Setting(
-        "FROM", _mailbox, None, "`Name <address>` of the sender (required)", "", SENDER,
+        "FROM", p.mailbox, None, "`Name <address>` of the sender (required)", "", SENDER,
         "EDIT: who the newsletter is from (an address at your own domain, which your relay may send\n"
         "for), and where replies go.", example="The Example Society <newsletter@example.org>",
         placeholder=True,
     ),
     Setting(
-        "REPLY_TO", _mailbox, None, "Reply-To address", "none", SENDER, example="replies@example.org",
+        "REPLY_TO", p.mailbox, None, "Reply-To address", "none", SENDER, example="replies@example.org",
         placeholder=True,
     ),
     Setting(
-        "ORGANIZATION", _text, "", "who sends the newsletter (the footer, the masthead)", "empty", SENDER,
+        "ORGANIZATION", p.text, "", "who sends the newsletter (the footer, the masthead)", "empty", SENDER,
         "EDIT: who sends it, and a postal address: both shown in every footer (CAN-SPAM and other\n"
         "laws ask for the address). The values below are examples.", example="The Example Society",
         placeholder=True,
     ),
     Setting(
-        "POSTAL_ADDRESS", _text, "", "the sender's postal address, in every footer", "empty", SENDER,
+        "POSTAL_ADDRESS", p.text, "", "the sender's postal address, in every footer", "empty", SENDER,
         example="1 Example Street, 00000 Example Town (an example address: replace it)", placeholder=True,
     ),
     Setting(
@@ -248,7 +203,7 @@ SETTINGS: tuple[Setting, ...] = (
         example="subscribers.csv",
     ),
     Setting(
-        "LIST_ID", _text, "",
+        "LIST_ID", p.text, "",
         "the newsletter's identity, sent as `List-Id` (RFC 2919); an unsubscribe applies to this list "
         "(and to the list ids this state folder used before)",
         "a slug of the organisation on the From domain", LIST,
@@ -257,7 +212,7 @@ SETTINGS: tuple[Setting, ...] = (
         example="newsletter.example.org", placeholder=True,
     ),
     Setting(
-        "UNSUBSCRIBE_URL", _text, "",
+        "UNSUBSCRIBE_URL", p.text, "",
         "the https address of `dispatch serve`; `{token}` marks where the reader's token goes, in the "
         "path or the query (else `?t=` is appended)", "one of the two is required", LIST,
         "EDIT: the public https address of `dispatch serve` (behind your HTTPS reverse proxy). Each\n"
@@ -265,12 +220,12 @@ SETTINGS: tuple[Setting, ...] = (
         example="https://example.org/unsubscribe/{token}", placeholder=True,
     ),
     Setting(
-        "UNSUBSCRIBE_MAILTO", _text, "", "unsubscribe mailbox (may hold `{token}` too)", "", LIST,
+        "UNSUBSCRIBE_MAILTO", p.text, "", "unsubscribe mailbox (may hold `{token}` too)", "", LIST,
         "A mailbox for unsubscribe requests by email, too; set it only if someone acts on each one.",
         sample="unsubscribe@example.org",
     ),
     Setting(
-        "UNSUBSCRIBE_SECRET", _raw, "",
+        "UNSUBSCRIBE_SECRET", p.raw, "",
         "the key that seals unsubscribe tokens (AES-SIV, key derived with HKDF-SHA256); at least 32 "
         "characters; never printed", "none (a send refuses; a preview uses a marked sample)", LIST,
         "The key that seals unsubscribe tokens, at least 32 random characters. Keep it secret, and\n"
@@ -279,7 +234,7 @@ SETTINGS: tuple[Setting, ...] = (
         example=EXAMPLE_SECRET, placeholder=True, secret=True,
     ),
     Setting(
-        "UNSUBSCRIBE_PREVIOUS_SECRETS", _secrets, (),
+        "UNSUBSCRIBE_PREVIOUS_SECRETS", p.secrets, (),
         "secrets used before the current one, separated by commas or spaces: `dispatch serve` still "
         "accepts links sealed with them, new messages never use them; never printed", "none", LIST,
         "Earlier secrets (comma-separated), so that links in issues sent before a rotation still\n"
@@ -290,8 +245,8 @@ SETTINGS: tuple[Setting, ...] = (
         "Signs each message so receivers can tell it is yours. Make a key and its DNS record with:\n"
         "  dispatch dkim keygen --selector s2026 --domain example.org", sample="dkim-s2026.pem",
     ),
-    Setting("DKIM_SELECTOR", _text, "", "the DKIM selector", "", DKIM, sample="s2026"),
-    Setting("DKIM_DOMAIN", _lower, "", "the DKIM signing domain", "", DKIM, sample="example.org"),
+    Setting("DKIM_SELECTOR", p.text, "", "the DKIM selector", "", DKIM, sample="s2026"),
+    Setting("DKIM_DOMAIN", p.lower, "", "the DKIM signing domain", "", DKIM, sample="example.org"),
     Setting(
         "DNS_SERVER", partial(v.host_port, default_port=53), "",
         "`host:port` of the resolver `dispatch check --dns` asks", "the system's", DKIM,
@@ -299,10 +254,10 @@ SETTINGS: tuple[Setting, ...] = (
         sample="127.0.0.1:53",
     ),
     Setting(
-        "SERVE_HOST", _text, "127.0.0.1", "where `dispatch serve` listens", "`127.0.0.1`", SERVE,
+        "SERVE_HOST", p.text, "127.0.0.1", "where `dispatch serve` listens", "`127.0.0.1`", SERVE,
         "Where it listens; put your HTTPS reverse proxy in front.", sample="127.0.0.1",
     ),
-    Setting("SERVE_PORT", _whole(1, 65535), 8025, "its port", "8025", SERVE, sample="8025"),
+    Setting("SERVE_PORT", p.whole(1, 65535), 8025, "its port", "8025", SERVE, sample="8025"),
     Setting(
         "STATE_DIR", PATH, None,
         "journal, suppression store, locks, the inlined-CSS cache and the OAuth2 login; relative to the "
@@ -312,60 +267,76 @@ SETTINGS: tuple[Setting, ...] = (
         "Relative to this file's folder.", example=STATE_FOLDER,
     ),
     Setting(
-        "JOURNAL_SYNC", _choice(("normal", "full")), "normal",
+        "STATE_URL", v.state_url, "",
+        "a `postgresql://` URL: the whole state (journal, suppression store, daily budget, locks and "
+        "claims, list ids, the OAuth2 login) in PostgreSQL, shared by several hosts and senders "
+        "(needs `dispatch[postgresql]`; shown without its password)", "none: the state folder", STATE,
+        "Instead of the folder: the whole state in PostgreSQL, for several hosts and senders\n"
+        "(pip install 'dispatch[postgresql]'; keep a password in ~/.pgpass).",
+        sample="postgresql://dispatch@db.example.org/newsletter",
+    ),
+    Setting(
+        "STATE_LEASE", partial(v.number, minimum=1.0, maximum=3600.0), 30.0,
+        "with `DISPATCH_STATE_URL`: seconds a sender's claims outlive its last sign of life before "
+        "another sender takes them over", "30", STATE,
+        "Seconds a silent sender keeps its claims on recipients (PostgreSQL state only).", sample="30",
+    ),
+    Setting(
+        "JOURNAL_SYNC", p.choice(("normal", "full")), "normal",
         "`normal`: journal writes survive a killed process at once and a power cut within a second; "
         "`full`: every write is synced before the next step (slower)", "`normal`", STATE,
         "normal, or full to sync every journal write to disk at once (slower).", sample="normal",
     ),
     Setting(
-        "CONNECTIONS", _whole(1, 64), 1, "parallel connections (`--connections`; per relay)", "1", SPEED,
+        "CONNECTIONS", p.whole(1, 64), 1, "parallel connections (`--connections`; per relay)", "1", SPEED,
         "Parallel connections, a rate limit (also 600/min or 5000/h), and at most this many\n"
         "messages in any 24 hours across runs. Your provider's limits come first: `dispatch check`\n"
         "knows some.", sample="1", per_relay=",",
     ),
     Setting("RATE", v.parse_rate, None, "rate limit (`--rate`)", "none", SPEED, sample="20/s"),
     Setting(
-        "DAILY_LIMIT", _whole(), 0, "messages per rolling 24 h (`--daily-limit`)", "none", SPEED,
+        "DAILY_LIMIT", p.whole(), 0, "messages per rolling 24 h (`--daily-limit`)", "none", SPEED,
         sample="2000",
     ),
     Setting(
-        "MAX_PER_CONNECTION", _whole(), 0, "re-open the connection after N messages (per relay)", "unlimited",
+        "MAX_PER_CONNECTION", p.whole(), 0,
+        "re-open the connection after N messages (per relay)", "unlimited",
         SPEED, "Messages per connection before it is re-opened (0: no limit).", sample="100", per_relay=",",
     ),
     Setting(
-        "RETRIES", _whole(0, 20), 3, "in-run retries of 4xx replies and drops", "3", SPEED,
+        "RETRIES", p.whole(0, 20), 3, "in-run retries of 4xx replies and drops", "3", SPEED,
         "Retries within a run of a temporary failure, and the first one's delay in seconds (it\n"
         "doubles each time).", sample="3",
     ),
-    Setting("RETRY_DELAY", _number(3600), 1.0, "the first retry's delay (s)", "1", SPEED, sample="1"),
+    Setting("RETRY_DELAY", p.number(3600), 1.0, "the first retry's delay (s)", "1", SPEED, sample="1"),
     Setting(
-        "MAX_FAILURE_RATIO", _number(1.0), 0.5, "abort when more than this share is refused", "0.5", SPEED,
+        "MAX_FAILURE_RATIO", p.number(1.0), 0.5, "abort when more than this share is refused", "0.5", SPEED,
         "Stop the run when more than this share of at least 20 recipients is refused.", sample="0.5",
     ),
     Setting(
-        "GIVE_UP_DAYS", _number(), 5.0,
+        "GIVE_UP_DAYS", p.number(), 5.0,
         "a recipient still deferred this long after its first attempt becomes failed (0: never)", "5",
         SPEED, "Days after the first attempt when a deferred reader counts as failed.", sample="5",
     ),
     Setting(
-        "LANGUAGE", _text, "", "the newsletter's language (`lang`), unless the article says", "detected",
+        "LANGUAGE", p.text, "", "the newsletter's language (`lang`), unless the article says", "detected",
         LOOKS, "The language, when the article's front matter has no lang:.", sample="en",
     ),
     Setting(
-        "LOGO", _text, "",
+        "LOGO", p.text, "",
         "a masthead logo: an https URL (its size as `#WIDTHxHEIGHT` after it; else 200x60) or a local "
         "image file (embedded)", "none", LOOKS,
         "A masthead logo: an https URL, or an image file here (embedded in each message).",
         sample="logo.png",
     ),
     Setting(
-        "WEB_URL", _text, "",
+        "WEB_URL", p.text, "",
         'the web version of each issue ("View in browser"): a URL with `{campaign}`, or a folder', "none",
         LOOKS, 'The web version of each issue; adds a "View in browser" link.',
         sample="https://example.org/newsletter/",
     ),
     Setting(
-        "CHROMIUM", _text, "", "the Chromium used for `--png`/`--pdf` proofs", "`chromium` on the PATH",
+        "CHROMIUM", p.text, "", "the Chromium used for `--png`/`--pdf` proofs", "`chromium` on the PATH",
         LOOKS, "The Chromium for --png and --pdf proofs.", sample="/usr/bin/chromium",
     ),
     *(Setting(**row) for row in inbound.ROWS),

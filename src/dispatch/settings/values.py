@@ -10,6 +10,7 @@ import ssl
 from dataclasses import dataclass
 from email.headerregistry import Address
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -158,3 +159,36 @@ def host_port(text: str, setting: str, default_port: int) -> str:
         raise ConfigError(f"{setting}: {text!r} is not host:port (like 127.0.0.1:5353)")
     host = match["v6"] or match["host"]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+STATE_SCHEMES = ("postgresql://", "postgres://")
+
+
+def shown_url(url: str) -> str:
+    """A database URL as it may be shown: without its password (in the user-info or a
+    ``password=`` parameter)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}@{host}"
+    query = "&".join(p for p in parts.query.split("&") if p and not p.lower().startswith("password="))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def state_url(text: str, setting: str) -> str:
+    """A ``postgresql://`` URL (libpq's form): where the whole state lives instead of a folder."""
+    if any(not c.isprintable() or c.isspace() for c in text):
+        raise ConfigError(f"{setting}: holds a space, a control character or a line break")
+    if not text.lower().startswith(STATE_SCHEMES):
+        raise ConfigError(
+            f"{setting}: {shown_url(text)!r} is not a PostgreSQL URL; write it like "
+            "postgresql://dispatch@db.example.org/newsletter (or leave it unset for the state folder)"
+        )
+    parts = urlsplit(text)
+    if not parts.path.strip("/"):
+        raise ConfigError(
+            f"{setting}: {shown_url(text)!r} names no database; add it after the host, like "
+            "postgresql://dispatch@db.example.org/newsletter"
+        )
+    return text

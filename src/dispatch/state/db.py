@@ -22,16 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dispatch.errors import DispatchError
+from dispatch.state.group import GroupCommit, StateError
+
+__all__ = ["Database", "Schema", "StateError", "check_not_symlink"]
 
 SIDE_FILES = ("", "-wal", "-shm")
 SYNC_SECONDS = 1.0  # with synchronous=NORMAL: the most a power cut can take back
 CHECKPOINT_PAGES = 10_000  # ~40 MB of log between checkpoints (each one syncs): fewer stalls
-
-
-class StateError(DispatchError):
-    """A file in the state folder cannot be used: damaged, from a newer dispatch, a symlink,
-    unwritable, or on a full disk. Nothing is sent when this happens before a run starts."""
 
 
 @dataclass(frozen=True)
@@ -92,22 +89,19 @@ def check_not_symlink(path: Path, what: str) -> None:
         raise StateError(f"{path}: is not a regular file; move it out of the state folder")
 
 
-class Database:
+class Database(GroupCommit):
     """One SQLite file, shared by threads (one lock) and processes (SQLite's own locking)."""
 
+    backend = "sqlite"
+
     def __init__(self, path: Path, schema: Schema, *, readonly: bool = False, durable: bool = True) -> None:
+        super().__init__()
         self.path = path
+        self.label = str(path)
         self.schema = schema
         self.durable = durable
-        self._lock = threading.RLock()
         self._read_lock = threading.Lock()
         self._synced = time.monotonic()
-        self._pending: list[Sequence[tuple[str, Sequence[Any]]]] | None = None  # held by grouped()
-        # Group commit (inside grouped()): every write takes a ticket; whoever commits takes all
-        # the writes queued so far, so threads waiting at the same moment share one commit.
-        self._queue_lock = threading.Lock()
-        self._queued = self._committed = 0  # tickets handed out / made durable
-        self._failed: StateError | None = None  # a group commit that failed fails every writer in it
         for suffix in SIDE_FILES:
             check_not_symlink(path.with_name(path.name + suffix), schema.what)
         old_umask = os.umask(0o077)  # addresses and replies: for this user only
@@ -234,69 +228,6 @@ class Database:
                 raise
             self.conn.execute("COMMIT")
             self._settle()
-
-    def write(self, statements: Sequence[tuple[str, Sequence[Any]]], *, wait: bool = True) -> None:
-        """Run statements in one transaction, and return once they are committed.
-
-        Inside :meth:`grouped`, a write that need not wait (``wait=False``) is queued until the
-        next one that must (or :meth:`flush`). A write that must wait commits everything queued
-        so far, its own statements included; threads that queue while that commit runs are served
-        together by the next one. Writes keep their order, and nobody returns before their own
-        statements are durable."""
-        if self._pending is None:
-            with self.transaction() as db:
-                for sql, params in statements:
-                    db.execute(sql, params)
-            return
-        with self._queue_lock:
-            self._pending.append(statements)
-            self._queued += 1
-            ticket = self._queued
-        if wait:
-            self._commit_through(ticket)
-
-    def _commit_through(self, ticket: int) -> None:
-        """Commit the queued writes up to at least ``ticket`` (a commit by another thread that
-        took them counts)."""
-        with self._lock:
-            if self._failed is not None:
-                raise self._failed
-            if self._committed >= ticket:
-                return
-            with self._queue_lock:
-                batch, self._pending = self._pending or [], []
-                upto = self._queued
-            try:
-                with self.transaction() as db:
-                    for sql, params in (statement for group in batch for statement in group):
-                        db.execute(sql, params)
-            except StateError as err:  # the batch held other threads' writes: they fail too
-                self._failed = err
-                raise
-            except BaseException as err:
-                what = f"{self.path}: a write to the {self.schema.what} was cut short ({type(err).__name__})"
-                self._failed = StateError(what)
-                raise
-            self._committed = upto
-
-    def flush(self) -> None:
-        """Commit the writes :meth:`grouped` is holding (before a run waits, and at its end)."""
-        if self._pending:
-            self._commit_through(self._queued)
-
-    @contextmanager
-    def grouped(self) -> Iterator[None]:
-        """Let writes share commits while the block runs (see :meth:`write`); leaving it commits
-        what is held."""
-        if self._pending is not None:
-            yield
-            return
-        self._pending, self._failed = [], None
-        try:
-            yield
-            self.flush()
-        finally:
-            self._pending = None
 
     @contextmanager
     def autocommit(self) -> Iterator[sqlite3.Connection]:

@@ -9,8 +9,8 @@ A row still ``in_flight`` when a run starts belongs to a run that died mid-messa
 ``unknown`` and is not sent again unless the operator asks (at-most-once).
 
 The campaign lock (:mod:`dispatch.state.locks`) keeps one run per campaign; the tables are in
-:mod:`dispatch.state.tables`.
-"""
+:mod:`dispatch.state.tables`. With the state in PostgreSQL, :mod:`dispatch.state.shared`
+lets several senders share a campaign instead."""
 
 from __future__ import annotations
 
@@ -18,15 +18,20 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from dispatch.errors import LockedError
 from dispatch.state.db import Database, check_not_symlink
+from dispatch.state.group import Statement, Store
 from dispatch.state.identity import Use
 from dispatch.state.locks import alive, campaign_lock, lock_running
-from dispatch.state.tables import SCHEMA
+from dispatch.state.tables import _DELETE_IF_EMPTY, _EMPTY_CAMPAIGNS, SCHEMA, CampaignInfo, Record
 from dispatch.state.unknowns import Unknown, listed, settle
+
+__all__ = [
+    "DAY", "DEFERRED", "FAILED", "FILENAME", "IN_FLIGHT", "PENDING", "RESERVATION_MAX_AGE", "SCHEMA",
+    "SENT", "STATES", "SUPPRESSED", "UNKNOWN", "CampaignInfo", "Journal", "Record",
+]  # fmt: skip
 
 PENDING, IN_FLIGHT, SENT = "pending", "in_flight", "sent"
 DEFERRED, FAILED, UNKNOWN = "deferred", "failed", "unknown"
@@ -38,50 +43,27 @@ FILENAME = "journal.sqlite3"
 RESERVATION_MAX_AGE = 3600.0  # a reservation older than this belongs to a stuck or dead run
 
 
-@dataclass(frozen=True)
-class Record:
-    """One recipient's row."""
-
-    email: str
-    state: str
-    attempts: int
-    code: int | None
-    enhanced: str
-    reply: str
-    hard_bounce: bool
-    message_id: str
-    updated: float
-
-
-@dataclass(frozen=True)
-class CampaignInfo:
-    """A campaign and its counts by state."""
-
-    id: str
-    subject: str
-    recipients: int
-    updated: float
-    counts: dict[str, int]
-
-
-_EMPTY_CAMPAIGNS = (
-    "SELECT id FROM campaigns "
-    "WHERE NOT EXISTS (SELECT 1 FROM recipients WHERE recipients.campaign = campaigns.id)"
-)
-_DELETE_IF_EMPTY = (
-    "DELETE FROM campaigns WHERE id = ? "
-    "AND NOT EXISTS (SELECT 1 FROM recipients WHERE recipients.campaign = campaigns.id)"
-)
-
-
 class Journal:
     """Durable per-recipient state for every campaign in one state folder."""
 
-    def __init__(self, state_dir: Path, *, readonly: bool = False, durable: bool = False) -> None:
+    shared = False  # several senders on one campaign (PostgreSQL: dispatch.state.shared)
+
+    def __init__(
+        self, state_dir: Path, *, readonly: bool = False, durable: bool = False, db: Store | None = None
+    ) -> None:
         self.state_dir = state_dir
-        self.path = state_dir / FILENAME
         self._held: set[str] = set()
-        self._db = Database(self.path, SCHEMA, readonly=readonly, durable=durable)
+        self._db: Store = (
+            db
+            if db is not None
+            else Database(state_dir / FILENAME, SCHEMA, readonly=readonly, durable=durable)
+        )
+        self.path = self._db.path
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._db.backend
 
     @classmethod
     def open_existing(cls, state_dir: Path) -> Journal | None:
@@ -146,7 +128,7 @@ class Journal:
             "updated = ? WHERE campaign = ? AND state = ?",  # maybe delivered: it counts today
             (UNKNOWN, "the run ended while this message was in flight", time.time(), campaign, IN_FLIGHT),
         )
-        return cur.rowcount
+        return int(cur.rowcount)
 
     def give_up(self, campaign: str, days: float) -> int:
         """Recipients deferred for longer than ``days`` since their first attempt become failed
@@ -157,7 +139,7 @@ class Journal:
             "WHERE campaign = ? AND state = ? AND created < ?",
             (FAILED, note, time.time(), campaign, DEFERRED, time.time() - days * DAY),
         )
-        return cur.rowcount
+        return int(cur.rowcount)
 
     def state(self, campaign: str, key: str) -> str | None:
         """The recipient's state, or None if the campaign has not reached them yet."""
@@ -189,11 +171,11 @@ class Journal:
         statement = (
             "INSERT INTO recipients (campaign, key, email, state, attempts, message_id, created, updated) "
             "VALUES (?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (campaign, key) DO UPDATE SET "
-            "state = excluded.state, attempts = attempts + 1, message_id = excluded.message_id, "
+            "state = excluded.state, attempts = recipients.attempts + 1, message_id = excluded.message_id, "
             "updated = excluded.updated",
             (campaign, key, email, IN_FLIGHT, message_id, now, now),
         )
-        self._db.write([statement], wait=True)  # committed before the message data is sent
+        self._write([statement], wait=True, claim=(campaign, key))  # committed before the data is sent
 
     def withdraw(self, campaign: str, key: str, state: str | None) -> None:
         """A row marked in flight whose message data never left after all (the relay refused
@@ -201,7 +183,7 @@ class Journal:
         the recipient had no row). Committed like an outcome; a run killed first leaves the row
         in flight, read as unknown later: never a duplicate."""
         if state is None:
-            statement: tuple[str, tuple[str, ...]] = (
+            statement: Statement = (
                 "DELETE FROM recipients WHERE campaign = ? AND key = ? AND state = ?",
                 (campaign, key, IN_FLIGHT),
             )
@@ -210,7 +192,7 @@ class Journal:
                 "UPDATE recipients SET state = ? WHERE campaign = ? AND key = ? AND state = ?",
                 (state, campaign, key, IN_FLIGHT),
             )
-        self._db.write([statement], wait=False)
+        self._write([statement], wait=False, claim=(campaign, key))
 
     def outcome(
         self,
@@ -235,14 +217,14 @@ class Journal:
         now = time.time()
         # an unknown outcome may have been delivered: it keeps counting against the daily limit
         sent_at = now if state in (SENT, UNKNOWN) else None
-        statements: list[tuple[str, tuple[object, ...]]] = [(
+        statements: list[Statement] = [(
             "INSERT INTO recipients (campaign, key, email, state, attempts, code, enhanced, reply, "
             "hard_bounce, message_id, created, updated, sent_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign, key) DO UPDATE SET "
             "state = excluded.state, code = excluded.code, enhanced = excluded.enhanced, "
             "reply = excluded.reply, hard_bounce = excluded.hard_bounce, "
-            "attempts = attempts + ?, sent_at = excluded.sent_at, updated = excluded.updated, "
-            "message_id = COALESCE(NULLIF(excluded.message_id, ''), message_id)",
+            "attempts = recipients.attempts + ?, sent_at = excluded.sent_at, updated = excluded.updated, "
+            "message_id = COALESCE(NULLIF(excluded.message_id, ''), recipients.message_id)",
             (campaign, key, email, state, attempts, code, enhanced, reply, int(hard_bounce),
              message_id, now, now, sent_at, attempts),
         )]  # fmt: skip
@@ -251,7 +233,15 @@ class Journal:
         # Inside grouped() the row is committed with the next message's "in flight" (or the
         # run's next pause): a process killed before that leaves it in flight, which a later
         # run reads as unknown: never sent twice.
-        self._db.write(statements, wait=False)
+        self._write(statements, wait=False, claim=(campaign, key), done=True)
+
+    def _write(
+        self, statements: list[Statement], *, wait: bool, claim: tuple[str, str], done: bool = False
+    ) -> None:
+        """Write one recipient's statements (``claim``: its campaign and key; ``done``: its
+        outcome, after which nothing more is written about it in this run). With several
+        senders (:mod:`dispatch.state.shared`) the write is fenced by the sender's claim."""
+        self._db.write(statements, wait=wait)
 
     @contextmanager
     def grouped(self) -> Iterator[None]:
@@ -282,7 +272,7 @@ class Journal:
             if int(sent.fetchone()[0]) + int(held.fetchone()[0]) >= daily_limit:
                 return None
             cur = db.execute("INSERT INTO reservations (pid, created) VALUES (?, ?)", (os.getpid(), now))
-        return cur.lastrowid
+        return int(cur.lastrowid)
 
     def release(self, reservation: int) -> None:
         """Give back a reservation (after the outcome, sent or not, is recorded). It goes the
@@ -350,7 +340,7 @@ class Journal:
             "WHERE recipients.state IN (?, ?)",
             (campaign, key, email, SUPPRESSED, f"suppressed ({reason})", now, now, DEFERRED, SUPPRESSED),
         )
-        self._db.write([statement], wait=False)
+        self._write([statement], wait=False, claim=(campaign, key), done=True)
 
     def record_list(self, use: Use) -> None:
         """Remember that a send used this list id, settings file and secret."""
@@ -366,6 +356,11 @@ class Journal:
         """Every list id, settings file and secret digest a send of this state folder used."""
         rows = self._db.all("SELECT list_id, settings_file, secret FROM lists", ())
         return [Use(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    @property
+    def fenced_out(self) -> int:
+        """Writes skipped because their claim had passed to another sender (several senders)."""
+        return self._db.fenced_out
 
     def campaign(self, campaign: str) -> CampaignInfo | None:
         """One campaign, or None."""

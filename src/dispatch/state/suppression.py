@@ -36,6 +36,7 @@ from dispatch.lists.columns import (
 )
 from dispatch.lists.subscribers import Skipped
 from dispatch.state.db import Database, Schema, check_not_symlink
+from dispatch.state.group import Store
 from dispatch.state.times import imported_time, iso_utc
 
 FILENAME = "suppression.sqlite3"
@@ -117,9 +118,9 @@ def neutralise(cell: str) -> str:
 class SuppressionStore:
     """The suppressed addresses of every list of one state folder."""
 
-    def __init__(self, state_dir: Path, *, readonly: bool = False) -> None:
-        self.path = state_dir / FILENAME
-        self._db = Database(self.path, SCHEMA, readonly=readonly)
+    def __init__(self, state_dir: Path, *, readonly: bool = False, db: Store | None = None) -> None:
+        self._db: Store = db if db is not None else Database(state_dir / FILENAME, SCHEMA, readonly=readonly)
+        self.path = self._db.path
 
     @classmethod
     def open_existing(cls, state_dir: Path) -> SuppressionStore | None:
@@ -156,7 +157,7 @@ class SuppressionStore:
             raise InputError("an unsubscribe applies to one list: give its list id (like news.example.org)")
         where = ALL_LISTS if scope is None else check_scope(scope)
         row = (address_key(address), where, check_reason(reason), clean_value(source)[:200], _seconds(when))
-        return self._db.execute(_INSERT, row).rowcount == 1
+        return bool(self._db.execute(_INSERT, row).rowcount == 1)
 
     def remove(
         self, address: str, *, scope: str | None = None, reason: str | None = None, source: str | None = None
@@ -169,7 +170,7 @@ class SuppressionStore:
             sql, params = sql + " AND reason = ?", [*params, check_reason(reason)]
         if source is not None:
             sql, params = sql + " AND source = ?", [*params, source]
-        return self._db.execute(sql, params).rowcount
+        return int(self._db.execute(sql, params).rowcount)
 
     def entry(self, key: str, scope: str, reason: str) -> Entry | None:
         """The one entry for ``key`` with exactly this scope and reason (not the rules of

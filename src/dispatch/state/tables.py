@@ -3,6 +3,8 @@ the list ids sends used; the schema's version and how older files are brought fo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from dispatch.state.db import Schema
 
 _CAMPAIGNS = """CREATE TABLE campaigns (
@@ -63,4 +65,40 @@ SCHEMA = Schema(
         2: "DROP INDEX recipients_key;" + _BOUNCES,
         3: "ALTER TABLE campaigns ADD COLUMN body TEXT NOT NULL DEFAULT '';" + _LISTS,
     },
+)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One recipient's row."""
+
+    email: str
+    state: str
+    attempts: int
+    code: int | None
+    enhanced: str
+    reply: str
+    hard_bounce: bool
+    message_id: str
+    updated: float
+
+
+@dataclass(frozen=True)
+class CampaignInfo:
+    """A campaign and its counts by state."""
+
+    id: str
+    subject: str
+    recipients: int
+    updated: float
+    counts: dict[str, int]
+
+
+_EMPTY_CAMPAIGNS = (
+    "SELECT id FROM campaigns "
+    "WHERE NOT EXISTS (SELECT 1 FROM recipients WHERE recipients.campaign = campaigns.id)"
+)
+_DELETE_IF_EMPTY = (
+    "DELETE FROM campaigns WHERE id = ? "
+    "AND NOT EXISTS (SELECT 1 FROM recipients WHERE recipients.campaign = campaigns.id)"
 )

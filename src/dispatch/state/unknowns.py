@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from dispatch.state.db import Database
+from dispatch.state.group import Store
 
 UNKNOWN, SENT, DEFERRED = "unknown", "sent", "deferred"  # (as in dispatch.state.journal)
 # A reply lost after the final dot is recorded when it is lost; the message went out at most the
@@ -33,7 +33,7 @@ class Unknown:
     latest: float
 
 
-def listed(db: Database, campaign: str) -> list[Unknown]:
+def listed(db: Store, campaign: str) -> list[Unknown]:
     """The campaign's unknown recipients, oldest first."""
     rows = db.all(
         "SELECT key, email, COALESCE(message_id, ''), sent_at, updated FROM recipients "
@@ -50,7 +50,7 @@ def listed(db: Database, campaign: str) -> list[Unknown]:
     return found
 
 
-def settle(db: Database, campaign: str, sent: dict[str, str], again: dict[str, str]) -> tuple[int, int]:
+def settle(db: Store, campaign: str, sent: dict[str, str], again: dict[str, str]) -> tuple[int, int]:
     """Settle unknown recipients (``{key: why}``; the why becomes their reply): ``sent`` as sent,
     ``again`` as deferred (the next run sends them; they stop counting against the daily limit).
     Only rows still unknown change, in one transaction; how many of each changed."""

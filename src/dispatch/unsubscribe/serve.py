@@ -44,8 +44,10 @@ from urllib.parse import parse_qs, urlsplit
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from dispatch.errors import ConfigError, InputError
+from dispatch.settings import StateLocation
+from dispatch.state import backend
 from dispatch.state.db import StateError
-from dispatch.state.suppression import ALL_LISTS, SERVE, UNSUBSCRIBED, SuppressionStore
+from dispatch.state.suppression import ALL_LISTS, SERVE, UNSUBSCRIBED
 from dispatch.unsubscribe.tokens import BadToken, read_token, token_from_request
 from dispatch.unsubscribe.webserver import Limits, create_server
 
@@ -89,6 +91,7 @@ class ServeConfig:
     secret: str = field(repr=False)
     organization: str
     state_dir: Path
+    state_url: str = field(default="", repr=False)  # DISPATCH_STATE_URL: the store in PostgreSQL
     lists: Mapping[str, str] = field(default_factory=dict)
     previous_secrets: tuple[str, ...] = field(default=(), repr=False)
 
@@ -162,7 +165,8 @@ class UnsubscribeApp:
 
     def __init__(self, config: ServeConfig, access_log: AccessLog | None = None) -> None:
         self.config = config
-        self.store = SuppressionStore(config.state_dir)
+        where = StateLocation(config.state_dir, "serve", True, url=config.state_url)
+        self.store = backend.open_suppressions(where)
         self.lists = {key.lower(): name for key, name in config.lists.items()}
         self.access_log = access_log
         shape = urlsplit(config.url_template).path or "/"

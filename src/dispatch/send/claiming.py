@@ -1,0 +1,174 @@
+"""Several senders on one campaign (the state in PostgreSQL, :mod:`dispatch.state.shared`):
+how one sender's run takes its share.
+
+Every sender reads the same list as a single sender does, leaving out whom the journal and
+the suppression store say to. The rows still owed the issue are offered to the campaign's
+claims (the first sender to read a row adds it; the others find it there), and every sender
+takes a few at a time, in list order, builds their messages and hands them to its
+connections: so the senders split the list between them as they go, each at its own speed.
+When nothing is left to take but other live senders still hold recipients, a sender waits:
+if one of them dies, its claims pass to the others when its lease runs out.
+
+The rate is one pace per relay, kept in the database (:class:`SharedPacer`): each sender takes
+a short block of the relay's next slots at a time, so the senders together never go faster
+than the rate, whatever their number, and none needs to know how many there are.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from dispatch.compose.issue import recipients
+from dispatch.errors import ConfigError
+from dispatch.lists.subscribers import Skipped, Subscriber
+from dispatch.send.skips import Skip
+from dispatch.settings import Rate
+from dispatch.state.journal import IN_FLIGHT, Journal
+from dispatch.state.shared import Claimed, SharedJournal
+
+if TYPE_CHECKING:
+    from dispatch.compose.issue import Issue
+    from dispatch.send.summary import RunSummary
+    from dispatch.send.worker import Item, Run, SendOptions
+
+OFFER_BATCH = 500  # list rows offered in one statement
+CLAIM_PER_CONNECTION = 8  # recipients a sender takes at a time, per connection
+POLL = 0.01  # seconds between looks when other senders hold the rest (doubling, up to 0.1 s)
+BLOCK_SECONDS = 0.25  # each sender takes this much of the shared pace at a time (at least one slot)
+
+
+class SharedPacer:
+    """The rate shared by every sender of the relay: slots taken from the database's pace."""
+
+    def __init__(self, rate: Rate, journal: SharedJournal, relay: str) -> None:
+        self.interval = rate.interval
+        self._journal = journal
+        self._relay = relay
+        self._block = max(1, round(BLOCK_SECONDS / self.interval))
+        self._slots: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def wait(self, stop: threading.Event) -> None:
+        """Block until this sender's next slot (or ``stop`` is set)."""
+        with self._lock:
+            if not self._slots:
+                first = self._journal.take_slots(self._relay, self._block * self.interval)
+                start = time.monotonic() + first
+                self._slots.extend(start + n * self.interval for n in range(self._block))
+            slot = self._slots.popleft()
+        delay = slot - time.monotonic()
+        if delay > 0:
+            stop.wait(delay)
+
+
+def shared_pacer(rate: Rate | None, journal: Journal | None, relay: str) -> SharedPacer | None:
+    """The pace of a run with several senders, or None (a local pace will do)."""
+    if rate is None or not isinstance(journal, SharedJournal):
+        return None
+    return SharedPacer(rate, journal, relay)
+
+
+class ClaimFeed:
+    """One sender's share of a campaign: offer the list, claim, build, hand over."""
+
+    def __init__(
+        self, issue: Issue, run: Run, options: SendOptions, summary: RunSummary,
+        put: Callable[[Item], bool],
+    ) -> None:  # fmt: skip
+        assert isinstance(run.journal, SharedJournal)
+        self.journal: SharedJournal = run.journal
+        self.issue, self.run, self.options, self.summary, self.put = issue, run, options, summary, put
+        self.campaign = issue.campaign
+        self.batch = CLAIM_PER_CONNECTION * issue.settings.connections
+        self.poll = min(0.1, self.journal.lease / 4)
+        self.todo = self.claimed = 0
+        self.journal.on_lost.append(run.halt)
+
+    def run_feed(self) -> None:
+        """Offer the rows still owed, taking and sending claims meanwhile; then take what is
+        left until the campaign has nothing this sender could still take."""
+        offered: list[tuple[str, str, int, str, dict[str, str]]] = []
+        for sub in recipients(self.issue):
+            _state, reason, detail = self.run.rules.check(sub.key, store=bool(self.options.limit))
+            if reason is Skip.UNKNOWN and self._in_flight_elsewhere(sub.key):
+                reason = None  # offered: its outcome is the live sender's, and claiming sorts it out
+            if reason is not None:
+                self.summary.count_skip(reason, detail, sub.email)
+                if reason is Skip.SUPPRESSED:
+                    self.run.settle_suppressed(sub, detail)
+                continue
+            self.todo += 1
+            offered.append((sub.key, sub.email, sub.line, sub.name, sub.fields))
+            if len(offered) >= OFFER_BATCH:
+                self.journal.offer(self.campaign, offered)
+                offered = []
+                self._take()  # sending starts while the rest of the list is read
+            if self.run.stop.is_set():
+                return
+        self.journal.offer(self.campaign, offered)
+        pause = POLL
+        while not self.run.stop.is_set() and self._room():
+            if self._take():
+                pause = POLL
+                continue
+            if not self.journal.waiting_on_others(self.campaign):
+                return
+            self.run.stop.wait(pause)  # another sender holds the rest: if it dies, they pass here
+            pause = min(pause * 2, self.poll)
+
+    def _in_flight_elsewhere(self, key: str) -> bool:
+        """In flight now: a live sender has its message out (the run made those a dead sender
+        left in flight unknown before it started), so it is not an earlier run's unknown."""
+        return self.journal.skip_state(self.campaign, key)[0] == IN_FLIGHT
+
+    def _room(self) -> int:
+        limit = self.options.limit
+        return self.batch if not limit else min(self.batch, max(0, limit - self.claimed))
+
+    def _take(self) -> bool:
+        """Claim a few recipients and hand their messages over; False when none was had (or the
+        run stopped, or --limit is reached)."""
+        room = self._room()
+        if self.run.stop.is_set() or not room:
+            return False
+        taken = self.journal.claim(self.campaign, room)
+        self.claimed += len(taken)
+        for claimed in taken:
+            self._one(claimed)
+        return bool(taken)
+
+    def _one(self, claimed: Claimed) -> None:
+        sub = Subscriber(claimed.email, claimed.name, claimed.line, claimed.fields)
+        # the state as claimed (another sender may have settled it since this one read the list);
+        # the worker asks the suppression store just before the message
+        state, reason, detail = self.run.rules.judge(sub.key, claimed.state, store=False)
+        if reason is not None:  # settled by another sender meanwhile, or bounced elsewhere
+            self.summary.count_skip(reason, detail, sub.email)
+            self.journal.drop(self.campaign, sub.key)
+            return
+        try:
+            data, mid = self.issue.message(sub)
+            data = self.issue.factory.for_wire(data)
+        except (ValueError, UnicodeError, ConfigError) as err:
+            self.run.unbuildable.append(Skipped(sub.line, f"the message could not be built: {err}"))
+            self.journal.drop(self.campaign, sub.key)
+            self.run.leave(state)
+            return
+        if not self.put((sub, state, data, mid)):
+            self.run.leave(state)
+
+    def settle(self) -> None:
+        """Where the rows this sender found to do went: what it took is counted by the run;
+        the rest went to other senders, or are still waiting (``pending``)."""
+        self.journal.flush()
+        waiting = self.journal.open_claims(self.campaign)
+        others = max(0, self.todo - self.claimed)
+        left = min(waiting, others)
+        self.summary.shared = True
+        self.summary.recovered_unknown += self.journal.taken_over  # left in flight by a dead sender
+        self.summary.other_senders = others - left
+        self.run.untouched += left
