@@ -637,6 +637,23 @@ def test_journal_files_are_private_with_a_permissive_umask(
         assert stat.S_IMODE(part.stat().st_mode) == 0o600, part
 
 
+def test_nothing_changes_the_process_wide_umask() -> None:
+    """Files are made private with explicit modes, never by setting the umask: it is one per
+    process, so a thread setting and restoring it races every other thread creating a file (and
+    two such threads can leave it changed for good)."""
+    import ast
+
+    import dispatch
+
+    calls = [
+        f"{path.name}:{node.lineno}"
+        for path in Path(dispatch.__file__).parent.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Attribute) and node.attr == "umask"
+    ]
+    assert calls == []
+
+
 # ------------------------------------------------- 10. a relay that defers every recipient
 
 

@@ -17,6 +17,28 @@ from typing import IO
 from dispatch.errors import InputError
 
 
+def private_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and any missing parents readable by this user only (0700), whatever
+    the umask, without changing the process's umask (other threads create files meanwhile);
+    the folders this call made. A folder another process makes at the same moment is theirs."""
+    made = []
+    for each in [d for d in (*reversed(folder.parents), folder) if not d.is_dir()]:
+        try:
+            each.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        each.chmod(0o700)
+        made.append(each)
+    return made
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists (never through a symlink), so that
+    whatever then opens it (SQLite) starts from a private file, whatever the umask."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600))
+
+
 def open_regular(path: Path, what: str) -> IO[bytes]:
     """Open ``path`` for reading if it is a regular file; InputError at once otherwise."""
     try:
@@ -95,9 +117,8 @@ class OutputFolder:
             if folder.exists() and not folder.is_dir():
                 raise InputError(f"{folder}: is a file, not a folder; give {what} a folder")
             if not folder.is_dir():
-                with contextlib.suppress(FileExistsError):  # another run made it just now: theirs
-                    folder.mkdir(parents=True)
-                    folder.chmod(0o755 if public else 0o700)  # whatever the umask: previews hold addresses
+                for made in private_folders(folder):  # whatever the umask: previews hold addresses
+                    made.chmod(0o755 if public else 0o700)
         except OSError as err:
             raise InputError(f"{folder}: cannot create the folder ({what}): {err.strerror}") from err
         self._manifest: dict[str, str] = self._read_manifest()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dispatch.compose.render import HTML_TEMPLATE, TEXT_TEMPLATE, builtin_template_dir
 from dispatch.errors import InputError
-from dispatch.files import read_regular
+from dispatch.files import private_folders, read_regular
 from dispatch.settings.envfile import INIT_HEADER, env_text
 from dispatch.settings.table import PLACEHOLDERS
 
@@ -139,12 +139,8 @@ def _write_all(folders: list[Path], files: list[tuple[Path, bytes, int]]) -> tup
     symlink); if one fails, remove what this call created and raise InputError."""
     made: list[Path] = []
     try:
-        for directory in folders:
-            missing = [d for d in (*reversed(directory.parents), directory) if not d.is_dir()]
-            for each in missing:  # private whatever the umask: the list and .env live here
-                each.mkdir(mode=0o700)
-                each.chmod(0o700)
-                made.append(each)
+        for directory in folders:  # private whatever the umask: the list and .env live here
+            made += private_folders(directory)
         for path, data, mode in files:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
             made.append(path)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dispatch.errors import TemplateError
+from dispatch.files import private_folders
 
 FOLDER = "cache"
 KEEP = 32  # documents remembered (a few issues in a few languages); the oldest go first
@@ -140,11 +141,7 @@ def _write(folder: Path, path: Path, inlined: str) -> None:
     try:
         if folder.is_symlink():
             return  # never write through one
-        old_umask = os.umask(0o077)  # the state folder too, if this makes it: private, as the journal does
-        try:
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        finally:
-            os.umask(old_umask)
+        private_folders(folder)  # the state folder too, if this makes it: private, as the journal does
         fd, temporary = tempfile.mkstemp(dir=folder, prefix=".inlined-", suffix=".tmp")  # 0600
         try:
             with os.fdopen(fd, "wb") as handle:

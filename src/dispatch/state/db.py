@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dispatch.files import private_file, private_folders
 from dispatch.state.group import GroupCommit, StateError
 
 __all__ = ["Database", "Schema", "StateError", "check_not_symlink"]
@@ -104,10 +105,10 @@ class Database(GroupCommit):
         self._synced = time.monotonic()
         for suffix in SIDE_FILES:
             check_not_symlink(path.with_name(path.name + suffix), schema.what)
-        old_umask = os.umask(0o077)  # addresses and replies: for this user only
         try:
-            if not readonly:
-                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not readonly:  # addresses and replies: for this user only, whatever the umask
+                private_folders(path.parent)
+                private_file(path)
             uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
             with self.guard():
                 self.conn = sqlite3.connect(
@@ -137,8 +138,6 @@ class Database(GroupCommit):
                 f"{path}: cannot open the {schema.what} ({err.strerror or err}); "
                 "set DISPATCH_STATE_DIR to a folder you can write"
             ) from err
-        finally:
-            os.umask(old_umask)
 
     @contextmanager
     def guard(self) -> Iterator[None]:

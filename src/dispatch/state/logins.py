@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dispatch.errors import AbortError, ConfigError
+from dispatch.files import private_folders
 
 LOGIN_HINT = "run 'dispatch login'"
 
@@ -36,11 +37,7 @@ class LoginStore:
         self._about = {"mailbox": mailbox, "token_url": token_url, "client_id": client_id, "scope": scope}
 
     def _mkdir(self) -> None:
-        old = os.umask(0o077)
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        finally:
-            os.umask(old)
+        private_folders(self.folder)
         if self.folder.is_symlink():
             raise ConfigError(f"{self.folder}: is a symlink; dispatch never writes through one: remove it")
 
