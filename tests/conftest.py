@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import ssl
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -261,3 +263,24 @@ def relay() -> Iterator[Relays]:
 
     with Relays() as relays:
         yield relays
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start ``python -m dispatch ARGS`` in tmp_path (``env=``: its whole environment), for
+    tests that kill a run; any still running at teardown are killed."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dispatch", *(str(a) for a in args)], cwd=tmp_path, env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()

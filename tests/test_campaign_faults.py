@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -169,24 +169,12 @@ def slow_server(smtp_server: Callable[..., Server]) -> Callable[..., Server]:
 
 
 @pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """Start ``python -m dispatch`` subprocesses; any still running at teardown are killed."""
-    procs: list[subprocess.Popen[str]] = []
+def spawn(
+    spawn: Callable[..., subprocess.Popen[str]], tmp_path: Path
+) -> Callable[..., subprocess.Popen[str]]:
+    """The shared ``spawn``, in a bare environment: only PATH, a HOME of the test's, a locale."""
     env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(tmp_path), "LC_ALL": "C.UTF-8"}
-
-    def start(*args: str | Path) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            dispatch_cmd(*args), cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
+    return lambda *args: spawn(*args, env=env)
 
 
 @pytest.fixture

@@ -165,7 +165,7 @@ def test_reconcile_settles_every_unknown_and_the_next_run_sends_only_what_the_re
 
 def test_random_sigkills_then_reconcile_leave_no_unknown_and_no_duplicate(
     relay: tuple[PostfixRelay, Server], invoke: Invoke, tmp_path: Path, article: Path,
-    env_file: Callable[..., Path], spawn_send: Callable[..., subprocess.Popen[str]],
+    env_file: Callable[..., Path], spawn: Callable[..., subprocess.Popen[str]],
 ) -> None:  # fmt: skip
     postfix, hop = relay
     readers = [f"many{n:03d}@example.{'org' if n % 3 else 'com'}" for n in range(300)]
@@ -176,7 +176,7 @@ def test_random_sigkills_then_reconcile_leave_no_unknown_and_no_duplicate(
     rng = random.Random(16)
     settled = 0
     for threshold in (40, 140):
-        proc = spawn_send(*args)
+        proc = spawn(*args)
         while len(postfix.log().split("message-id=")) <= threshold and proc.poll() is None:
             time.sleep(0.002)
         time.sleep(rng.uniform(0, 0.02))
@@ -193,26 +193,6 @@ def test_random_sigkills_then_reconcile_leave_no_unknown_and_no_duplicate(
     data = json.loads(final.stdout)
     assert (final.exit_code, data["unknown"], data["sent"]) == (0, 0, len(readers)), final.output
     assert delivered(postfix, hop) == dict.fromkeys(readers, 1)
-
-
-@pytest.fixture
-def spawn_send(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """``python -m dispatch`` subprocesses; any still running at the end are killed."""
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(*args: str | Path) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dispatch", *(str(a) for a in args)], cwd=tmp_path,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
 
 
 def test_the_message_id_is_recorded_before_the_final_dot_on_every_path(

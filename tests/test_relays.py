@@ -10,10 +10,9 @@ import json
 import signal
 import ssl
 import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +228,7 @@ def test_a_relay_stopped_outright_mid_run_never_causes_a_second_copy(
     article: Path,
     tmp_path: Path,
     env_file: Callable[..., Path],
+    spawn: Callable[..., subprocess.Popen[str]],
 ) -> None:
     """The relay process goes away with whatever it was doing: a message it had read may stay
     unknown, never resent; everyone else is delivered once, by the relay that is left."""
@@ -236,19 +236,12 @@ def test_a_relay_stopped_outright_mid_run_never_causes_a_second_copy(
     csv = readers(tmp_path, 150)
     settings_file = env_file(**relay_env(servers, "2"))
     args = ["send", article, "-s", csv, "--env-file", settings_file, "--campaign", "relays", "--yes"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dispatch", *(str(a) for a in args), "--json"],
-        cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while len(servers[1].received) < 10 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        servers[1].stop()  # the relay goes away, with whatever it was doing
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc = spawn(*args, "--json")
+    deadline = time.monotonic() + 30
+    while len(servers[1].received) < 10 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    servers[1].stop()  # the relay goes away, with whatever it was doing
+    out, err = proc.communicate(timeout=120)
     data = json.loads(out)
 
     counts = delivered(servers)
@@ -334,25 +327,6 @@ def test_each_relay_uses_its_own_tls_and_login(
     assert PASSWORD not in text
 
 
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(*args: str | Path) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dispatch", *(str(a) for a in args), "--json"], cwd=tmp_path,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
-
-
 def test_sigkill_with_several_relays_then_rerun_never_sends_twice(
     relays: Start, invoke: Invoke, article: Path, tmp_path: Path, env_file: EnvFile,
     spawn: Callable[..., subprocess.Popen[str]],
@@ -360,7 +334,7 @@ def test_sigkill_with_several_relays_then_rerun_never_sends_twice(
     servers = relays(Relay(delay=0.01), Relay(delay=0.01), Relay(delay=0.01, die_after=30))
     csv = readers(tmp_path, 150)
     env = env_file(**relay_env(servers, "2"))
-    args = ["send", article, "-s", csv, "--env-file", env, "--campaign", "relays", "--yes"]
+    args = ["send", article, "-s", csv, "--env-file", env, "--campaign", "relays", "--yes", "--json"]
     for threshold in (25, 70):
         proc = spawn(*args)
         while sum(len(s.received) for s in servers) < threshold and proc.poll() is None:
