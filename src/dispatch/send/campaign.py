@@ -22,7 +22,7 @@ from dispatch.checks.rules import human_size
 from dispatch.compose import assets, inlining
 from dispatch.compose.assets import Embedder
 from dispatch.compose.context import column_key
-from dispatch.compose.dkim import load_signer
+from dispatch.compose.dkim import load_signatures
 from dispatch.compose.fields import FieldError
 from dispatch.compose.message import EncodedBody, MessageFactory, header_text
 from dispatch.compose.render import RenderedIssue, render_issue
@@ -204,9 +204,7 @@ def plan_issue(
         language=settings.language, logo=logo, web_url=web_address(settings.web_url, name),
         web_version=web_version, cache=settings.state.path / inlining.FOLDER,
     )  # fmt: skip
-    signer = None
-    if settings.dkim_key_file is not None:
-        signer = load_signer(settings.dkim_key_file, settings.dkim_selector, settings.dkim_domain)
+    signer = load_signatures(settings)
     factory = MessageFactory(
         sender=sender,
         subject=title,
