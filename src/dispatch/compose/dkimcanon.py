@@ -135,6 +135,9 @@ class Canonicaliser:
     def __init__(self) -> None:
         self._field = _Memo(_relaxed_field)
         self._lines = _Memo(relaxed_lines)
+        self._previous: list[bytes] = []  # the last message's body pieces, relaxed
+        self._start: tuple[bytes, ...] = ()  # the pieces every message has started with lately
+        self._start_hash = hashlib.sha256()
 
     def fields(self, head: bytes) -> dict[bytes, list[bytes]]:
         """The fields of a header block (CRLF line ends) in relaxed form, by lower-case name,
@@ -145,10 +148,10 @@ class Canonicaliser:
             fields.setdefault(canonical[: canonical.index(b":")], []).append(canonical)
         return fields
 
-    def body(self, pieces: Iterable[bytes]) -> bytes:
-        """The relaxed form of the body ``b"".join(pieces)``. A piece that ends with a line
-        break is canonicalised on its own (nothing the rule changes crosses a line break);
-        one that does not is joined to the next first."""
+    def _canonical(self, pieces: Iterable[bytes]) -> list[bytes]:
+        """The body's pieces in relaxed form, but for the rule about its end. A piece that ends
+        with a line break is canonicalised on its own (nothing the rule changes crosses a line
+        break), remembered when it recurs; one that does not is joined to the next first."""
         out: list[bytes] = []
         pending = b""
         for piece in pieces:
@@ -159,7 +162,30 @@ class Canonicaliser:
                 pending = joined
         if pending:
             out.append(self._lines(pending))
-        return _ending(b"".join(out))
+        return out
+
+    def body(self, pieces: Iterable[bytes]) -> bytes:
+        """The relaxed form of the body ``b"".join(pieces)``."""
+        return _ending(b"".join(self._canonical(pieces)))
+
+    def body_hash(self, pieces: Iterable[bytes]) -> bytes:
+        """The SHA-256 of the relaxed body ``b"".join(pieces)``. The pieces it starts with that
+        were the same objects in the message before (the issue's constant start, up to the
+        first value of the recipient's) are hashed once; later messages start from that state."""
+        parts = self._canonical(pieces)
+        known = len(self._start)
+        if 0 < known < len(parts) and all(a is b for a, b in zip(parts, self._start, strict=False)):
+            rest = _ending(b"".join(parts[known:]))
+            if rest:  # (all empty lines: the rule about the end would reach into the start)
+                digest = self._start_hash.copy()
+                digest.update(rest)
+                return digest.digest()
+        same, limit = 0, min(len(parts), len(self._previous)) - 1  # never the last: it ends the body
+        while same < limit and parts[same] is self._previous[same]:
+            same += 1
+        self._previous, self._start = parts, tuple(parts[:same])
+        self._start_hash = hashlib.sha256(b"".join(self._start))
+        return hashlib.sha256(_ending(b"".join(parts))).digest()
 
     def covered(self, message: bytes, pieces: Sequence[bytes] = ()) -> Covered:
         """What a signature of ``message`` covers: the present :data:`SIGNED_HEADERS` (repeated
@@ -174,8 +200,8 @@ class Canonicaliser:
         names = tuple(name for name in _SIGNED for _ in fields.get(name, ())) + _OVERSIGNED
         left = {name: list(found) for name, found in fields.items()}
         headers = b"".join(left[name].pop() + b"\r\n" for name in names if left.get(name))
-        body = self.body(_body_pieces(message, start, pieces))
-        return Covered(headers, names, base64.b64encode(hashlib.sha256(body).digest()))
+        body_hash = self.body_hash(_body_pieces(message, start, pieces))
+        return Covered(headers, names, base64.b64encode(body_hash))
 
 
 @dataclass(frozen=True)
