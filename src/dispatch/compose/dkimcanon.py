@@ -136,8 +136,8 @@ class Canonicaliser:
         self._field = _Memo(_relaxed_field)
         self._lines = _Memo(relaxed_lines)
         self._previous: list[bytes] = []  # the last message's body pieces, relaxed
-        self._start: tuple[bytes, ...] = ()  # the pieces every message has started with lately
-        self._start_hash = hashlib.sha256()
+        # the pieces messages have started with lately, and the SHA-256 state after them
+        self._start: tuple[tuple[bytes, ...], hashlib._Hash] = ((), hashlib.sha256())
 
     def fields(self, head: bytes) -> dict[bytes, list[bytes]]:
         """The fields of a header block (CRLF line ends) in relaxed form, by lower-case name,
@@ -173,18 +173,18 @@ class Canonicaliser:
         were the same objects in the message before (the issue's constant start, up to the
         first value of the recipient's) are hashed once; later messages start from that state."""
         parts = self._canonical(pieces)
-        known = len(self._start)
-        if 0 < known < len(parts) and all(a is b for a, b in zip(parts, self._start, strict=False)):
-            rest = _ending(b"".join(parts[known:]))
+        start, state = self._start  # one attribute, read once: a pair that always belongs together
+        if 0 < len(start) < len(parts) and all(a is b for a, b in zip(parts, start, strict=False)):
+            rest = _ending(b"".join(parts[len(start) :]))
             if rest:  # (all empty lines: the rule about the end would reach into the start)
-                digest = self._start_hash.copy()
+                digest = state.copy()
                 digest.update(rest)
                 return digest.digest()
-        same, limit = 0, min(len(parts), len(self._previous)) - 1  # never the last: it ends the body
-        while same < limit and parts[same] is self._previous[same]:
+        previous, self._previous = self._previous, parts
+        same, limit = 0, min(len(parts), len(previous)) - 1  # never the last piece: it ends the body
+        while same < limit and parts[same] is previous[same]:
             same += 1
-        self._previous, self._start = parts, tuple(parts[:same])
-        self._start_hash = hashlib.sha256(b"".join(self._start))
+        self._start = tuple(parts[:same]), hashlib.sha256(b"".join(parts[:same]))
         return hashlib.sha256(_ending(b"".join(parts))).digest()
 
     def covered(self, message: bytes, pieces: Sequence[bytes] = ()) -> Covered:
