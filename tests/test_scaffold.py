@@ -19,7 +19,7 @@ from dispatch.scaffold import TEMPLATE_FILES, scaffold
 from dispatch.settings import PREFIX, SETTINGS, Settings, unknown_settings
 from dispatch.settings.table import PLACEHOLDERS
 
-SETTING_LINE = re.compile(r"^#?\s*(DISPATCH_[A-Z_]+)=", re.MULTILINE)
+SETTING_LINE = re.compile(r"^#?\s*(DISPATCH_[A-Z0-9_]+)=", re.MULTILINE)
 
 
 def env_values(folder: Path) -> dict[str, str]:

@@ -176,17 +176,22 @@ def list_addresses(path: Path, count: int) -> list[str]:
         return [row["email"] for row, _ in zip(reader, range(count), strict=False)]
 
 
-def write_dkim_key(path: Path) -> None:
-    """A fresh 2048-bit RSA key (PKCS#1 PEM, mode 0600), made with ``cryptography``."""
+def write_dkim_key(path: Path, *, algorithm: str = "rsa") -> None:
+    """A fresh 2048-bit RSA key (PKCS#1 PEM) or Ed25519 key (PKCS#8 PEM), mode 0600, made with
+    ``cryptography``."""
     from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 - only for section 6
-    from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa  # noqa: PLC0415
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
+    if algorithm == "ed25519":
+        pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    else:
+        pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(pem)

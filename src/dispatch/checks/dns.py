@@ -39,6 +39,10 @@ class DnsReport:
     spf_error: str | None = None
     dmarc_error: str | None = None
     dkim_error: str | None = None
+    dkim_ed25519_name: str | None = None  # the second signature's key (DISPATCH_DKIM_ED25519_*)
+    dkim_ed25519: str | None = None
+    dkim_ed25519_matches: bool | None = None
+    dkim_ed25519_error: str | None = None
 
     def lines(self) -> list[str]:
         """A short summary, one line per record."""
@@ -47,10 +51,13 @@ class DnsReport:
             f"SPF:   {self.spf_error or self.spf or _NONE}",
             f"DMARC: {self.dmarc_error or (policy if self.dmarc else _NONE)}",
         ]
-        if self.dkim_name:
-            match = {True: " (matches the key file)", False: " (NOT the key file's key)", None: ""}
-            found = f"published{match[self.dkim_matches]}" if self.dkim else _NONE
-            lines.append(f"DKIM:  {self.dkim_name}: {self.dkim_error or found}")
+        match = {True: " (matches the key file)", False: " (NOT the key file's key)", None: ""}
+        for name, record, matches, error in (
+            (self.dkim_name, self.dkim, self.dkim_matches, self.dkim_error),
+            (self.dkim_ed25519_name, self.dkim_ed25519, self.dkim_ed25519_matches, self.dkim_ed25519_error),
+        ):
+            if name:
+                lines.append(f"DKIM:  {name}: {error or (f'published{match[matches]}' if record else _NONE)}")
         return lines
 
 
@@ -216,15 +223,18 @@ def _dmarc_problems(lookup: _Lookup, domain: str, report: dict[str, str | None])
 
 
 def _dkim_problems(
-    lookup: _Lookup, name: str, public_key: str | None, report: dict[str, str | None]
+    lookup: _Lookup, name: str, public_key: str | None, report: dict[str, str | None], *, key: str = "dkim"
 ) -> tuple[list[Problem], bool | None]:
-    report["dkim_name"] = name
+    """The key at ``name``, compared with ``public_key``; ``key`` names the report's fields
+    (``dkim`` for DISPATCH_DKIM_KEY_FILE's, ``dkim_ed25519`` for the second signature's)."""
+    setting = "DISPATCH_DKIM_ED25519_KEY_FILE" if key == "dkim_ed25519" else "DISPATCH_DKIM_KEY_FILE"
+    report[f"{key}_name"] = name
     try:
         records = [r for r in lookup.txt(name) if "p" in _tags(r)]
     except LookupFailed as err:
-        report["dkim_error"] = str(err)
+        report[f"{key}_error"] = str(err)
         return [problem("dkim-lookup-failed", reason=str(err))], None
-    report["dkim"] = shown(records[0]) if records else None
+    report[key] = shown(records[0]) if records else None
     if not records:
         return [problem("no-dkim-record", name=name)], None
     if not _tags(records[0])["p"]:
@@ -232,7 +242,7 @@ def _dkim_problems(
     if public_key is None:
         return [], None
     matches = _same_key(_tags(records[0])["p"], public_key)
-    return ([] if matches else [problem("dkim-mismatch", name=name)]), matches
+    return ([] if matches else [problem("dkim-mismatch", name=name, setting=setting)]), matches
 
 
 def dns_problems(
@@ -243,21 +253,27 @@ def dns_problems(
     dkim_public_key: str | None = None,
     server: str = "",
     timeout: float = 5.0,
+    ed25519_selector: str | None = None,
+    ed25519_public_key: str | None = None,
 ) -> tuple[list[Problem], DnsReport]:
-    """Look up the From domain's SPF and DMARC records and the DKIM selector's key (dnspython).
+    """Look up the From domain's SPF and DMARC records and the DKIM selector's key (dnspython),
+    and the second signature's (``ed25519_selector`` at ``dkim_domain``) when there is one.
 
     ``server`` is DISPATCH_DNS_SERVER (``host:port``); empty asks the system's resolvers.
     ``dkim_public_key`` (:attr:`dispatch.compose.dkim.Signer.public_key_b64`) is compared with DNS.
     A failed lookup is a ``dns-error`` warning for SPF or DMARC, and the blocking
-    ``dkim-lookup-failed`` for the DKIM key; once the server stops answering, it is not asked again.
+    ``dkim-lookup-failed`` for a DKIM key; once the server stops answering, it is not asked again.
     """
     domain = from_domain.strip().rstrip(".").lower()
     lookup = _Lookup(server, timeout)
     report: dict[str, str | None] = {}
     found = _spf_problems(lookup, domain, report) + _dmarc_problems(lookup, domain, report)
-    matches: bool | None = None
-    if dkim_selector and dkim_domain:
-        name = f"{dkim_selector}._domainkey.{dkim_domain.lower()}"
-        more, matches = _dkim_problems(lookup, name, dkim_public_key, report)
-        found += more
-    return found, DnsReport(domain, dkim_matches=matches, **report)
+    matches: dict[str, bool | None] = {}
+    keys = [("dkim", dkim_selector, dkim_public_key), ("dkim_ed25519", ed25519_selector, ed25519_public_key)]
+    for key, selector, public_key in keys:
+        if selector and dkim_domain:
+            name = f"{selector}._domainkey.{dkim_domain.lower()}"
+            more, matches[key] = _dkim_problems(lookup, name, public_key, report, key=key)
+            found += more
+    matched = matches.get("dkim"), matches.get("dkim_ed25519")
+    return found, DnsReport(domain, dkim_matches=matched[0], dkim_ed25519_matches=matched[1], **report)

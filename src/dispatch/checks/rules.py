@@ -71,8 +71,8 @@ MESSAGES = {
     "no-dkim-record": "{name} publishes no DKIM key, so receivers cannot check dispatch's signature and "
     "every message fails DKIM (and DMARC unless SPF aligns); publish the record dkim keygen printed",
     "dkim-revoked": "{name} publishes an empty p= (a revoked key); publish the key file's record",
-    "dkim-mismatch": "the key published at {name} is not the one in DISPATCH_DKIM_KEY_FILE, so every "
-    "message would fail DKIM; publish this key's record or use the matching key file",
+    "dkim-mismatch": "the key published at {name} is not the one in {setting}, so every message would "
+    "fail DKIM; publish this key's record or use the matching key file",
     "dns-error": "{reason}; check DISPATCH_DNS_SERVER or try again",
     "dkim-lookup-failed": "{reason}, so the published DKIM key cannot be checked; check DISPATCH_DNS_SERVER "
     "or try again",

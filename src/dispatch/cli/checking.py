@@ -121,16 +121,17 @@ def _spam(message: bytes) -> tuple[list[Problem], list[str], dict[str, Any]]:
 
 def _dns(settings: Any) -> tuple[list[Problem], list[str], dict[str, Any]]:
     from dispatch.checks.dns import dns_problems
-    from dispatch.compose.dkim import load_signer
+    from dispatch.compose.dkim import load_signatures
 
     if settings.sender is None:
         raise ConfigError("DISPATCH_FROM is not set, so there is no domain to look up")
-    key = None
-    if settings.dkim_key_file is not None:
-        key = load_signer(settings.dkim_key_file, settings.dkim_selector, settings.dkim_domain).public_key_b64
+    signatures = load_signatures(settings)
+    keys = [s.public_key_b64 for s in signatures.signers] if signatures is not None else []
     found, report = dns_problems(
         settings.sender.domain, dkim_selector=settings.dkim_selector or None,
-        dkim_domain=settings.dkim_domain or None, dkim_public_key=key, server=settings.dns_server,
+        dkim_domain=settings.dkim_domain or None, dkim_public_key=keys[0] if keys else None,
+        server=settings.dns_server, ed25519_selector=settings.dkim_ed25519_selector or None,
+        ed25519_public_key=keys[1] if len(keys) > 1 else None,
     )  # fmt: skip
     lines = [f"  DNS for {settings.sender.domain}:"] + [f"    {line}" for line in report.lines()]
     data = dataclasses.asdict(report)

@@ -55,3 +55,13 @@ def dkim_keygen(
         settings = (f"DISPATCH_DKIM_KEY_FILE={path.resolve()}", f"DISPATCH_DKIM_SELECTOR={selector}",
                     f"DISPATCH_DKIM_DOMAIN={domain.lower()}")  # fmt: skip
         typer.echo("Then set:\n" + "\n".join(f"  {line}" for line in settings))
+        if algorithm == "ed25519":  # or as a second signature, beside an RSA key that every receiver checks
+            second = (
+                f"DISPATCH_DKIM_ED25519_KEY_FILE={path.resolve()}",
+                f"DISPATCH_DKIM_ED25519_SELECTOR={selector}",
+            )
+            typer.echo(
+                "\nOr, for a second signature beside your RSA key (some receivers still fail Ed25519 alone;\n"
+                "Amazon SES refuses two signatures), keep the RSA key's three settings and set:\n"
+                + "\n".join(f"  {line}" for line in second)
+            )

@@ -16,7 +16,7 @@ from pathlib import Path
 from dispatch.addresses import validate_address
 from dispatch.compose import assets, inlining
 from dispatch.compose.assets import Embedder
-from dispatch.compose.dkim import load_signer
+from dispatch.compose.dkim import load_signatures
 from dispatch.compose.headers import header_text
 from dispatch.compose.message import MessageFactory
 from dispatch.compose.render import RenderedIssue, render_issue
@@ -218,9 +218,7 @@ def plan_issue(
         language=settings.language, logo=logo, web_url=web_address(settings.web_url, name),
         web_version=web_version, cache=settings.state.path / inlining.FOLDER,
     )  # fmt: skip
-    signer = None
-    if settings.dkim_key_file is not None:
-        signer = load_signer(settings.dkim_key_file, settings.dkim_selector, settings.dkim_domain)
+    signer = load_signatures(settings)
     factory = MessageFactory(
         sender=sender,
         subject=title,

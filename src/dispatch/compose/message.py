@@ -191,7 +191,8 @@ class MessageFactory:
     fingerprint: str = ""  # of the article: with the campaign, it fixes the MIME boundaries
     related: tuple[Attachment, ...] = ()  # inline images, referenced from the HTML as cid:
     attachments: tuple[Attachment, ...] = ()
-    sign: Callable[[bytes], bytes] | None = field(default=None, repr=False)  # DKIM: the signed bytes
+    # DKIM: the signed message, given its bytes and the pieces they were joined from
+    sign: Callable[[bytes, Sequence[bytes]], bytes] | None = field(default=None, repr=False)
     bounce_address: str = ""  # DISPATCH_BOUNCE_ADDRESS: MAIL FROM bounces+TOKEN@…, mailto bounces+u-TOKEN@…
     returns: Returns = field(init=False, repr=False)  # the envelope sender and the mailto
     _head: bytes = field(init=False, repr=False)
@@ -324,15 +325,15 @@ class MessageFactory:
             self._tail,
         ]
         data = b"".join(pieces)
-        return self.sign(data) if self.sign is not None else data
+        return self.sign(data, pieces) if self.sign is not None else data
 
     def for_wire(self, data: bytes) -> bytes:
         """``data`` from :meth:`build` as a :class:`WireMessage` when no line of it can start
         with "." (a copy: the send path pays it, not the dry run). The recipient's header lines
         are folded here, each continuation starting with a space, and the bodies are encoded by
-        _qp or base64 (see :class:`EncodedBody`); so only the constant parts, checked once, could
-        hold such a line."""
-        return WireMessage(data) if self._dot_free and self.sign is None else data
+        _qp or base64 (see :class:`EncodedBody`), and DKIM-Signature folds so too; so only the
+        constant parts, checked once, could hold such a line."""
+        return WireMessage(data) if self._dot_free else data
 
 
 def _multipart(kind: str, boundary: str) -> bytes:

@@ -111,6 +111,8 @@ class Settings:
     dkim_key_file: Path | None = None
     dkim_selector: str = ""
     dkim_domain: str = ""
+    dkim_ed25519_key_file: Path | None = None
+    dkim_ed25519_selector: str = ""
     dns_server: str = ""
     serve_host: str = "127.0.0.1"
     serve_port: int = 8025
@@ -235,7 +237,8 @@ class Settings:
             )
 
     def check_dkim(self) -> None:
-        """The three DKIM settings come together (whether the key works is checked before a run)."""
+        """The three DKIM settings come together, and the second signature's two need them (whether
+        the keys work is checked before a run)."""
         given = {"DKIM_KEY_FILE": self.dkim_key_file, "DKIM_SELECTOR": self.dkim_selector,
                  "DKIM_DOMAIN": self.dkim_domain}  # fmt: skip
         if any(given.values()) and not all(given.values()):
@@ -245,6 +248,22 @@ class Settings:
             raise ConfigError(f"{PREFIX}DKIM_SELECTOR: {self.dkim_selector!r} is not a DNS label like s2026")
         if self.dkim_domain and not v.HOSTNAME.fullmatch(self.dkim_domain):
             raise ConfigError(f"{PREFIX}DKIM_DOMAIN: {self.dkim_domain!r} is not a domain like example.org")
+        second = {"DKIM_ED25519_KEY_FILE": self.dkim_ed25519_key_file,
+                  "DKIM_ED25519_SELECTOR": self.dkim_ed25519_selector}  # fmt: skip
+        if any(second.values()) and not all([*given.values(), *second.values()]):
+            missing = ", ".join(PREFIX + k for k, val in (given | second).items() if not val)
+            raise ConfigError(
+                f"a second DKIM signature (Ed25519) needs the DKIM settings too; also set {missing}"
+            )
+        if self.dkim_ed25519_selector and not v.HOSTNAME.fullmatch(self.dkim_ed25519_selector):
+            raise ConfigError(
+                f"{PREFIX}DKIM_ED25519_SELECTOR: {self.dkim_ed25519_selector!r} is not a DNS label like e2026"
+            )
+        if self.dkim_ed25519_selector and self.dkim_ed25519_selector.lower() == self.dkim_selector.lower():
+            raise ConfigError(
+                f"{PREFIX}DKIM_ED25519_SELECTOR is {PREFIX}DKIM_SELECTOR too; each key needs a selector "
+                "of its own"
+            )
 
     def check_unsubscribe(self) -> None:
         """Validate the unsubscribe settings' shape (their presence is checked per run)."""

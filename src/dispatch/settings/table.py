@@ -248,6 +248,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DKIM_SELECTOR", p.text, "", "the DKIM selector", "", DKIM, sample="s2026"),
     Setting("DKIM_DOMAIN", p.lower, "", "the DKIM signing domain", "", DKIM, sample="example.org"),
     Setting(
+        "DKIM_ED25519_KEY_FILE", PATH, None,
+        "an Ed25519 key for a second signature (ed25519-sha256, RFC 8463) after the RSA one, at "
+        "`DISPATCH_DKIM_DOMAIN`; with its selector, below. Off by default: some receivers fail it, and "
+        "Amazon SES refuses a message with two signatures", "no second signature", DKIM,
+        "Optional: a second signature with an Ed25519 key, beside the RSA one (both settings, or\n"
+        "neither). Some receivers still fail it, and Amazon SES refuses two signatures. Make one with:\n"
+        "  dispatch dkim keygen --algorithm ed25519 --selector e2026 --domain example.org",
+        sample="dkim-e2026.pem",
+    ),
+    Setting("DKIM_ED25519_SELECTOR", p.text, "", "the Ed25519 key's selector", "", DKIM, sample="e2026"),
+    Setting(
         "DNS_SERVER", partial(v.host_port, default_port=53), "",
         "`host:port` of the resolver `dispatch check --dns` asks", "the system's", DKIM,
         "The resolver `dispatch check --dns` asks about SPF, DMARC and DKIM (default: the system's).",
