@@ -1,11 +1,12 @@
 """A campaign sent through an aiosmtpd relay, and the CLI on its state: the scene the tests of
-``dispatch inbound`` start from (standard input, Maildir, IMAP)."""
+``dispatch inbound`` start from (standard input, Maildir, IMAP), on a state folder or, when a
+test or module asks for it, PostgreSQL."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dispatch.cli import app
+from dispatch.settings import StateLocation
 from tests.smtp_servers import Server
 
 SECRET = "inbound-test-secret-0123456789-abcdefghij"
@@ -27,6 +29,7 @@ class Sent:
     env: Path
     tmp: Path
     runner: CliRunner
+    state: dict[str, str] = field(default_factory=dict)  # the settings that chose the backend
 
     def dispatch(self, *args: str | Path, stdin: bytes | None = None) -> Any:
         return self.runner.invoke(app, [*map(str, args), "--env-file", str(self.env)], input=stdin)
@@ -60,6 +63,10 @@ class Sent:
     def status(self, campaign: str = "spring") -> dict[str, Any]:
         return dict(json.loads(self.dispatch("status", campaign, "--json").stdout))
 
+    def location(self) -> StateLocation:
+        """Where the sends and ``dispatch inbound`` keep the state."""
+        return StateLocation(self.tmp / "state", "test", True, url=self.state.get("DISPATCH_STATE_URL", ""))
+
 
 def settings_file(tmp: Path, server: Server, **extra: str) -> Path:
     values = {
@@ -80,13 +87,30 @@ def settings_file(tmp: Path, server: Server, **extra: str) -> Path:
     return path
 
 
+@pytest.fixture(name="inbound_state")
+def inbound_state_fixture(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The settings that choose the state: a state folder; a fresh PostgreSQL database for a
+    test parametrized with ``("inbound_state", ["postgresql"], indirect=True)``. A module may
+    override it (tests/test_inbound.py runs every test on both)."""
+    return state_settings(request, getattr(request, "param", "sqlite"))
+
+
+def state_settings(request: pytest.FixtureRequest, backend: str) -> dict[str, str]:
+    if backend == "sqlite":
+        return {}
+    return {"DISPATCH_STATE_URL": request.getfixturevalue("pg_url")}
+
+
 @pytest.fixture(name="make_sent")
-def make_sent_fixture(tmp_path: Path, runner: CliRunner, plain_server: Server) -> Callable[..., Sent]:
+def make_sent_fixture(
+    tmp_path: Path, runner: CliRunner, plain_server: Server, inbound_state: dict[str, str]
+) -> Callable[..., Sent]:
     def make_it(**extra: str) -> Sent:
         (tmp_path / "list.csv").write_text(
             "email,name\n" + "".join(f"{r},R\n" for r in READERS), encoding="utf-8"
         )
-        sent = Sent(plain_server, settings_file(tmp_path, plain_server, **extra), tmp_path, runner)
+        env = settings_file(tmp_path, plain_server, **{**inbound_state, **extra})
+        sent = Sent(plain_server, env, tmp_path, runner, inbound_state)
         sent.send("spring")
         return sent
 

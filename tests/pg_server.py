@@ -53,9 +53,20 @@ class Cluster:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
-    def stop(self) -> None:
+    def start(self) -> None:
+        """Start it (again: a test may stop the database under a command, then bring it back)."""
+        options = (
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=300 "
+            "-c fsync=off -c full_page_writes=off"  # a test cluster: nothing here must survive a power cut
+        )
+        start = [str(self.bin / "pg_ctl"), "-D", str(self.folder / "data"), "-l", str(self.folder / "log"),
+                 "-w", "-o", options, "start"]  # fmt: skip
+        subprocess.run(_as_owner(start), capture_output=True, check=True, timeout=120)
+
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop it: at once (the end of the session), or ``fast``, as an administrator would."""
         subprocess.run(
-            _as_owner([str(self.bin / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "immediate", "stop"]),
+            _as_owner([str(self.bin / "pg_ctl"), "-D", str(self.folder / "data"), "-m", mode, "-w", "stop"]),
             capture_output=True, check=False, timeout=60,
         )  # fmt: skip
 
@@ -84,12 +95,6 @@ def start_cluster(parent: Path) -> Cluster:
         "UTF8",
     ]
     subprocess.run(_as_owner(init), capture_output=True, check=True, timeout=120)
-    port = free_port()
-    options = (
-        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=300 "
-        "-c fsync=off -c full_page_writes=off"  # a test cluster: nothing here must survive a power cut
-    )
-    start = [str(bin_dir / "pg_ctl"), "-D", str(folder / "data"), "-l", str(folder / "log"), "-w",
-             "-o", options, "start"]  # fmt: skip
-    subprocess.run(_as_owner(start), capture_output=True, check=True, timeout=120)
-    return Cluster(folder, port, bin_dir)
+    cluster = Cluster(folder, free_port(), bin_dir)
+    cluster.start()
+    return cluster

@@ -1,7 +1,8 @@
 """``dispatch inbound`` on standard input and a Maildir, after a real send to an aiosmtpd
 relay: every kind of report in the shapes real senders give them, each acted on once, and
 hostile input (malformed MIME, huge messages, forged tokens, other lists and secrets, readers
-never sent to) that changes nothing and loses nothing."""
+never sent to) that changes nothing and loses nothing. Every test that sends runs on both
+backends: a state folder, and PostgreSQL (DISPATCH_STATE_URL)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,16 @@ import pytest
 from typer.testing import CliRunner
 
 from dispatch.cli import app
+from dispatch.state import backend
 from dispatch.unsubscribe.address_tokens import BOUNCE, make
-from tests.inbound_helpers import SECRET, Sent, make_sent_fixture, sent_fixture, settings_file  # noqa: F401 - fixtures
+from tests.inbound_helpers import (  # noqa: F401 - fixtures
+    SECRET,
+    Sent,
+    make_sent_fixture,
+    sent_fixture,
+    settings_file,
+    state_settings,
+)
 from tests.inbound_samples import (
     OOO_STYLES,
     STYLES,
@@ -37,6 +46,13 @@ from tests.inbound_samples import (
     without_headers,
 )
 from tests.smtp_servers import Server
+
+
+@pytest.fixture(name="inbound_state", params=["sqlite", "postgresql"])
+def inbound_state_fixture(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Every test of this module that sends runs on a state folder, then on PostgreSQL."""
+    return state_settings(request, request.param)
+
 
 # ----------------------------------------------------------------------------- bounces
 
@@ -188,6 +204,20 @@ def test_the_same_report_twice_counts_once(sent: Sent) -> None:
 # ----------------------------------------------------------------------------- hostile input
 
 
+def test_a_nul_character_in_a_message_id_is_read_like_any_other_character(sent: Sent) -> None:
+    """PostgreSQL's text holds no NUL: a report whose Message-ID (or whose original's) has one
+    is still read, once, and never turned into a state that "cannot be written"."""
+    data, mail_from = sent.copy_of("bob@example.com")
+    report = dsn(mail_from, "bob@example.com", data, message_id="<re\x00port@mx.example.com>")
+    assert json.loads(sent.inbound(report, "--json").stdout)["outcomes"] == {"suppressed": 1}
+    assert json.loads(sent.inbound(report, "--json").stdout)["outcomes"] == {"read before": 1}
+    data, _ = sent.copy_of("ann@example.com")
+    original = re.sub(rb"(?im)^Message-ID:[^\r\n]*", b"Message-ID: <x\x00y@example.org>", data)
+    result = sent.inbound(complaint(without_headers(redact(original, "ann@example.com"), "List-Unsubscribe")))
+    assert "complaint: ignored" in result.stderr
+    assert sent.suppressed() == {"bob@example.com": ("bounced", "*")}
+
+
 def test_forged_foreign_and_unknown_tokens_change_nothing(sent: Sent) -> None:
     data, mail_from = sent.copy_of("bob@example.com")
 
@@ -314,6 +344,8 @@ def test_a_folder_that_is_no_maildir_and_two_sources_are_refused(sent: Sent) -> 
     assert "give one of them" in both.stderr
 
 
+# (a database that is down: tests/test_inbound_postgresql.py)
+@pytest.mark.parametrize("inbound_state", ["sqlite"], indirect=True)
 def test_a_state_that_cannot_be_written_asks_the_mail_system_to_retry(sent: Sent) -> None:
     feedback = sent.tmp / "state" / "feedback.sqlite3"
     feedback.write_bytes(b"not a database at all" * 100)
@@ -338,10 +370,8 @@ def test_a_new_state_nobody_named_is_not_created(
 
 
 def test_status_counts_one_click_unsubscribes_for_the_issue_that_had_reached_the_reader(sent: Sent) -> None:
-    from dispatch.state.suppression import SuppressionStore
-
     sent.send("summer")
-    with SuppressionStore(sent.tmp / "state") as store:
+    with backend.open_suppressions(sent.location()) as store:
         store.add("ann@example.com", "unsubscribed", scope="news.example.org", source="serve")
     assert sent.status("summer")["unsubscribed"] == 1
     assert sent.status("summer")["unsubscribed_one_click"] == 1

@@ -12,7 +12,12 @@ import pytest
 import trustme
 
 from tests.dovecot_private import AVAILABLE, PASSWORD, PrivateDovecot
-from tests.inbound_helpers import Sent, make_sent_fixture, sent_fixture  # noqa: F401 - fixtures
+from tests.inbound_helpers import (  # noqa: F401 - fixtures
+    Sent,
+    inbound_state_fixture,
+    make_sent_fixture,
+    sent_fixture,
+)
 from tests.inbound_samples import dsn, out_of_office, received_copy
 
 pytestmark = [
@@ -35,6 +40,7 @@ def with_settings(sent: Sent, **values: str) -> None:
     sent.env.write_text(text + "".join(f"{k}='{v}'\n" for k, v in values.items()), encoding="utf-8")
 
 
+@pytest.mark.parametrize("inbound_state", ["sqlite", "postgresql"], indirect=True)
 def test_an_imap_folder_is_read_once_and_moved_aside(sent: Sent, dovecot: PrivateDovecot) -> None:
     data, mail_from = sent.copy_of("bob@example.com")
     dovecot.append(

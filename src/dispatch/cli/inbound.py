@@ -19,7 +19,7 @@ from dispatch.cli.common import (
     load_settings,
     reporting,
 )
-from dispatch.errors import ConfigError, ExitCode, InputError
+from dispatch.errors import ExitCode, InputError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -58,12 +58,7 @@ def inbound(
         if maildir is not None and imap:
             raise InputError("--maildir and --imap read different places; give one of them")
         settings = load_settings(env_file)
-        if settings.state.url:
-            raise ConfigError(
-                "dispatch inbound records into a state folder, and DISPATCH_STATE_URL names PostgreSQL: "
-                "its suppressions would not reach the senders; process bounces on a folder-state setup"
-            )
-        folder = state_to_write(settings, ask=False)
+        folder = state_to_write(settings, ask=False)  # (with PostgreSQL: where unreadable mail is kept)
         if maildir is None and not imap and (sys.stdin is None or sys.stdin.isatty()):
             raise InputError(
                 "dispatch inbound reads one message on standard input (a Postfix pipe or an alias); "
@@ -77,7 +72,7 @@ def inbound(
                 decisions.append(decision.as_json(source))
 
         try:
-            processor = Processor(settings, folder)
+            processor = Processor(settings, settings.state)
             try:
                 tally, where = _read(processor, settings, folder, maildir, imap=imap, say=say)
             finally:
@@ -107,8 +102,8 @@ def _read(
 
 
 def _tempfail(message: str, as_json: bool) -> None:
-    """Standard input could not be recorded (the state folder failed): exit 75, so that the
-    mail system keeps the message and delivers it again later."""
+    """Standard input could not be recorded (the state folder failed, or the database is down):
+    exit 75, so that the mail system keeps the message and delivers it again later."""
     from dispatch.untrusted import shown
 
     text = f"{shown(message)}; the message was not recorded: exit {TEMPFAIL}, the mail system keeps it and "
@@ -124,9 +119,8 @@ def _summary(
 ) -> None:
     state = settings.state
     if as_json:
-        where_state = {"backend": "sqlite", "path": str(state.path), "found_by": state.found_by}
         emit_json({
-            "source": where, "state": where_state,
+            "source": where, "state": state.as_json(),
             "read": tally.read, "kinds": dict(tally.kinds), "outcomes": dict(tally.outcomes),
             "suppressed": dict(tally.suppressed), "decisions": decisions, "problems": tally.problems,
             "exit_code": int(ExitCode.INCOMPLETE if tally.problems else ExitCode.OK),

@@ -173,11 +173,11 @@ def status_report(
         if journal is None or info is None:
             raise InputError(f"no campaign {campaign!r} in {where}; run 'dispatch status' to list them")
         data, text = _campaign_report(
-            journal, info, feedback_counts(location.path, {info.id: info.counts})[info.id]
+            journal, info, feedback_counts(location, {info.id: info.counts})[info.id]
         )
         return {"state": state, **data}, f"{text}\n  State: {where}"
     infos = journal.campaigns() if journal is not None else []
-    said = feedback_counts(location.path, {c.id: c.counts for c in infos})
+    said = feedback_counts(location, {c.id: c.counts for c in infos})
     data = {
         "state": state,
         "state_dir": str(location.path),

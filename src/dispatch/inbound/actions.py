@@ -15,19 +15,20 @@ time. Every decision is one :class:`Decision`, shown as one line.
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dispatch.inbound.classify import read_report
 from dispatch.inbound.readers import NotOurs, Reader, Readers
 from dispatch.inbound.reports import Kind, Report, Unreadable
+from dispatch.state import backend
 from dispatch.state import suppression as s
-from dispatch.state.feedback import BOUNCED, COMPLAINED, SOFT, UNSUBSCRIBED, FeedbackStore, JournalReads
+from dispatch.state.feedback import BOUNCED, COMPLAINED, SOFT, UNSUBSCRIBED
 from dispatch.untrusted import shown
 
 if TYPE_CHECKING:
-    from dispatch.settings import Settings
+    from dispatch.settings import Settings, StateLocation
 
 SUPPRESSED, ALREADY, COUNTED, IGNORED, REPEAT, KEPT = (
     "suppressed", "already suppressed", "counted", "ignored", "read before", "kept",
@@ -101,17 +102,21 @@ class Tally:
 
 
 class Processor:
-    """Reads reports against one state folder and acts on them."""
+    """Reads reports against one state (a folder, or PostgreSQL) and acts on them: the
+    suppressions it adds go to the store every send reads, durably (a report taken from the
+    mail system must not be lost once it is acknowledged)."""
 
-    def __init__(self, settings: Settings, state_dir: Path) -> None:
+    def __init__(self, settings: Settings, location: StateLocation) -> None:
         self.settings = settings
-        self.journal = JournalReads(state_dir)
-        self.readers = Readers(settings, self.journal)
-        self.store = s.SuppressionStore(state_dir)
-        self.feedback = FeedbackStore(state_dir)
+        with ExitStack() as opened:  # (on a failure, what was opened is closed again)
+            self.journal = opened.enter_context(closing(backend.journal_reads(location)))
+            self.readers = Readers(settings, self.journal)
+            self.store = opened.enter_context(backend.open_suppressions(location, durable=True))
+            self.feedback = opened.enter_context(backend.open_feedback(location, durable=True))
+            opened.pop_all()
 
     def close(self) -> None:
-        """Close the files."""
+        """Close the files (or the database)."""
         for thing in (self.journal, self.store, self.feedback):
             thing.close()
 

@@ -11,25 +11,33 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from pathlib import Path
+from contextlib import closing
+from typing import TYPE_CHECKING
 
-from dispatch.state.feedback import BOUNCED, COMPLAINED, SOFT, UNSUBSCRIBED, FeedbackStore, JournalReads
-from dispatch.state.suppression import SERVE, SuppressionStore
+from dispatch.state import backend
+from dispatch.state.feedback import BOUNCED, COMPLAINED, SOFT, UNSUBSCRIBED, JournalReads
+from dispatch.state.suppression import SERVE
+
+if TYPE_CHECKING:
+    from dispatch.settings import StateLocation
 
 FIELDS = ("delivered", "bounced", "complained", "unsubscribed")
 
 
-def feedback_counts(state_dir: Path, campaigns: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
-    """Per campaign (``campaigns``: its journal counts by state): ``delivered``, ``bounced``,
-    ``complained``, ``unsubscribed``, and how those split (``bounced_at_relay``,
-    ``bounced_later``, ``soft_bounced``, ``unsubscribed_by_mail``, ``unsubscribed_one_click``)."""
-    store = FeedbackStore.open_existing(state_dir)
+def feedback_counts(
+    location: StateLocation, campaigns: Mapping[str, Mapping[str, int]]
+) -> dict[str, dict[str, int]]:
+    """Per campaign (``campaigns``: its journal counts by state), read from wherever the state
+    is: ``delivered``, ``bounced``, ``complained``, ``unsubscribed``, and how those split
+    (``bounced_at_relay``, ``bounced_later``, ``soft_bounced``, ``unsubscribed_by_mail``,
+    ``unsubscribed_one_click``)."""
+    store = backend.existing_feedback(location)
     try:
         events = store.counts() if store is not None else {}
     finally:
         if store is not None:
             store.close()
-    clicks = _one_click(state_dir) if campaigns else Counter[str]()
+    clicks = _one_click(location) if campaigns else Counter[str]()
     found = {}
     for campaign, states in campaigns.items():
         said = events.get(campaign, {})
@@ -44,20 +52,16 @@ def feedback_counts(state_dir: Path, campaigns: Mapping[str, Mapping[str, int]])
     return found
 
 
-def _one_click(state_dir: Path) -> Counter[str]:
+def _one_click(location: StateLocation) -> Counter[str]:
     """Unsubscribes ``dispatch serve`` recorded, each counted for the newest campaign that had
     reached the reader by then."""
-    store = SuppressionStore.open_existing(state_dir)
+    store = backend.existing_suppressions(location)
     if store is None:
         return Counter()
-    journal = JournalReads(state_dir)
-    try:
+    with store, closing(backend.journal_reads(location)) as journal:
         started = journal.campaigns()
         clicks = ((e.key, e.when) for e in store.entries() if e.reason == UNSUBSCRIBED and e.source == SERVE)
         return Counter(_attribute(journal, started, clicks))
-    finally:
-        journal.close()
-        store.close()
 
 
 def _attribute(

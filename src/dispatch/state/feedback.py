@@ -1,12 +1,16 @@
-"""What comes back by mail, remembered in the state folder (``dispatch inbound``), and what it
-reads of the journal, each behind a few small methods (a second backend implements these).
+"""What comes back by mail, remembered in the state (``dispatch inbound``), and what it reads of
+the journal, each behind a few small methods, on either backend.
 
-:class:`FeedbackStore` (``feedback.sqlite3``) holds the reports already read, so each counts
-once however often it arrives, and per campaign the readers who bounced, bounced softly,
-complained or unsubscribed by mail (one row per reader, campaign and kind: recording twice
-changes nothing). :class:`JournalReads` is every question inbound asks the journal: the
-campaigns, who each one reached, and a Message-ID's reader. Suppressions go to the suppression
-store, as every other source's do.
+:class:`FeedbackStore` (``feedback.sqlite3`` in a state folder, or the ``reports`` and
+``events`` tables in PostgreSQL) holds the reports already read, so each counts once however
+often it arrives, and per campaign the readers who bounced, bounced softly, complained or
+unsubscribed by mail (one row per reader, campaign and kind: recording twice changes nothing).
+:class:`JournalReads` is every question inbound asks the journal: the campaigns, who each one
+reached, and a Message-ID's reader. Suppressions go to the suppression store, as every other
+source's do.
+
+One report is read at a time: in a state folder under a lock file, in PostgreSQL under an
+advisory lock that every host takes (:class:`SharedFeedbackStore`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 
 from dispatch.state import tables
 from dispatch.state.db import Database, Schema, StateError, check_not_symlink
+from dispatch.state.group import Store
 from dispatch.state.identity import Use
 
 FILENAME = "feedback.sqlite3"
@@ -47,14 +52,21 @@ SCHEMA = Schema(
     ) WITHOUT ROWID""",
 )
 _PAGE = 5000
+INBOUND_LOCK = 0x696E626F756E64  # one report at a time, on every host ("inbound" in ASCII)
+
+
+def _text(value: str) -> str:
+    """Outside text as a database keeps it (PostgreSQL's text holds no NUL character)."""
+    return value.replace("\x00", "\ufffd")
 
 
 class FeedbackStore:
     """Reports read and what they said, per campaign and reader."""
 
-    def __init__(self, state_dir: Path, *, readonly: bool = False) -> None:
+    def __init__(self, state_dir: Path, *, readonly: bool = False, db: Store | None = None) -> None:
         self.state_dir = state_dir
-        self._db = Database(state_dir / FILENAME, SCHEMA, readonly=readonly)
+        self._db: Store = db if db is not None else Database(state_dir / FILENAME, SCHEMA, readonly=readonly)
+        self.path = self._db.path
 
     @classmethod
     def open_existing(cls, state_dir: Path) -> FeedbackStore | None:
@@ -64,7 +76,7 @@ class FeedbackStore:
         return cls(state_dir, readonly=True) if path.exists() else None
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file (or the database)."""
         self._db.close()
 
     def __enter__(self) -> FeedbackStore:
@@ -92,24 +104,25 @@ class FeedbackStore:
 
     def outcome(self, report_id: str) -> str | None:
         """What was decided when this report was read before, or None (never read)."""
-        row = self._db.read("SELECT outcome FROM reports WHERE id = ?", (report_id,))
+        row = self._db.read("SELECT outcome FROM reports WHERE id = ?", (_text(report_id),))
         return None if row is None else str(row[0])
 
     def remember(self, report_id: str, outcome: str) -> None:
         """Remember a report as read, with what was decided (the first decision stays)."""
         self._db.execute(
-            "INSERT OR IGNORE INTO reports (id, outcome, created) VALUES (?, ?, ?)",
-            (report_id, outcome[:500], int(time.time())),
+            "INSERT INTO reports (id, outcome, created) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (_text(report_id), _text(outcome[:500]), int(time.time())),
         )
 
     def record(self, campaign: str, key: str, kind: str, detail: str = "") -> bool:
         """A reader of a campaign bounced, bounced softly, complained or unsubscribed by mail;
         False when that was recorded already."""
         cursor = self._db.execute(
-            "INSERT OR IGNORE INTO events (campaign, key, kind, detail, created) VALUES (?, ?, ?, ?, ?)",
-            (campaign, key, kind, detail[:500], int(time.time())),
+            "INSERT INTO events (campaign, key, kind, detail, created) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            (campaign, key, kind, _text(detail[:500]), int(time.time())),
         )
-        return cursor.rowcount == 1
+        return bool(cursor.rowcount == 1)
 
     def soft_campaigns(self, key: str) -> set[str]:
         """The campaigns whose message to this reader bounced softly."""
@@ -126,6 +139,25 @@ class FeedbackStore:
         return found
 
 
+class SharedFeedbackStore(FeedbackStore):
+    """The feedback store in PostgreSQL (``DISPATCH_STATE_URL``), shared by every host: a
+    report two hosts read at the same moment is decided by one of them, and counts once."""
+
+    def __init__(self, state_dir: Path, db: Store) -> None:
+        super().__init__(state_dir, db=db)
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """One report at a time across every process of every host: a session advisory lock,
+        which the database lets go of by itself when a process dies holding it."""
+        with self._db.autocommit() as db:
+            db.execute("SELECT pg_advisory_lock(?)", (INBOUND_LOCK,))
+            try:
+                yield
+            finally:
+                db.execute("SELECT pg_advisory_unlock(?)", (INBOUND_LOCK,))
+
+
 @dataclass(frozen=True)
 class Reached:
     """A reader's row in one campaign of the journal."""
@@ -136,15 +168,21 @@ class Reached:
 
 
 class JournalReads:
-    """The journal, read-only, as ``dispatch inbound`` and the counts of ``status`` read it."""
+    """The journal, read-only, as ``dispatch inbound`` and the counts of ``status`` read it
+    (``db``: the journal's database, or None when nothing was ever sent)."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, db: Store | None) -> None:
+        self._db = db
+
+    @classmethod
+    def in_folder(cls, state_dir: Path) -> JournalReads:
+        """The journal of a state folder."""
         path = state_dir / "journal.sqlite3"
         check_not_symlink(path, tables.SCHEMA.what)
-        self._db = Database(path, tables.SCHEMA, readonly=True) if path.exists() else None
+        return cls(Database(path, tables.SCHEMA, readonly=True) if path.exists() else None)
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file (or the database)."""
         if self._db is not None:
             self._db.close()
 
@@ -186,7 +224,7 @@ class JournalReads:
 
     def by_message_id(self, message_id: str) -> tuple[str, str] | None:
         """``(campaign, key)`` of the message sent with this Message-ID, or None."""
-        if self._db is None or not message_id:
+        if self._db is None or not message_id or "\x00" in message_id:  # (none of ours holds one)
             return None
         marks = ", ".join("?" * len(REACHED))
         row = self._db.read(

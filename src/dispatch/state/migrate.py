@@ -1,7 +1,8 @@
 """``dispatch state``: what a state holds and at which schema, and ``dispatch state migrate``:
-a state folder's SQLite files (journal, suppression store) and OAuth2 logins copied into
-PostgreSQL. Copying never overwrites: a row the database already has stays as it is, so
-running it again is harmless, and the report says what was copied and what was there."""
+a state folder's SQLite files (journal, suppression store, what ``dispatch inbound`` read) and
+OAuth2 logins copied into PostgreSQL. Copying never overwrites: a row the database already has
+stays as it is, so running it again is harmless, and the report says what was copied and what
+was there."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from typing import Any
 
 from dispatch.errors import LockedError
 from dispatch.settings import StateLocation
+from dispatch.state import feedback, pgschema, suppression, tables
 from dispatch.state import journal as j
-from dispatch.state import pgschema, suppression, tables
 from dispatch.state.db import Database, StateError
 from dispatch.state.locks import campaign_lock
 from dispatch.state.pg import PgDatabase
@@ -26,8 +27,17 @@ TABLES = (
      "message_id, created, updated, sent_at", "campaign, key"),
     ("lists", j.FILENAME, "list_id, settings_file, secret, first, last", "list_id, settings_file, secret"),
     ("suppressions", suppression.FILENAME, "key, scope, reason, source, created", "key, scope, reason"),
+    ("reports", feedback.FILENAME, "id, outcome, created", "id"),
+    ("events", feedback.FILENAME, "campaign, key, kind, detail, created", "campaign, key, kind"),
 )  # fmt: skip
-COUNTED = ("campaigns", "recipients", "suppressions", "logins", "senders")
+_TABLES = "SELECT table_name FROM information_schema.tables WHERE table_schema = ?"
+COUNTED = ("campaigns", "recipients", "suppressions", "logins", "senders", "reports", "events")
+# What ``dispatch state`` counts in each file of a state folder.
+FILES = {
+    j.FILENAME: ("campaigns",),
+    suppression.FILENAME: ("suppressions",),
+    feedback.FILENAME: ("reports", "events"),
+}
 
 
 @dataclass
@@ -43,15 +53,17 @@ class Copied:
 
 
 def _schemas() -> dict[str, Any]:
-    return {j.FILENAME: tables.SCHEMA, suppression.FILENAME: suppression.SCHEMA}
+    return {
+        j.FILENAME: tables.SCHEMA,
+        suppression.FILENAME: suppression.SCHEMA,
+        feedback.FILENAME: feedback.SCHEMA,
+    }
 
 
 def migrate(folder: Path, url: str) -> Copied:
     """Copy the state folder into the PostgreSQL database at ``url`` (created or migrated
     there first). Refused while a send of the folder is running (it would miss its last writes)."""
-    sources = {
-        name: folder / name for name in (j.FILENAME, suppression.FILENAME) if (folder / name).is_file()
-    }
+    sources = {name: folder / name for name in _schemas() if (folder / name).is_file()}
     if not sources and not (folder / "oauth").is_dir():
         raise StateError(
             f"{folder}: holds no dispatch state (no journal, suppression store or login) to copy"
@@ -80,6 +92,11 @@ def migrate(folder: Path, url: str) -> Copied:
     return report
 
 
+def _text(value: Any) -> Any:
+    """A value as PostgreSQL takes it: its text holds no NUL character (SQLite's may)."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
 def _copy(source: Database, target: PgDatabase, what: tuple[str, str, str], report: Copied) -> None:
     table, columns, order = what
     marks = ", ".join("?" * len(columns.split(",")))
@@ -87,7 +104,7 @@ def _copy(source: Database, target: PgDatabase, what: tuple[str, str, str], repo
     offset = 0
     while True:
         page = f"SELECT {columns} FROM {table} ORDER BY {order} LIMIT ? OFFSET ?"  # noqa: S608 - our names
-        rows = source.all(page, (PAGE, offset))
+        rows = [tuple(map(_text, row)) for row in source.all(page, (PAGE, offset))]
         if not rows:
             return
         with target.transaction() as db:
@@ -123,9 +140,10 @@ def overview(location: StateLocation) -> dict[str, Any]:
         try:
             version = db.version()
             data["schema"] = {"version": version, "this_dispatch": pgschema.VERSION}
-            if version > 0:
+            if version > 0:  # (an older schema may not have every table yet)
+                present = {str(r[0]) for r in db.all(_TABLES, (pgschema.SCHEMA_NAME,))}
                 count = "SELECT COUNT(*) FROM {}"
-                data["counts"] = {t: int(db.all(count.format(t))[0][0]) for t in COUNTED}
+                data["counts"] = {t: int(db.all(count.format(t))[0][0]) for t in COUNTED if t in present}
         finally:
             db.close()
         return data
@@ -138,11 +156,11 @@ def overview(location: StateLocation) -> dict[str, Any]:
         file_db = Database(path, schema, readonly=True)
         try:
             version = int(file_db.all("PRAGMA user_version")[0][0])
-            table = "campaigns" if name == j.FILENAME else "suppressions"
-            rows = int(file_db.all(f"SELECT COUNT(*) FROM {table}")[0][0])  # noqa: S608 - our names
+            count = "SELECT COUNT(*) FROM {}"
+            rows = {table: int(file_db.all(count.format(table))[0][0]) for table in FILES[name]}
         finally:
             file_db.close()
-        data["files"][name] = {"schema": version, "this_dispatch": schema.version, table: rows}
+        data["files"][name] = {"schema": version, "this_dispatch": schema.version, **rows}
     oauth = location.path / "oauth"
     data["logins"] = len(list(oauth.glob("*.json"))) if oauth.is_dir() else 0
     return data

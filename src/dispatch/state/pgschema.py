@@ -2,17 +2,21 @@
 ``dispatch``: the journal's (campaigns, recipients, reservations, list ids), the suppression
 store's, the OAuth2 logins, and what several senders on one campaign share: who is sending
 (``senders``, each with a lease on the database's clock), which recipients each holds
-(``claims``, each with a fencing number from ``fences``), and the pace of each relay
-(``pacing``). Versioned in ``meta``; migrations bring an older schema forward."""
+(``claims``, each with a fencing number from ``fences``), the pace of each relay
+(``pacing``), and what ``dispatch inbound`` read (``reports``, each counted once, and per
+campaign and reader ``events``: bounced, bounced softly, complained, unsubscribed by mail; the
+same tables as a state folder's ``feedback.sqlite3``). Versioned in ``meta``; migrations bring
+an older schema forward."""
 
 from __future__ import annotations
 
 SCHEMA_NAME = "dispatch"
-VERSION = 1
+VERSION = 2
+FEEDBACK_SINCE = 2  # the schema version that added the feedback tables
 # One lock id for every dispatch process creating or migrating the schema ("dispatch" in ASCII).
 MIGRATION_LOCK = 0x6469737061746368
 
-CREATE = """
+_FIRST = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE campaigns (
     id TEXT PRIMARY KEY, subject TEXT NOT NULL, fingerprint TEXT NOT NULL, article TEXT NOT NULL,
@@ -57,9 +61,19 @@ CREATE INDEX claims_order ON claims (campaign, seq);
 CREATE SEQUENCE fences;
 CREATE TABLE pacing (name TEXT PRIMARY KEY, next_slot TIMESTAMPTZ NOT NULL)
 """
+# What comes back by mail (dispatch.state.feedback): the reports read, and per campaign, reader
+# and kind one row (a report read twice, or by two hosts at once, counts once).
+FEEDBACK = """
+CREATE TABLE reports (id TEXT PRIMARY KEY, outcome TEXT NOT NULL, created BIGINT NOT NULL);
+CREATE TABLE events (
+    campaign TEXT NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL,
+    created BIGINT NOT NULL, PRIMARY KEY (campaign, key, kind)
+)
+"""
+CREATE = _FIRST + ";" + FEEDBACK
 
-# migrations[n] turns schema n into n + 1 (none yet: version 1 is the first).
-MIGRATIONS: dict[int, str] = {}
+# migrations[n] turns schema n into n + 1.
+MIGRATIONS: dict[int, str] = {1: FEEDBACK}
 
 
 def statements(script: str) -> list[str]:
