@@ -183,7 +183,7 @@ def bench_sink(b: Bench) -> None:
         f"same HTML only, base64 (it marks any non-ASCII message utf-8), {b.wire['mailmerge']:,} B; "
         f"smtp-source -l {body:,}, {b.wire['smtp-source']:,} B. Each dispatch send has a fresh state "
         "folder (empty journal) holding what the issue's dry run left in its cache (premailer's "
-        "inlined HTML, see src/dispatch/inlining.py), as a send after its preview does; mailmerge's "
+        "inlined HTML, see src/dispatch/compose/inlining.py), as a send after its preview does; mailmerge's "
         "template comes from that same dry run. The 'no dry run before' row has an empty state "
         "folder, so that run imports premailer and inlines the CSS itself (~0.14 s). The two-segment "
         "row sends the same issue with benchmarks/harness/fixtures.py's SEGMENT_HTML and SEGMENT_TEXT "

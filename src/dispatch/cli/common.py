@@ -26,10 +26,10 @@ if TYPE_CHECKING:
     from dispatch.send.summary import RunSummary
     from dispatch.settings import Settings
 
-EXIT_CODES = """Exit codes: 0 all done; 1 some recipients failed, were deferred or are unknown;
-2 bad usage, bad input or a blocking problem (nothing sent); 3 aborted (authentication, quota,
-server down, too many failures); 4 another run of this campaign is in progress; 130
-interrupted (resumable)."""
+EXIT_CODES = """Exit codes: 0 all done; 1 some recipients failed, were deferred or are unknown in
+this run; 2 bad usage, bad input or a blocking problem (nothing sent); 3 aborted (authentication,
+quota, server down, too many failures); 4 another run of this campaign is in progress (with the
+state in PostgreSQL a second run joins it instead); 130 interrupted (resumable)."""
 
 
 # A command-line mistake's class, reached through Typer's public BadParameter (Typer 0.28 keeps
