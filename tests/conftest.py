@@ -18,7 +18,7 @@ from dispatch.cli import app
 from dispatch.errors import ConfigError
 from dispatch.proof.chromium import LAUNCH_ARGS, find_chromium
 from dispatch.settings import platform_state_dir
-from tests.pg_server import Cluster, pg_bin, start_cluster
+from tests.pg_server import Cluster, private_cluster
 from tests.smtp_servers import FaultPlan, Server, start_server
 
 if TYPE_CHECKING:
@@ -137,17 +137,8 @@ PG_LEASE = 2.0  # seconds: DISPATCH_STATE_LEASE in tests with PostgreSQL
 def pg_cluster() -> Iterator[Cluster]:
     """A real PostgreSQL of the suite's own (Debian's initdb and pg_ctl, on 127.0.0.1), started
     once per session; skipped, saying so, where PostgreSQL is not installed."""
-    import tempfile
-
-    if pg_bin() is None:
-        pytest.skip("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
-    folder = Path(tempfile.mkdtemp(prefix="dispatch-pg-"))  # the postgres user must reach it
-    cluster = start_cluster(folder)
-    try:
+    with private_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

@@ -14,7 +14,10 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,3 +101,20 @@ def start_cluster(parent: Path) -> Cluster:
     cluster = Cluster(folder, free_port(), bin_dir)
     cluster.start()
     return cluster
+
+
+@contextmanager
+def private_cluster(prefix: str = "dispatch-pg-") -> Iterator[Cluster]:
+    """A cluster in a temporary folder for the block (stopped and removed after it); pytest
+    skips the caller, saying so, where PostgreSQL is not installed."""
+    import pytest
+
+    if pg_bin() is None:
+        pytest.skip("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
+    folder = Path(tempfile.mkdtemp(prefix=prefix))  # not tmp_path: the postgres user must reach it
+    cluster = start_cluster(folder)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)

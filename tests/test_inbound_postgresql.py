@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +28,7 @@ from dispatch.settings import StateLocation
 from dispatch.state import backend, pgschema
 from tests.inbound_helpers import READERS, Sent, inbound_state_fixture, make_sent_fixture, settings_file  # noqa: F401
 from tests.inbound_samples import complaint, dsn, redact
-from tests.pg_server import Cluster, pg_bin, start_cluster
+from tests.pg_server import Cluster, private_cluster
 from tests.smtp_servers import Server
 
 pytestmark = pytest.mark.slow  # real processes and a real PostgreSQL
@@ -219,15 +217,8 @@ def test_one_report_at_a_time_on_every_host(tmp_path: Path, pg_url: str) -> None
 @pytest.fixture
 def own_cluster() -> Iterator[Cluster]:
     """A PostgreSQL of this test's own, which it may stop and start again."""
-    if pg_bin() is None:
-        pytest.skip("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
-    folder = Path(tempfile.mkdtemp(prefix="dispatch-pg-down-"))  # the postgres user must reach it
-    cluster = start_cluster(folder)
-    try:
+    with private_cluster("dispatch-pg-down-") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_with_the_database_down_a_piped_report_waits_in_the_mail_system_and_nothing_is_lost(

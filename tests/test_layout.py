@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import dispatch
 from tests.conftest import ROOT
 
 SRC = ROOT / "src" / "dispatch"
@@ -166,3 +167,11 @@ def test_the_readme_map_names_every_package_and_module() -> None:
         assert path.name in section or path.stem in section, (
             f"{path.relative_to(SRC)} is not in the README map"
         )
+
+
+@pytest.mark.parametrize("name", sorted(set(dispatch.__all__) - {"__version__"}))
+def test_every_public_name_is_where_the_package_says(name: str) -> None:
+    """``from dispatch import plan_issue`` (the benchmark and library users) keeps working when a
+    module moves: each public name resolves to something defined under that name."""
+    found = getattr(dispatch, name)
+    assert getattr(found, "__name__", name) == name

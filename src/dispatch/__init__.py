@@ -14,8 +14,8 @@ __version__ = "0.2.0"
 _PUBLIC = {
     "Article": "dispatch.content.article",
     "load_article": "dispatch.content.article",
-    "RunSummary": "dispatch.send.campaign",
-    "plan_issue": "dispatch.send.campaign",
+    "RunSummary": "dispatch.send.summary",
+    "plan_issue": "dispatch.compose.issue",
     "SendOptions": "dispatch.send.delivery",
     "run_send": "dispatch.send.delivery",
     "DispatchError": "dispatch.errors",
