@@ -5,6 +5,8 @@ of a size a person reads at once, and only the CLI knows Typer and .env files.""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -175,3 +177,17 @@ def test_every_public_name_is_where_the_package_says(name: str) -> None:
     module moves: each public name resolves to something defined under that name."""
     found = getattr(dispatch, name)
     assert getattr(found, "__name__", name) == name
+
+
+def test_a_plain_send_loads_no_optional_weight() -> None:
+    """Extras load only when their setting asks: psycopg with DISPATCH_STATE_URL, authlib with
+    OAuth2, Playwright for --png/--pdf, dkimpy only in tests. A cron send on SQLite paid ~90 ms and
+    14 MB for a psycopg import it never used."""
+    code = (
+        "import sys\nimport dispatch.cli, dispatch.cli.sending, dispatch.send.worker\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(ast.literal_eval(done.stdout.strip()))
+    assert not loaded & {"psycopg", "psycopg_pool", "playwright", "authlib", "dkim", "dns"}
+    assert "dispatch" in loaded  # (what was asked was imported)

@@ -20,20 +20,20 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from dispatch.compose.issue import recipients
 from dispatch.errors import ConfigError
 from dispatch.lists.subscribers import Skipped, Subscriber
 from dispatch.send.skips import Skip
 from dispatch.settings import Rate
-from dispatch.state.journal import IN_FLIGHT, Journal
-from dispatch.state.shared import Claimed, SharedJournal
+from dispatch.state.journal import IN_FLIGHT, UNKNOWN, Journal
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (the shared journal, and psycopg, load only with DISPATCH_STATE_URL)
     from dispatch.compose.issue import Issue
     from dispatch.send.summary import RunSummary
     from dispatch.send.worker import Item, Run, SendOptions
+    from dispatch.state.shared import Claimed, SharedJournal
 
 OFFER_BATCH = 500  # list rows offered in one statement
 CLAIM_PER_CONNECTION = 8  # recipients a sender takes at a time, per connection
@@ -67,9 +67,9 @@ class SharedPacer:
 
 def shared_pacer(rate: Rate | None, journal: Journal | None, relay: str) -> SharedPacer | None:
     """The pace of a run with several senders, or None (a local pace will do)."""
-    if rate is None or not isinstance(journal, SharedJournal):
+    if rate is None or journal is None or not journal.shared:
         return None
-    return SharedPacer(rate, journal, relay)
+    return SharedPacer(rate, cast("SharedJournal", journal), relay)
 
 
 class ClaimFeed:
@@ -79,8 +79,9 @@ class ClaimFeed:
         self, issue: Issue, run: Run, options: SendOptions, summary: RunSummary,
         put: Callable[[Item], bool],
     ) -> None:  # fmt: skip
-        assert isinstance(run.journal, SharedJournal)
-        self.journal: SharedJournal = run.journal
+        assert run.journal is not None
+        assert run.journal.shared
+        self.journal = cast("SharedJournal", run.journal)
         self.issue, self.run, self.options, self.summary, self.put = issue, run, options, summary, put
         self.campaign = issue.campaign
         self.batch = CLAIM_PER_CONNECTION * issue.settings.connections
@@ -94,8 +95,8 @@ class ClaimFeed:
         offered: list[tuple[str, str, int, str, dict[str, str]]] = []
         for sub in recipients(self.issue):
             _state, reason, detail = self.run.rules.check(sub.key, store=bool(self.options.limit))
-            if reason is Skip.UNKNOWN and self._in_flight_elsewhere(sub.key):
-                reason = None  # offered: its outcome is the live sender's, and claiming sorts it out
+            if reason is Skip.UNKNOWN:
+                reason, detail = self._unknown_or_elsewhere(sub.key, reason, detail)
             if reason is not None:
                 self.summary.count_skip(reason, detail, sub.email)
                 if reason is Skip.SUPPRESSED:
@@ -120,10 +121,18 @@ class ClaimFeed:
             self.run.stop.wait(pause)  # another sender holds the rest: if it dies, they pass here
             pause = min(pause * 2, self.poll)
 
-    def _in_flight_elsewhere(self, key: str) -> bool:
-        """In flight now: a live sender has its message out (the run made those a dead sender
-        left in flight unknown before it started), so it is not an earlier run's unknown."""
-        return self.journal.skip_state(self.campaign, key)[0] == IN_FLIGHT
+    def _unknown_or_elsewhere(self, key: str, reason: Skip, detail: str) -> tuple[Skip | None, str]:
+        """An unknown, or a live sender's: in flight now means a live sender has its message out
+        (the run made those a dead sender left in flight unknown before it started), so the row is
+        offered and claiming sorts it out; one that has left flight since the first look is judged
+        by where it landed (sent by the other sender, most often), never as an earlier unknown."""
+        state, bounced = self.journal.skip_state(self.campaign, key)
+        if state == IN_FLIGHT:
+            return None, ""
+        if state == UNKNOWN:
+            return reason, detail
+        _state, now, now_detail = self.run.rules.judge(key, state, bounced, store=bool(self.options.limit))
+        return now, now_detail
 
     def _room(self) -> int:
         limit = self.options.limit
