@@ -22,7 +22,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -84,10 +83,7 @@ class RelayPool(Generic[T]):
         self._failed_on: dict[str, set[int]] = {}  # key -> the relays that could not take it
         self._busy = 0  # connections busy with a recipient (which they might still hand over)
         self._working = {id(r): 0 if r.down else r.settings.connections for r in relays}
-
-    @property
-    def several(self) -> bool:
-        return len(self.relays) > 1
+        self.several = len(relays) > 1
 
     def live(self) -> list[Relay]:
         return [r for r in self.relays if not r.down]
@@ -135,6 +131,8 @@ class RelayPool(Generic[T]):
     def take(self, relay: Relay | None = None) -> T | None:
         """A handed-over recipient for a connection of ``relay``, if one waits: one that relay
         has not failed already, unless no other live relay is left to take it."""
+        if not self._returned:  # (asked before every message: most runs hand nothing over)
+            return None
         with self._lock:
             for n, (item, key) in enumerate(self._returned):
                 failed = self._failed_on.get(key, set())
@@ -150,17 +148,24 @@ class RelayPool(Generic[T]):
             return None
 
     def tries(self, key: str) -> tuple[int, int]:
-        """(tries so far, tries not in the journal) of a handed-over recipient; (0, 0) for others."""
+        """(tries so far, tries not in the journal) of a handed-over recipient; (0, 0) for others.
+        (A handed-over recipient's entry is made with it, before any connection can take it.)"""
+        if not self._tries:
+            return (0, 0)
         with self._lock:
             return self._tries.pop(key, (0, 0))
 
     def hold(self) -> None:
-        """A connection starts on a recipient."""
+        """A connection starts on a recipient (counted with several relays: see :meth:`settled`)."""
+        if not self.several:
+            return
         with self._lock:
             self._busy += 1
 
     def release(self) -> None:
         """A connection is done with its recipient (sent, recorded or handed over)."""
+        if not self.several:
+            return
         with self._lock:
             self._busy -= 1
 
@@ -227,9 +232,11 @@ class Lookahead(Generic[T]):
             return
         item = self._pool.take(self._relay) if self._pool is not None else None
         if item is None and not self._ended:
-            with suppress(queue.Empty):
+            try:
                 item = self._work.get_nowait()
-                self._ended = item is None
+            except queue.Empty:
+                return
+            self._ended = item is None
         if item is not None:
             self._ahead.append(item)
 

@@ -13,8 +13,7 @@ import io
 import smtplib
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, cast
 
 MAX_LINE = 8192  # bytes in one reply line (smtplib's own limit)
 MAX_LINES = 100  # lines in one reply
@@ -23,9 +22,9 @@ EXPECTED = {"MAIL": (250,), "RCPT": (250, 251, 252), "DATA": (354,)}
 STAGES = tuple(EXPECTED)
 
 
-@dataclass(frozen=True)
-class Reply:
-    """One reply: its code, its lines' text joined, and what is wrong with it ("" if nothing)."""
+class Reply(NamedTuple):
+    """One reply: its code, its lines' text joined, and what is wrong with it ("" if nothing).
+    (A named tuple: four are read for every message, and a frozen dataclass costs more to make.)"""
 
     code: int
     text: str
@@ -53,7 +52,7 @@ def read_reply(smtp: smtplib.SMTP) -> Reply:
     """The next reply, each line checked: ``ddd-text`` lines up to a last ``ddd text`` (or just
     ``ddd``), every one with the same code, 2xx to 5xx. A connection that ends or fails raises
     (``SMTPServerDisconnected`` or ``OSError``), as smtplib does."""
-    file = _file(smtp)
+    file = smtp.file or _file(smtp)
     code, texts = 0, []
     while True:
         line = file.readline(MAX_LINE + 1)
@@ -62,18 +61,21 @@ def read_reply(smtp: smtplib.SMTP) -> Reply:
         body = line.rstrip(b"\r\n")
         digits, separator = body[:3], body[3:4]
         texts.append(body[4:].decode("utf-8", "replace").strip())
-        text = " ".join(t for t in texts if t)
         if len(line) > MAX_LINE:
-            return Reply(-1, text, f"a reply line over {MAX_LINE} bytes")
+            return Reply(-1, _joined(texts), f"a reply line over {MAX_LINE} bytes")
         if not (len(digits) == 3 and digits.isdigit() and digits[:1] in b"2345" and separator in b" -"):
             return Reply(-1, body.decode("utf-8", "replace"), "not an SMTP reply")
         if code and int(digits) != code:
-            return Reply(code, text, f"a reply whose lines disagree ({code}, then {int(digits)})")
+            return Reply(code, _joined(texts), f"a reply whose lines disagree ({code}, then {int(digits)})")
         code = int(digits)
         if separator != b"-":
-            return Reply(code, text)
+            return Reply(code, texts[0] if len(texts) == 1 else _joined(texts))
         if len(texts) >= MAX_LINES:
-            return Reply(code, text, f"a reply of more than {MAX_LINES} lines")
+            return Reply(code, _joined(texts), f"a reply of more than {MAX_LINES} lines")
+
+
+def _joined(texts: list[str]) -> str:
+    return " ".join(t for t in texts if t)
 
 
 def unread(smtp: smtplib.SMTP) -> bytes:
@@ -82,7 +84,7 @@ def unread(smtp: smtplib.SMTP) -> bytes:
     sock = smtp.sock
     if sock is None:
         return b""
-    file = _file(smtp)
+    file = smtp.file or _file(smtp)
     timeout = sock.gettimeout()
     sock.settimeout(0.0)
     try:
@@ -107,16 +109,19 @@ def out_of_place(replies: Sequence[Reply]) -> str:
     has no recipient for: then no data is sent)."""
     refused = False
     for stage, reply in zip(STAGES, replies, strict=False):
-        said = ": " + " ".join(part for part in (str(reply.code) * (reply.code > 0), reply.text) if part)
         if reply.problem:
-            return f"{reply.problem}, to {stage}{said}"
+            return f"{reply.problem}, to {stage}{_said(reply)}"
         if refused and not (reply.refusal or (stage == "DATA" and reply.code == 354)):
-            return f"{reply.code} to {stage} after a refusal{said}"
+            return f"{reply.code} to {stage} after a refusal{_said(reply)}"
         if not refused and not reply.accepts(stage):
             if not reply.refusal:
-                return f"{reply.code} to {stage}{said}"
+                return f"{reply.code} to {stage}{_said(reply)}"
             refused = True
     return ""
+
+
+def _said(reply: Reply) -> str:
+    return ": " + " ".join(part for part in (str(reply.code) * (reply.code > 0), reply.text) if part)
 
 
 def first_refusal(replies: Sequence[Reply]) -> tuple[str, Reply] | None:
