@@ -155,6 +155,22 @@ def test_the_cron_log_is_one_json_document_per_line(newsletter: Path, tmp_path: 
     assert [json.loads(line)["exit_code"] for line in log.read_text().splitlines()] == [0, 0]
 
 
+@pytest.mark.parametrize("in_file", [False, True])
+def test_the_summary_says_where_the_state_was_named(newsletter: Path, tmp_path: Path, in_file: bool) -> None:
+    """The real environment beats the settings file, so a state named there is the
+    environment's, even when the file names another: the summary must not send a person
+    looking in the wrong place."""
+    elsewhere = tmp_path / "cron-state"
+    if in_file:
+        set_values(newsletter / ".env", {"DISPATCH_STATE_DIR": str(tmp_path / "file-state")})
+    done = run("send", newsletter / "article.md", "--env-file", newsletter / ".env", "--dry-run", "--json",
+               cwd="/", home=tmp_path / "home", environ={"DISPATCH_STATE_DIR": str(elsewhere)})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert one_json(done)["state"] == {
+        "backend": "sqlite", "path": str(elsewhere), "found_by": "DISPATCH_STATE_DIR in the environment",
+    }  # fmt: skip
+
+
 def test_a_send_that_would_start_an_unnamed_new_state_is_refused(
     newsletter: Path, plain_server: Server, tmp_path: Path
 ) -> None:

@@ -290,7 +290,9 @@ def load_settings(env_file: Path | None, overrides: Mapping[str, str | None] | N
         )
     values.update(environment)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return Settings.from_mapping(values, settings_file=path.absolute() if used else None)
+    given = frozenset(k for k, v in environment.items() if v)
+    file = path.absolute() if used else None
+    return Settings.from_mapping(values, settings_file=file, from_environment=given)
 
 
 def state_dir(settings: Settings) -> Path:

@@ -141,13 +141,22 @@ class Settings:
     imap_password: str = field(default="", repr=False)
     imap_folder: str = "INBOX"
     settings_file: Path | None = None  # the file the values came from (None: the environment only)
+    # the DISPATCH_* keys the real environment set, over the file's (to say where the state was named)
+    from_environment: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
     # With several relays: each per-relay field and its value for every relay (see .relays)
     per_relay: tuple[tuple[str, tuple[Any, ...]], ...] = field(default=(), repr=False)
 
     @classmethod
-    def from_mapping(cls, env: Mapping[str, str], *, settings_file: Path | None = None) -> Settings:
+    def from_mapping(
+        cls,
+        env: Mapping[str, str],
+        *,
+        settings_file: Path | None = None,
+        from_environment: frozenset[str] = frozenset(),
+    ) -> Settings:
         """Build settings from ``DISPATCH_*`` keys; raise ConfigError naming the bad one.
-        A relative ``DISPATCH_STATE_DIR`` is taken relative to ``settings_file``'s folder."""
+        A relative ``DISPATCH_STATE_DIR`` is taken relative to ``settings_file``'s folder;
+        ``from_environment`` names the keys the real environment gave (over the file's)."""
         found: dict[str, Any] = {}
         lists: dict[str, tuple[Any, ...]] = {}  # settings giving one value per relay
         for setting in SETTINGS:
@@ -171,7 +180,7 @@ class Settings:
                     "relative to; give an absolute path (the state is never found from the working folder)"
                 )
             found["state_dir"] = settings_file.resolve().parent / state
-        settings = cls(**found, settings_file=settings_file)
+        settings = cls(**found, settings_file=settings_file, from_environment=from_environment)
         settings.check_unsubscribe()
         settings.check_list_id()
         settings.check_dkim()
@@ -185,17 +194,22 @@ class Settings:
     def state(self) -> StateLocation:
         """The state folder: ``DISPATCH_STATE_DIR``; else ``dispatch-state`` next to the settings
         file; else (no settings file at all) the platform's state folder."""
-        source = f"in {self.settings_file}" if self.settings_file is not None else "in the environment"
+
+        def source(name: str) -> str:
+            environment = self.settings_file is None or PREFIX + name in self.from_environment
+            return "in the environment" if environment else f"in {self.settings_file}"
+
         if self.state_url:  # the folder then holds only the inlined-CSS cache
             folder = self.state_dir or (
                 self.settings_file.resolve().parent / STATE_FOLDER
                 if self.settings_file is not None
                 else platform_state_dir()
             )
-            return StateLocation(folder, f"{PREFIX}STATE_URL {source}", True, self.settings_file,
+            return StateLocation(folder, f"{PREFIX}STATE_URL {source('STATE_URL')}", True, self.settings_file,
                                  url=self.state_url, lease=self.state_lease)  # fmt: skip
         if self.state_dir is not None:
-            return StateLocation(self.state_dir, f"{PREFIX}STATE_DIR {source}", True, self.settings_file)
+            named = f"{PREFIX}STATE_DIR {source('STATE_DIR')}"
+            return StateLocation(self.state_dir, named, True, self.settings_file)
         if self.settings_file is not None:
             folder = self.settings_file.resolve().parent / STATE_FOLDER
             return StateLocation(
