@@ -42,7 +42,9 @@ def bench_journal(b: Bench) -> None:
         ),
     }
     with SmtpSink(b.run) as sink:
-        settings = Settings.from_mapping(settings_mapping(DISPATCH_SMTP_PORT=str(sink.port)))
+        # its own state folder: with none named, the library would keep premailer's cache under $HOME
+        named = settings_mapping(DISPATCH_SMTP_PORT=str(sink.port), DISPATCH_STATE_DIR=str(b.fresh_state()))
+        settings = Settings.from_mapping(named)
         issue = plan_issue(b.article, b.send_list, settings)
 
         def once(name: str) -> None:
