@@ -481,3 +481,52 @@ def test_a_dry_run_names_each_problem_once_with_one_figure(
     [size_line] = [line for line in lines if line.startswith("  HTML size:")]
     shown = size_line.split()[2] + " " + size_line.split()[3]
     assert f"the HTML is {shown} per message" in clipped[0]
+
+
+# --- the state folder -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "relative", "why"),
+    [
+        (lambda root: None, "news/dispatch-state", None),  # made by the first send
+        (lambda root: (root / "state").mkdir(), "state", None),
+        (lambda root: (root / "file").write_text("x"), "file/state", "{root}/file is a file, not a folder"),
+        (lambda root: (root / "state").write_text("x"), "state", "{root}/state is a file, not a folder"),
+    ],
+    ids=["to-be-made", "exists", "under-a-file", "is-a-file"],
+)
+def test_a_state_folder_that_cannot_be_used_blocks(
+    tmp_path: Path, make: Any, relative: str, why: str | None
+) -> None:
+    make(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    found = settings_problems(settings(state_dir=str(tmp_path / relative)))
+    assert sorted(tmp_path.rglob("*")) == before  # the check leaves nothing behind
+    if why is None:
+        assert found == []
+    else:
+        assert [(p.code, p.level) for p in found] == [("state-unusable", "blocking")]
+        assert why.format(root=tmp_path) in found[0].message
+        assert "DISPATCH_STATE_DIR" in found[0].message
+
+
+def test_a_state_folder_this_user_cannot_write_blocks(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        found = settings_problems(settings(state_dir=str(locked / "state")))
+    finally:
+        locked.chmod(0o700)
+    if os.geteuid() == 0:  # root writes anywhere the file system lets it: nothing to find
+        assert found == []
+    else:
+        assert [p.code for p in found] == ["state-unusable"]
+        assert f"{locked} cannot be written by this user" in found[0].message
+
+
+def test_a_postgresql_state_has_no_folder_to_check(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    state = settings(state_dir=str(blocker / "state"), state_url="postgresql://dispatch@127.0.0.1/news")
+    assert settings_problems(state) == []

@@ -300,3 +300,22 @@ def test_unsubscribe_links_from_the_first_issue_outlive_renames_and_a_rotation(
     fourth = send(4)
     assert fourth["suppressed_recipients"] == [{"email": leaving, "reason": "unsubscribed"}]
     assert sorted(m.rcpt_tos[0] for m in plain_server.received[before:]) == sorted(set(READERS) - {leaving})
+
+
+def test_a_dry_run_says_when_the_state_folder_cannot_be_made(newsletter: Path, tmp_path: Path) -> None:
+    """A dry run shows what a send would do: with a state folder that cannot be created (here
+    in /proc, which nobody can write, root included) the send stops at its journal, so the dry
+    run marks it Blocking and exits 2 too; the preview is still written."""
+    state = Path("/proc/1/dispatch-state")
+    out = tmp_path / "preview"
+    done = run("send", newsletter / "article.md", "--env-file", newsletter / ".env", "--dry-run",
+               "--out", out, cwd=newsletter, home=tmp_path / "home",
+               environ={"DISPATCH_STATE_DIR": str(state)})  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"Blocking:      the state folder {state} cannot be used: " in done.stdout
+    assert "Traceback" not in done.stderr
+    assert (out / "index.html").is_file()
+    sent = run("send", newsletter / "article.md", "--env-file", newsletter / ".env", "--yes", cwd=newsletter,
+               home=tmp_path / "home", environ={"DISPATCH_STATE_DIR": str(state)})  # fmt: skip
+    assert sent.returncode == 2, sent.stdout + sent.stderr
+    assert "DISPATCH_STATE_DIR" in sent.stderr

@@ -18,6 +18,7 @@ from dispatch.compose.issue import human_size
 from dispatch.errors import DispatchError
 from dispatch.settings import PREFIX, Settings
 from dispatch.settings.table import PLACEHOLDERS
+from dispatch.state.location import unusable_state
 
 Level = Literal["blocking", "refused", "warning"]
 GMAIL_CLIP_BYTES = 100_000  # Gmail clips at about 102 KB of HTML (HTML-03)
@@ -32,6 +33,8 @@ MESSAGES = {
     "no-from": "DISPATCH_FROM is not set; set it like DISPATCH_FROM='News <news@example.org>'",
     "no-unsubscribe": "no unsubscribe link or header: set DISPATCH_UNSUBSCRIBE_URL (https) and/or _MAILTO",
     "unsubscribe-not-https": "DISPATCH_UNSUBSCRIBE_URL {url!r} must start with https:// (RFC 8058 one-click)",
+    "state-unusable": "the state folder {path} cannot be used: {why}; set DISPATCH_STATE_DIR to a folder "
+    "this user can write",
     "no-postal-address": "set DISPATCH_POSTAL_ADDRESS: bulk mail must show a postal address (CAN-SPAM)",
     "no-unsubscribe-secret": "DISPATCH_UNSUBSCRIBE_SECRET is not set; " + _MAKE_ONE,
     "short-unsubscribe-secret": "DISPATCH_UNSUBSCRIBE_SECRET is under 32 characters; " + _MAKE_ONE,
@@ -81,7 +84,7 @@ BLOCKING = frozenset(
     {"no-from", "no-unsubscribe", "unsubscribe-not-https", "no-postal-address", "no-unsubscribe-secret"}
     | {"short-unsubscribe-secret", "dkim-not-aligned", "no-dkim-record", "dkim-revoked", "dkim-mismatch"}
     | {"no-unsubscribe-link-html", "no-unsubscribe-link-text", "no-postal-address-html"}
-    | {"no-postal-address-text", "dkim-lookup-failed"}
+    | {"no-postal-address-text", "dkim-lookup-failed", "state-unusable"}
 )
 REFUSED = frozenset({"example-value", "example-unsubscribe-secret"})
 
@@ -201,6 +204,9 @@ def settings_problems(settings: Settings) -> list[Problem]:
         ("free-mail-from", bool(domain) and free_mail_domain(domain), where),
     ]
     found = [problem(code, **values) for code, failed, values in checks if failed]
+    unusable = unusable_state(settings.state)
+    if unusable is not None:
+        found.append(problem("state-unusable", path=settings.state.path, why=unusable))
     relays = [p for relay in settings.relays for p in _relay_problems(relay)]  # each relay's own limits
     return found + _example_problems(settings) + relays
 

@@ -14,6 +14,8 @@ How a state folder is found (the README's "Where the state lives" says the same)
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from dispatch.settings import PREFIX, STATE_FOLDER, StateLocation, platform_state_dir
@@ -43,3 +45,26 @@ def new_state_problem(location: StateLocation) -> str | None:
         f"{where} to this newsletter's state folder ({PREFIX}STATE_DIR={STATE_FOLDER} for a new one "
         f"next to the settings file){earlier}"
     )
+
+
+def unusable_state(location: StateLocation) -> str | None:
+    """Why a send could not keep its state in ``location``'s folder, or None when it could (or
+    the state is in PostgreSQL). Writes nothing, but for a folder made and removed at once where
+    the state folder would be created (the one way to learn that, ``/proc`` for one, refuses)."""
+    if location.url:
+        return None
+    folder = location.path
+    nearest = folder
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        return f"{nearest} is a file, not a folder"
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        return f"{nearest} cannot be written by this user"
+    if nearest == folder:
+        return None
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".dispatch-", dir=nearest))
+    except OSError as err:
+        return f"cannot be created in {nearest} ({err.strerror})"
+    return None
