@@ -238,7 +238,7 @@ def test_forged_foreign_and_unknown_tokens_change_nothing(sent: Sent) -> None:
     no_campaign = address(make(SECRET, BOUNCE, "news.example.org", "winter", "bob@example.com"))
     for to, why in (
         (stranger, "nobody the campaign reached"),
-        (no_campaign, "campaign this state folder does not"),
+        (no_campaign, "campaign this state (folder or database) does not"),
     ):
         result = sent.inbound(dsn(to, "zed@example.com", b"Subject: x\r\n\r\nx\r\n"))
         assert why in result.stderr

@@ -107,7 +107,7 @@ class Readers:
                 reached = self._latest(address)
                 if reached is not None:
                     return Reader(reached[1], reached[2], reached[0], "", "the address it names")
-        raise NotOurs("nothing in it names a reader this state folder sent to")
+        raise NotOurs("nothing in it names a reader this state (folder or database) sent to")
 
     def _from_tokens(self, places: list[str], kind: str, via: str) -> Reader:
         """The reader the tokens of ``kind`` in ``places`` name: every one must be ours and
@@ -146,7 +146,7 @@ class Readers:
             if who is not None:
                 return Reader(who[0], who[1], campaign, opened.list_id, via)
         if not campaigns:
-            raise NotOurs("its token names a campaign this state folder does not have")
+            raise NotOurs("its token names a campaign this state (folder or database) does not have")
         raise NotOurs("its token names nobody the campaign reached")
 
     def _link_token(self, token: str, message_id: str = "") -> Reader | None:
