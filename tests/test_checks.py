@@ -493,8 +493,13 @@ def test_a_dry_run_names_each_problem_once_with_one_figure(
         (lambda root: (root / "state").mkdir(), "state", None),
         (lambda root: (root / "file").write_text("x"), "file/state", "{root}/file is a file, not a folder"),
         (lambda root: (root / "state").write_text("x"), "state", "{root}/state is a file, not a folder"),
+        (
+            lambda root: (root / "link").symlink_to(root / "gone"),
+            "link/state",
+            "{root}/link is a link to nothing",
+        ),
     ],
-    ids=["to-be-made", "exists", "under-a-file", "is-a-file"],
+    ids=["to-be-made", "exists", "under-a-file", "is-a-file", "under-a-broken-link"],
 )
 def test_a_state_folder_that_cannot_be_used_blocks(
     tmp_path: Path, make: Any, relative: str, why: str | None

@@ -55,8 +55,10 @@ def unusable_state(location: StateLocation) -> str | None:
         return None
     folder = location.path
     nearest = folder
-    while not nearest.exists() and nearest != nearest.parent:
+    while not os.path.lexists(nearest) and nearest != nearest.parent:
         nearest = nearest.parent
+    if nearest.is_symlink() and not nearest.exists():
+        return f"{nearest} is a link to nothing"
     if not nearest.is_dir():
         return f"{nearest} is a file, not a folder"
     if not os.access(nearest, os.W_OK | os.X_OK):
