@@ -188,7 +188,8 @@ def _relay_problems(settings: Settings) -> list[Problem]:
 
 
 def settings_problems(settings: Settings) -> list[Problem]:
-    """Problems in the settings alone (no network)."""
+    """Problems in the settings alone (no network; the state folder is looked at, see
+    :func:`dispatch.state.location.unusable_state`)."""
     sender, url, secret = settings.sender, settings.unsubscribe_url, settings.unsubscribe_secret
     domain, dkim = (sender.domain if sender is not None else ""), settings.dkim_domain
     where = {"dkim": dkim, "domain": domain}

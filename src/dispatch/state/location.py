@@ -54,9 +54,7 @@ def unusable_state(location: StateLocation) -> str | None:
     if location.url:
         return None
     folder = location.path
-    nearest = folder
-    while not os.path.lexists(nearest) and nearest != nearest.parent:
-        nearest = nearest.parent
+    nearest = next(p for p in (folder, *folder.parents) if os.path.lexists(p))  # ("/" always is)
     if nearest.is_symlink() and not nearest.exists():
         return f"{nearest} is a link to nothing"
     if not nearest.is_dir():
