@@ -269,6 +269,74 @@ def test_stop_during_backoff_returns_at_once_and_nothing_more_reaches_the_server
     assert j.IN_FLIGHT not in states(journal, issue.campaign).values()
 
 
+# ------------------- 2b. a retry waits: a refusal before the data leaves no "in flight" behind
+
+
+def _refused_once(
+    tmp_path: Path, env: dict[str, str], counting_server: Callable[..., tuple[Server, Counting]]
+) -> tuple[Server, list[str], Settings, Path]:
+    """Two connections to a pipelining relay (the row goes in flight with the pipelined MAIL,
+    RCPT and DATA) that answers one reader's RCPT with a 451 until told otherwise."""
+    people = emails(4)
+    server, _ = counting_server(FaultPlan(reject={people[1]: "451 4.7.1 greylisted, try again later"}))
+    settings = settings_for(env, server, connections="2", retries="2", retry_delay="5")
+    return server, people, settings, write_list(tmp_path / "list.csv", people)
+
+
+def test_a_reader_refused_before_the_data_is_not_in_flight_while_the_retry_waits(
+    tmp_path: Path,
+    env: dict[str, str],
+    article: Path,
+    journal: j.Journal,
+    counting_server: Callable[..., tuple[Server, Counting]],
+) -> None:
+    """A SIGKILL during the wait must not turn a reader no data ever went to into "unknown"
+    (which no later run sends): while the retry waits, their row is as it was before the try."""
+    server, people, settings, path = _refused_once(tmp_path, env, counting_server)
+    issue = plan_issue(article, path, settings)
+    during: list[dict[str, str]] = []
+
+    def backoff(_seconds: float) -> None:  # what a SIGKILL now would leave
+        during.append(states(journal, issue.campaign))
+        server.handler.faults.reject.clear()  # the greylisting ends
+
+    summary = run_send(issue, journal, SendOptions(sleep=backoff))
+
+    assert during, "the retry never waited"
+    assert during[0].get(people[1]) != j.IN_FLIGHT, during[0]
+    assert summary.sent == 4
+    assert summary.unknown == 0
+    assert rcpts(server) == sorted(people), "everyone exactly once"
+    assert set(states(journal, issue.campaign).values()) == {j.SENT}
+
+
+def test_a_reader_who_unsubscribes_while_their_retry_waits_is_not_mailed(
+    tmp_path: Path,
+    env: dict[str, str],
+    article: Path,
+    journal: j.Journal,
+    counting_server: Callable[..., tuple[Server, Counting]],
+) -> None:
+    """The suppression store is asked before every try, not only the first."""
+    server, people, settings, path = _refused_once(tmp_path, env, counting_server)
+    issue = plan_issue(article, path, settings)
+    store = backend.open_suppressions(settings.state)
+
+    def backoff(_seconds: float) -> None:
+        store.add(people[1], "complained")  # (a complaint: every list) while the retry waits
+        server.handler.faults.reject.clear()  # the relay would now take the message
+
+    summary = run_send(issue, journal, SendOptions(sleep=backoff, suppressions=store))
+    store.close()
+
+    assert people[1] not in rcpts(server)
+    assert rcpts(server) == sorted(p for p in people if p != people[1])
+    assert summary.sent == 3
+    assert summary.suppressed == 1
+    assert summary.exit_code == ExitCode.OK
+    assert states(journal, issue.campaign).get(people[1]) not in (j.IN_FLIGHT, j.SENT, j.UNKNOWN)
+
+
 # ------------------------------------------------- 3. one daily budget for two concurrent campaigns
 
 

@@ -85,3 +85,12 @@ class SkipRules:
         """A hard bounce (x.1.1-x.1.3) suppresses the address on every list, for good."""
         if self.store is not None:
             self.store.add(email, "bounced", scope="*", source=f"bounce:{self.campaign}")
+
+
+class Suppressed(Exception):
+    """The recipient was suppressed while a retry waited (see :meth:`SkipRules.suppressed`): no
+    more tries."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -18,7 +18,7 @@ from dispatch.lists.subscribers import Skipped, Subscriber
 from dispatch.send.claiming import ClaimFeed, shared_pacer
 from dispatch.send.oauth import TokenSource
 from dispatch.send.relays import HandOver, Lookahead, Relay, RelayPool, Tries
-from dispatch.send.skips import SkipRules
+from dispatch.send.skips import SkipRules, Suppressed
 from dispatch.send.transport import Envelope, Result, Scope, SmtpTransport, Status, Unreachable
 from dispatch.settings import Rate
 from dispatch.state import journal as j
@@ -128,6 +128,12 @@ class Run:
         if self.journal is not None:
             self.journal.suppressed(self.issue.campaign, sub.key, sub.email, reason)
 
+    def _late(self, sub: Subscriber, reason: str) -> None:
+        """Suppressed since the list was read (before its first try, or before a retry)."""
+        with self.lock:
+            self.late_suppressed.append((sub.email, reason))
+        self.settle_suppressed(sub, reason)
+
     def leave(self, prior: str | None) -> None:
         """A recipient this run will not try after all (``prior``: its state before the run)."""
         with self.lock:
@@ -185,9 +191,7 @@ class Run:
             self.pacer.wait(self.stop)
         entry = self.rules.suppressed(sub.key)  # an unsubscribe may have come in since the list was read
         if entry is not None:
-            with self.lock:
-                self.late_suppressed.append((sub.email, entry.reason))
-            self.settle_suppressed(sub, entry.reason)
+            self._late(sub, entry.reason)
             return
         reservation = False if self.stop.is_set() else self.reserve()
         if reservation is False:
@@ -218,13 +222,22 @@ class Run:
                 journal.in_flight(campaign, sub.key, sub.email, mid)
 
         def interim(result: Result) -> None:
-            """The server answered the data with a 4xx: never leave "in flight" behind."""
+            """A try deferred: never leave "in flight" behind while the next one waits. A 4xx to
+            the data is recorded; a refusal before the data (of the pipelined commands, which
+            went in flight with them) puts the row back as it was: nothing can have been taken."""
             nonlocal recorded
-            recorded, tries.marked = True, False
-            self.record(sub, result, mid, attempts=tries.take_unmarked())
+            if result.data_started:
+                recorded, tries.marked = True, False
+                self.record(sub, result, mid, attempts=tries.take_unmarked())
+            elif tries.marked and journal is not None:
+                journal.withdraw(campaign, sub.key, j.DEFERRED if recorded else prior)
+                tries.marked = False
 
         try:
             result = self._attempts(transport, relay, sub, data, tries, mark=mark, interim=interim)
+        except Suppressed as late:  # (between two tries: the row was put back after the first)
+            self._late(sub, late.reason)
+            return
         except HandOver as over:
             self.pool.trouble(relay, over.why)
             self._hand_over(item, relay, over.why, recorded, tries)
@@ -364,6 +377,8 @@ class Run:
                 (self.options.sleep or self.stop.wait)(backoff)
                 if self.stop.is_set():
                     return result
+                if (entry := self.rules.suppressed(sub.key)) is not None:  # unsubscribed meanwhile
+                    raise Suppressed(entry.reason)
                 self.pacer.wait(self.stop)
             tries.total += 1
             try:
@@ -378,7 +393,7 @@ class Run:
             lost = result.status is Status.DEFERRED and result.code is None and not result.data_started
             if lost and self.pool.others(relay):  # the connection failed before the final dot: nothing taken
                 raise HandOver(result.text)
-            if result.status is Status.DEFERRED and result.data_started:
+            if result.status is Status.DEFERRED:
                 interim(result)
             if result.status is not Status.DEFERRED or result.stops_campaign:
                 return result
