@@ -599,6 +599,33 @@ def test_status_and_flag_columns_mail_only_clear_subscribers(
 
 
 @pytest.mark.parametrize(
+    "value", ["no", "0", "false", "FALSE", "stop", "STOP", "unsub", "DNC", "disabled", "banned", "left",
+              "abgemeldet", "Cancelled"],
+)  # fmt: skip
+def test_a_status_column_of_refusals_alone_mails_nobody(write_file: WriteFile, value: str) -> None:
+    """Every row says not to mail, and none says "subscribed": the column is still a status
+    column (whether a reader is mailed never depends on what the other rows say)."""
+    items = read(
+        write_csv(
+            write_file, f"email,name,status\nann@example.org,Ann,{value}\nbob@example.com,Bob,{value}\n"
+        )
+    )
+    assert valid(items) == []
+    assert [row.line for row in skipped(items)] == [2, 3]
+
+
+@pytest.mark.parametrize("header", ["Bounced", "Do Not Contact", "DNC", "Complained", "Email Bounced"])
+@pytest.mark.parametrize("value", ["yes", "1", "TRUE"])
+def test_a_yes_no_column_that_says_bounced_or_do_not_contact_is_honoured(
+    write_file: WriteFile, header: str, value: str
+) -> None:
+    items = read(write_csv(write_file, f"email,{header}\nann@example.org,{value}\nbob@example.com,no\n"))
+    assert [s.email for s in valid(items)] == ["bob@example.com"]
+    (row,) = skipped(items)
+    assert row.line == 2
+
+
+@pytest.mark.parametrize(
     ("header", "values"),
     [("State", ["TX", "MA"]), ("Status", ["Paid", "Lifetime"]), ("Member Status", ["Paid", "Lifetime"])],
 )

@@ -28,14 +28,23 @@ SUBSCRIBED = {
 UNSUBSCRIBED = {  # the common ways of saying it, reported as "unsubscribed"
     "unsubscribed", "unsubscribe", "optedout", "optout", "bounced", "cleaned", "complained",
     "blocklisted", "blacklisted", "suppressed", "removed", "inactive", "pending", "unconfirmed",
+    # and the plain refusals a hand-kept sheet uses: a column of them is a status column, so no
+    # such row is ever mailed because no row in the list happens to say "subscribed"
+    "no", "n", "false", "0", "off", "stop", "stopped", "unsub", "dnc", "donotcontact", "donotmail",
+    "disabled", "banned", "blocked", "left", "cancelled", "canceled", "deleted", "abgemeldet",
+    "désabonné", "désabonnée", "désinscrit", "disiscritto", "baja", "afgemeld", "uitgeschreven",
 }  # fmt: skip
 # Words that show a column really holds subscription statuses (values are compared squeezed).
 STATUS_WORD = re.compile(
     r"subscri|abonn|optin|optout|optedout|bounce|spam|complain|clean|archiv|donot|inactive|active|"
-    r"confirm|pending|delet|block|suppress|remov|verified|valid"
+    r"confirm|pending|delet|block|suppress|remov|verified|valid|unsub|stop|disabl|bann|cancel|abgemeld"
 )
 # Yes/no columns: "opted out = yes" or "subscribed = no" means: do not mail.
-OPT_OUT_ALIASES = {"emailoptout", "optout", "optedout", "unsubscribed", "donotemail", "hasoptedoutofemail"}
+OPT_OUT_ALIASES = {
+    "emailoptout", "optout", "optedout", "unsubscribed", "donotemail", "hasoptedoutofemail",
+    "donotcontact", "donotmail", "dnc", "bounced", "hardbounced", "emailbounced", "complained", "blocked",
+    "suppressed",
+}  # fmt: skip
 OPT_IN_ALIASES = {"subscribed", "issubscribed", "optin", "emailoptin", "consent", "marketingconsent"}
 TRUE_WORDS = {"1", "true", "yes", "y", "x", "ja", "oui", "sí", "si"}
 FALSE_WORDS = {"0", "false", "no", "n", "nein", "non"}
