@@ -163,7 +163,8 @@ def test_creates_the_folder_and_says_what_to_run_next(tmp_path: Path) -> None:
         "dispatch send article.md --dry-run",
     )
     assert result.report() == (
-        f"Wrote .env, subscribers.csv, article.md in {folder}\nNext:\n  cd '{folder}'\n"
+        f"Wrote .env, subscribers.csv, article.md and an empty state (dispatch-state/) in {folder}\n"
+        f"Next:\n  cd '{folder}'\n"
         "  dispatch check article.md\n  dispatch send article.md --dry-run\n" + result.then
     )
     assert "edit .env" in result.then
@@ -192,6 +193,8 @@ def test_a_check_and_a_dry_run_work_at_once(tmp_path: Path, templates: bool) -> 
     folder = tmp_path / "letter"
     result = scaffold(folder, templates=templates)
     check_args, dry_run_args = (command.split()[1:] for command in result.commands[1:])
+    made = {p.name for p in (folder / "dispatch-state").iterdir()}
+    assert made == {"suppression.sqlite3"}  # the newsletter's state, empty: its first send starts there
 
     checked = run_dispatch(folder, *check_args)
     assert checked.returncode == 2, checked.stderr  # init's example values: a send would refuse
@@ -212,5 +215,9 @@ def test_a_check_and_a_dry_run_work_at_once(tmp_path: Path, templates: bool) -> 
     assert len(messages) >= 1
     assert b"To: Ada Lovelace <ada@example.org>" in messages[0].read_bytes()
     assert f"State:         {folder / 'dispatch-state'} (DISPATCH_STATE_DIR in" in dry.stdout
-    for state in (tmp_path / "state", folder / "dispatch-state"):  # no journal (at most the CSS cache)
-        assert not [p for p in state.rglob("*") if p.is_file() and p.parent.name != "cache"]
+    assert not (tmp_path / "state").exists()
+    # no journal (at most the CSS cache, and SQLite's companions of the store it read)
+    left = {
+        p.name for p in (folder / "dispatch-state").rglob("*") if p.is_file() and p.parent.name != "cache"
+    }
+    assert left - {"suppression.sqlite3-wal", "suppression.sqlite3-shm"} == made

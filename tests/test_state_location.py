@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -70,6 +71,16 @@ def set_values(env_file: Path, values: Mapping[str, str]) -> None:
         if not found:
             text += line + "\n"
     env_file.write_text(text, encoding="utf-8")
+
+
+def unname_state(newsletter: Path, replacement: str = "") -> Path:
+    """Take DISPATCH_STATE_DIR out of init's .env and the empty state init made: a newsletter
+    whose state nobody named and that has none yet."""
+    env_file = newsletter / ".env"
+    text = env_file.read_text(encoding="utf-8")
+    env_file.write_text(re.sub(r"^DISPATCH_STATE_DIR=.*$", replacement, text, flags=re.M))
+    shutil.rmtree(newsletter / "dispatch-state")
+    return env_file
 
 
 @pytest.fixture
@@ -174,9 +185,7 @@ def test_the_summary_says_where_the_state_was_named(newsletter: Path, tmp_path: 
 def test_a_send_that_would_start_an_unnamed_new_state_is_refused(
     newsletter: Path, plain_server: Server, tmp_path: Path
 ) -> None:
-    env_file = newsletter / ".env"
-    text = env_file.read_text(encoding="utf-8")
-    env_file.write_text(re.sub(r"^DISPATCH_STATE_DIR=.*$", "# DISPATCH_STATE_DIR=", text, flags=re.M))
+    env_file = unname_state(newsletter, "# DISPATCH_STATE_DIR=")
     done = run(
         "send",
         newsletter / "article.md",
@@ -197,9 +206,9 @@ def test_a_send_that_would_start_an_unnamed_new_state_is_refused(
 
     # a state that exists is this newsletter's: found next to the settings file, and used
     named = run("send", newsletter / "article.md", "--env-file", env_file, "--yes", "--json", cwd="/",
-                home=tmp_path / "h", environ={"DISPATCH_STATE_DIR": "dispatch-state"})  # fmt: skip
+                home=tmp_path / "h", environ={"DISPATCH_STATE_DIR": str(would)})  # fmt: skip
     assert named.returncode == 0, named.stderr
-    assert one_json(named)["state"]["path"] == str(would)  # type: ignore[index]  # relative to the file
+    assert one_json(named)["state"]["path"] == str(would)  # type: ignore[index]
     later = run(
         "send",
         newsletter / "article.md",
@@ -220,9 +229,7 @@ def test_a_send_that_would_start_an_unnamed_new_state_is_refused(
 
 
 def test_an_earlier_state_under_home_is_named_in_the_refusal(newsletter: Path, tmp_path: Path) -> None:
-    env_file = newsletter / ".env"
-    text = env_file.read_text(encoding="utf-8")
-    env_file.write_text(re.sub(r"^DISPATCH_STATE_DIR=.*$", "", text, flags=re.M))
+    env_file = unname_state(newsletter)
     home = tmp_path / "old-home"
     legacy = home / ".local" / "state" / "dispatch"
     legacy.mkdir(parents=True)
@@ -238,13 +245,53 @@ def test_an_earlier_state_under_home_is_named_in_the_refusal(newsletter: Path, t
 def test_other_writers_refuse_an_unnamed_new_state_too(
     newsletter: Path, tmp_path: Path, command: list[str]
 ) -> None:
-    env_file = newsletter / ".env"
-    text = env_file.read_text(encoding="utf-8")
-    env_file.write_text(re.sub(r"^DISPATCH_STATE_DIR=.*$", "", text, flags=re.M))
+    env_file = unname_state(newsletter)
     done = run(*command, "--env-file", env_file, cwd="/", home=tmp_path / "h")
     assert done.returncode == 2
     assert "no dispatch state at" in done.stderr
     assert not (newsletter / "dispatch-state").exists()
+
+
+def test_a_settings_file_copied_away_from_its_state_never_starts_a_new_one(
+    newsletter: Path, plain_server: Server, tmp_path: Path
+) -> None:
+    """init writes a relative DISPATCH_STATE_DIR: a copy of the .env elsewhere points at a state
+    that does not exist. A cron send must not start it (it would mail everyone again, the
+    unsubscribed included); a dry run says it is new; an absolute path follows the file."""
+    env_file = newsletter / ".env"
+    first = run(
+        "send", newsletter / "article.md", "--env-file", env_file, "--yes", cwd="/", home=tmp_path / "h"
+    )
+    assert first.returncode == 0, first.stderr
+    sent = len(plain_server.received)
+    assert sent == len(READERS)
+    copy = tmp_path / "etc" / ".env"
+    copy.parent.mkdir()
+    copy.write_text(env_file.read_text(encoding="utf-8"), encoding="utf-8")
+    would = copy.parent / "dispatch-state"
+    args = ("send", newsletter / "article.md", "-s", newsletter / "subscribers.csv", "--env-file", copy)
+
+    dry = run(*args, "--dry-run", cwd="/", home=tmp_path / "h")
+    assert (
+        f"State:         {would} (DISPATCH_STATE_DIR in {copy}) — new: nothing recorded there yet"
+        in dry.stdout
+    )
+
+    cron = run(*args, "--yes", "--json", cwd="/", home=tmp_path / "h")
+    assert cron.returncode == 2
+    assert f"no dispatch state at {would} yet (DISPATCH_STATE_DIR in {copy}, relative to" in cron.stderr
+    assert "copied or moved away from its state" in cron.stderr
+    assert one_json(cron)["exit_code"] == 2
+    assert len(plain_server.received) == sent, "nobody was mailed again"
+    assert not (would / "journal.sqlite3").exists()
+
+    set_values(
+        copy, {"DISPATCH_STATE_DIR": str(newsletter / "dispatch-state")}
+    )  # the state, by its full path
+    again = run(*args, "--yes", "--json", cwd="/", home=tmp_path / "h")
+    assert again.returncode == 0, again.stderr
+    assert one_json(again)["already_sent"] == len(READERS)
+    assert len(plain_server.received) == sent
 
 
 def test_a_relative_state_dir_is_never_taken_from_the_working_folder(tmp_path: Path) -> None:

@@ -19,7 +19,9 @@ from dispatch.compose.render import HTML_TEMPLATE, TEXT_TEMPLATE, builtin_templa
 from dispatch.errors import InputError
 from dispatch.files import private_folders, read_regular
 from dispatch.settings.envfile import INIT_HEADER, env_text
-from dispatch.settings.table import PLACEHOLDERS
+from dispatch.settings.table import PLACEHOLDERS, STATE_FOLDER
+from dispatch.state.db import StateError
+from dispatch.state.suppression import SuppressionStore
 
 ENV_FILE, ARTICLE_FILE, TEMPLATE_FOLDER = ".env", "article.md", "templates"
 SUBSCRIBERS_FILE = "subscribers.csv"
@@ -96,15 +98,17 @@ class Scaffold:
     written: tuple[Path, ...]
     commands: tuple[str, ...]  # the next commands to run, in order
     then: str = (
-        "Then edit .env (the values marked EDIT: your relay, sender, unsubscribe address and postal "
-        "address), article.md and subscribers.csv, and send for real without --dry-run."
+        "Then edit .env (the values marked EDIT: your relay, sender, reply address, organisation, "
+        "postal address, list id and unsubscribe address), article.md and subscribers.csv, and send "
+        "for real without --dry-run."
     )
 
     def report(self) -> str:
         """A few lines for the terminal: what was written, and the next commands."""
         names = ", ".join(str(p.relative_to(self.folder)) for p in self.written)
         steps = "".join(f"\n  {command}" for command in self.commands)
-        return f"Wrote {names} in {self.folder}\nNext:{steps}\n{self.then}"
+        state = f" and an empty state ({STATE_FOLDER}/)"
+        return f"Wrote {names}{state} in {self.folder}\nNext:{steps}\n{self.then}"
 
 
 def scaffold(folder: Path, *, templates: bool = False) -> Scaffold:
@@ -131,7 +135,19 @@ def scaffold(folder: Path, *, templates: bool = False) -> Scaffold:
                 f"{path}: {what}; dispatch init never overwrites: move it or choose another folder"
             )
     written = _write_all(folders, [(folder / name, data, mode) for name, data, mode in files])
+    _start_state(folder / STATE_FOLDER)
     return Scaffold(folder, written, _next_commands(folder, templates=templates))
+
+
+def _start_state(state: Path) -> None:
+    """The newsletter's state, empty, next to its .env (kept as it is if one is there): a send
+    refuses to start a new state by a relative DISPATCH_STATE_DIR that does not exist yet (a
+    settings file copied away from its state), so the newsletter's own one must exist."""
+    try:
+        private_folders(state)
+        SuppressionStore(state).close()
+    except (OSError, StateError) as err:
+        raise InputError(f"{state}: cannot create the newsletter's state folder ({err})") from err
 
 
 def _write_all(folders: list[Path], files: list[tuple[Path, bytes, int]]) -> tuple[Path, ...]:

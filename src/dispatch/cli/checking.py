@@ -58,6 +58,8 @@ def check(
             article, subscribers_path(subscribers, settings), settings,
             subject=subject, template_dir=template, encoding=encoding, attach=attach or (),
         )  # fmt: skip
+        from dispatch.state.location import described
+
         problems = preflight(issue)
         location = settings.state
         report: dict[str, Any] = {
@@ -68,7 +70,7 @@ def check(
         }
         lines = [
             f"Checked «{issue.subject}» (campaign {issue.campaign}, list {settings.list_id})",
-            f"  State:         {location.describe()}",
+            f"  State:         {described(location)}",
         ]
         if settings.smtp_auth == "oauth2":
             more, oauth_lines, report["oauth"] = _oauth(settings)

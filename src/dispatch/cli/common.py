@@ -264,8 +264,11 @@ def load_settings(env_file: Path | None, overrides: Mapping[str, str | None] | N
     values: dict[str, str] = {}
     path = env_file or Path(".env")
     used = env_file is not None or os.path.lexists(path)
+    relative_state = False  # the file names the state folder by a relative path
     if used:
         for key, raw in read_env_file(path).items():
+            if raw and key == "DISPATCH_STATE_DIR":
+                relative_state = not Path(raw.strip()).expanduser().is_absolute()
             if raw and key in PATHS:  # relative to the file (each relay's, when several), for cron
                 raw = anchored(key, raw, path.resolve().parent)  # noqa: PLW2901
             if raw is not None:
@@ -292,7 +295,10 @@ def load_settings(env_file: Path | None, overrides: Mapping[str, str | None] | N
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     given = frozenset(k for k, v in environment.items() if v)
     file = path.absolute() if used else None
-    return Settings.from_mapping(values, settings_file=file, from_environment=given)
+    relative_state = relative_state and not (environment.get("DISPATCH_STATE_DIR") or "").strip()
+    return Settings.from_mapping(
+        values, settings_file=file, from_environment=given, relative_state=relative_state
+    )
 
 
 def state_dir(settings: Settings) -> Path:
@@ -300,14 +306,15 @@ def state_dir(settings: Settings) -> Path:
     return settings.state.path
 
 
-def state_to_write(settings: Settings, *, ask: bool) -> Path:
+def state_to_write(settings: Settings, *, ask: bool, sending: bool = False) -> Path:
     """The state folder for a command that writes into it. A brand-new state nobody named
-    (no DISPATCH_STATE_DIR, nothing there yet) is refused, exit 2, naming the path and the
-    setting, unless the person at the terminal confirms (``ask``): a state that appears out of
-    nowhere knows neither who already has the issue nor who unsubscribed."""
+    (no DISPATCH_STATE_DIR, nothing there yet), or for a send one named by a relative path, is
+    refused, exit 2, naming the path and the setting, unless the person at the terminal confirms
+    (``ask``): a state that appears out of nowhere knows neither who already has the issue nor
+    who unsubscribed."""
     from dispatch.state.location import new_state_problem
 
-    problem = new_state_problem(settings.state)
+    problem = new_state_problem(settings.state, sending=sending)
     if problem is None:
         return settings.state.path
     if ask and sys.stdin is not None and sys.stdin.isatty():

@@ -12,6 +12,7 @@ from dispatch.inbound.counts import FIELDS, feedback_counts
 from dispatch.send.summary import RunSummary
 from dispatch.settings import StateLocation
 from dispatch.state import journal as j
+from dispatch.state.location import described
 from dispatch.state.suppression import SuppressionStore
 from dispatch.untrusted import shown
 
@@ -39,7 +40,7 @@ def _warnings(summary: RunSummary) -> list[str]:
 
 
 def _state(summary: RunSummary) -> list[str]:
-    return [f"  State:         {summary.state.describe()}"] if summary.state is not None else []
+    return [f"  State:         {described(summary.state)}"] if summary.state is not None else []
 
 
 def _rows(summary: RunSummary) -> list[str]:

@@ -136,7 +136,7 @@ def send(
         settings = load_settings(env_file, _throughput(connections, rate, daily_limit))
         check_campaign_id(campaign, "--campaign")
         real = not (to or dry_run)
-        folder = state_to_write(settings, ask=not yes) if real else state_dir(settings)
+        folder = state_to_write(settings, ask=not yes, sending=True) if real else state_dir(settings)
         tokens = None if dry_run else _access_tokens(settings)  # first: no token, nothing
         durable = settings.journal_sync == "full"
         journal = backend.open_journal(settings.state, durable=durable) if real else None

@@ -42,6 +42,7 @@ class StateLocation:
     found_by: str  # "DISPATCH_STATE_DIR in /srv/news/.env", "next to /srv/news/.env (the default)"…
     explicit: bool  # DISPATCH_STATE_DIR was set (in a settings file, the environment or a flag)
     settings_file: Path | None = None  # the settings file in use, if any
+    relative: bool = False  # DISPATCH_STATE_DIR was relative: it moves with a copied or moved settings file
     url: str = field(default="", repr=False)  # DISPATCH_STATE_URL (may hold a password)
     lease: float = 30.0  # DISPATCH_STATE_LEASE: how long a silent sender keeps its claims
 
@@ -143,6 +144,7 @@ class Settings:
     settings_file: Path | None = None  # the file the values came from (None: the environment only)
     # the DISPATCH_* keys the real environment set, over the file's (to say where the state was named)
     from_environment: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    state_dir_relative: bool = field(default=False, repr=False, compare=False)  # (see StateLocation.relative)
     # With several relays: each per-relay field and its value for every relay (see .relays)
     per_relay: tuple[tuple[str, tuple[Any, ...]], ...] = field(default=(), repr=False)
 
@@ -153,10 +155,12 @@ class Settings:
         *,
         settings_file: Path | None = None,
         from_environment: frozenset[str] = frozenset(),
+        relative_state: bool = False,
     ) -> Settings:
         """Build settings from ``DISPATCH_*`` keys; raise ConfigError naming the bad one.
         A relative ``DISPATCH_STATE_DIR`` is taken relative to ``settings_file``'s folder;
-        ``from_environment`` names the keys the real environment gave (over the file's)."""
+        ``from_environment`` names the keys the real environment gave (over the file's);
+        ``relative_state``: the file named the state folder by a relative path (made absolute)."""
         found: dict[str, Any] = {}
         lists: dict[str, tuple[Any, ...]] = {}  # settings giving one value per relay
         for setting in SETTINGS:
@@ -180,7 +184,13 @@ class Settings:
                     "relative to; give an absolute path (the state is never found from the working folder)"
                 )
             found["state_dir"] = settings_file.resolve().parent / state
-        settings = cls(**found, settings_file=settings_file, from_environment=from_environment)
+        relative = state is not None and (relative_state or not state.is_absolute())
+        settings = cls(
+            **found,
+            settings_file=settings_file,
+            from_environment=from_environment,
+            state_dir_relative=relative,
+        )
         settings.check_unsubscribe()
         settings.check_list_id()
         settings.check_dkim()
@@ -209,7 +219,7 @@ class Settings:
                                  url=self.state_url, lease=self.state_lease)  # fmt: skip
         if self.state_dir is not None:
             named = f"{PREFIX}STATE_DIR {source('STATE_DIR')}"
-            return StateLocation(self.state_dir, named, True, self.settings_file)
+            return StateLocation(self.state_dir, named, True, self.settings_file, self.state_dir_relative)
         if self.settings_file is not None:
             folder = self.settings_file.resolve().parent / STATE_FOLDER
             return StateLocation(

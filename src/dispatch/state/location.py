@@ -28,11 +28,28 @@ def state_exists(folder: Path) -> bool:
     return any((folder / name).exists() for name in STATE_FILES)
 
 
-def new_state_problem(location: StateLocation) -> str | None:
+def described(location: StateLocation) -> str:
+    """Where the state is and how it was found, and whether it is new (nothing recorded yet)."""
+    new = not location.url and not state_exists(location.path)
+    return location.describe() + (" — new: nothing recorded there yet" if new else "")
+
+
+def new_state_problem(location: StateLocation, *, sending: bool = False) -> str | None:
     """Why a command must not create the state at ``location``, or None when it may: the
-    state exists, or the user named its folder."""
-    if location.explicit or state_exists(location.path):
+    state exists, or the user named its folder (for a send: by an absolute path, as a relative
+    one moves with a settings file that was copied or moved away from its state)."""
+    if location.url or state_exists(location.path):
         return None
+    if location.explicit:
+        if not (sending and location.relative):
+            return None
+        return (
+            f"no dispatch state at {location.path} yet ({location.found_by}, relative to that file's "
+            "folder): a send would start a new, empty state that knows neither who already has an issue "
+            "nor who unsubscribed (was the settings file copied or moved away from its state?). Point "
+            f"{PREFIX}STATE_DIR at this newsletter's state folder; for its very first send, run it at a "
+            "terminal without --yes and confirm"
+        )
     where = f"Set {PREFIX}STATE_DIR"
     where += f" in {location.settings_file}" if location.settings_file is not None else ""
     legacy = platform_state_dir()
