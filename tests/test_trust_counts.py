@@ -185,3 +185,23 @@ def test_an_edited_body_is_a_new_issue(
     )
     done = invoke("send", other, "-s", listed, "--env-file", settings, "--yes", "--json")
     assert done.exit_code == ExitCode.OK, done.stderr
+
+
+def test_a_message_found_in_flight_is_counted_where_the_exit_code_counts_it() -> None:
+    """A run that finds a killed run's message in flight makes it unknown and exits 1: the
+    summary line says so beside "0 now", so the exit code and the counts agree."""
+    from dispatch.cli.report import send_report
+    from dispatch.lists.subscribers import ListStats
+    from dispatch.send.summary import RunSummary
+
+    found = RunSummary(
+        campaign="c", subject="s", recipients=3, skipped=ListStats(), html_size=1, rows=3,
+        sent=2, sent_now=2, unknown=1, recovered_unknown=1,
+    )  # fmt: skip
+    assert found.exit_code == ExitCode.INCOMPLETE
+    assert "  Unknown:       0 now, 1 found in flight from a run that died" in send_report(found, "relay")
+    later = RunSummary(
+        campaign="c", subject="s", recipients=3, skipped=ListStats(), html_size=1, rows=3, unknown=1
+    )
+    assert later.exit_code == ExitCode.OK
+    assert "  Unknown:       0 now (campaign total 1)" in send_report(later, "relay")

@@ -102,7 +102,9 @@ def send_report(summary: RunSummary, endpoint: str, sender: str = "") -> str:
                               ("Unknown", summary.unknown_now, summary.unknown)):  # fmt: skip
         if total:
             overall = f" (campaign total {total})" if total != now else ""
-            lines.append(f"  {label + ':':<14} {now} now{overall}")
+            found = summary.recovered_unknown if label == "Unknown" else 0  # (the exit code counts them)
+            died = f", {found} found in flight from a run that died" if found else ""
+            lines.append(f"  {label + ':':<14} {now} now{died}{overall}")
     if summary.pending:
         lines.append(f"  Pending:       {summary.pending} (not tried this run)")
     lines += _relays(summary)
