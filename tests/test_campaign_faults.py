@@ -783,6 +783,29 @@ def test_signal_finishes_in_flight_records_them_and_rerun_completes(
     assert received_counts(server) == Counter(emails)
 
 
+def test_a_second_signal_still_leaves_one_json_line(
+    article: Path, tmp_path: Path, env_file: EnvFile, slow_server: Callable[..., Server],
+    spawn: Callable[..., subprocess.Popen[str]],
+) -> None:  # fmt: skip
+    """A second SIGTERM leaves at once, with no summary: a cron log that reads one JSON line
+    per run still gets one for this run."""
+    server = slow_server(delay=0.2)
+    settings = env_file(**server.env())
+    proc = spawn(*send_args(article, write_list(tmp_path / "list.csv", addresses(40)), settings), "--json")
+    wait_until(lambda: len(server.received) >= 1, proc)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+
+    assert proc.returncode == 130, out + err
+    assert "stopped at once" in err
+    (line,) = out.splitlines()
+    data = json.loads(line)
+    assert data["exit_code"] == 130
+    assert data["kind"] == "interrupted"
+
+
 # --------------------------------------------------------------------------- cron
 
 

@@ -20,16 +20,21 @@ def _say(line: str) -> None:
 
 
 @contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+def stop_on_signals(stop: threading.Event, last_words: Callable[[str], None] | None = None) -> Iterator[None]:
     """SIGINT/SIGTERM set ``stop``: the messages in flight finish and are recorded, then the run
-    ends. A second signal leaves at once (the kernel frees the campaign lock as the process goes)."""
+    ends. A second signal leaves at once (the kernel frees the campaign lock as the process goes),
+    after ``last_words`` (the ``--json`` line a cron log expects of every run) with what it says."""
 
     received: list[int] = []  # counted here: the event is also set by aborts and the daily limit
 
     def handler(signum: int, _frame: Any) -> None:
         received.append(signum)
         if len(received) > 1:
-            _say("stopped at once; messages in flight will show as unknown")
+            said = "stopped at once; messages in flight will show as unknown"
+            _say(said)
+            if last_words is not None:
+                last_words(said)
+            sys.stdout.flush()
             os._exit(int(ExitCode.INTERRUPTED))
         stop.set()
         _say(f"{signal.Signals(signum).name}: finishing the messages in flight…")

@@ -219,7 +219,13 @@ def _send_now(
         count = len(only) if only is not None else count_to_send(issue, rules)
     _confirm(issue, min(count, choices.limit) if choices.limit else count, choices.yes)
     stop = threading.Event()
-    with stop_on_signals(stop), progress_bar(count, enabled=show_bar) as advance:
+
+    def last_words(said: str) -> None:  # a second signal: no summary, but still one JSON line
+        code = int(ExitCode.INTERRUPTED)
+        emit_json({"error": said, "kind": "interrupted", "campaign": issue.campaign, "exit_code": code})
+
+    words = last_words if choices.as_json else None
+    with stop_on_signals(stop, words), progress_bar(count, enabled=show_bar) as advance:
         options = SendOptions(
             limit=choices.limit, resend_unknown=choices.resend_unknown, retry_failed=choices.retry_failed,
             only=only, progress=advance, stop=stop, suppressions=store, tokens=tokens,
