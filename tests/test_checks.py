@@ -428,6 +428,18 @@ def test_the_default_templates_example_message_scores_below_2_with_local_rules(r
     assert report.score < 2.0, f"spamassassin -L scored {report.score}: {fired}"
 
 
+@pytest.mark.slow
+@needs_spamassassin
+def test_scoring_writes_nothing_in_the_users_home(
+    example_message: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    assert spam_report(example_message) is not None
+    assert list(home.iterdir()) == []  # (spamassassin makes ~/.spamassassin even with -x)
+
+
 def test_without_spamassassin_there_is_a_clear_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no spamassassin on the PATH
     assert spam_report(b"Subject: hello\r\n\r\nbody\r\n") is None

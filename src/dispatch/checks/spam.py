@@ -3,9 +3,11 @@ rules only (no network, nothing learned or written)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 
 from dispatch.checks.rules import CheckError
@@ -74,8 +76,12 @@ def spam_report(message: bytes, *, timeout: float = 120.0) -> SpamReport | None:
     if program is None:
         return None
     command = [program, "-L", "-t", "-x", "--cf=bayes_auto_learn 0"]
-    try:
-        done = subprocess.run(command, input=message, capture_output=True, timeout=timeout, check=False)
+    try:  # a HOME of its own: spamassassin makes ~/.spamassassin even with -x
+        with tempfile.TemporaryDirectory(prefix="dispatch-spam-") as home:
+            env = {**os.environ, "HOME": home}
+            done = subprocess.run(
+                command, input=message, capture_output=True, timeout=timeout, check=False, env=env
+            )
     except subprocess.TimeoutExpired as err:
         raise CheckError(f"spamassassin took over {timeout:g}s to score one message; try again") from err
     except OSError as err:
