@@ -163,6 +163,10 @@ def test_two_senders_killed_and_restarted_send_nobody_twice_and_share_the_work(
     assert isinstance(handler, Slow)
     assert min(handler.by_host["a.example.org"], handler.by_host["b.example.org"]) > 0, handler.by_host
     assert all(data["exit_code"] in (0, 1) for data in finals.values())
+    for data in finals.values():  # every row once; one a dead sender left in flight is no other sender's
+        assert sum(data["accounting"].values()) == data["rows"] == len(emails), data["accounting"]
+        if data["recovered_unknown"]:
+            assert data["accounting"].get("unknown earlier", 0) >= 1, data["accounting"]
     again = a.run(*a.send()[3:])  # a last run after the leases: whatever is left, once
     last = json.loads(again.stdout)
     states = {r.email: r.state for r in _journal(pg_url).records(CAMPAIGN, j.STATES)}

@@ -178,6 +178,8 @@ class ClaimFeed:
         others = max(0, self.todo - self.claimed)
         left = min(waiting, others)
         self.summary.shared = True
-        self.summary.recovered_unknown += self.journal.taken_over  # left in flight by a dead sender
-        self.summary.other_senders = others - left
+        taken = min(self.journal.taken_over, others - left)  # left in flight by a dead sender:
+        self.summary.recovered_unknown += self.journal.taken_over  # this run made them unknown
+        self.summary.left_unknown += taken  # (counted where a lone sender's recovered ones are)
+        self.summary.other_senders = others - left - taken
         self.run.untouched += left
