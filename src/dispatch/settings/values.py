@@ -10,7 +10,6 @@ import ssl
 from dataclasses import dataclass
 from email.headerregistry import Address
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -166,29 +165,59 @@ STATE_SCHEMES = ("postgresql://", "postgres://")
 
 def shown_url(url: str) -> str:
     """A database URL as it may be shown: without its password (in the user-info or a
-    ``password=`` parameter)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        user, _, host = netloc.rpartition("@")
-        netloc = f"{user.partition(':')[0]}@{host}"
-    query = "&".join(p for p in parts.query.split("&") if p and not p.lower().startswith("password="))
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    ``password=`` parameter). Taken apart by hand, not by urlsplit, so that a URL too broken to
+    parse is still shown without its password: everything before the last ``@`` ahead of the
+    query is user-info, of which only the user name (before any ``:``) is kept."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    before_query, mark, query = rest.partition("?")
+    query = query.partition("#")[0]
+    if "@" in before_query:
+        user_info, _, after = before_query.rpartition("@")
+        before_query = f"{user_info.partition(':')[0]}@{after}"
+    kept = "&".join(p for p in query.split("&") if p and not p.lower().startswith("password="))
+    return f"{scheme}{sep}{before_query}{mark if kept else ''}{kept}"
+
+
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_DB_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\[\]:]*)(?::(?P<port>[^:]*))?")
+_STATE_EXAMPLE = "postgresql://dispatch@db.example.org/newsletter"
 
 
 def state_url(text: str, setting: str) -> str:
-    """A ``postgresql://`` URL (libpq's form): where the whole state lives instead of a folder."""
+    """A ``postgresql://`` URL (libpq's form): where the whole state lives instead of a folder.
+    Every message shows it through :func:`shown_url` (never its password), and none repeats the
+    part that is wrong, which may be the password."""
     if any(not c.isprintable() or c.isspace() for c in text):
         raise ConfigError(f"{setting}: holds a space, a control character or a line break")
+    shown = shown_url(text)
     if not text.lower().startswith(STATE_SCHEMES):
         raise ConfigError(
-            f"{setting}: {shown_url(text)!r} is not a PostgreSQL URL; write it like "
-            "postgresql://dispatch@db.example.org/newsletter (or leave it unset for the state folder)"
+            f"{setting}: {shown!r} is not a PostgreSQL URL; write it like {_STATE_EXAMPLE} "
+            "(or leave it unset for the state folder)"
         )
-    parts = urlsplit(text)
-    if not parts.path.strip("/"):
+    if _BAD_ESCAPE.search(text):
         raise ConfigError(
-            f"{setting}: {shown_url(text)!r} names no database; add it after the host, like "
-            "postgresql://dispatch@db.example.org/newsletter"
+            f"{setting}: {shown!r} holds a % that is not followed by two hex digits; write a % in the "
+            "password (or anywhere else) as %25, and other special characters as %XX"
+        )
+    netloc, _, path = text.split("://", 1)[1].partition("?")[0].partition("/")
+    for host in netloc.rpartition("@")[2].split(","):  # libpq takes several: h1:5432,h2:5433
+        match = _DB_HOST.fullmatch(host)
+        if match is None:
+            raise ConfigError(
+                f"{setting}: {shown!r}: the host is not a name or an address; an IPv6 address goes in "
+                "closed brackets, like postgresql://dispatch@[::1]/newsletter"
+            )
+        port = match["port"]
+        if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigError(
+                f"{setting}: {shown!r}: the port must be a number from 1 to 65535 (write a /, @ or : "
+                "in the password as %2F, %40 or %3A)"
+            )
+    if not path.strip("/"):
+        raise ConfigError(
+            f"{setting}: {shown!r} names no database; add it after the host, like {_STATE_EXAMPLE}"
         )
     return text
