@@ -73,3 +73,52 @@ def test_a_url_libpq_cannot_read_is_named_without_its_words(tmp_path: Path) -> N
         PgDatabase("postgresql://u:S3CRET@127.0.0.1:1/db?nosuchoption=1")
     assert "S3CRET" not in str(caught.value)
     assert "'postgresql://u@127.0.0.1:1/db?nosuchoption=1' is not a connection URL" in str(caught.value)
+
+
+# --------------------------------------------------------------------------- web addresses
+
+BAD_WEB_ADDRESSES = [
+    ("UNSUBSCRIBE_URL", "https://[::1/u/{token}", "closed brackets"),
+    ("UNSUBSCRIBE_URL", "https://news.example.com:99999/u/{token}", "1 to 65535"),
+    ("UNSUBSCRIBE_URL", "https://news.example.com:0/u/{token}", "1 to 65535"),
+    ("UNSUBSCRIBE_URL", "https://news.example.com/u/{tok", "outside a placeholder"),
+    ("UNSUBSCRIBE_URL", "https://news.example.com/u/token}", "outside a placeholder"),
+    ("UNSUBSCRIBE_URL", "https://news.example.com/u/%{token}", "%25"),
+    ("UNSUBSCRIBE_MAILTO", "unsubscribe@example.org?subject={tok", "outside a placeholder"),
+    ("WEB_URL", "abc", "https://"),
+    ("WEB_URL", "https://[::1/news/", "closed brackets"),
+    ("WEB_URL", "https://example.org:70000/news/", "1 to 65535"),
+    ("WEB_URL", "https://example.org/news/{campain}.html", "{campaign}"),
+    ("WEB_URL", "https://example.org/news/%zz", "%25"),
+]
+
+
+@pytest.mark.parametrize(("setting", "value", "hint"), BAD_WEB_ADDRESSES)
+@pytest.mark.parametrize("command", ["send", "status"])
+def test_a_web_address_that_cannot_work_is_refused_when_read(
+    invoke: Invoke,
+    tmp_path: Path,
+    inputs: tuple[Path, Path],
+    setting: str,
+    value: str,
+    hint: str,
+    command: str,
+) -> None:
+    env = settings_file(tmp_path, **{setting: value})
+    args = ("send", *inputs[:1], "-s", inputs[1], "--dry-run") if command == "send" else (command,)
+    result = invoke(*args, "--env-file", env)
+    refused(result, f"DISPATCH_{setting}:", hint)
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://[::1/token", "https://login.example.org:99999/token", "https://login.example.org/%token"],
+)
+def test_an_oauth_endpoint_that_cannot_work_is_refused(invoke: Invoke, tmp_path: Path, url: str) -> None:
+    env = settings_file(
+        tmp_path, SMTP_AUTH="oauth2", OAUTH_PROVIDER="custom", OAUTH_CLIENT_ID="client",
+        SMTP_USER="news@example.org", SMTP_HOST="smtp.example.org", OAUTH_TOKEN_URL=url,
+    )  # fmt: skip
+    result = invoke("status", "--env-file", env)
+    refused(result, "DISPATCH_OAUTH_TOKEN_URL:")

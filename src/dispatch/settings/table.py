@@ -341,7 +341,7 @@ SETTINGS: tuple[Setting, ...] = (
         sample="logo.png",
     ),
     Setting(
-        "WEB_URL", p.text, "",
+        "WEB_URL", v.web_url, "",
         'the web version of each issue ("View in browser"): a URL with `{campaign}`, or a folder', "none",
         LOOKS, 'The web version of each issue; adds a "View in browser" link.',
         sample="https://example.org/newsletter/",
