@@ -122,3 +122,27 @@ def test_an_oauth_endpoint_that_cannot_work_is_refused(invoke: Invoke, tmp_path:
     )  # fmt: skip
     result = invoke("status", "--env-file", env)
     refused(result, "DISPATCH_OAUTH_TOKEN_URL:")
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("SMTP_TIMEOUT", "inf"),
+        ("SMTP_TIMEOUT", "99999999999999999999999"),
+        ("SMTP_TIMEOUT", "1e400"),
+        ("SMTP_TIMEOUT", "30,inf"),
+        ("GIVE_UP_DAYS", "inf"),
+        ("GIVE_UP_DAYS", "1e300"),
+    ],
+)
+def test_an_endless_number_is_refused_when_read(
+    invoke: Invoke, tmp_path: Path, inputs: tuple[Path, Path], setting: str, value: str
+) -> None:
+    """``inf`` seconds passed the dry run, then the real send died on the platform's time_t."""
+    env = settings_file(tmp_path, **{setting: value})
+    result = invoke("send", inputs[0], "-s", inputs[1], "--dry-run", "--env-file", env)
+    line = refused(result, f"DISPATCH_{setting}:", "between 0 and ")
+    assert "inf" not in line.partition("between")[2].partition(", got")[0]
