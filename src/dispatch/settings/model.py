@@ -177,6 +177,7 @@ class Settings:
                     "relative to; give an absolute path (the state is never found from the working folder)"
                 )
             found["state_dir"] = settings_file.resolve().parent / state
+        found["logo"] = _anchored_logo(found["logo"], settings_file, PREFIX + "LOGO" in from_environment)
         settings = cls(**found, settings_file=settings_file, from_environment=from_environment)
         settings.check_unsubscribe()
         settings.check_list_id()
@@ -319,6 +320,16 @@ def _value(setting: Setting, text: str) -> Any:
     if setting.parse is PATH:
         return Path(v.one_line(text, setting.key)).expanduser()
     return setting.parse(text, setting.key)
+
+
+def _anchored_logo(logo: str, settings_file: Path | None, from_environment: bool) -> str:
+    """``DISPATCH_LOGO`` as a local file written relative in the settings file: relative to the
+    file's folder, as the other paths there are (a cron job's working folder is not the
+    newsletter's); an https URL, an absolute path or the environment's value as given."""
+    if not logo or "://" in logo or settings_file is None or from_environment:
+        return logo
+    path = Path(logo).expanduser()
+    return logo if path.is_absolute() else str(settings_file.resolve().parent / path)
 
 
 def _field(key: str) -> str:
