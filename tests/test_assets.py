@@ -201,6 +201,19 @@ def test_a_local_logo_is_embedded_and_an_https_logo_linked(
         assert re.search(r'width="\d+"', tag[0])
 
 
+def test_a_relative_logo_in_the_settings_file_is_found_next_to_it(
+    invoke: Invoke, tmp_path: Path, issue: Path, people: Path, env_file: EnvFile
+) -> None:
+    """As the other paths there: a cron job runs from another folder (here tmp_path/work)."""
+    Image.new("RGB", (400, 120), (0, 80, 0)).save(tmp_path / "logo.png")
+    settings = env_file(DISPATCH_LOGO="logo.png")
+    assert Path.cwd() != settings.parent
+    result = invoke("send", issue, "-s", people, "--env-file", settings, "--dry-run", "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    msg = parse(sorted((tmp_path / "o").glob("*.eml"))[0].read_bytes())
+    assert any(p.get_filename() == "logo.png" for p in msg.walk())
+
+
 def test_preview_files_show_embedded_pictures(
     invoke: Invoke, tmp_path: Path, issue: Path, people: Path, env_file: EnvFile
 ) -> None:

@@ -207,6 +207,22 @@ def test_include_through_a_symlink_out_of_the_folder_is_refused(
     assert SECRET not in outputs(result, scene["out"])
 
 
+@pytest.mark.parametrize(
+    "source",
+    ["", "  \n", "<!-- nothing yet -->\n", "<!DOCTYPE html>\n", "{% if false %}<p>x</p>{% endif %}"],
+    ids=["empty", "spaces", "comment", "doctype", "renders-nothing"],
+)
+def test_an_html_template_that_renders_nothing_is_named(
+    invoke: Invoke, scene: dict[str, Path], source: str
+) -> None:
+    """premailer finds no document in it: the error named no file ('NoneType' object has no
+    attribute 'getroottree')."""
+    (scene["tpl"] / "email.html").write_text(source, encoding="utf-8")
+    result = dry_run(invoke, scene)
+    assert result.exit_code == 2, result.stdout + result.stderr
+    judge_error(result.stderr, str(scene["tpl"] / "email.html"), "renders an empty document")
+
+
 def test_huge_template_is_refused(invoke: Invoke, scene: dict[str, Path]) -> None:
     (scene["tpl"] / "email.txt").write_text("{{ unsubscribe_url }}" + "x" * 3_000_000, encoding="utf-8")
     result = dry_run(invoke, scene)

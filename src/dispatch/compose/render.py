@@ -9,6 +9,7 @@ where that provably gives the same message.
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import traceback
@@ -137,6 +138,7 @@ def _time_limit(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+_NOTHING = re.compile(r"\s*(?:(?:<!--.*?-->|<![^>]*>|<\?[^>]*>)\s*)*", re.S)  # spaces, comments, a doctype
 Into = tuple[Tokens, Fields]
 _ERRORS = (jinja2.TemplateError, TimeoutError, TypeError, ValueError, LookupError, AttributeError,
            ArithmeticError, RecursionError, SyntaxError, MemoryError)  # fmt: skip
@@ -149,7 +151,13 @@ def _render(
     tokens and the fields); TemplateError naming the file and line when it fails."""
     try:
         with _time_limit(RENDER_SECONDS):
-            return collect(env.get_template(name).generate(context), into[0], into[1], MAX_OUTPUT_CHARS)
+            done = collect(env.get_template(name).generate(context), into[0], into[1], MAX_OUTPUT_CHARS)
+        if name == HTML_TEMPLATE and _NOTHING.fullmatch(done.text):  # premailer finds no root in it
+            where = _where(TemplateError(), name, template_dir)
+            raise TemplateError(
+                f"{where}: the template renders an empty document; write the email's HTML in it"
+            )
+        return done
     except jinja2.TemplateNotFound as err:
         origin = f"{_where(err, name, template_dir)}: " if err.name != name else ""
         looked = template_dir or "the built-ins"

@@ -7,6 +7,7 @@ rendered by ``dispatch.content.markup`` into sanitised HTML and a plain-text twi
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 
 import frontmatter
 import yaml
+from frontmatter.default_handlers import YAMLHandler
 
 from dispatch.content import plaintext
 from dispatch.content.markup import RenderedBody, render_markdown
@@ -113,13 +115,23 @@ def load_article(path: Path) -> Article:
 
 
 def _from_markdown(path: Path, text: str, fingerprint: str) -> Article:
+    handler = frontmatter.detect_format(text, frontmatter.handlers)
+    if isinstance(handler, YAMLHandler):
+        handler = _YAMLHandler()
     try:
-        post = frontmatter.loads(text)
+        post = frontmatter.loads(text, handler=handler)
+    except _NotADate as err:
+        key = _key_at(handler, err.node)
+        raise InputError(
+            f"{path}: front matter {key!r}: {err.node.value!r} is not a real date; check the day, "
+            "the month and any time (like 2026-02-28 or 2026-02-28T09:30:00)"
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise InputError(f"{path}: the front matter is not valid YAML{where}; fix it") from err
     meta: dict[str, Any] = {str(k): v for k, v in post.metadata.items()}
+    _check_meta(path, meta)
     body = post.content
     title = _text(meta.get("title"))
     if not title:
@@ -137,6 +149,86 @@ def _from_markdown(path: Path, text: str, fingerprint: str) -> Article:
     known = {k: _text(meta.get(k)) for k in KNOWN_KEYS if k != "title"}
     extra = {k: v for k, v in meta.items() if k not in KNOWN_KEYS}
     return _article(path, fingerprint, render_markdown(body), title=title, meta=extra, **known)
+
+
+class _NotADate(Exception):
+    """A YAML timestamp that names no day or time (2026-02-30, 2026-01-01T25:00:00)."""
+
+    def __init__(self, node: yaml.Node) -> None:
+        super().__init__(node.value)
+        self.node = node
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, with a date that is no real date reported as such (yaml raises a
+    bare ValueError from inside its constructor)."""
+
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError:
+            raise _NotADate(node) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+
+
+class _YAMLHandler(YAMLHandler):
+    """python-frontmatter's YAML front matter, read with :class:`_Loader`."""
+
+    text = ""
+
+    def load(self, fm: str, **kwargs: object) -> Any:
+        self.text = fm
+        return yaml.load(fm, Loader=_Loader)  # noqa: S506 - a SafeLoader
+
+
+def _key_at(handler: Any, node: yaml.Node) -> str:
+    """The top-level front-matter key whose value holds ``node`` ("" when none does)."""
+    root = yaml.compose(getattr(handler, "text", ""), Loader=yaml.SafeLoader)
+    at = node.start_mark.index
+    for key, value in root.value if isinstance(root, yaml.MappingNode) else ():
+        if value.start_mark.index <= at < max(value.end_mark.index, at + 1):
+            return str(key.value)
+    return ""
+
+
+MAX_META_VALUES = 10_000  # values in the whole front matter, as templates would see it expanded
+_SCALARS = (str, int, float, dt.date)
+
+
+def _check_meta(path: Path, meta: dict[str, Any]) -> None:
+    """Refuse what no template can use: a value that holds itself (``x: &a [*a]``), front matter
+    that aliases expand past :data:`MAX_META_VALUES`, and a list, mapping or yes/no as a text key
+    (a title of ``[a, b]`` became the subject ``['a', 'b']``)."""
+    budget = [MAX_META_VALUES]
+    for key, value in meta.items():
+        problem = _walk(value, (), budget)
+        if problem:
+            raise InputError(f"{path}: front matter {key!r} {problem}")
+        if key in KNOWN_KEYS and not (
+            value is None or (isinstance(value, _SCALARS) and not isinstance(value, bool))
+        ):
+            kind = "yes/no" if isinstance(value, bool) else "a list or a mapping"
+            raise InputError(
+                f"{path}: front matter {key!r} is {kind}, not text; write it as one line of text"
+            )
+
+
+def _walk(value: Any, holders: tuple[int, ...], budget: list[int]) -> str:
+    """What is wrong with one front-matter value ("" when nothing is)."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        return f"makes the front matter more than {MAX_META_VALUES:,} values (through & and *); write it out"
+    if isinstance(value, dict | list):
+        if id(value) in holders:
+            return "holds itself (through & and *); write the value out instead"
+        inner = (id(value), *holders)
+        for item in value.values() if isinstance(value, dict) else value:
+            problem = _walk(item, inner, budget)
+            if problem:
+                return problem
+    return ""
 
 
 def _article(path: Path, fingerprint: str, body: RenderedBody, **fields: Any) -> Article:

@@ -14,9 +14,6 @@ from dataclasses import dataclass, field, replace
 from email.headerregistry import Address
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
-
-from email_validator import EmailNotValidError, validate_email
 
 from dispatch.errors import ConfigError
 from dispatch.settings import relays
@@ -184,6 +181,7 @@ class Settings:
                     "relative to; give an absolute path (the state is never found from the working folder)"
                 )
             found["state_dir"] = settings_file.resolve().parent / state
+        found["logo"] = _anchored_logo(found["logo"], settings_file, PREFIX + "LOGO" in from_environment)
         relative = state is not None and (relative_state or not state.is_absolute())
         settings = cls(
             **found,
@@ -291,16 +289,8 @@ class Settings:
 
     def check_unsubscribe(self) -> None:
         """Validate the unsubscribe settings' shape (their presence is checked per run)."""
-        check_unsubscribe_url(self.unsubscribe_url)
-        for name, value in (
-            ("UNSUBSCRIBE_URL", self.unsubscribe_url),
-            ("UNSUBSCRIBE_MAILTO", self.unsubscribe_mailto),
-        ):
-            unknown = set(re.findall(r"\{[^}]*\}", value)) - {"{email}", "{token}"}
-            if unknown:
-                shown = ", ".join(sorted(unknown))
-                raise ConfigError(f"{PREFIX}{name}: unknown placeholder {shown}; use {{email}} or {{token}}")
-        check_unsubscribe_mailto(self.unsubscribe_mailto)
+        v.check_unsubscribe_url(self.unsubscribe_url)
+        v.check_unsubscribe_mailto(self.unsubscribe_mailto)
 
     def require_sending_identity(self) -> Address:
         """The From mailbox and an unsubscribe method are needed to build any message."""
@@ -342,63 +332,17 @@ def _value(setting: Setting, text: str) -> Any:
     return setting.parse(text, setting.key)
 
 
+def _anchored_logo(logo: str, settings_file: Path | None, from_environment: bool) -> str:
+    """``DISPATCH_LOGO`` as a local file written relative in the settings file: relative to the
+    file's folder, as the other paths there are (a cron job's working folder is not the
+    newsletter's); an https URL, an absolute path or the environment's value as given."""
+    if not logo or "://" in logo or settings_file is None or from_environment:
+        return logo
+    path = Path(logo).expanduser()
+    return logo if path.is_absolute() else str(settings_file.resolve().parent / path)
+
+
 def _field(key: str) -> str:
     from dispatch.settings.table import BY_KEY  # noqa: PLC0415 - a name lookup
 
     return BY_KEY[key].field
-
-
-def check_unsubscribe_url(url: str) -> None:
-    """An https URL in plain ASCII whose ``{token}`` (if any) reaches ``dispatch serve``: in the
-    path or the query, never in the host, the user-info or the fragment (which no browser or
-    mail provider sends to the server)."""
-    name = PREFIX + "UNSUBSCRIBE_URL"
-    if not url:
-        return
-    if not url.startswith("https://"):
-        raise ConfigError(f"{name}: {url!r} must start with https://")
-    if any(c.isspace() or c in '<>",' or not c.isascii() or not c.isprintable() for c in url):
-        raise ConfigError(
-            f"{name}: {url!r} must be plain ASCII with no spaces, commas, <, > or quotes; "
-            "percent-encode anything else"
-        )
-    parts = urlsplit(url.replace("{token}", "TOKEN").replace("{email}", "EMAIL"))
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        raise ConfigError(f"{name}: {url!r} holds a user name or password before the host; remove it")
-    if "TOKEN" in parts.netloc or "EMAIL" in parts.netloc or not parts.hostname:
-        raise ConfigError(
-            f"{name}: {url!r}: the host must be a plain name; put {{token}} in the path or the query, "
-            "like https://news.example.org/unsubscribe/{token}"
-        )
-    if "#" in url:
-        raise ConfigError(
-            f"{name}: {url!r} has a #fragment, which never reaches dispatch serve; remove it and put "
-            "{token} in the path or the query"
-        )
-
-
-def check_unsubscribe_mailto(mailto: str) -> None:
-    """One plain address, optionally with ``?subject=`` and ``?body=``."""
-    name = PREFIX + "UNSUBSCRIBE_MAILTO"
-    box, _, query = mailto.removeprefix("mailto:").partition("?")
-    bad = [c for c in mailto if c.isspace() or c in '<>",\\' or not c.isascii() or not c.isprintable()]
-    if bad:
-        raise ConfigError(
-            f"{name}: {mailto!r} must be one plain address (optionally ?subject=…), "
-            f"without spaces, commas, <, >, quotes or backslashes (found {bad[0]!r})"
-        )
-    if query and not re.fullmatch(r"[A-Za-z0-9._~%!$&'()*+;=:@/?{}-]*", query):
-        raise ConfigError(f"{name}: {query!r} after '?' must be percent-encoded")
-    for pair in filter(None, query.split("&")):
-        key = pair.partition("=")[0].lower()
-        if key not in ("subject", "body"):
-            raise ConfigError(
-                f"{name}: {key!r} after '?' would add recipients or headers to the reader's unsubscribe "
-                "mail; only subject= and body= are allowed"
-            )
-    if box:
-        sample = box.replace("{email}", "x").replace("{token}", "x")
-        try:
-            validate_email(sample, check_deliverability=False, allow_smtputf8=False)
-        except EmailNotValidError as err:
-            raise ConfigError(f"{name}: {box!r} is not an address: {err}") from err

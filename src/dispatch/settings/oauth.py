@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from dispatch.errors import ConfigError
-from dispatch.settings.values import is_loopback
+from dispatch.settings.values import checked_parts, is_loopback
 
 if TYPE_CHECKING:
     from dispatch.settings.model import Settings
@@ -91,7 +90,7 @@ class OAuthConfig:
 
 def check_url(name: str, url: str) -> None:
     """https, or plain http only to this machine (a test server, a local proxy)."""
-    parts = urlsplit(url)
+    parts = checked_parts(url, f"DISPATCH_{name}")
     if parts.scheme == "https" and parts.hostname:
         return
     if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):

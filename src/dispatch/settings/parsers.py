@@ -29,7 +29,9 @@ def whole(minimum: int = 0, maximum: int = 2**31) -> Parser:
     return partial(v.whole, minimum=minimum, maximum=maximum)
 
 
-def number(maximum: float = float("inf")) -> Parser:
+def number(maximum: float) -> Parser:
+    """A number from 0 to a finite ``maximum``: an endless timeout or delay reaches the
+    platform's time limits only mid-send (``inf`` seconds is no time the OS can wait)."""
     return partial(v.number, minimum=0, maximum=maximum)
 
 

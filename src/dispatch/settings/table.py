@@ -25,6 +25,8 @@ PREFIX = "DISPATCH_"
 SECURITY_MODES = ("starttls", "ssl", "none")
 DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 DEFAULT_MAX_MESSAGE_SIZE = 10_000_000  # Amazon SES v1's limit; most relays take more
+MAX_TIMEOUT = 3600.0  # seconds: an hour for one reply is already no relay at all
+MAX_GIVE_UP_DAYS = 365.0  # a year of retrying one reader
 STATE_FOLDER = "dispatch-state"  # the state folder's name next to the settings file, by default
 # The unsubscribe secret published in .env.example: anyone could forge links with it.
 EXAMPLE_SECRET = "example-only-replace-me-0123456789abcdefghij"  # noqa: S105 - public on purpose
@@ -110,7 +112,8 @@ SETTINGS: tuple[Setting, ...] = (
         per_relay=",",
     ),
     Setting(
-        "SMTP_TIMEOUT", p.number(), 30.0, "seconds, for every connection and reply (per relay)", "30", RELAY,
+        "SMTP_TIMEOUT", p.number(MAX_TIMEOUT), 30.0, "seconds, for every connection and reply (per relay)",
+        "30", RELAY,
         "Seconds to wait for a connection and for each reply.", sample="30", per_relay=",",
     ),
     Setting(
@@ -325,7 +328,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Stop the run when more than this share of at least 20 recipients is refused.", sample="0.5",
     ),
     Setting(
-        "GIVE_UP_DAYS", p.number(), 5.0,
+        "GIVE_UP_DAYS", p.number(MAX_GIVE_UP_DAYS), 5.0,
         "a recipient still deferred this long after its first attempt becomes failed (0: never)", "5",
         SPEED, "Days after the first attempt when a deferred reader counts as failed.", sample="5",
     ),
@@ -341,7 +344,7 @@ SETTINGS: tuple[Setting, ...] = (
         sample="logo.png",
     ),
     Setting(
-        "WEB_URL", p.text, "",
+        "WEB_URL", v.web_url, "",
         'the web version of each issue ("View in browser"): a URL with `{campaign}`, or a folder', "none",
         LOOKS, 'The web version of each issue; adds a "View in browser" link.',
         sample="https://example.org/newsletter/",

@@ -51,6 +51,18 @@ class _Tx:
         return cursor
 
 
+def _readable(url: str, label: str) -> dict[str, Any]:
+    """The URL as libpq reads it, or a StateError that names it without its password and never
+    repeats libpq's words, which quote the part it could not read (the password, or all of it)."""
+    try:
+        return dict(psycopg.conninfo.conninfo_to_dict(url))
+    except psycopg.Error:
+        raise StateError(
+            f"DISPATCH_STATE_URL: {label!r} is not a connection URL PostgreSQL can read; check the "
+            "%XX escapes, the host and port, and the ?name=value options after it"
+        ) from None
+
+
 _COLUMNS = (
     "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns "
     "WHERE table_schema = ?"
@@ -74,6 +86,7 @@ class PgDatabase(GroupCommit):
             )
         self.url = url
         self.label = self.path = shown_url(url)
+        self._password = _readable(url, self.label).get("password") or ""
         self.what = what
         self.readonly = readonly
         self._read_lock = threading.Lock()
@@ -109,10 +122,9 @@ class PgDatabase(GroupCommit):
             raise StateError(self.describe(err)) from err
 
     def describe(self, err: Exception) -> str:
-        text = " ".join(str(err).split())[:300] or type(err).__name__
-        raw_password = psycopg.conninfo.conninfo_to_dict(self.url).get("password")
-        if raw_password:
-            text = text.replace(str(raw_password), "***")
+        text = " ".join(str(err).replace(self.url, self.label).split())[:300] or type(err).__name__
+        if self._password:
+            text = text.replace(str(self._password), "***")
         if isinstance(err, psycopg.OperationalError) and not getattr(self, "_reader", None):
             return (
                 f"{self.label}: cannot open the PostgreSQL state ({text}); check DISPATCH_STATE_URL, the "
