@@ -170,6 +170,29 @@ def test_the_same_text_under_a_new_title_is_refused_without_a_person(
     assert (new.exit_code, summary(new)["sent_now"]) == (ExitCode.OK, len(READERS))
 
 
+def test_the_refusal_names_the_campaign_that_reached_the_readers_not_the_latest_trial(
+    smtp_server: Callable[..., Server], invoke: Invoke, article: Path, listed: Path,
+    env_file: Callable[..., Path], tmp_path: Path, write_file: Callable[..., Path],
+) -> None:  # fmt: skip
+    server = smtp_server()
+    settings = env_file(**server.env())
+    main = summary(invoke("send", article, "-s", listed, "--env-file", settings, "--yes", "--json"))
+    one = write_file("one.csv", f"email,name\n{READERS[0]},R\n")
+    trial = invoke(
+        "send", article, "-s", one, "--env-file", settings, "--yes", "--json", "--campaign", "trial"
+    )
+    assert trial.exit_code == ExitCode.OK
+    retitled = tmp_path / "retitled.txt"
+    retitled.write_text(SEED.replace("As elections approach", "Ahead of the vote"), encoding="utf-8")
+
+    refused = invoke("send", retitled, "-s", listed, "--env-file", settings, "--yes", "--json")
+    assert refused.exit_code == ExitCode.BAD_INPUT
+    line = refused.stderr.strip()
+    assert f"already sent as campaign {main['campaign']!r} ({len(READERS)} sent" in line
+    assert f"--campaign {main['campaign']}." in line
+    assert "also as 'trial' (1 sent)" in line
+
+
 def test_an_edited_body_is_a_new_issue(
     smtp_server: Callable[..., Server], invoke: Invoke, article: Path, listed: Path,
     env_file: Callable[..., Path], tmp_path: Path,

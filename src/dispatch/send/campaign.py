@@ -46,12 +46,14 @@ def same_text_campaigns(issue: Issue, journal: j.Journal | None) -> list[j.Campa
 
 def same_text_refusal(earlier: list[j.CampaignInfo]) -> str:
     """Why a send (without a person to ask) refuses to start a new campaign for a text already sent."""
-    first = earlier[0]
+    # the campaign that reached the most readers is the issue they have (a trial run is not)
+    first, *more = sorted(earlier, key=lambda c: -(c.counts.get(j.SENT, 0) + c.counts.get(j.UNKNOWN, 0)))
+    also = "".join(f"; also as {c.id!r} ({c.counts.get(j.SENT, 0)} sent)" for c in more[:3])
     return (
         f"this article's text was already sent as campaign {first.id!r} ({first.counts.get(j.SENT, 0)} "
-        f"sent, subject «{first.subject}»), but its title or date now makes a new campaign, which would "
-        f"send it again to everyone. Same issue: run with --campaign {first.id}. A new issue on purpose: "
-        "give it its own campaign with --campaign NEW-ID (or 'campaign:' in the front matter)"
+        f"sent, subject «{first.subject}»){also}, but its title or date now makes a new campaign, which "
+        f"would send it again to everyone. Same issue: run with --campaign {first.id}. A new issue on "
+        "purpose: give it its own campaign with --campaign NEW-ID (or 'campaign:' in the front matter)"
     )
 
 
