@@ -1162,3 +1162,28 @@ def test_ordinary_articles_keep_their_shape(
     assert texts[0] == first
     if last is not None:
         assert texts[-1] == last
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["<style>", "<script>", "<textarea>", "<pre>", "<!-- a note", "<?php", "<!DOCTYPE html", "<![CDATA["],
+)
+def test_raw_html_left_open_is_refused_not_allowed_to_swallow_the_rest(
+    write_file: WriteFile, raw: str
+) -> None:
+    """CommonMark runs these raw HTML blocks to their closing marker, or to the end of the file:
+    the sanitiser would then drop every paragraph after the stray line, silently."""
+    path = write_file("open.md", f"# T\n\nFirst para.\n\n{raw}\n\nSecond para, which must not vanish.\n")
+    with pytest.raises(InputError) as caught:
+        load_article(path)
+    assert str(caught.value).startswith(f"{path}: the raw HTML {raw!r} is never closed")
+    assert caught.value.exit_code == ExitCode.BAD_INPUT
+
+
+@pytest.mark.parametrize(
+    "raw", ["<style>p { color: red }</style>", "<!-- a note -->", "<pre>\ncode\n</pre>", "<!-- a\nnote -->"]
+)
+def test_raw_html_closed_keeps_everything_after_it(write_file: WriteFile, raw: str) -> None:
+    article = load(write_file, "closed.md", f"# T\n\nFirst para.\n\n{raw}\n\nSecond para stays.\n")
+    assert "Second para stays." in article.body_html
+    assert "Second para stays." in article.body_text

@@ -148,7 +148,11 @@ def _from_markdown(path: Path, text: str, fingerprint: str) -> Article:
         body = first[1] if len(first) > 1 else ""  # the template shows the title already
     known = {k: _text(meta.get(k)) for k in KNOWN_KEYS if k != "title"}
     extra = {k: v for k, v in meta.items() if k not in KNOWN_KEYS}
-    return _article(path, fingerprint, render_markdown(body), title=title, meta=extra, **known)
+    try:
+        rendered = render_markdown(body)
+    except ValueError as err:
+        raise InputError(f"{path}: {err}") from err
+    return _article(path, fingerprint, rendered, title=title, meta=extra, **known)
 
 
 class _NotADate(Exception):

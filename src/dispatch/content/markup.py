@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 from dispatch.content.sanitize import sanitize_html
 from dispatch.content.textpart import Block, render_text
@@ -27,6 +28,35 @@ def _parser(quotes: str = ENGLISH_QUOTES) -> MarkdownIt:
 
 
 _HEADING_TAG = re.compile(r"<(/?)h([1-6])(?=[\s>])", re.IGNORECASE)
+# CommonMark's raw HTML blocks that end only at their closing marker (spec 4.6, kinds 1 to 5):
+# left open, one runs to the end of the article, and the sanitiser then drops all of it.
+_OPEN_TO_THE_END = tuple(
+    (re.compile(start, re.IGNORECASE), re.compile(end, re.IGNORECASE))
+    for start, end in (
+        (r"<(?:script|pre|style|textarea)(?=[\s>]|$)", r"</(?:script|pre|style|textarea)>"),
+        (r"<!--", r"-->"),
+        (r"<\?", r"\?>"),
+        (r"<![A-Za-z]", r">"),
+        (r"<!\[CDATA\[", r"\]\]>"),
+    )
+)
+
+
+def _unclosed_html(tokens: list[Token]) -> None:
+    """ValueError for a raw HTML block that swallows the rest of the article (a stray
+    ``<style>`` or ``<!--`` line): nothing after it would reach the email, and nothing would say so."""
+    for token in tokens:
+        if token.type != "html_block":
+            continue
+        head = token.content.lstrip()
+        for start, end in _OPEN_TO_THE_END:
+            opened = start.match(head)
+            if opened and not end.search(head, opened.end()):
+                line = head.split("\n", 1)[0].strip()[:60]
+                raise ValueError(
+                    f"the raw HTML {line!r} is never closed, so everything after it would be dropped "
+                    "from the email; close it or remove that line"
+                )
 
 
 def demote_headings(html: str, top: int = 2) -> str:
@@ -65,6 +95,7 @@ def render_markdown(source: str, *, quotes: str = ENGLISH_QUOTES) -> RenderedBod
     are the four marks straight quotes become (double open/close, single open/close)."""
     md = _parser(quotes)
     tokens = md.parse(source)
+    _unclosed_html(tokens)
     html = sanitize_html(md.renderer.render(tokens, md.options, {}))
     text, links, blocks = render_text(tokens)
     return RenderedBody(html=html, text=text, links=tuple(links), blocks=tuple(blocks))
