@@ -401,6 +401,50 @@ def test_while_a_sender_holds_the_campaign_reconcile_waits(
     assert ANN not in states(env), "nothing was settled: the reader is still in flight"
 
 
+# ---------------------------------------------------------------- rotated files: no hole allowed
+
+ROTATED = ("maillog.2.gz", "maillog.1", "maillog")
+
+
+@pytest.mark.parametrize("stamp", [iso, syslog], ids=["rfc3339", "syslog"])
+@pytest.mark.parametrize(
+    ("given", "present", "outcome", "words"),
+    [(("maillog", "maillog.2.gz"), ROTATED, "unknown", "give maillog.1 too"),
+     (("maillog.2.gz", "maillog"), ("maillog.2.gz", "maillog"), "unknown", "give the log files"),
+     (("maillog", "maillog.1", "maillog.2.gz"), ROTATED, "sent", "queued it as"),
+     (("maillog.2.gz", "maillog.1"), ROTATED, "sent", "queued it as")],
+    ids=["middle-file-left-out", "middle-file-gone", "all-three", "up-to-the-middle-one"],
+)  # fmt: skip
+def test_what_the_files_cover_is_their_union_a_missing_middle_file_leaves_a_hole(
+    invoke: Invoke, env: dict[str, str], tmp_path: Path, env_file: Callable[..., Path],
+    journal_with: Callable[..., float], stamp: Callable[[float], str],
+    given: tuple[str, ...], present: tuple[str, ...], outcome: str, words: str,
+) -> None:  # fmt: skip
+    """Each file covers its own first to last line: the time between two files given, when a
+    rotated file between them is not given, is not covered, and nobody in it is sent again."""
+    went = journal_with(ANN, BOB, CY)
+    logs = {
+        "maillog.2.gz": Log(stamp).span(went - 3600, went - 1000),
+        "maillog.1": Log(stamp).span(went - 999, went + 59).kept(went, mid(ANN)).kept(went, mid(BOB))
+        .kept(went + 1, mid(CY)),
+        "maillog": Log(stamp).span(went + 60, went + 120),
+    }  # fmt: skip
+    paths = {name: logs[name].write(tmp_path / name) for name in present}
+
+    code, data, text = run(invoke, env_file(), *(paths[name] for name in given))
+
+    found = outcomes(data)
+    assert {e: kind for e, (kind, _) in found.items()} == dict.fromkeys((ANN, BOB, CY), outcome)
+    for email in (ANN, BOB, CY):
+        assert words in found[email][1], found[email]
+        if outcome == "unknown":
+            assert "hole" in found[email][1], found[email]
+    wanted = {"sent": "sent", "unknown": "unknown"}[outcome]
+    assert {e: s for e, (s, _) in states(env).items()} == dict.fromkeys((ANN, BOB, CY), wanted)
+    assert code == (1 if outcome == "unknown" else 0)
+    assert "Reconcile weekly-issue" in text
+
+
 # ------------------------------------------------- every try counts: from the first to the last
 
 
