@@ -5,17 +5,21 @@ tmp_path; the logs are written here in the shapes Postfix writes them."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from dispatch.settings import Settings
 from dispatch.state import backend
+from dispatch.state import journal as journal_module
 from dispatch.state.journal import Journal
 from tests.conftest import both_backends
 
@@ -67,7 +71,8 @@ class Log:
         return self.line(end, "anvil[2]", "statistics: max connection rate 1/60s for (smtp:192.0.2.7)")
 
     def write(self, path: Path) -> Path:
-        path.write_text("".join(self.lines), encoding="utf-8")
+        text = "".join(self.lines).encode()
+        path.write_bytes(gzip.compress(text) if path.suffix == ".gz" else text)
         return path
 
 
@@ -197,14 +202,37 @@ def test_what_the_log_proves_is_settled_and_the_rest_stays_unknown_with_the_reas
     assert "Reconcile weekly-issue" in text
 
 
-def test_a_lost_reply_needs_the_log_to_reach_ten_minutes_further_back(
-    invoke: Invoke, tmp_path: Path, env_file: Callable[..., Path], journal_with: Callable[..., float]
-) -> None:
-    """A reply lost after the final dot is recorded when it was lost; the message itself may have
-    gone out up to the reply's 10 minutes before."""
-    went = journal_with(lost_reply=(ANN,))
-    short = Log().span(went - 60, went + 5).write(tmp_path / "short.log")
-    long = Log().span(went - 1000, went + 5).write(tmp_path / "long.log")
+@contextmanager
+def journal_clock(start: float) -> Iterator[SimpleNamespace]:
+    """The journal's clock, set by the test (``clock.now``) for each write it makes."""
+    clock = SimpleNamespace(now=start)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(journal_module, "time", SimpleNamespace(time=lambda: clock.now))
+        yield clock
+
+
+LOST = {"code": None, "enhanced": "", "reply": "connection lost waiting for the reply", "attempts": 0}
+
+
+@pytest.mark.parametrize(("marked", "reach"), [(300.0, 300.0), (None, 900.0)], ids=["marked", "older-row"])
+def test_a_lost_reply_needs_the_log_to_reach_back_to_its_in_flight_mark(
+    invoke: Invoke, env: dict[str, str], tmp_path: Path, env_file: Callable[..., Path],
+    marked: float | None, reach: float,
+) -> None:  # fmt: skip
+    """A reply lost after the final dot: the message went out after its row was marked in flight
+    (300 s before the loss here), and the journal keeps that mark. A row an older version wrote
+    kept only the loss's time: the message may have gone out up to the reply's 10 minutes before."""
+    journal = _journal(env)
+    journal.begin(CAMPAIGN, "Weekly", "fingerprint", "/srv/issue.md")
+    lost = time.time() - 60
+    with journal_clock(lost - (marked or 0.0)) as clock:
+        if marked is not None:
+            journal.in_flight(CAMPAIGN, ANN, ANN, mid(ANN))
+        clock.now = lost
+        journal.outcome(CAMPAIGN, ANN, ANN, "unknown", message_id=mid(ANN), **LOST)
+    journal.close()
+    short = Log().span(lost - reach + 30, lost + 5).write(tmp_path / "short.log")
+    long = Log().span(lost - reach - 30, lost + 5).write(tmp_path / "long.log")
 
     _, first, _ = run(invoke, env_file(), short)
     _, second, _ = run(invoke, env_file(), long)
@@ -371,3 +399,119 @@ def test_while_a_sender_holds_the_campaign_reconcile_waits(
     assert code == 4, data
     assert CAMPAIGN in data["error"]
     assert ANN not in states(env), "nothing was settled: the reader is still in flight"
+
+
+# ---------------------------------------------------------------- rotated files: no hole allowed
+
+ROTATED = ("maillog.2.gz", "maillog.1", "maillog")
+
+
+@pytest.mark.parametrize("stamp", [iso, syslog], ids=["rfc3339", "syslog"])
+@pytest.mark.parametrize(
+    ("given", "present", "outcome", "words"),
+    [(("maillog", "maillog.2.gz"), ROTATED, "unknown", "give maillog.1 too"),
+     (("maillog.2.gz", "maillog"), ("maillog.2.gz", "maillog"), "unknown", "give the log files"),
+     (("maillog", "maillog.1", "maillog.2.gz"), ROTATED, "sent", "queued it as"),
+     (("maillog.2.gz", "maillog.1"), ROTATED, "sent", "queued it as")],
+    ids=["middle-file-left-out", "middle-file-gone", "all-three", "up-to-the-middle-one"],
+)  # fmt: skip
+def test_what_the_files_cover_is_their_union_a_missing_middle_file_leaves_a_hole(
+    invoke: Invoke, env: dict[str, str], tmp_path: Path, env_file: Callable[..., Path],
+    journal_with: Callable[..., float], stamp: Callable[[float], str],
+    given: tuple[str, ...], present: tuple[str, ...], outcome: str, words: str,
+) -> None:  # fmt: skip
+    """Each file covers its own first to last line: the time between two files given, when a
+    rotated file between them is not given, is not covered, and nobody in it is sent again."""
+    went = journal_with(ANN, BOB, CY)
+    logs = {
+        "maillog.2.gz": Log(stamp).span(went - 3600, went - 1000),
+        "maillog.1": Log(stamp).span(went - 999, went + 59).kept(went, mid(ANN)).kept(went, mid(BOB))
+        .kept(went + 1, mid(CY)),
+        "maillog": Log(stamp).span(went + 60, went + 120),
+    }  # fmt: skip
+    paths = {name: logs[name].write(tmp_path / name) for name in present}
+
+    code, data, text = run(invoke, env_file(), *(paths[name] for name in given))
+
+    found = outcomes(data)
+    assert {e: kind for e, (kind, _) in found.items()} == dict.fromkeys((ANN, BOB, CY), outcome)
+    for email in (ANN, BOB, CY):
+        assert words in found[email][1], found[email]
+        if outcome == "unknown":
+            assert "hole" in found[email][1], found[email]
+    wanted = {"sent": "sent", "unknown": "unknown"}[outcome]
+    assert {e: s for e, (s, _) in states(env).items()} == dict.fromkeys((ANN, BOB, CY), wanted)
+    assert code == (1 if outcome == "unknown" else 0)
+    assert "Reconcile weekly-issue" in text
+
+
+# ------------------------------------------------- every try counts: from the first to the last
+
+
+@pytest.fixture
+def two_tries(env: dict[str, str]) -> Callable[[str], tuple[float, float]]:
+    """ANN's first try ends unknown (its reply lost at t1); a ``--resend-unknown`` run marks the
+    second try in flight at t2 (2000 s later), then is killed ("killed") or loses that reply too
+    ("lost", at t2 + 5). The journal's clock is set for each write; returns (t1, t2)."""
+
+    def make(second: str) -> tuple[float, float]:
+        journal = _journal(env)
+        journal.begin(CAMPAIGN, "Weekly", "fingerprint", "/srv/issue.md")
+        t1 = time.time() - 3000
+        t2 = t1 + 2000
+        with journal_clock(t1 - 3) as clock:
+            journal.in_flight(CAMPAIGN, ANN, ANN, mid(ANN))
+            clock.now = t1
+            journal.outcome(CAMPAIGN, ANN, ANN, "unknown", **LOST)
+            clock.now = t2
+            journal.in_flight(CAMPAIGN, ANN, ANN, mid(ANN))  # the same Message-ID on every try
+            if second == "lost":
+                clock.now = t2 + 5
+                journal.outcome(CAMPAIGN, ANN, ANN, "unknown", **LOST)
+        journal.close()
+        return t1, t2
+
+    return make
+
+
+TRIES: dict[str, tuple[str, Callable[[float, float], Log], str, str]] = {
+    "log-ends-between-the-tries": (
+        "killed", lambda t1, t2: Log().span(t1 - 1000, t1 + 2).dropped(t1 - 2, mid(ANN)),
+        "unknown", "the log ends at",
+    ),
+    "log-starts-between-the-tries": (
+        "lost", lambda t1, t2: Log().span(t2 - 950, t2 + 60), "unknown", "the log starts at",
+    ),
+    "second-try-queued": (
+        "killed", lambda t1, t2: Log().span(t1 - 1000, t2 + 60).dropped(t1 - 2, mid(ANN)).kept(t2, mid(ANN)),
+        "sent", "queued it as K",
+    ),
+    "both-dropped-and-all-covered": (
+        "lost", lambda t1, t2: Log().span(t1 - 1000, t2 + 60).dropped(t1 - 2, mid(ANN)).dropped(t2, mid(ANN)),
+        "send_again", "dropped it",
+    ),
+    "never-seen-and-all-covered": (
+        "killed", lambda t1, t2: Log().span(t1 - 1000, t2 + 60), "send_again", "never shows its Message-ID",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(TRIES))
+def test_an_unknown_resent_and_unknown_again_needs_the_log_to_cover_every_try(
+    invoke: Invoke, env: dict[str, str], tmp_path: Path, env_file: Callable[..., Path],
+    two_tries: Callable[[str], tuple[float, float]], case: str,
+) -> None:  # fmt: skip
+    """The span a log must cover runs from the first try to the last: a log that saw the first
+    try dropped but ends (or starts) between the tries proves nothing about the other one."""
+    second, build, outcome, words = TRIES[case]
+    t1, t2 = two_tries(second)
+    maillog = build(t1, t2).write(tmp_path / "maillog")
+
+    code, data, _ = run(invoke, env_file(), maillog)
+
+    kind, why = outcomes(data)[ANN]
+    assert (kind, words in why) == (outcome, True), why
+    assert data["recovered_in_flight"] == (second == "killed")
+    wanted = {"sent": "sent", "send_again": "deferred", "unknown": "unknown"}[outcome]
+    assert states(env)[ANN][0] == wanted
+    assert code == (1 if outcome == "unknown" else 0)

@@ -17,13 +17,20 @@ times as rsyslog writes them), Postfix's own ``maillog_file`` (``Dec 07 10:39:40
 without a host name; gzip, bzip2 and xz files (rotated logs) are read as they are. A line that is
 not a log line (binary junk, one longer than :data:`MAX_LINE`) is skipped and counted. Times
 without a zone are this machine's local time; times without a year are in the last twelve months.
+
+Each file covers the time from its first line to its last (a line stamped in whole seconds counts
+for that whole second); what several files cover is the union of those spans (:func:`covered`),
+never the time from the earliest line to the latest: a rotated file left out (``maillog.1``
+between ``maillog.2.gz`` and ``maillog``) leaves a hole in which the log proves nothing.
 """
 
 from __future__ import annotations
 
 import bz2
 import gzip
+import itertools
 import lzma
+import math
 import re
 import time
 import zlib
@@ -129,6 +136,40 @@ class RelayLog:
 
     def seen(self, message_id: str) -> list[Sighting]:
         return self.sightings.get(message_id.strip(), [])
+
+
+@dataclass(frozen=True)
+class Span:
+    """A continuous stretch of time the files cover: [start, end), and the files at its ends."""
+
+    start: float
+    end: float
+    first: LogFile  # the file whose first line starts it
+    last: LogFile  # the file whose last line ends it
+
+
+def covered(files: list[LogFile]) -> list[Span]:
+    """The stretches of time the files cover, in order, each as long as the files leave no hole."""
+    spans: list[Span] = []
+    timed = [(f, f.first, f.last) for f in files if f.first is not None and f.last is not None]
+    for log, first, last in sorted(timed, key=lambda t: (t[1], t[2])):
+        # a line in whole seconds covers its whole second; another the instant it names
+        start = float(math.floor(first)) if log.coarse else first
+        end = float(math.floor(last)) + 1.0 if log.coarse else math.nextafter(last, math.inf)
+        if spans and start <= spans[-1].end:  # overlaps or touches the stretch so far
+            if end > spans[-1].end:
+                spans[-1] = Span(spans[-1].start, end, spans[-1].first, log)
+            continue
+        spans.append(Span(start, end, log, log))
+    return spans
+
+
+def hole(spans: list[Span], earliest: float, latest: float) -> tuple[Span, Span] | None:
+    """The first hole between two stretches in which [earliest, latest] lies partly, or None."""
+    for before, after in itertools.pairwise(spans):
+        if before.end <= latest and after.start > earliest:
+            return before, after
+    return None
 
 
 def read_relay_log(

@@ -9,14 +9,16 @@ relay's own log knows. For each unknown recipient, by the Message-ID its message
   :mod:`dispatch.send.maillog`): it is **sent** (however many times the log names it);
 * otherwise it is **safe to send again** (the next run sends it, once) only when the log
   proves the relay never took it: the log covers the whole span in which its message could have
-  reached the relay (from the log's first line to its last; a line stamped in whole seconds
-  counts for that whole second), and the relay's clock agrees with this machine's (no line from
-  the future; the times at which the log shows unknown messages match the journal's within
-  :data:`CLOCK_TOLERANCE`). A message the relay read and then dropped (the connection ended
-  before the final dot) is judged the same way: that one attempt was dropped, an earlier one
-  outside the log might not have been;
-* otherwise it stays **unknown**, with the reason (the log starts too late, ends too early, its
-  clock differs, no Message-ID was recorded).
+  reached the relay, from its first try not settled since to its last (every try goes out with
+  the same Message-ID), without a hole (each file covers its first line to its last, a line
+  stamped in whole seconds counting for that whole second: see :mod:`dispatch.send.maillog`; a rotated file
+  left out between two given is a hole, and is named), and the relay's clock agrees with this
+  machine's (no line from the future; the times at which the log shows unknown messages match
+  the journal's within :data:`CLOCK_TOLERANCE`). A message the relay read and then dropped (the
+  connection ended before the final dot) is judged the same way: that one attempt was dropped,
+  an earlier one outside the log might not have been;
+* otherwise it stays **unknown**, with the reason (the log starts too late, ends too early, has a
+  hole, its clock differs, no Message-ID was recorded).
 
 Nothing changes while a run of the campaign is going (its lock is held throughout), and a row a
 dead run left in flight is first counted as unknown, as the next run would.
@@ -24,18 +26,22 @@ dead run left in flight is first counted as unknown, as the next run would.
 
 from __future__ import annotations
 
+import glob
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dispatch.errors import InputError, LockedError
-from dispatch.send.maillog import RelayLog, read_relay_log
+from dispatch.send.maillog import RelayLog, covered, hole, read_relay_log
 from dispatch.state import journal as j
 from dispatch.state.journal import Journal
 from dispatch.state.unknowns import Unknown
 from dispatch.untrusted import shown
 
+# maillog.1, mail.log.2.gz, maillog.3.bz2: a file rotated N times (the current one is 0)
+_ROTATED = re.compile(r"(?P<base>.+?)\.(?P<n>\d{1,6})(?:\.(?:gz|bz2|xz|zst))?")
 CLOCK_TOLERANCE = 120.0  # seconds the relay's clock may differ from this machine's
 SENT, AGAIN, UNKNOWN = "sent", "send again", "unknown"
 
@@ -136,22 +142,38 @@ def decide(unknown: Unknown, log: RelayLog, clock: str, given: list[Path]) -> De
 
 
 def coverage_gap(log: RelayLog, unknown: Unknown, given: list[Path]) -> str:
-    """Why the log does not prove what the relay did in the unknown's span, or "" if it does."""
-    first, last = log.first, log.last
-    if first is None or last is None:
+    """Why the log does not prove what the relay did in the unknown's span, or "" if it does:
+    the span must lie within what the files cover without a hole (see :mod:`dispatch.send.maillog`)."""
+    spans = covered(log.files)
+    if not spans:
         return "the log's lines carry no time dispatch can read, so it cannot tell what span the log covers"
-    if _floor(first, log.resolution) > unknown.earliest:
+    if spans[0].start > unknown.earliest:
         older = _older_files(given)
         return (
-            f"the log starts at {moment(first)}, after its message may have gone out "
+            f"the log starts at {moment(spans[0].first.first)}, after its message may have gone out "
             f"({moment(unknown.earliest)}); give the older log files too" + (f" ({older})" if older else "")
         )
-    if _floor(last, log.resolution) < _floor(unknown.latest, log.resolution):
+    if spans[-1].end <= unknown.latest:
         return (
-            f"the log ends at {moment(last)}, before its message went out ({moment(unknown.latest)}); "
-            "give the relay's current log"
+            f"the log ends at {moment(spans[-1].last.last)}, before its message went out "
+            f"({moment(unknown.latest)}); give the relay's current log"
         )
-    return ""
+    gap = hole(spans, unknown.earliest, unknown.latest)
+    if gap is None:
+        return ""
+    before, after = gap[0].last, gap[1].first
+    names = _missing(given, before.path, after.path)
+    wanted = (
+        ", ".join(names[:3]) + (" …" if len(names) > 3 else "") if names else "the log files that cover it"
+    )
+    when = moment(unknown.earliest) if unknown.earliest == unknown.latest else (
+        f"between {moment(unknown.earliest)} and {moment(unknown.latest)}"
+    )  # fmt: skip
+    return (
+        f"the log files given leave a hole from {moment(before.last)} ({before.path.name}) to "
+        f"{moment(after.first)} ({after.path.name}), when its message may have gone out ({when}); "
+        f"give {wanted or 'the log files that cover it'} too"
+    )
 
 
 def clock_problem(log: RelayLog, unknowns: list[Unknown], now: float) -> str:
@@ -180,11 +202,6 @@ def _near(when: float, unknown: Unknown) -> bool:
     return unknown.earliest - CLOCK_TOLERANCE <= when <= unknown.latest + CLOCK_TOLERANCE
 
 
-def _floor(when: float, resolution: float) -> float:
-    """A time as precisely as the log gives it (a whole second stands for all of that second)."""
-    return float(int(when)) if resolution >= 1 else when
-
-
 def moment(when: float | None) -> str | None:
     if when is None:
         return None
@@ -199,6 +216,30 @@ def _older_files(given: list[Path]) -> str:
          for sibling in path.parent.glob(f"{path.name}[.-]*") if sibling.name not in names}
     )  # fmt: skip
     return ", ".join(found[:3]) + (" …" if len(found) > 3 else "") + (" next to it" if found else "")
+
+
+def _missing(given: list[Path], older: Path, newer: Path) -> list[str]:
+    """Rotated files next to ``older``, not given, that lie between it and ``newer`` in the
+    rotation (maillog.1 between maillog.2.gz and maillog); when the names do not tell their
+    order, every rotated sibling of ``older`` not given."""
+    names = {p.name for p in given}
+    (base, old), (other, new) = _position(older.name), _position(newer.name)
+    try:
+        siblings = [
+            s.name for s in older.parent.glob(f"{glob.escape(base)}*")
+            if s.name not in names and _position(s.name)[0] == base and s.is_file()
+        ]  # fmt: skip
+    except OSError:
+        return []
+    if base == other and old > new:
+        return sorted((s for s in siblings if new < _position(s)[1] < old), key=lambda s: _position(s)[1])
+    return sorted(siblings)
+
+
+def _position(name: str) -> tuple[str, int]:
+    """(the log's name, how many times the file was rotated): ("maillog", 2) for maillog.2.gz."""
+    found = _ROTATED.fullmatch(name)
+    return (found["base"], int(found["n"])) if found else (name, 0)
 
 
 __all__ = ["Decision", "Reconciliation", "reconcile"]

@@ -26,7 +26,7 @@ from dispatch.state.group import Statement, Store
 from dispatch.state.identity import Use
 from dispatch.state.locks import alive, campaign_lock, lock_running
 from dispatch.state.tables import _DELETE_IF_EMPTY, _EMPTY_CAMPAIGNS, SCHEMA, CampaignInfo, Record
-from dispatch.state.unknowns import Unknown, listed, settle
+from dispatch.state.unknowns import ENDED, Unknown, listed, settle
 
 __all__ = [
     "DAY", "DEFERRED", "FAILED", "FILENAME", "IN_FLIGHT", "PENDING", "RESERVATION_MAX_AGE", "SCHEMA",
@@ -122,11 +122,13 @@ class Journal:
         self._db.execute("UPDATE campaigns SET recipients = ? WHERE id = ?", (count, campaign))
 
     def recover(self, campaign: str) -> int:
-        """Rows left in flight by a run that died become unknown; returns how many."""
+        """Rows left in flight by a run that died become unknown; returns how many. Their
+        ``updated`` stays the last try's in-flight mark, and ``sent_at`` the first unsettled
+        try's: the span ``dispatch reconcile`` needs the relay's log to cover."""
         cur = self._db.execute(
-            "UPDATE recipients SET state = ?, reply = ?, sent_at = COALESCE(sent_at, updated), "
-            "updated = ? WHERE campaign = ? AND state = ?",  # maybe delivered: it counts today
-            (UNKNOWN, "the run ended while this message was in flight", time.time(), campaign, IN_FLIGHT),
+            "UPDATE recipients SET state = ?, reply = ?, sent_at = COALESCE(sent_at, updated) "
+            "WHERE campaign = ? AND state = ?",  # maybe delivered: it counts today
+            (UNKNOWN, ENDED, campaign, IN_FLIGHT),
         )
         return int(cur.rowcount)
 
@@ -215,7 +217,9 @@ class Journal:
         were counted there already.
         """
         now = time.time()
-        # an unknown outcome may have been delivered: it keeps counting against the daily limit
+        # an unknown outcome may have been delivered: it keeps counting against the daily limit,
+        # from this try's in-flight mark or an earlier unsettled try's (reconcile's span starts
+        # there; see dispatch.state.unknowns)
         sent_at = now if state in (SENT, UNKNOWN) else None
         statements: list[Statement] = [(
             "INSERT INTO recipients (campaign, key, email, state, attempts, code, enhanced, reply, "
@@ -223,10 +227,12 @@ class Journal:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign, key) DO UPDATE SET "
             "state = excluded.state, code = excluded.code, enhanced = excluded.enhanced, "
             "reply = excluded.reply, hard_bounce = excluded.hard_bounce, "
-            "attempts = recipients.attempts + ?, sent_at = excluded.sent_at, updated = excluded.updated, "
+            "attempts = recipients.attempts + ?, updated = excluded.updated, "
+            "sent_at = CASE WHEN excluded.state = ? AND recipients.state = ? "
+            "THEN COALESCE(recipients.sent_at, recipients.updated) ELSE excluded.sent_at END, "
             "message_id = COALESCE(NULLIF(excluded.message_id, ''), recipients.message_id)",
             (campaign, key, email, state, attempts, code, enhanced, reply, int(hard_bounce),
-             message_id, now, now, sent_at, attempts),
+             message_id, now, now, sent_at, attempts, UNKNOWN, IN_FLIGHT),
         )]  # fmt: skip
         if reservation is not None:  # one transaction: never counted twice, never zero times
             statements.append(("DELETE FROM reservations WHERE id = ?", (reservation,)))

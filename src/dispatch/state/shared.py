@@ -34,6 +34,7 @@ from typing import Any
 from dispatch.state.group import Statement
 from dispatch.state.journal import DAY, IN_FLIGHT, RESERVATION_MAX_AGE, SENT, UNKNOWN, Journal
 from dispatch.state.pg import PgDatabase
+from dispatch.state.unknowns import ENDED, STOPPED
 
 BUDGET_LOCK = 0x62756467  # serialises reservations of the daily budget ("budg")
 # The next few recipients in list order after ``seq``, nobody live holds; taken by their row ids.
@@ -51,12 +52,12 @@ _IN_ORDER = (
     "set_config('enable_sort', 'off', true)"
 )
 _RECOVER = (
-    "UPDATE recipients r SET state = ?, reply = ?, sent_at = COALESCE(sent_at, updated), updated = ? "
+    "UPDATE recipients r SET state = ?, reply = ?, sent_at = COALESCE(sent_at, updated) "
     "WHERE r.campaign = ? AND r.state = ? AND NOT EXISTS (SELECT 1 FROM claims c WHERE "
     "c.campaign = r.campaign AND c.key = r.key AND EXISTS (SELECT 1 FROM senders s WHERE s.id = c.holder "
     "AND s.lease_until > clock_timestamp()))"
 )
-LOST = "the sender holding it stopped while this message was in flight"
+LOST = STOPPED  # (its in-flight mark's time stays its updated: see dispatch.state.unknowns)
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ class SharedJournal(Journal):
         """Rows in flight that no live sender holds became unknown; returns how many."""
         cur = self._db.execute(
             _RECOVER,
-            (UNKNOWN, "the run ended while this message was in flight", time.time(), campaign, IN_FLIGHT),
+            (UNKNOWN, ENDED, campaign, IN_FLIGHT),
         )
         return int(cur.rowcount)
 
@@ -279,7 +280,6 @@ class SharedJournal(Journal):
 
     def _claim(self, campaign: str, count: int, after: int) -> tuple[list[Any], list[Any]]:
         """(the rows claimed, those still to do)."""
-        now = time.time()
         with self.pg.batch_transaction() as db:  # BEGIN, the plan and the claim in one round trip
             db.execute(_IN_ORDER)
             rows = db.execute(_CLAIM, (campaign, after, count, self.sender)).fetchall()
@@ -294,9 +294,9 @@ class SharedJournal(Journal):
             if done:
                 self.taken_over += sum(self._states.get(k) == IN_FLIGHT for k in keys)
                 db.execute(
-                    "UPDATE recipients SET state = ?, reply = ?, sent_at = COALESCE(sent_at, updated), "
-                    "updated = ? WHERE campaign = ? AND key = ANY(?) AND state = ?",
-                    (UNKNOWN, LOST, now, campaign, done, IN_FLIGHT),
+                    "UPDATE recipients SET state = ?, reply = ?, sent_at = COALESCE(sent_at, updated) "
+                    "WHERE campaign = ? AND key = ANY(?) AND state = ?",
+                    (UNKNOWN, LOST, campaign, done, IN_FLIGHT),
                 )
                 db.execute("DELETE FROM claims WHERE campaign = ? AND key = ANY(?)", (campaign, done))
         return rows, [r for r in rows if r[0] not in done]

@@ -15,16 +15,21 @@ from dataclasses import dataclass
 from dispatch.state.group import Store
 
 UNKNOWN, SENT, DEFERRED = "unknown", "sent", "deferred"  # (as in dispatch.state.journal)
-# A reply lost after the final dot is recorded when it is lost; the message went out at most the
-# 10 minutes dispatch awaits that reply (dispatch.send.transport) before, plus its data's time.
+# An older version recorded a lost reply's time alone; the message went out at most the 10
+# minutes dispatch awaits that reply (dispatch.send.transport) before, plus its data's time.
 LOST_REPLY_SPAN = 900.0
+# The replies of rows found in flight (a dead run's, a stopped sender's): recover() and the
+# takeover of a dead sender's claims keep their in-flight mark's time as ``updated``.
+ENDED = "the run ended while this message was in flight"
+STOPPED = "the sender holding it stopped while this message was in flight"
 
 
 @dataclass(frozen=True)
 class Unknown:
     """An unknown recipient, and the span in which its message may have reached the relay
-    (journal times): from ``earliest`` (its in-flight mark; for a reply lost later,
-    :data:`LOST_REPLY_SPAN` before the loss) to ``latest`` (the mark, or the loss)."""
+    (journal times): from ``earliest``, the in-flight mark of the first try not settled since
+    (every try goes out with the same Message-ID), to ``latest``, its last try's mark (the run
+    died) or the moment that try's reply was lost."""
 
     key: str
     email: str
@@ -36,17 +41,20 @@ class Unknown:
 def listed(db: Store, campaign: str) -> list[Unknown]:
     """The campaign's unknown recipients, oldest first."""
     rows = db.all(
-        "SELECT key, email, COALESCE(message_id, ''), sent_at, updated FROM recipients "
-        "WHERE campaign = ? AND state = ? ORDER BY updated",
+        "SELECT key, email, COALESCE(message_id, ''), sent_at, updated, COALESCE(reply, '') "
+        "FROM recipients WHERE campaign = ? AND state = ? ORDER BY updated",
         (campaign, UNKNOWN),
     )
     found = []
-    for key, email, message_id, sent_at, updated in rows:
-        # recover() moves the in-flight mark's time to sent_at (unless an earlier unknown's is
-        # there: earlier still) and stamps updated later; a lost reply has sent_at == updated.
-        lost_reply = sent_at is None or sent_at == updated
-        mark = updated if sent_at is None else sent_at
-        found.append(Unknown(key, email, message_id, mark - LOST_REPLY_SPAN * lost_reply, mark))
+    for key, email, message_id, sent_at, updated, reply in rows:
+        # sent_at: the first unsettled try's in-flight mark (kept by every later try, by a lost
+        # reply and by recover()); updated: the last try's mark (recover() leaves it) or the
+        # moment its reply was lost. An older version's lost reply left only the loss's time
+        # (sent_at == updated, not found in flight): the message went out before it.
+        if sent_at is None or (sent_at == updated and reply not in (ENDED, STOPPED)):
+            found.append(Unknown(key, email, message_id, updated - LOST_REPLY_SPAN, updated))
+        else:
+            found.append(Unknown(key, email, message_id, min(sent_at, updated), max(sent_at, updated)))
     return found
 
 
