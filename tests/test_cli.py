@@ -944,3 +944,14 @@ def test_on_a_terminal_send_asks_first(
     else:
         assert returncode != 0, "declining is not a successful send"
         assert "Nothing sent" in out
+
+
+@pytest.mark.parametrize("written", ["pa${x}ss$HOME", '"pa${x}ss$HOME"', "'pa${x}ss$HOME'"])
+def test_a_dollar_in_a_settings_file_value_is_kept_as_written(tmp_path: Path, written: str) -> None:
+    """python-dotenv expands ${VAR} by default: a password or an unsubscribe secret holding "${"
+    would silently become another one (and every earlier unsubscribe link would stop working)."""
+    env = tmp_path / "s.env"
+    env.write_text(f"DISPATCH_SMTP_PASSWORD={written}\nDISPATCH_ORGANIZATION=${{HOME}}/x\n", encoding="utf-8")
+    settings = load_settings(env)
+    assert settings.smtp_password == "pa${x}ss$HOME"
+    assert settings.organization == "${HOME}/x"

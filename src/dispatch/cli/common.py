@@ -223,7 +223,8 @@ class _Unparsed(logging.Handler):
 
 
 def read_env_file(path: Path) -> dict[str, str | None]:
-    """The file's settings; a line python-dotenv cannot parse is an error naming it, and so is
+    """The file's settings, as written (no ``${VAR}`` expansion: a password or secret holding
+    ``${`` must not change); a line python-dotenv cannot parse is an error naming it, and so is
     a setting dispatch does not read (a misspelling would silently fall back to a default)."""
     from dotenv import dotenv_values
 
@@ -238,7 +239,7 @@ def read_env_file(path: Path) -> dict[str, str | None]:
     logger.addHandler(handler)
     propagate, logger.propagate = logger.propagate, False
     try:
-        values = dotenv_values(stream=io.StringIO(text))
+        values = dotenv_values(stream=io.StringIO(text), interpolate=False)  # a "$" in a password stays
     finally:
         logger.removeHandler(handler)
         logger.propagate = propagate
