@@ -223,6 +223,40 @@ def test_an_html_template_that_renders_nothing_is_named(
     judge_error(result.stderr, str(scene["tpl"] / "email.html"), "renders an empty document")
 
 
+@pytest.mark.parametrize("command", ["dry-run", "check"])
+def test_a_footer_shown_to_one_segment_only_blocks_the_dry_run_and_check_as_it_blocks_the_send(
+    invoke: Invoke, scene: dict[str, Path], command: str
+) -> None:
+    """The first reader (the sample the checks look at) sees the unsubscribe link; the others
+    do not. The send refused; the dry run and check passed."""
+    for name, base in (("email.html", "builtin/email.html"), ("email.txt", "builtin/email.txt")):
+        (scene["tpl"] / name).write_text(
+            f'{{% extends "{base}" %}}{{% block footer %}}'
+            '{% if subscriber.city == "Paris" %}{{ super() }}'
+            "{% else %}{{ postal_address }}{% endif %}{% endblock %}",
+            encoding="utf-8",
+        )
+    if command == "dry-run":
+        result = dry_run(invoke, scene)
+    else:
+        args = (
+            "check",
+            scene["article"],
+            "-s",
+            scene["list"],
+            "--env-file",
+            scene["env"],
+            "--template",
+            scene["tpl"],
+        )
+        result = invoke(*args)
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert (
+        "Blocking:      the template must show a visible unsubscribe link in the HTML part" in result.stdout
+    )
+    assert "Blocking:      the template must show the unsubscribe link in the text part" in result.stdout
+
+
 def test_huge_template_is_refused(invoke: Invoke, scene: dict[str, Path]) -> None:
     (scene["tpl"] / "email.txt").write_text("{{ unsubscribe_url }}" + "x" * 3_000_000, encoding="utf-8")
     result = dry_run(invoke, scene)

@@ -5,6 +5,8 @@ a test send) before anything leaves; a dry run shows it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from dispatch.checks.rules import Problem, content_problems, footer_presence, settings_problems
 from dispatch.compose.issue import Issue, recipients, trial_subscriber
 from dispatch.errors import ConfigError
@@ -17,6 +19,12 @@ def preflight(issue: Issue) -> list[Problem]:
     html, text = issue.bodies(sample)
     link = issue.values(sample)["unsubscribe_url"]
     footer = footer_presence(html, text, unsubscribe_link=link, postal_address=settings.postal_address)
+    missing = issue.rendered.parts_without_unsubscribe  # any recipient's render, not the sample's alone
+    footer = replace(
+        footer,
+        unsubscribe_in_html=footer.unsubscribe_in_html and "HTML" not in missing,
+        unsubscribe_in_text=footer.unsubscribe_in_text and "text" not in missing,
+    )
     size = issue.rendered.html_size  # the figure the summary shows
     found = settings_problems(settings) + content_problems(
         html, text, issue.subject, footer=footer, size=size
