@@ -13,6 +13,7 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -250,8 +251,10 @@ def test_list_unsubscribe_holds_exactly_the_two_uris(
         assert re.fullmatch(r"(<[^<>]*>)(, ?<[^<>]*>)", value), value
 
 
-def test_confirmation_prompt_names_relay_and_sender(scene: dict[str, Any]) -> None:
-    """On a terminal, the question itself says where the mail goes and from whom; "n" sends nothing."""
+@pytest.mark.parametrize(("answer", "code"), [("n", 1), ("ctrl-c", 130)])
+def test_confirmation_prompt_names_relay_and_sender(scene: dict[str, Any], answer: str, code: int) -> None:
+    """On a terminal, the question itself says where the mail goes and from whom; "n" sends
+    nothing (exit 1), and neither does Ctrl-C (exit 130, as for any interruption)."""
     env = write_settings(
         scene["tmp"] / "ok.env",
         settings_values(scene["tmp"], scene["server"], FROM="Weekly <weekly@example.org>"),
@@ -276,8 +279,11 @@ def test_confirmation_prompt_names_relay_and_sender(scene: dict[str, Any]) -> No
             chunk = os.read(leader, 4096)
             assert chunk, f"dispatch ended without asking: {shown!r}"
             shown += chunk
-        os.write(leader, b"n\n")
-        assert proc.wait(timeout=60) == 1
+        if answer == "n":
+            os.write(leader, b"n\n")
+        else:
+            proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == code
     finally:
         if proc.poll() is None:
             proc.kill()

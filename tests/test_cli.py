@@ -955,3 +955,12 @@ def test_a_dollar_in_a_settings_file_value_is_kept_as_written(tmp_path: Path, wr
     settings = load_settings(env)
     assert settings.smtp_password == "pa${x}ss$HOME"
     assert settings.organization == "${HOME}/x"
+
+
+@pytest.mark.parametrize("group", [[], ["suppress"]])
+def test_a_group_without_a_command_shows_its_help_not_an_error(invoke: Invoke, group: list[str]) -> None:
+    result = invoke(*group)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Usage: dispatch")
+    assert "error" not in result.stderr.splitlines()[0]
+    assert "Commands" in result.stderr

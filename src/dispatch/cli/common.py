@@ -76,13 +76,17 @@ class _Group(TyperGroup):
         except UsageError as err:
             if not standalone_mode:
                 raise
-            typer.echo(f"dispatch: error: {usage_message(err)}", err=True)
+            if type(err).__name__ == "NoArgsIsHelpError":  # a group with no command: its help, as help
+                ctx = getattr(err, "ctx", None)
+                typer.echo(ctx.get_help() if ctx is not None else str(err), err=True)
+            else:
+                typer.echo(f"dispatch: error: {usage_message(err)}", err=True)
             sys.exit(int(ExitCode.BAD_INPUT))
-        except typer.Abort:
+        except typer.Abort:  # Ctrl-C (or end of input) at a prompt: stopped by the user
             if not standalone_mode:
                 raise
             typer.echo("dispatch: stopped", err=True)
-            sys.exit(int(ExitCode.INCOMPLETE))
+            sys.exit(int(ExitCode.INTERRUPTED))
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
