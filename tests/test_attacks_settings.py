@@ -132,6 +132,31 @@ def test_default_dot_env_with_a_typo_stops_the_run(invoke: Invoke, scene: dict[s
 
 
 @pytest.mark.parametrize(
+    ("line", "meant"), [("SMTP_PORT=2525", "DISPATCH_SMTP_PORT"), ("rate=5/s", "DISPATCH_RATE")]
+)
+def test_a_setting_without_its_prefix_in_the_file_is_named(
+    invoke: Invoke, scene: dict[str, Any], line: str, meant: str
+) -> None:
+    """A .env may hold other programs' names, so it is a warning, not a refusal; but a dispatch
+    setting written without DISPATCH_ is never silently ignored."""
+    env = env_with_line(scene, line)
+    result = invoke(
+        "send",
+        scene["article"],
+        "-s",
+        scene["list"],
+        "--env-file",
+        env,
+        "--dry-run",
+        "--out",
+        scene["tmp"] / "o",
+    )
+    assert result.exit_code == 0, result.stderr
+    name = line.split("=", maxsplit=1)[0]
+    assert f"sets {name}, which dispatch does not read (did you mean {meant}?)" in result.stderr
+
+
+@pytest.mark.parametrize(
     ("name", "close"),
     [("DISPATCH_SMTP_HOTS", "DISPATCH_SMTP_HOST"), ("DISPATCH_RETRYS", "DISPATCH_RETRIES")],
 )

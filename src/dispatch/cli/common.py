@@ -233,7 +233,8 @@ def read_env_file(path: Path) -> dict[str, str | None]:
     from dotenv import dotenv_values
 
     from dispatch.files import read_regular
-    from dispatch.settings import unknown_settings
+    from dispatch.settings import PREFIX, unknown_settings
+    from dispatch.settings.table import BY_KEY as SETTING_KEYS
 
     try:
         text = read_regular(path, "settings", limit=1_000_000).decode("utf-8-sig")
@@ -252,6 +253,13 @@ def read_env_file(path: Path) -> dict[str, str | None]:
     for name, close in unknown_settings(values):
         hint = f"did you mean {close}?" if close else "see .env.example for the settings dispatch reads"
         raise ConfigError(f"{path}: unknown setting {name}; {hint}")
+    for name in values:  # a dispatch setting without its prefix (another program's, or a slip)
+        if not name.upper().startswith(PREFIX) and PREFIX + name.upper() in SETTING_KEYS:
+            typer.echo(
+                f"dispatch: warning: {path} sets {name}, which dispatch does not read "
+                f"(did you mean {PREFIX}{name.upper()}?)",
+                err=True,
+            )
     return values
 
 
