@@ -964,3 +964,14 @@ def test_a_group_without_a_command_shows_its_help_not_an_error(invoke: Invoke, g
     assert result.stderr.startswith("Usage: dispatch")
     assert "error" not in result.stderr.splitlines()[0]
     assert "Commands" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "said"), [("abc", "--limit must be a whole number"), ("1.5", "--limit must be a whole number")]
+)
+def test_a_bad_number_on_the_command_line_reads_as_the_readme_shows(
+    invoke: Invoke, value: str, said: str
+) -> None:
+    result = invoke("send", "article.md", "--limit", value)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"dispatch: error: {said}; see 'dispatch send --help'"

@@ -52,8 +52,9 @@ def usage_message(err: Any) -> str:
         return f"{name.upper() if not name.startswith('-') else name} is missing; {where}"
     if isinstance(err, typer.BadParameter) and param is not None:
         said = err.message.lower()
-        for words, wanted in (("valid integer", "a whole number"), ("valid number", "a number"),
-                              ("valid boolean", "yes or no")):  # fmt: skip
+        for words, wanted in (("valid integer", "a whole number"), ("valid int", "a whole number"),
+                              ("valid number", "a number"), ("valid float", "a number"),
+                              ("valid bool", "yes or no")):  # fmt: skip
             if words in said:
                 return f"{name} must be {wanted}; {where}"
         return f"{name}: {err.message[:1].lower()}{err.message[1:]}; {where}"

@@ -12,7 +12,6 @@ import typer
 
 from dispatch.cli.common import (
     DebugOpt,
-    EncodingOpt,
     EnvFileOpt,
     JsonOpt,
     app,
@@ -168,7 +167,9 @@ def suppress_import(
         typer.Option("--list", metavar="ID", help="Apply every row to list ID (default: as each row says)."),
     ] = None,
     env_file: EnvFileOpt = None,
-    encoding: EncodingOpt = "utf-8-sig",
+    encoding: Annotated[
+        str, typer.Option("--encoding", metavar="NAME", help="Encoding of FILE (the export).")
+    ] = "utf-8-sig",
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:

@@ -214,8 +214,8 @@ def _checks(data: ProofData) -> str:
         items = "".join(f"<li>{_v(p)}</li>" for p in data.refused)
         parts.append(
             '<section class="box problems" aria-labelledby="refused">\n'
-            f'<h2 id="refused">A real send would refuse: {_plural(len(data.refused), "example value")} '
-            "or setting to replace</h2>\n"
+            f'<h2 id="refused">A real send would refuse: {_plural(len(data.refused), "setting")} '
+            "to replace</h2>\n"
             f"<ul>{items}</ul>\n<p>This dry run shows the issue anyway; replace them before sending.</p>\n"
             "</section>\n"
         )
