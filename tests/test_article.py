@@ -1187,3 +1187,8 @@ def test_raw_html_closed_keeps_everything_after_it(write_file: WriteFile, raw: s
     article = load(write_file, "closed.md", f"# T\n\nFirst para.\n\n{raw}\n\nSecond para stays.\n")
     assert "Second para stays." in article.body_html
     assert "Second para stays." in article.body_text
+
+
+def test_front_matter_never_closed_is_named_as_such(write_file: WriteFile) -> None:
+    message = raises_input_error(write_file("open.md", "---\ntitle: X\n\nBody text.\n"))
+    assert "front matter opened on line 1 is never closed" in message

@@ -141,6 +141,10 @@ def _from_markdown(path: Path, text: str, fingerprint: str) -> Article:
             title = heading[2].strip()
             body = first[1] if len(first) > 1 else ""
     if not title:
+        if handler is None and text.lstrip("\ufeff").split("\n", 1)[0].strip() == "---":
+            raise InputError(
+                f"{path}: the front matter opened on line 1 is never closed; end it with a line '---'"
+            )
         raise InputError(f"{path}: no title; add 'title:' to the front matter or start with '# Title'")
     first = body.lstrip("\n").split("\n", 1)
     heading = _MD_HEADING.match(first[0])
