@@ -141,7 +141,7 @@ def _from_markdown(path: Path, text: str, fingerprint: str) -> Article:
             title = heading[2].strip()
             body = first[1] if len(first) > 1 else ""
     if not title:
-        if handler is None and text.lstrip("\ufeff").split("\n", 1)[0].strip() == "---":
+        if not meta and text.lstrip("\ufeff").split("\n", 1)[0].strip() == "---":
             raise InputError(
                 f"{path}: the front matter opened on line 1 is never closed; end it with a line '---'"
             )
