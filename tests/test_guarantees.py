@@ -310,6 +310,39 @@ def test_a_reader_refused_before_the_data_is_not_in_flight_while_the_retry_waits
     assert set(states(journal, issue.campaign).values()) == {j.SENT}
 
 
+def test_what_the_other_connection_delivered_is_recorded_while_a_retry_waits(
+    tmp_path: Path,
+    env: dict[str, str],
+    article: Path,
+    journal: j.Journal,
+    counting_server: Callable[..., tuple[Server, Counting]],
+) -> None:
+    """A connection that ran out of work commits its outcomes at once: they must not wait for
+    another connection's retry (a SIGKILL then would make delivered readers "unknown")."""
+    people = emails(6)
+    server, _ = counting_server(FaultPlan(reject={people[0]: "451 4.7.1 greylisted, try again later"}))
+    settings = settings_for(env, server, connections="2", retries="1", retry_delay="5")
+    issue = plan_issue(article, write_list(tmp_path / "list.csv", people), settings)
+    seen: list[tuple[list[str], dict[str, str]]] = []
+
+    def backoff(_seconds: float) -> None:
+        count, quiet = -1, 0
+        while quiet < 10:  # until the other connection has delivered what it will
+            time.sleep(0.05)
+            quiet, count = (quiet + 1, count) if len(rcpts(server)) == count else (0, len(rcpts(server)))
+        time.sleep(0.2)
+        seen.append((rcpts(server), states(journal, issue.campaign)))
+        server.handler.faults.reject.clear()
+
+    summary = run_send(issue, journal, SendOptions(sleep=backoff))
+
+    delivered, recorded = seen[0]
+    assert delivered, "the other connection delivered nothing while the retry waited"
+    assert {a: recorded.get(a) for a in delivered} == dict.fromkeys(delivered, j.SENT)
+    assert summary.sent == 6
+    assert rcpts(server) == sorted(people)
+
+
 def test_a_reader_who_unsubscribes_while_their_retry_waits_is_not_mailed(
     tmp_path: Path,
     env: dict[str, str],

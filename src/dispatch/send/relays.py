@@ -259,6 +259,8 @@ class Lookahead(Generic[T]):
             if self._ahead:
                 return self._ahead.pop()
             if self._ended:
+                if self._journal is not None:  # its outcomes must not wait for another's retries
+                    self._journal.flush()
                 if self._pool is None or self._pool.settled():
                     return None
                 time.sleep(0.002)  # another relay's connection may still hand one over
