@@ -213,6 +213,8 @@ def test_check_dns_says_a_lookup_failed_and_blocks_when_the_dkim_key_cannot_be_c
     assert code == json_code == 2, text
     assert f"SPF:   could not look up {DOMAIN} ({dns.address} answered REFUSED)" in text
     assert "none published" not in text
+    # a send looks nothing up in DNS: the verdict must not say it would refuse to start
+    assert "1 blocking problem(s) in DNS: a send does not look these up and would start" in text
     report = json.loads(out)
     assert report["dns"]["dkim_error"] == f"could not look up {DKIM_NAME} ({dns.address} answered REFUSED)"
     assert [p["code"] for p in report["blocking"]] == ["dkim-lookup-failed"]

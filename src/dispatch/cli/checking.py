@@ -79,10 +79,11 @@ def check(
             sample = next(recipients(issue, 1), None) or trial_subscriber(issue.subscribers.columns)
             more, spam_lines, report["spam"] = _spam(issue.message(sample)[0])
             problems, lines = problems + more, lines + spam_lines
+        looked_up: list[Problem] = []
         if dns:
-            more, dns_lines, report["dns"] = _dns(settings)
-            problems, lines = problems + more, lines + dns_lines
-        _print_check(problems, lines, report, as_json)
+            looked_up, dns_lines, report["dns"] = _dns(settings)
+            problems, lines = problems + looked_up, lines + dns_lines
+        _print_check(problems, lines, report, as_json, looked_up)
 
 
 def _oauth(settings: Any) -> tuple[list[Problem], list[str], dict[str, Any]]:
@@ -140,17 +141,22 @@ def _dns(settings: Any) -> tuple[list[Problem], list[str], dict[str, Any]]:
     return found, lines, data
 
 
-def _print_check(problems: list[Problem], lines: list[str], report: dict[str, Any], as_json: bool) -> None:
+def _print_check(
+    problems: list[Problem], lines: list[str], report: dict[str, Any], as_json: bool, looked_up: list[Problem]
+) -> None:
     unique = list(dict.fromkeys(problems))
     blocking = [p for p in unique if p.refuses_send]
     warnings = [p for p in unique if not p.refuses_send]
     lines += [f"  Blocking:      {p.message}" for p in blocking]
     lines += [f"  Warning:       {p.message}" for p in warnings]
-    verdict = (
-        f"{len(blocking)} blocking problem(s): a send would refuse to start."
-        if blocking
-        else f"Nothing blocks a send ({len(warnings)} warning(s))."
-    )
+    verdict = f"Nothing blocks a send ({len(warnings)} warning(s))."
+    if blocking and all(p in looked_up for p in blocking):  # a send looks nothing up in DNS
+        verdict = (
+            f"{len(blocking)} blocking problem(s) in DNS: a send does not look these up and would start, "
+            "but receivers do; fix them first."
+        )
+    elif blocking:
+        verdict = f"{len(blocking)} blocking problem(s): a send would refuse to start."
     code = ExitCode.BAD_INPUT if blocking else ExitCode.OK
     if as_json:
         report |= {
