@@ -515,3 +515,18 @@ def test_an_unknown_resent_and_unknown_again_needs_the_log_to_cover_every_try(
     wanted = {"sent": "sent", "send_again": "deferred", "unknown": "unknown"}[outcome]
     assert states(env)[ANN][0] == wanted
     assert code == (1 if outcome == "unknown" else 0)
+
+
+def test_status_says_why_a_row_left_in_flight_counts_as_unknown(
+    invoke: Invoke, env_file: Callable[..., Path], journal_with: Callable[..., float]
+) -> None:
+    """A run stopped at once (a second Ctrl-C) leaves its row in flight with no reply yet: status
+    shows it as unknown, with the reason rather than an empty one."""
+    journal_with(ANN)
+    result = invoke("status", CAMPAIGN, "--env-file", env_file())
+    assert result.exit_code == 0, result.stderr
+    (line,) = [shown for shown in result.stdout.splitlines() if ANN in shown]
+    assert (
+        line.split(f"{ANN}:", 1)[1].strip()
+        == "in flight: the run sending it was stopped at once, or is still running"
+    )

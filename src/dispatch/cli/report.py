@@ -165,6 +165,9 @@ def _ago(when: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(when))
 
 
+IN_FLIGHT_NOW = "in flight: the run sending it was stopped at once, or is still running"
+
+
 def status_report(
     journal: j.Journal | None, campaign: str, location: StateLocation, store: SuppressionStore | None = None
 ) -> tuple[Any, str]:
@@ -244,7 +247,10 @@ def _campaign_report(journal: j.Journal, info: j.CampaignInfo, said: dict[str, i
     records = journal.records(
         info.id, (j.FAILED, j.DEFERRED, j.UNKNOWN, *(() if running else (j.IN_FLIGHT,)))
     )
-    records = [r if r.state != j.IN_FLIGHT else replace(r, state=j.UNKNOWN) for r in records]
+    records = [
+        r if r.state != j.IN_FLIGHT else replace(r, state=j.UNKNOWN, reply=r.reply or IN_FLIGHT_NOW)
+        for r in records
+    ]
     problems = [
         {"email": r.email, "state": r.state, "code": r.code, "enhanced": r.enhanced,
          "message": shown(r.reply), "hard_bounce": r.hard_bounce, "attempts": r.attempts}
