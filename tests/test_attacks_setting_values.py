@@ -146,3 +146,12 @@ def test_an_endless_number_is_refused_when_read(
     result = invoke("send", inputs[0], "-s", inputs[1], "--dry-run", "--env-file", env)
     line = refused(result, f"DISPATCH_{setting}:", "between 0 and ")
     assert "inf" not in line.partition("between")[2].partition(", got")[0]
+
+
+@pytest.mark.parametrize("value", ["0.5", "0.9", "0.0001KB"])
+def test_a_size_under_one_byte_is_refused_not_taken_for_no_limit(
+    invoke: Invoke, tmp_path: Path, inputs: tuple[Path, Path], value: str
+) -> None:
+    env = settings_file(tmp_path, MAX_MESSAGE_SIZE=value)
+    result = invoke("send", inputs[0], "-s", inputs[1], "--dry-run", "--env-file", env)
+    refused(result, "DISPATCH_MAX_MESSAGE_SIZE:", "less than a byte")

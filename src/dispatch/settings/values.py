@@ -112,6 +112,10 @@ def size(text: str, setting: str) -> int:
     value = float(match[1]) * _SIZE_UNITS[(match[2] or "").lower()]
     if value > MAX_SIZE:
         raise ConfigError(f"{setting}: {text[:40]!r} is more than any relay takes; write at most 1GB")
+    if value < 1:  # (0 would mean "no limit")
+        raise ConfigError(
+            f"{setting}: {text[:40]!r} is less than a byte; write it like 10MB, 500KB or 2000000"
+        )
     return int(value)
 
 
