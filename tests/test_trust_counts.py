@@ -228,3 +228,18 @@ def test_a_message_found_in_flight_is_counted_where_the_exit_code_counts_it() ->
     )
     assert later.exit_code == ExitCode.OK
     assert "  Unknown:       0 now (campaign total 1)" in send_report(later, "relay")
+
+
+def test_invisible_and_bidi_characters_from_the_inputs_are_shown_escaped(
+    invoke: Invoke, write_file: Callable[..., Path], env_file: Callable[..., Path]
+) -> None:
+    """A zero-width space in an address, a right-to-left override in the title: the summary
+    shows them as escapes, so the terminal neither hides nor reorders what it prints."""
+    article = write_file("a.md", "---\ntitle: \u202eevil title\n---\n\nBody.\n")
+    people = write_file("p.csv", "email,name\nhedy\u200b@example.org,Hedy\nann@example.org,Ann\n")
+    result = invoke("send", article, "-s", people, "--env-file", env_file(), "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert "\u200b" not in result.stdout
+    assert "\u202e" not in result.stdout
+    assert "line 2: invalid address" in result.stdout  # (the zero-width space shown as a space)
+    assert "\\u202e" in result.stdout

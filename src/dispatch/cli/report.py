@@ -24,7 +24,7 @@ def _skipped(summary: RunSummary) -> list[str]:
     if not total:
         return ["  Skipped rows:  none"]
     lines = [f"  Skipped rows:  {total}"]
-    lines += [f"    line {s.line}: {s.reason}" for s in summary.skipped.skipped[:MAX_LISTED]]
+    lines += [f"    line {s.line}: {shown(s.reason)}" for s in summary.skipped.skipped[:MAX_LISTED]]
     if total > MAX_LISTED:
         lines.append(f"    … and {total - MAX_LISTED} more (see --json)")
     return lines
@@ -33,9 +33,9 @@ def _skipped(summary: RunSummary) -> list[str]:
 def _warnings(summary: RunSummary) -> list[str]:
     refused = "Refused:" if summary.dry_run else "Blocking:"
     return (
-        [f"  Blocking:      {b}" for b in summary.blocking]
-        + [f"  {refused:<14} {r}" for r in summary.refused]
-        + [f"  Warning:       {w}" for w in summary.warnings]
+        [f"  Blocking:      {shown(b)}" for b in summary.blocking]
+        + [f"  {refused:<14} {shown(r)}" for r in summary.refused]
+        + [f"  Warning:       {shown(w)}" for w in summary.warnings]
     )
 
 
@@ -57,7 +57,7 @@ def dry_run_report(summary: RunSummary, *, all_written: bool) -> str:
     """What a dry run found and where its preview is."""
     lines = [
         f"Dry run: nothing was sent.{'  (test send)' if summary.test_send else ''}",
-        f"  Subject:       {summary.subject}",
+        f"  Subject:       {shown(summary.subject)}",
         f"  Campaign:      {summary.campaign}",
         f"  Recipients:    {summary.pending} would be sent"
         + (f" ({summary.already_sent} already sent earlier)" if summary.already_sent else ""),
@@ -88,7 +88,7 @@ def send_report(summary: RunSummary, endpoint: str, sender: str = "") -> str:
     """The outcome of a send: counts, failures, and what to do next."""
     sender = f" from {sender}" if sender else ""
     lines = [
-        f"{'Test send' if summary.test_send else 'Send'} «{summary.subject}»{sender} via {endpoint}",
+        f"{'Test send' if summary.test_send else 'Send'} «{shown(summary.subject)}»{sender} via {endpoint}",
         f"  Campaign:      {summary.campaign}",
         f"  Sent now:      {summary.sent_now}"
         + (f"  (campaign total {summary.sent})" if summary.sent != summary.sent_now else ""),
@@ -199,7 +199,7 @@ def status_report(
         counts = ", ".join(
             f"{k} {v}" for k, v in _with_feedback(_counts(c, journal), said[c.id]).items() if v
         )
-        lines.append(f"  {c.id}  ({_ago(c.updated)})  {c.subject}\n    {counts or 'nothing recorded'}")
+        lines.append(f"  {c.id}  ({_ago(c.updated)})  {shown(c.subject)}\n    {counts or 'nothing recorded'}")
     senders, sender_lines = _senders(journal, None)
     if journal is not None and journal.shared:
         data["senders"] = senders
@@ -259,7 +259,7 @@ def _campaign_report(journal: j.Journal, info: j.CampaignInfo, said: dict[str, i
     data = {"campaign": info.id, "subject": info.subject, "recipients": info.recipients,
             **_counts(info, journal), **said, "problems": problems}  # fmt: skip
     lines = [
-        f"{info.id}: {info.subject}",
+        f"{info.id}: {shown(info.subject)}",
         "  " + ", ".join(f"{k} {v}" for k, v in _with_feedback(_counts(info, journal), said).items() if v),
     ]
     for r in records:
