@@ -809,6 +809,26 @@ def test_a_second_signal_still_leaves_one_json_line(
     assert data["kind"] == "interrupted"
 
 
+def test_a_dry_run_during_a_send_of_the_same_campaign_says_so(
+    invoke: Invoke, article: Path, tmp_path: Path, env_file: EnvFile, slow_server: Callable[..., Server],
+    spawn: Callable[..., subprocess.Popen[str]],
+) -> None:  # fmt: skip
+    server = slow_server(delay=1.0)
+    settings = env_file(**server.env())
+    csv = write_list(tmp_path / "list.csv", addresses(6))
+    proc = spawn(*send_args(article, csv, settings))
+    handler = server.handler
+    assert isinstance(handler, SlowHandler)
+    try:
+        wait_until(lambda: handler.active >= 1, proc)
+        dry = invoke(*send_args(article, csv, settings, yes=False), "--dry-run", "--out", tmp_path / "out")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert dry.exit_code == 0, dry.stderr
+    assert "is running now: these counts are as of this moment" in dry.stdout
+
+
 # --------------------------------------------------------------------------- cron
 
 

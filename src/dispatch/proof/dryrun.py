@@ -178,6 +178,11 @@ def run_dry(
     summary.refused = [p.message for p in problems if p.level == "refused"] + list(refused)
     summary.warnings += [p.message for p in problems if not p.refuses_send] + campaign_warnings(issue, state)
     summary.warnings += identity.notes
+    if state is not None and state.running(issue.campaign):
+        summary.warnings.append(
+            f"a send of campaign {issue.campaign!r} is running now: these counts are as of this "
+            "moment, and its messages in flight show as unknown until it records them"
+        )
     writer = PreviewWriter(folder, issue.subject, inputs)
     if suppressions is not None and not suppressions.count():
         suppressions = None  # an empty store: a dry run (unlike a send) need not ask it again
