@@ -252,6 +252,19 @@ def test_other_writers_refuse_an_unnamed_new_state_too(
     assert not (newsletter / "dispatch-state").exists()
 
 
+def test_serve_with_a_settings_file_copied_away_from_its_state_refuses(
+    newsletter: Path, tmp_path: Path
+) -> None:
+    """Unsubscribes recorded in a second, empty state would reach no send."""
+    copy = tmp_path / "web" / ".env"
+    copy.parent.mkdir()
+    copy.write_text((newsletter / ".env").read_text(encoding="utf-8"), encoding="utf-8")
+    done = run("serve", "--port", "1", "--env-file", copy, cwd="/", home=tmp_path / "h")
+    assert done.returncode == 2
+    assert f"no dispatch state at {copy.parent / 'dispatch-state'} yet" in done.stderr
+    assert not (copy.parent / "dispatch-state").exists()
+
+
 def test_a_settings_file_copied_away_from_its_state_never_starts_a_new_one(
     newsletter: Path, plain_server: Server, tmp_path: Path
 ) -> None:

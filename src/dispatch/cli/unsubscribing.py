@@ -59,7 +59,7 @@ def serve(
             raise InputError("--port must be a number from 1 to 65535")
         config = endpoint.ServeConfig(
             url_template=settings.unsubscribe_url, secret=settings.unsubscribe_secret,
-            organization=settings.organization, state_dir=state_to_write(settings, ask=False),
+            organization=settings.organization, state_dir=state_to_write(settings, ask=False, sending=True),
             state_url=settings.state_url,
             lists={settings.list_id: settings.list_id},
             previous_secrets=settings.unsubscribe_previous_secrets,

@@ -36,8 +36,8 @@ def described(location: StateLocation) -> str:
 
 def new_state_problem(location: StateLocation, *, sending: bool = False) -> str | None:
     """Why a command must not create the state at ``location``, or None when it may: the
-    state exists, or the user named its folder (for a send: by an absolute path, as a relative
-    one moves with a settings file that was copied or moved away from its state)."""
+    state exists, or the user named its folder (for a send or serve, ``sending``: by an absolute
+    path, as a relative one moves with a settings file copied or moved away from its state)."""
     if location.url or state_exists(location.path):
         return None
     if location.explicit:
@@ -45,10 +45,10 @@ def new_state_problem(location: StateLocation, *, sending: bool = False) -> str 
             return None
         return (
             f"no dispatch state at {location.path} yet ({location.found_by}, relative to that file's "
-            "folder): a send would start a new, empty state that knows neither who already has an issue "
-            "nor who unsubscribed (was the settings file copied or moved away from its state?). Point "
-            f"{PREFIX}STATE_DIR at this newsletter's state folder; for its very first send, run it at a "
-            "terminal without --yes and confirm"
+            "folder): a new, empty state would know neither who already has an issue nor who "
+            "unsubscribed (was the settings file copied or moved away from its state?). Point "
+            f"{PREFIX}STATE_DIR at this newsletter's state folder; a new newsletter's state is made by "
+            "dispatch init, or by its first send at a terminal (without --yes)"
         )
     where = f"Set {PREFIX}STATE_DIR"
     where += f" in {location.settings_file}" if location.settings_file is not None else ""
