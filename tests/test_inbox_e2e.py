@@ -888,7 +888,7 @@ def test_check_dns_with_a_published_key_that_is_not_the_key_file_blocks(
     assert result.codes == {"dkim-mismatch": "blocking"}
     assert result.report["dns"]["dkim_matches"] is False
     assert "NOT the key file's key" in result.text
-    assert "refuse to start" in result.text
+    assert "blocking problem(s) in DNS: a send does not look these up" in result.text
 
 
 def test_check_dns_with_mismatched_spf_and_dmarc_records(
