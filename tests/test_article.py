@@ -1192,3 +1192,18 @@ def test_raw_html_closed_keeps_everything_after_it(write_file: WriteFile, raw: s
 def test_front_matter_never_closed_is_named_as_such(write_file: WriteFile) -> None:
     message = raises_input_error(write_file("open.md", "---\ntitle: X\n\nBody text.\n"))
     assert "front matter opened on line 1 is never closed" in message
+
+
+@pytest.mark.parametrize("block", ["Share on\nTwitter\nFacebook", "Share on\n\nTwitter\n\nLinkedIn\n\nPrint"])
+def test_share_buttons_in_the_middle_of_a_plain_text_article_go_with_their_label(
+    write_file: WriteFile, article: Path, block: str
+) -> None:
+    """A copy of a web page can carry its share bar between two paragraphs: the "Share on" line
+    went, and the buttons under it stayed as paragraphs."""
+    paragraphs = article.read_text(encoding="utf-8").split("\n\n")
+    middle = len(paragraphs) // 2
+    text = "\n\n".join([*paragraphs[:middle], block, *paragraphs[middle:]])
+    plain = load_article(article)
+    shared = load(write_file, "shared.txt", text)
+    assert shared.body_text == plain.body_text
+    assert shared.body_html == plain.body_html

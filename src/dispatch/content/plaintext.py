@@ -99,7 +99,18 @@ def _strip_leftovers(lines: list[str]) -> list[str]:
             break  # the author's own text: the tail ends here
     while cut and (not lines[cut - 1].strip() or set(lines[cut - 1].strip()) <= set("-—–_=*~ ")):
         cut -= 1  # a rule or a "--" signature line left above the cut
-    return [line for line in lines[:cut] if not _FURNITURE.match(line.strip())]
+    kept: list[str] = []
+    after_furniture = False  # the share buttons listed under a "Share on" line go with it
+    for line in lines[:cut]:
+        text = line.strip()
+        if _FURNITURE.match(text):
+            after_furniture = True
+        elif not (after_furniture and (not text or _LEFTOVER.match(text))):
+            after_furniture = False
+            kept.append(line)
+        elif not text:
+            kept.append(line)
+    return kept
 
 
 def _is_end_marker(line: str) -> bool:
