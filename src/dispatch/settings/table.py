@@ -309,8 +309,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("RATE", v.parse_rate, None, "rate limit (`--rate`)", "none", SPEED, sample="20/s"),
     Setting(
-        "DAILY_LIMIT", p.whole(), 0, "messages per rolling 24 h (`--daily-limit`)", "none", SPEED,
-        sample="2000",
+        "DAILY_LIMIT", p.whole(), 0, "messages per rolling 24 h (`--daily-limit`; 0: no limit)", "none",
+        SPEED, sample="2000",
     ),
     Setting(
         "MAX_PER_CONNECTION", p.whole(), 0,
