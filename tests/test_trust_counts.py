@@ -138,6 +138,15 @@ def test_a_date_line_never_moves_the_title(text: str) -> None:
     assert "2026" in fields["date"]
 
 
+def refused_retitled(invoke: Invoke, tmp_path: Path, listed: Path, settings: Path) -> tuple[Path, str]:
+    """The seed under another title, sent without a person to ask: refused; its line."""
+    retitled = tmp_path / "retitled.txt"
+    retitled.write_text(SEED.replace("As elections approach", "Ahead of the vote"), encoding="utf-8")
+    refused = invoke("send", retitled, "-s", listed, "--env-file", settings, "--yes", "--json")
+    assert refused.exit_code == ExitCode.BAD_INPUT
+    return retitled, refused.stderr.strip()
+
+
 def test_the_same_text_under_a_new_title_is_refused_without_a_person(
     smtp_server: Callable[..., Server], invoke: Invoke, article: Path, listed: Path,
     env_file: Callable[..., Path], tmp_path: Path,
@@ -146,12 +155,7 @@ def test_the_same_text_under_a_new_title_is_refused_without_a_person(
     settings = env_file(**server.env())
     first = summary(invoke("send", article, "-s", listed, "--env-file", settings, "--yes", "--json"))
     sent = len(server.received)
-    retitled = tmp_path / "retitled.txt"
-    retitled.write_text(SEED.replace("As elections approach", "Ahead of the vote"), encoding="utf-8")
-
-    refused = invoke("send", retitled, "-s", listed, "--env-file", settings, "--yes", "--json")
-    assert refused.exit_code == ExitCode.BAD_INPUT
-    line = refused.stderr.strip()
+    retitled, line = refused_retitled(invoke, tmp_path, listed, settings)
     assert f"already sent as campaign {first['campaign']!r}" in line
     assert f"--campaign {first['campaign']}" in line
     assert "--campaign NEW-ID" in line
@@ -182,12 +186,7 @@ def test_the_refusal_names_the_campaign_that_reached_the_readers_not_the_latest_
         "send", article, "-s", one, "--env-file", settings, "--yes", "--json", "--campaign", "trial"
     )
     assert trial.exit_code == ExitCode.OK
-    retitled = tmp_path / "retitled.txt"
-    retitled.write_text(SEED.replace("As elections approach", "Ahead of the vote"), encoding="utf-8")
-
-    refused = invoke("send", retitled, "-s", listed, "--env-file", settings, "--yes", "--json")
-    assert refused.exit_code == ExitCode.BAD_INPUT
-    line = refused.stderr.strip()
+    _, line = refused_retitled(invoke, tmp_path, listed, settings)
     assert f"already sent as campaign {main['campaign']!r} ({len(READERS)} sent" in line
     assert f"--campaign {main['campaign']}." in line
     assert "also as 'trial' (1 sent)" in line
