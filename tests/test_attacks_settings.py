@@ -16,6 +16,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -298,7 +299,7 @@ def test_confirmation_prompt_names_relay_and_sender(scene: dict[str, Any], answe
     os.close(follower)
     shown = b""
     try:
-        while b"?" not in shown.split(b"Send", 1)[-1] or b"Send" not in shown:
+        while b"[y/N]" not in shown.split(b"Send", 1)[-1] or b"Send" not in shown:  # waiting for input
             ready, _, _ = select.select([leader], [], [], 60)
             assert ready, f"no confirmation prompt within 60 s: {shown!r}"
             chunk = os.read(leader, 4096)
@@ -307,8 +308,9 @@ def test_confirmation_prompt_names_relay_and_sender(scene: dict[str, Any], answe
         if answer == "n":
             os.write(leader, b"n\n")
         else:
+            time.sleep(0.2)  # (the prompt is written just before the read begins)
             proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == code
+        assert proc.wait(timeout=120) == code
     finally:
         if proc.poll() is None:
             proc.kill()
