@@ -975,3 +975,21 @@ def test_a_bad_number_on_the_command_line_reads_as_the_readme_shows(
     result = invoke("send", "article.md", "--limit", value)
     assert result.exit_code == 2
     assert result.stderr.strip() == f"dispatch: error: {said}; see 'dispatch send --help'"
+
+
+@pytest.mark.parametrize(
+    ("secret", "warned"), [("a-real-secret-0123456789abcdefghijklmn", True), (None, False)]
+)
+def test_a_readable_settings_file_holding_the_unsubscribe_secret_is_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], secret: str | None, warned: bool
+) -> None:
+    """Whoever reads it can forge an unsubscribe link for any reader; the published example
+    secret of .env.example is no secret."""
+    from dispatch.settings import EXAMPLE_SECRET
+
+    env = tmp_path / "s.env"
+    env.write_text(f"DISPATCH_UNSUBSCRIBE_SECRET={secret or EXAMPLE_SECRET}\n", encoding="utf-8")
+    env.chmod(0o644)
+    load_settings(env)
+    said = capsys.readouterr().err
+    assert ("holds a password or secret others can read; chmod 600" in said) == warned, said

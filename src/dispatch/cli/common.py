@@ -272,7 +272,7 @@ def load_settings(env_file: Path | None, overrides: Mapping[str, str | None] | N
     ``DISPATCH_STATE_DIR`` from anywhere: the state is found from the newsletter, never from the
     working folder or the login.
     """
-    from dispatch.settings import PATHS, Settings, unknown_settings
+    from dispatch.settings import EXAMPLE_SECRET, PATHS, Settings, unknown_settings
     from dispatch.settings.relays import anchored
 
     values: dict[str, str] = {}
@@ -289,15 +289,18 @@ def load_settings(env_file: Path | None, overrides: Mapping[str, str | None] | N
                 values[key] = raw
         url = values.get("DISPATCH_STATE_URL") or ""
         in_url = url.partition("@")[0].count(":") > 1 or "password=" in url  # postgresql://user:PASSWORD@
+        unsubscribe = (values.get("DISPATCH_UNSUBSCRIBE_SECRET") or "").strip()  # forges unsubscribes
         secret = (
             values.get("DISPATCH_SMTP_PASSWORD")
             or values.get("DISPATCH_OAUTH_CLIENT_SECRET")
             or values.get("DISPATCH_IMAP_PASSWORD")
             or in_url
+            or unsubscribe not in ("", EXAMPLE_SECRET)  # (the published example is no secret)
         )
         if secret and path.stat().st_mode & 0o077:
             typer.echo(
-                f"dispatch: warning: {path} holds a password others can read; chmod 600 {path}", err=True
+                f"dispatch: warning: {path} holds a password or secret others can read; chmod 600 {path}",
+                err=True,
             )
     environment = {k: v for k, v in os.environ.items() if k.startswith("DISPATCH_")}
     for name, close in unknown_settings(os.environ):
