@@ -15,6 +15,8 @@ from __future__ import annotations
 import csv
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from dispatch.settings import Settings
 from tests.attack_helpers import (
     Relays,
     between,
+    clean_environ,
     eml_files,
     judge_error,
     no_crash,
@@ -309,6 +312,62 @@ def test_runaway_template_stops_with_exit_2(scene: dict[str, Path], source: str)
         scene["tpl"], "--dry-run", "--out", scene["out"], cwd=scene["tmp"], timeout=90,
     )  # fmt: skip
     assert result.returncode == 2, result.stdout + result.stderr
+    judge_error(result.stderr, "email.txt")
+
+
+def _doubling(join: str) -> str:
+    lines = ['{% set v0 = "x" * 1000000 %}']
+    lines += [f"{{% set v{i} = v{i - 1} {join} v{i - 1} %}}" for i in range(1, 36)]
+    return "\n".join(lines) + "\n{{ v35|length }}{{ unsubscribe_url }}"
+
+
+MILLION = '"x" * 1000000'
+# Each step fits in memory, the next doubles it: 35 steps would want 32 TB, filled for real.
+GROWING = {
+    "tilde-chain": _doubling("~"),
+    "plus-chain": _doubling("+"),
+    "namespace-loop": (
+        f"{{% set ns = namespace(s={MILLION}) %}}{{% for i in range(40) %}}{{% set ns.s = ns.s ~ ns.s %}}"
+        "{% endfor %}{{ ns.s|length }}"
+    ),
+    "set-block-loop": (
+        f"{{% set ns = namespace(s={MILLION}) %}}{{% for i in range(40) %}}{{% set block %}}{{{{ ns.s }}}}"
+        "{{ ns.s }}{% endset %}{% set ns.s = block %}{% endfor %}{{ ns.s|length }}"
+    ),
+    "macro-nesting": (
+        "{% macro d(x) %}{{ x }}{{ x }}{% endmacro %}"
+        f"{{{{ d(d(d(d(d(d(d(d(d(d(d(d(d(d(d(d(d(d(d(d({MILLION}))))))))))))))))))))|length }}}}"
+    ),
+    "replace-filter-chain": "{{ ('x' * 1000)|replace('x', 'x' * 1000)|replace('x', 'x' * 1000) }}",
+    "replace-method-chain": "{{ ('x' * 1000).replace('x', 'x' * 1000).replace('x', 'x' * 1000) }}",
+    "join-filter": f"{{{{ ([{MILLION}] * 4000000)|join }}}}",
+    "join-method": f"{{{{ ''.join([{MILLION}] * 4000000) }}}}",
+}
+
+
+def _memory_cap() -> None:  # (in the child: a regression fails the test, not the machine)
+    import resource  # noqa: PLC0415
+
+    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+
+@pytest.mark.parametrize("source", GROWING.values(), ids=GROWING.keys())
+def test_text_growing_past_what_can_be_sent_is_refused_where_it_is_made(
+    scene: dict[str, Path], source: str
+) -> None:
+    """A value doubled again and again (``~``, ``+``, a namespace in a loop, a ``{% set %}``
+    block, nested macros, ``replace``, ``join``) is refused as soon as it outgrows what can be
+    sent, naming the template: not when the machine's memory runs out. (The child runs under a
+    3 GB cap so that a regression ends in a MemoryError, which this test does not accept.)"""
+    (scene["tpl"] / "email.txt").write_text(source, encoding="utf-8")
+    args = ["send", scene["article"], "-s", scene["list"], "--env-file", scene["env"], "--template",
+            scene["tpl"], "--dry-run", "--out", scene["out"]]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "dispatch", *map(str, args)], cwd=scene["tmp"], env=clean_environ(),
+        capture_output=True, text=True, timeout=120, check=False, preexec_fn=_memory_cap,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "too long to send" in result.stderr, result.stderr
     judge_error(result.stderr, "email.txt")
 
 

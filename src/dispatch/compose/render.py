@@ -30,7 +30,6 @@ from dispatch.compose.sandbox import (
     TEMPLATE_SUFFIXES,
     TemplateEnvironment,
     TemplateLoader,
-    guarded_filter,
 )
 from dispatch.compose.uses import analyse
 from dispatch.compose.values import Fields, Skeleton, Tokens, collect, finalize, same_as
@@ -96,9 +95,7 @@ def _environment(template_dir: Path | None, *, autoescape: bool) -> TemplateEnvi
         lstrip_blocks=True,
         finalize=finalize,
     )
-    env.filters["otherwise"] = _otherwise
-    env.filters["display_width"] = display_width
-    env.filters = {n: guarded_filter(n, f) for n, f in env.filters.items()}
+    env.add_filters({"otherwise": _otherwise, "display_width": display_width})
     env.tests["sameas"] = same_as
     return env
 

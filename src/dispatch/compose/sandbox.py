@@ -3,7 +3,11 @@ folder, and the Jinja2 environment they run in.
 
 The environment is Jinja2's immutable sandbox. It refuses work Python does in one C call (a
 huge power, a repeat or a width of millions), where the render's time limit cannot reach, and
-nesting that would exhaust Python's compiler.
+nesting that would exhaust Python's compiler. Text too long to send (over
+``MAX_OUTPUT_CHARS``) is refused where it is made, not only where it is printed: joined with
+``~`` or ``+``, by ``join`` or ``replace``, returned by a filter, method or macro, or captured
+by a ``{% set %}`` block. Otherwise a few lines that keep doubling a value would take all the
+machine's memory within the time limit.
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2 import nodes
+from jinja2.runtime import markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from dispatch.compose.values import derived
@@ -28,6 +34,7 @@ MAX_BRACKETS = 30  # brackets open inside one tag
 MAX_TAG_TOKENS = 400  # tokens in one {{ }} or {% %}: deeper chains exhaust the compiler's stack
 MAX_SIGNS = 20  # signs in a row ("- - - 1", "not not not x")
 MAX_BITS = 100_000  # an integer result of more bits (30,000 digits) is refused
+_JOINED = "dispatch_joined"  # the filter every ``~`` goes through (see _sized_concatenations)
 _OPENERS = frozenset({"for", "if", "macro", "call", "filter", "with", "block", "autoescape", "trans"})
 
 
@@ -94,6 +101,65 @@ def check_format_string(text: str) -> None:
         raise ValueError("a format width or precision is too large (at most 999,999)")
 
 
+def _too_long(size: int, what: str) -> None:
+    if size > MAX_OUTPUT_CHARS:
+        raise ValueError(f"{what} makes text too long to send (over {MAX_OUTPUT_CHARS:,} characters)")
+
+
+def check_result(result: Any, name: str) -> Any:
+    """``result`` (of a filter, a method or a macro), if it is not too long to be sent."""
+    if isinstance(result, str | list | tuple | dict):
+        _too_long(len(result), name)
+    return result
+
+
+def _text_length(item: Any) -> int:
+    return len(item) if isinstance(item, str) else len(str(item))
+
+
+def check_before(name: str, subject: Any, arguments: Sequence[Any]) -> None:
+    """Refuse ``join`` and ``replace`` whose result would be too long, before Python makes it:
+    ``subject`` is the text (``replace``) or the separator (``str.join``) or the sequence
+    (the ``join`` filter)."""
+    if name == "replace" and isinstance(subject, str) and len(arguments) >= 2:
+        old, new = str(arguments[0]), str(arguments[1])
+        if len(new) > len(old):
+            found = len(subject) + 1 if not old else subject.count(old)
+            limit = arguments[2] if len(arguments) > 2 and isinstance(arguments[2], int) else -1
+            found = min(found, limit) if limit >= 0 else found
+            _too_long(len(subject) + found * (len(new) - len(old)), "replace")
+    elif name == "join":
+        if isinstance(subject, str):  # str.join(items)
+            separator, items = subject, (arguments[0] if arguments else ())
+        else:  # items|join(separator)
+            separator, items = (str(arguments[0]) if arguments else ""), subject
+        if isinstance(items, list | tuple):
+            _too_long(sum(map(_text_length, items)) + len(separator) * max(0, len(items) - 1), "join")
+
+
+def sized_join(pieces: Iterable[str]) -> str:
+    """Jinja2's ``concat`` (a macro's, a ``{% set %}`` block's or a ``caller()``'s output), refusing
+    a result too long to send before it is made."""
+    parts = pieces if isinstance(pieces, list) else list(pieces)
+    _too_long(sum(map(len, parts)), "a block or macro")
+    return "".join(parts)
+
+
+@jinja2.pass_eval_context
+def _joined(eval_ctx: jinja2.nodes.EvalContext, items: tuple[Any, ...]) -> str:
+    """``a ~ b ~ c``, as Jinja2 joins it, once its length is known to be sendable."""
+    _too_long(sum(map(_text_length, items)), "joining values with ~")
+    return (markup_join if eval_ctx.autoescape else str_join)(items)
+
+
+def _sized_concatenations(tree: nodes.Template) -> nodes.Template:
+    """Each ``~`` of the tree joined by :func:`_joined`, which knows the length first."""
+    for node in tree.find_all(nodes.Concat):
+        operands = nodes.Tuple(list(node.nodes), "load", lineno=node.lineno)
+        node.nodes = [nodes.Filter(operands, _JOINED, [], [], None, None, lineno=node.lineno)]
+    return tree
+
+
 def _check_numbers(operator: str, left: Any, right: Any) -> None:
     """Refuse arithmetic whose result would take minutes or gigabytes (Python does it in C,
     where the render time limit cannot stop it)."""
@@ -109,6 +175,8 @@ def _check_numbers(operator: str, left: Any, right: Any) -> None:
             raise ValueError(f"repeating a value {count:,} times makes too much output")
     if operator == "%" and isinstance(left, str):
         check_format_string(left)
+    if operator == "+" and isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+        _too_long(len(left) + len(right), "joining two values with +")
 
 
 def guarded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
@@ -119,7 +187,9 @@ def guarded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
 
     def apply(*args: Any, **kwargs: Any) -> Any:
         check_size([*args[skip + 1 :], *kwargs.values()], name)
-        return derived(func(*args, **kwargs), *args[skip:], *kwargs.values())
+        if len(args) > skip:
+            check_before(name, args[skip], [*args[skip + 1 :], *kwargs.values()])
+        return derived(check_result(func(*args, **kwargs), name), *args[skip:], *kwargs.values())
 
     apply.__name__ = getattr(func, "__name__", name)
     if skip:
@@ -133,6 +203,16 @@ class TemplateEnvironment(ImmutableSandboxedEnvironment):
     Only the sandbox's documented hooks are overridden."""
 
     intercepted_binops = frozenset({"+", "-", "*", "/", "//", "%", "**"})
+    concat = staticmethod(sized_join)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.filters = {n: guarded_filter(n, f) for n, f in self.filters.items()}
+        self.filters[_JOINED] = _joined  # (as Jinja2 joins: never marked, see values.derived)
+
+    def add_filters(self, filters: Mapping[str, Callable[..., Any]]) -> None:
+        """More filters, guarded like the built-in ones."""
+        self.filters.update({n: guarded_filter(n, f) for n, f in filters.items()})
 
     def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
         _check_numbers(operator, left, right)
@@ -144,11 +224,13 @@ class TemplateEnvironment(ImmutableSandboxedEnvironment):
             if getattr(__obj, "__name__", "") in ("format", "format_map"):
                 check_format_string(owner)
             check_size([*args, *kwargs.values()], getattr(__obj, "__name__", "a method"))
-        return derived(super().call(__context, __obj, *args, **kwargs), owner, *args, *kwargs.values())
+            check_before(getattr(__obj, "__name__", ""), owner, [*args, *kwargs.values()])
+        result = check_result(super().call(__context, __obj, *args, **kwargs), "a call")
+        return derived(result, owner, *args, *kwargs.values())
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> jinja2.nodes.Template:
         _check_shape(self, source, name, filename)
-        return super()._parse(source, name, filename)
+        return _sized_concatenations(super()._parse(source, name, filename))
 
 
 def _check_shape(env: jinja2.Environment, source: str, name: str | None, filename: str | None) -> None:
