@@ -86,6 +86,8 @@ def prepare(cfg: Config, cli: Path | None, log: install.Log) -> Bench:
     set_scratch(run / "out")
     install.ensure_debian_packages(log)
     mailmerge = install.ensure_mailmerge(work, log)
+    if cli is None:  # (another executable, an installed wheel, was compiled by its install)
+        install.compile_dispatch(log)
     article = run / "issue.md"
     write_article(article, cfg.paragraphs)
     send_list = run / f"subscribers-{cfg.recipients}.csv"
