@@ -1207,3 +1207,32 @@ def test_share_buttons_in_the_middle_of_a_plain_text_article_go_with_their_label
     shared = load(write_file, "shared.txt", text)
     assert shared.body_text == plain.body_text
     assert shared.body_html == plain.body_html
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        "Related articles\nIraq's election: what to know\nThe militias and the state",
+        "Related:\n\nIraq's election: what to know\n\nThe militias and the state",
+        "Read more\nhttps://example.org/news/iraq-election\nThe militias and the state",
+        "You may also like\nIraq's election: what to know",
+        "Lire aussi\nLes milices et l'État",
+    ],
+)
+def test_related_headlines_in_the_middle_of_a_plain_text_article_go_with_their_label(
+    write_file: WriteFile, article: Path, block: str
+) -> None:
+    """A web page's "Related articles" box between two paragraphs: the label went, and the
+    headlines under it stayed as paragraphs of the article. The author's next paragraph stays."""
+    paragraphs = article.read_text(encoding="utf-8").split("\n\n")
+    middle = len(paragraphs) // 2
+    text = "\n\n".join([*paragraphs[:middle], block, *paragraphs[middle:]])
+    plain = load_article(article)
+    shared = load(write_file, "related.txt", text)
+    assert shared.body_text == plain.body_text
+    assert shared.body_html == plain.body_html
+
+
+def test_a_sentence_after_a_related_label_is_the_authors_and_stays(write_file: WriteFile) -> None:
+    a = load(write_file, "kept.txt", f"{TITLE}\n\n{P1}\n\nRelated\nThe vote went ahead as planned.\n\n{P2}\n")
+    assert a.paragraphs == [P1, "The vote went ahead as planned.", P2]

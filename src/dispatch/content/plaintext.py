@@ -48,6 +48,15 @@ _FURNITURE = re.compile(
     r"newsletter|follow us on \w+|advertisement|read more|related articles)[\s:.!…]*$",
     re.IGNORECASE,
 )
+# A label whose headlines under it are the web page's links to other articles, not the author's.
+_RELATED = re.compile(
+    r"^(related( articles| posts| stories| content| reading| coverage)?|read (more|next|also)|"
+    r"you (may|might) also (like|enjoy)|recommended( for you| reading)?|more stories|"
+    r"(lire|à lire) aussi|auch interessant|mehr zum thema|leer (más|también)|leggi anche|"
+    r"читайте также)[\s:.!…]*$",
+    re.IGNORECASE,
+)
+MAX_HEADLINES = 6  # under a "Related articles" label in the middle of the article
 _BYLINE = re.compile(
     r"^((interview|words|text|story|report|reporting|photos?|analysis|commentary|written|edited)\s+)?"
     r"(by|von|par|por|di|door)\s+\S|^(author|autore|auteur|autor|автор)\s*:\s*\S|"
@@ -101,16 +110,25 @@ def _strip_leftovers(lines: list[str]) -> list[str]:
         cut -= 1  # a rule or a "--" signature line left above the cut
     kept: list[str] = []
     after_furniture = False  # the share buttons listed under a "Share on" line go with it
+    headlines = 0  # how many more headlines under a "Related articles" line go with it
     for line in lines[:cut]:
         text = line.strip()
-        if _FURNITURE.match(text):
+        if _FURNITURE.match(text) or _RELATED.match(text):
             after_furniture = True
+            headlines = MAX_HEADLINES if _RELATED.match(text) else 0
+        elif after_furniture and headlines and text and _headline(text):
+            headlines -= 1
         elif not (after_furniture and (not text or _LEFTOVER.match(text))):
-            after_furniture = False
+            after_furniture, headlines = False, 0
             kept.append(line)
         elif not text:
             kept.append(line)
     return kept
+
+
+def _headline(line: str) -> bool:
+    """A line that reads as a link to another article: short, not a sentence (or a bare URL)."""
+    return bool(_URL.fullmatch(line)) or (len(line) <= SHORT_LINE and not _ends_sentence(line))
 
 
 def _is_end_marker(line: str) -> bool:
