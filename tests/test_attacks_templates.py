@@ -346,7 +346,7 @@ GROWING = {
 
 
 def _memory_cap() -> None:  # (in the child: a regression fails the test, not the machine)
-    import resource  # noqa: PLC0415
+    import resource
 
     resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
 

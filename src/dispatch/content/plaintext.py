@@ -11,52 +11,9 @@ from __future__ import annotations
 
 import re
 
-_CLOSE_QUOTES = "”\"»“’'›」』‘"
+from dispatch.content.leftovers import CLOSE_QUOTES, SHORT_LINE, URL, ends_sentence, strip_leftovers
+
 _DASHES = "—–―-~"
-_LEFTOVER = re.compile(
-    r"^(share( (on|this|via|article|this (article|story|post)))?( \w+)?|"
-    r"subscribe( (to|for))?( (our|the))?( \w+)?( newsletter| updates| list)?|"
-    r"sign up( for)?( our)?( newsletter)?|follow us( on)?( \w+)?|tweet|print|e-?mail|"
-    r"facebook|twitter|x|linkedin|whatsapp|telegram|reddit|pinterest|instagram|youtube|"
-    r"copy link|read more|related( articles| posts| stories)?|tags?:.*|back to top|"
-    r"like this:?|loading\.*|comments?|leave a (reply|comment))[\s:.!…]*$",
-    re.IGNORECASE,
-)
-# Markers that end the article: after the first of them, in a tail of short lines, all goes.
-_END_MARKER = re.compile(
-    r"^(share( (on|this|via|article|this (article|story|post)))?|(share (on|via) \w+\s*)+|"
-    r"subscribe( (to|for))?( (our|the))?( \w+)?( newsletter| updates| list| mailing list)?"
-    r"( (for|to get) (more|updates|the latest)( \w+)?)?|"
-    r"sign up( (for|to))?( (our|the))?( newsletter| updates)?|follow us( on \w+)?|"
-    r"related( articles| posts| stories| content| reading)?|read (more|next)|you (may|might) also like|"
-    r"tags?:.*|©.*|\(c\) \d{4}.*|copyright\b.*|all rights reserved.*|"
-    r"privacy (policy|notice)( \|.*)?|cookies? (settings|policy|preferences)( \|.*)?|"
-    r"terms (of|and) (use|service|conditions).*|advertisement|back to top|leave a (reply|comment)|"
-    r"поделиться|подписаться.*|partager( sur)?|teilen|compartir( en)?|condividi( su)?|"
-    r"abonnieren|s'abonner.*|suscr[ií]bete.*|iscriviti.*|#{3}|-+ ?ends? ?-+|"
-    r"unsubscribe( \|.*)?|update (your )?preferences.*|view (this )?(email )?in (your )?browser.*|"
-    r"you (are )?receiv(e|ing) this\b.*|this (e-?mail|message) was sent\b.*)[\s:.!…|]*$",
-    re.IGNORECASE,
-)
-# Markers that may end like a sentence and still be page furniture.
-_FOOTER_SENTENCE = re.compile(
-    r"^(©|\(c\)|copyright|all rights reserved|you (are )?receiv|this (e-?mail|message) was sent)", re.I
-)
-# Lines that are web-page furniture wherever they stand.
-_FURNITURE = re.compile(
-    r"^(share (on|this|via)( \w+)?|subscribe to (our|the) newsletter|sign up (for|to) (our|the) "
-    r"newsletter|follow us on \w+|advertisement|read more|related articles)[\s:.!…]*$",
-    re.IGNORECASE,
-)
-# A label whose headlines under it are the web page's links to other articles, not the author's.
-_RELATED = re.compile(
-    r"^(related( articles| posts| stories| content| reading| coverage)?|read (more|next|also)|"
-    r"you (may|might) also (like|enjoy)|recommended( for you| reading)?|more stories|"
-    r"(lire|à lire) aussi|auch interessant|mehr zum thema|leer (más|también)|leggi anche|"
-    r"читайте также)[\s:.!…]*$",
-    re.IGNORECASE,
-)
-MAX_HEADLINES = 6  # under a "Related articles" label in the middle of the article
 _BYLINE = re.compile(
     r"^((interview|words|text|story|report|reporting|photos?|analysis|commentary|written|edited)\s+)?"
     r"(by|von|par|por|di|door)\s+\S|^(author|autore|auteur|autor|автор)\s*:\s*\S|"
@@ -87,55 +44,8 @@ _SALUTATION = re.compile(
     r"(dear|hi|hello|hey|liebe|lieber|cher|chère|caro|cara|querido|querida|beste)\b.{0,40},$", re.I
 )
 _FOOTNOTE = re.compile(r"^\[\d{1,3}\]\s")
-_URL = re.compile(r"(https?://[^\s<>\"]+[^\s<>\".,;:!?)\]'’”])")
 _IMAGE = re.compile(r"^https?://\S+\.(png|jpe?g|gif|webp)(\?\S*)?$", re.IGNORECASE)
 _PUNCTUATION = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~&])")
-SHORT_LINE = 90
-
-
-def _strip_leftovers(lines: list[str]) -> list[str]:
-    """Drop the web page around the article: a trailing run of share/subscribe/related/
-    copyright lines (with the short lines among them), and furniture lines anywhere."""
-    end = len(lines)
-    while end and (not lines[end - 1].strip() or _LEFTOVER.match(lines[end - 1].strip())):
-        end -= 1
-    cut = end
-    for i in range(end - 1, -1, -1):
-        line = lines[i].strip()
-        if _is_end_marker(line):
-            cut = i
-        elif len(line) > SHORT_LINE or _ends_sentence(line):
-            break  # the author's own text: the tail ends here
-    while cut and (not lines[cut - 1].strip() or set(lines[cut - 1].strip()) <= set("-—–_=*~ ")):
-        cut -= 1  # a rule or a "--" signature line left above the cut
-    kept: list[str] = []
-    after_furniture = False  # the share buttons listed under a "Share on" line go with it
-    headlines = 0  # how many more headlines under a "Related articles" line go with it
-    for line in lines[:cut]:
-        text = line.strip()
-        if _FURNITURE.match(text) or _RELATED.match(text):
-            after_furniture = True
-            headlines = MAX_HEADLINES if _RELATED.match(text) else 0
-        elif after_furniture and headlines and text and _headline(text):
-            headlines -= 1
-        elif not (after_furniture and (not text or _LEFTOVER.match(text))):
-            after_furniture, headlines = False, 0
-            kept.append(line)
-        elif not text:
-            kept.append(line)
-    return kept
-
-
-def _headline(line: str) -> bool:
-    """A line that reads as a link to another article: short, not a sentence (or a bare URL)."""
-    return bool(_URL.fullmatch(line)) or (len(line) <= SHORT_LINE and not _ends_sentence(line))
-
-
-def _is_end_marker(line: str) -> bool:
-    """A label such as "Share on" or "© 2024 …", not a sentence that starts the same way."""
-    if not _END_MARKER.match(line) or len(line) > 70:
-        return False
-    return bool(_FOOTER_SENTENCE.match(line)) or (", " not in line and not _ends_sentence(line))
 
 
 _PAIRS = {"“": "”", '"': '"', "«": "»", "„": "“”", "‘": "’", "'": "'", "‹": "›", "「": "」", "『": "』"}
@@ -157,22 +67,18 @@ def _split_motto(line: str) -> tuple[str, str] | None:
     return None
 
 
-def _ends_sentence(line: str) -> bool:
-    return line.rstrip().rstrip(_CLOSE_QUOTES + ")]*_").endswith((".", "?", "!", "…", "。", "！", "？"))
-
-
 def _closing(line: str) -> str:
     """The closing quotation mark of a quoted line."""
-    return next((c for c in reversed(line) if c in _CLOSE_QUOTES), "")
+    return next((c for c in reversed(line) if c in CLOSE_QUOTES), "")
 
 
 def _is_short(line: str) -> bool:
-    return 0 < len(line) <= SHORT_LINE and not _ends_sentence(line)
+    return 0 < len(line) <= SHORT_LINE and not ends_sentence(line)
 
 
 def _escape(text: str) -> str:
     """Escape CommonMark syntax in plain text, keeping bare URLs as autolinks."""
-    parts = _URL.split(text)
+    parts = URL.split(text)
     return "".join(f"<{part}>" if i % 2 else _PUNCTUATION.sub(r"\\\1", part) for i, part in enumerate(parts))
 
 
@@ -181,7 +87,7 @@ def parse(text: str) -> tuple[dict[str, str], str]:
 
     ValueError when nothing but a title (or nothing at all) is left once the web page is gone.
     """
-    lines = _strip_leftovers([line.rstrip() for line in text.split("\n")])
+    lines = strip_leftovers([line.rstrip() for line in text.split("\n")])
     if not any(line.strip() for line in lines):
         raise ValueError("nothing is left after removing web-page leftovers")
     head: list[str] = []
@@ -280,7 +186,7 @@ def _dated(line: str) -> str:
 def _is_kicker(line: str, following: str) -> bool:
     """A short label above the headline: all capitals, or a section name ("University News",
     "NGO Update — Spring 2024"), never a headline that merely contains such a word."""
-    if len(line) > 60 or _ends_sentence(line) or _ends_sentence(following) or _is_byline_or_date(following):
+    if len(line) > 60 or ends_sentence(line) or ends_sentence(following) or _is_byline_or_date(following):
         return False
     letters = [c for c in line if c.isalpha()]
     shouting = len(letters) >= 4 and all(c.isupper() for c in letters) and len(line) <= 40
@@ -356,10 +262,10 @@ def _prose(lines: list[str], *, wrapped: bool) -> list[tuple[str, str]]:
     """Lines of running text: one hard-wrapped paragraph, or one paragraph per line."""
     if not lines:
         return []
-    sentences = all(_ends_sentence(line) for line in lines)
+    sentences = all(ends_sentence(line) for line in lines)
     entries = any(_FOOTNOTE.match(line) for line in lines)  # "[1] IEA, …": one entry per line
     # a letter ("Dear friends," …) or mostly whole sentences: one paragraph per line
-    inner_ends = sum(map(_ends_sentence, lines[:-1]))
+    inner_ends = sum(map(ends_sentence, lines[:-1]))
     entries = entries or bool(_SALUTATION.match(lines[0])) or inner_ends * 2 > len(lines) - 1 > 0
     quoted = all(line.startswith(">") for line in lines)
     if quoted and len(lines) > 1:  # a hard-wrapped quotation: one blockquote
@@ -390,7 +296,7 @@ def _mixed_block(block: list[str], *, wrapped: bool) -> list[tuple[str, str]]:
             else:
                 marker = bullet[1] if bullet[1][0].isdigit() else "-"
                 items.append(f"{marker.replace(')', '.')} {_escape(bullet[2])}")
-        elif items and (raw[:1].isspace() or (wrapped and not _ends_sentence(items[-1]) and last >= 60)):
+        elif items and (raw[:1].isspace() or (wrapped and not ends_sentence(items[-1]) and last >= 60)):
             items[-1] += " " + _escape(line)  # indented, or the item was wrapped at the margin
         else:
             if items:
