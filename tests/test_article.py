@@ -1194,24 +1194,11 @@ def test_front_matter_never_closed_is_named_as_such(write_file: WriteFile) -> No
     assert "front matter opened on line 1 is never closed" in message
 
 
-@pytest.mark.parametrize("block", ["Share on\nTwitter\nFacebook", "Share on\n\nTwitter\n\nLinkedIn\n\nPrint"])
-def test_share_buttons_in_the_middle_of_a_plain_text_article_go_with_their_label(
-    write_file: WriteFile, article: Path, block: str
-) -> None:
-    """A copy of a web page can carry its share bar between two paragraphs: the "Share on" line
-    went, and the buttons under it stayed as paragraphs."""
-    paragraphs = article.read_text(encoding="utf-8").split("\n\n")
-    middle = len(paragraphs) // 2
-    text = "\n\n".join([*paragraphs[:middle], block, *paragraphs[middle:]])
-    plain = load_article(article)
-    shared = load(write_file, "shared.txt", text)
-    assert shared.body_text == plain.body_text
-    assert shared.body_html == plain.body_html
-
-
 @pytest.mark.parametrize(
     "block",
     [
+        "Share on\nTwitter\nFacebook",
+        "Share on\n\nTwitter\n\nLinkedIn\n\nPrint",
         "Related articles\nIraq's election: what to know\nThe militias and the state",
         "Related:\n\nIraq's election: what to know\n\nThe militias and the state",
         "Read more\nhttps://example.org/news/iraq-election\nThe militias and the state",
@@ -1219,18 +1206,18 @@ def test_share_buttons_in_the_middle_of_a_plain_text_article_go_with_their_label
         "Lire aussi\nLes milices et l'État",
     ],
 )
-def test_related_headlines_in_the_middle_of_a_plain_text_article_go_with_their_label(
+def test_web_page_boxes_in_the_middle_of_a_plain_text_article_go_with_their_label(
     write_file: WriteFile, article: Path, block: str
 ) -> None:
-    """A web page's "Related articles" box between two paragraphs: the label went, and the
-    headlines under it stayed as paragraphs of the article. The author's next paragraph stays."""
+    """A copy of a web page can carry its share bar or a "Related articles" box between two
+    paragraphs: the label went, and the buttons or headlines under it stayed as paragraphs."""
     paragraphs = article.read_text(encoding="utf-8").split("\n\n")
     middle = len(paragraphs) // 2
     text = "\n\n".join([*paragraphs[:middle], block, *paragraphs[middle:]])
     plain = load_article(article)
-    shared = load(write_file, "related.txt", text)
-    assert shared.body_text == plain.body_text
-    assert shared.body_html == plain.body_html
+    boxed = load(write_file, "boxed.txt", text)
+    assert boxed.body_text == plain.body_text
+    assert boxed.body_html == plain.body_html
 
 
 def test_a_sentence_after_a_related_label_is_the_authors_and_stays(write_file: WriteFile) -> None:
