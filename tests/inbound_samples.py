@@ -117,6 +117,26 @@ def qmail_bounce(to: str, final: str, original: bytes) -> bytes:
     )
 
 
+def exim_bounce(to: str, final: str, original: bytes) -> bytes:
+    """Exim's own bounce: plain text, marked ``Auto-Submitted: auto-replied`` like an auto-reply,
+    the failed address in ``X-Failed-Recipients``."""
+    return (
+        _crlf(
+            f"Return-path: <>\nFrom: Mail Delivery System <Mailer-Daemon@mx.example.com>\nTo: {to}\n"
+            f"Subject: Mail delivery failed: returning message to sender\nDate: {formatdate()}\n"
+            f"Message-Id: {make_msgid(domain='mx.example.com')}\nX-Failed-Recipients: {final}\n"
+            "Auto-Submitted: auto-replied\n\n"
+            "This message was created automatically by mail delivery software.\n\n"
+            "A message that you sent could not be delivered to one or more of its\n"
+            "recipients. This is a permanent error. The following address(es) failed:\n\n"
+            f"  {final}\n    SMTP error from remote mail server after RCPT TO:<{final}>:\n"
+            "    550 5.1.1 User unknown\n\n"
+            "------ This is a copy of the message, including all the headers. ------\n\n"
+        )
+        + original
+    )
+
+
 def complaint(
     original: bytes,
     *,

@@ -35,6 +35,7 @@ from tests.inbound_samples import (
     STYLES,
     complaint,
     dsn,
+    exim_bounce,
     header,
     mailto_of,
     mailto_unsubscribe,
@@ -71,6 +72,54 @@ def test_a_bounce_in_no_standard_form_is_read_by_the_fallback(sent: Sent) -> Non
     data, mail_from = sent.copy_of("cy@example.com")
     sent.inbound(qmail_bounce(mail_from, "cy@example.com", data))
     assert sent.suppressed() == {"cy@example.com": ("bounced", "*")}
+
+
+def test_exims_bounce_marked_auto_submitted_is_a_hard_bounce_not_an_auto_reply(sent: Sent) -> None:
+    data, mail_from = sent.copy_of("cy@example.com")
+    result = sent.inbound(exim_bounce(mail_from, "cy@example.com", received_copy(data, mail_from)))
+    assert sent.suppressed() == {"cy@example.com": ("bounced", "*")}
+    assert "auto-reply" not in result.stderr
+
+
+@pytest.mark.parametrize("status", ["5.7.26", "5.7.1", "5.3.4", "5.6.0"])
+def test_a_permanent_failure_about_the_sender_or_the_message_counts_as_soft(sent: Sent, status: str) -> None:
+    """A refusal of the message or its sender (unauthenticated, a spam block, too big) is no
+    proof that the address is dead: one broken DKIM record would otherwise suppress every reader
+    at that provider on every list."""
+    data, mail_from = sent.copy_of("bob@example.com")
+    result = sent.inbound(dsn(mail_from, "bob@example.com", data, status=status))
+    assert sent.suppressed() == {}
+    assert f"soft bounce ({status}; 1 of 3 in a row): bob@example.com counted" in result.stderr
+    assert sent.status("spring")["soft_bounced"] == 1
+
+
+def test_a_report_read_against_another_state_is_kept_and_read_again_against_the_right_one(
+    sent: Sent, tmp_path: Path
+) -> None:
+    """A token of ours naming a campaign this state does not hold: the wrong state (a mistyped
+    DISPATCH_STATE_DIR). The message is kept, not remembered, and not lost."""
+    data, mail_from = sent.copy_of("bob@example.com")
+    report = dsn(mail_from, "bob@example.com", data)
+    other = tmp_path / "other.env"
+    other.write_text(
+        "".join(
+            line + "\n"
+            for line in sent.env.read_text(encoding="utf-8").splitlines()
+            if not line.startswith(("DISPATCH_STATE_DIR", "DISPATCH_STATE_URL"))
+        )
+        + f"DISPATCH_STATE_DIR='{tmp_path / 'empty-state'}'\n",
+        encoding="utf-8",
+    )
+    other.chmod(0o600)
+    wrong = sent.runner.invoke(app, ["inbound", "--env-file", str(other)], input=report)
+    assert wrong.exit_code == 0, wrong.stderr
+    assert "hard bounce, kept for a person: its token is ours but names a campaign" in wrong.stderr
+    assert "DISPATCH_STATE_DIR" in wrong.stderr
+    assert [p.read_bytes() for p in (tmp_path / "empty-state" / "inbound-kept").iterdir()] == [report]
+    assert sent.suppressed() == {}
+    right = sent.inbound(report)
+    assert "bob@example.com suppressed, reason bounced" in right.stderr
+    assert sent.suppressed() == {"bob@example.com": ("bounced", "*")}
 
 
 def test_a_bounce_whose_relay_lower_cased_or_upper_cased_the_token_still_counts(sent: Sent) -> None:

@@ -1,12 +1,15 @@
 """What ``dispatch inbound`` does with each message, once.
 
 * a hard bounce (5.x.x) suppresses the reader on every list, reason ``bounced``;
-* a soft bounce (4.x.x, delayed) counts once per issue; a reader whose last
+* a soft bounce (4.x.x, delayed, or a 5.x.x about the message or the sender: 5.3.4, 5.6.x,
+  5.7.x) counts once per issue; a reader whose last
   ``DISPATCH_SOFT_BOUNCE_LIMIT`` (3) issues in a row bounced softly is suppressed, ``bounced``;
 * a complaint suppresses the reader on every list, reason ``complained``;
 * a mailto unsubscribe suppresses the reader on the list its token names, ``unsubscribed``;
 * an auto-reply, a delivery notice, anything else, and a report that names nobody this state
-  folder sent to (or holds a token that is not ours) changes nothing, and is counted.
+  folder sent to (or holds a token that is not ours) changes nothing, and is counted;
+* a report whose token is ours but names a campaign this state does not hold (read against
+  the wrong state?) is kept, like an unreadable message, and not remembered as read.
 
 A report read before (its Message-ID, or its content without one) changes nothing the second
 time. Every decision is one :class:`Decision`, shown as one line.
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dispatch.inbound.classify import read_report
-from dispatch.inbound.readers import NotOurs, Reader, Readers
+from dispatch.inbound.readers import NotOurs, Reader, Readers, WrongState
 from dispatch.inbound.reports import Kind, Report, Unreadable
 from dispatch.state import backend
 from dispatch.state import suppression as s
@@ -69,7 +72,7 @@ class Decision:
         elif self.outcome == REPEAT:
             text = f"{self.kind}: read before, nothing changes ({self.detail})"
         elif self.outcome == KEPT:
-            text = f"unreadable, kept for a person: {self.detail}"
+            text = f"{self.kind}, kept for a person: {self.detail}"
         else:
             text = f"{self.kind}: ignored: {self.detail}" if self.detail else f"{self.kind}: ignored"
         return shown(f"{source}: {text}", limit=600)
@@ -131,7 +134,8 @@ class Processor:
             if earlier is not None:
                 return Decision(str(report.kind), REPEAT, earlier)
             decision = self._decide(report)
-            self.feedback.remember(report.report_id, f"{decision.outcome}: {decision.kind}")
+            if decision.outcome != KEPT:  # (kept: to be read again, against the right state)
+                self.feedback.remember(report.report_id, f"{decision.outcome}: {decision.kind}")
         return decision
 
     def _decide(self, report: Report) -> Decision:
@@ -140,6 +144,8 @@ class Processor:
             return Decision(kind, IGNORED, report.detail)
         try:
             reader = self.readers.of(report)
+        except WrongState as err:
+            return Decision(kind, KEPT, str(err))
         except NotOurs as err:
             return Decision(kind, IGNORED, str(err))
         if report.kind is Kind.SOFT:

@@ -2,11 +2,12 @@
 :class:`~dispatch.inbound.reports.Report`, or raises Unreadable (the message is then kept for a
 person, never dropped).
 
-In order: a delivery status notification (the worst recipient group decides: any 5.x.x is a
-hard bounce, else any 4.x.x or ``delayed`` a soft one, else a delivery notice); a complaint
-(``Feedback-Type: abuse``; other feedback types are reports, not complaints); a mailto
-unsubscribe (an unsubscribe token in the address it came to, or in its subject); an auto-reply;
-a bounce in no standard form (flufl.bounce); anything else.
+In order: a delivery status notification (the worst recipient group decides: a 5.x.x is a
+hard bounce, else a 4.x.x, ``delayed`` or a 5.x.x about the message or the sender a soft one,
+else a delivery notice); a complaint (``Feedback-Type: abuse``; other feedback types are
+reports, not complaints); a mailto unsubscribe (an unsubscribe token in the address it came to,
+or in its subject); a bounce in no standard form (flufl.bounce; from a mailer daemon, even when
+marked ``Auto-Submitted`` as Exim marks its bounces); an auto-reply; anything else.
 """
 
 from __future__ import annotations
@@ -71,13 +72,14 @@ def _classify(msg: Message, data: bytes) -> Report:
     reason = auto_reply(msg)
     if _unsubscribe_request(base, automatic=bool(reason)):
         return _with(base, Kind.UNSUBSCRIBE, "a mailto unsubscribe")
+    if looks_like_bounce(msg):  # (Exim marks its bounces Auto-Submitted, like an auto-reply)
+        found = _fallback(msg, base)
+        if found is not None:
+            return found
+        if not reason:
+            raise Unreadable("it looks like a bounce report, but names no failed address dispatch can read")
     if reason:
         return _with(base, Kind.AUTO_REPLY, reason)
-    if looks_like_bounce(msg):
-        found = _fallback(msg, base)
-        if found is None:
-            raise Unreadable("it looks like a bounce report, but names no failed address dispatch can read")
-        return found
     return base
 
 

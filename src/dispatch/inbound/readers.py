@@ -47,6 +47,11 @@ class NotOurs(Exception):
     """The report names no reader this state folder sent to, or cannot be believed."""
 
 
+class WrongState(NotOurs):
+    """A token of ours names a campaign this state does not hold: the message is most likely
+    read against the wrong state, and is kept to be read again against the right one."""
+
+
 @dataclass(frozen=True)
 class Reader:
     """The reader a report is about, and how that was proven."""
@@ -146,7 +151,10 @@ class Readers:
             if who is not None:
                 return Reader(who[0], who[1], campaign, opened.list_id, via)
         if not campaigns:
-            raise NotOurs("its token names a campaign this state (folder or database) does not have")
+            raise WrongState(
+                "its token is ours but names a campaign this state (folder or database) does not have: "
+                "is DISPATCH_STATE_DIR or DISPATCH_STATE_URL the sending host's state?"
+            )
         raise NotOurs("its token names nobody the campaign reached")
 
     def _link_token(self, token: str, message_id: str = "") -> Reader | None:

@@ -27,6 +27,11 @@ MAX_PARTS = 500  # MIME parts looked at: a report has three or four
 MAX_HEADER = 2000  # characters of one header value kept
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _REPLY_CODE = re.compile(r"\b([245])\d\d\b")
+# Permanent failures about the message or its sender, not the reader's address (RFC 3463: x.3.4
+# too big, x.6.x content, x.7.x security and policy: unauthenticated, SPF/DKIM/DMARC, reverse
+# DNS, a spam block). One broken DNS record makes a provider refuse every reader there: these
+# count like a soft bounce, so only a reader refused issue after issue is suppressed.
+_ABOUT_THE_SENDER = re.compile(r"^5\.(3\.4|6\.\d{1,3}|7\.\d{1,3})$")
 _HEADER_LINE = re.compile(rb"[!-9;-~]+:")  # a field name and its colon (RFC 5322 ftext)
 _TO_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "X-Rcpt-To", "To", "Cc")
 _AUTO_SUBJECT = re.compile(
@@ -185,14 +190,15 @@ def looks_like_bounce(msg: Message) -> bool:
     """From a mailer daemon, with an empty envelope sender, or with a bounce's subject (asked
     only of a message that is no auto-reply: those often come with an empty envelope sender too)."""
     sender = addresses(header_values(msg, "From"))
-    if sender and sender[0].split("@", 1)[0] in _DAEMONS:
+    if (sender and sender[0].split("@", 1)[0] in _DAEMONS) or msg.get("X-Failed-Recipients") is not None:
         return True
     return _first(msg, "Return-Path").strip() == "<>" or bool(_BOUNCE_SUBJECT.search(_first(msg, "Subject")))
 
 
 def status_class(status: str, action: str, diagnostic: str) -> Kind | None:
-    """A recipient group's verdict: HARD for 5.x.x, SOFT for 4.x.x or ``delayed``, DELIVERED
-    for delivered, relayed or expanded; None when it says nothing."""
+    """A recipient group's verdict: HARD for 5.x.x (but 5.3.4, 5.6.x and 5.7.x, about the message
+    or the sender), SOFT for those, 4.x.x or ``delayed``, DELIVERED for delivered, relayed or
+    expanded; None when it says nothing."""
     action = action.lower().strip()
     if action in ("delivered", "relayed", "expanded"):
         return Kind.DELIVERED
@@ -201,7 +207,7 @@ def status_class(status: str, action: str, diagnostic: str) -> Kind | None:
     if not digit:
         reply = _REPLY_CODE.search(diagnostic)
         digit = reply[1] if reply else ""
-    if action == "delayed" or digit == "4":
+    if action == "delayed" or digit == "4" or (code and _ABOUT_THE_SENDER.match(code[0])):
         return Kind.SOFT
     if digit == "5" or action == "failed":
         return Kind.HARD
