@@ -71,6 +71,7 @@ class AuthServer:
     token_length: int = 0  # pad access tokens to this length (Microsoft's JWTs run to 1,500-2,500)
     html_errors: bool = False  # refuse refresh tokens with an HTML page, not RFC 6749 JSON
     form_secrets_only: bool = False  # read a client secret from the form body only, never Basic
+    expires_in_text: str = ""  # answer this (out of shape) as the access token's expires_in
     port: int = 0
     _http: ThreadingHTTPServer | None = None
 
@@ -139,7 +140,8 @@ class AuthServer:
             self.issued.append(access)
         self.access[access] = (subject, time.time() + self.access_lifetime)
         answer: dict[str, Any] = {
-            "access_token": access, "token_type": "Bearer", "expires_in": int(self.access_lifetime),
+            "access_token": access, "token_type": "Bearer",
+            "expires_in": self.expires_in_text or int(self.access_lifetime),
             "scope": SCOPE,
         }  # fmt: skip
         if refresh:

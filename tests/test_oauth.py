@@ -315,6 +315,47 @@ def test_no_login_at_all_says_to_log_in(letter: Newsletter, auth: AuthServer) ->
         assert dry.returncode == 0, dry.stderr  # a dry run opens no connection, so needs no token
 
 
+def test_a_login_made_before_the_token_endpoint_changed_is_named(
+    letter: Newsletter, auth: AuthServer
+) -> None:
+    """A login is kept per mailbox, token endpoint and client: after the tenant or token URL
+    changed, the error says that one exists and which setting moved, not just 'no login'."""
+    with xoauth2_relay(auth) as relay:
+        letter.settings(relay)
+        letter.login()
+        letter.settings(relay, DISPATCH_OAUTH_TOKEN_URL="http://127.0.0.1:9/tenant-b/token")
+        done = letter.send()
+        assert done.returncode == 3, done.stderr
+        [line] = done.stderr.strip().splitlines()
+        assert "no OAuth2 login is stored for news@example.org with these settings, but one is" in line
+        assert f"{auth.url}/token" in line
+        assert "DISPATCH_OAUTH_TOKEN_URL (or DISPATCH_OAUTH_TENANT) changed since 'dispatch login'" in line
+        assert relay.handler.received == []
+
+
+@pytest.mark.parametrize("expires_in", ["soon", "nan", "1e999"])
+def test_a_token_answer_with_an_expiry_out_of_shape_is_named_or_read(
+    letter: Newsletter, auth: AuthServer, expires_in: str
+) -> None:
+    """``expires_in`` that is no number is the endpoint's mistake, not the network's: either the
+    token is used (renewed early) or one line says the answer cannot be read; never a traceback."""
+    with xoauth2_relay(auth) as relay:
+        letter.settings(relay)
+        letter.login()
+        auth.expires_in_text = expires_in
+        done = letter.send()
+        assert "Traceback" not in done.stderr
+        assert "internal error" not in done.stderr
+        assert "check the network" not in done.stderr
+        if done.returncode != 0:
+            assert done.returncode == 3, done.stderr
+            [line] = done.stderr.strip().splitlines()
+            assert "gave an answer dispatch cannot read" in line
+            assert relay.handler.received == []
+        else:
+            assert len(relay.handler.received) == 3
+
+
 @pytest.mark.parametrize("form_secrets_only", [False, True], ids=["basic", "form-body-only"])
 def test_client_credentials_send_needs_no_login(
     letter: Newsletter, auth: AuthServer, form_secrets_only: bool

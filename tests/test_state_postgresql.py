@@ -424,3 +424,23 @@ def test_a_recipient_settled_by_another_sender_after_this_one_read_the_list_is_n
         assert rules.judge(again.key, again.state)[1] is Skip.UNKNOWN
         resend = SkipRules(b, None, CAMPAIGN, NEWS, resend_unknown=True)
         assert resend.judge(again.key, again.state)[1] is None  # --resend-unknown asks for her
+
+
+@pytest.mark.parametrize("on", ["folder", "postgresql"])
+def test_a_login_stored_under_other_settings_is_found_without_its_token(
+    tmp_path: Path, pg_url: str, on: str
+) -> None:
+    """After a tenant or token URL changed, the error names the login made before (see
+    dispatch.send.oauth): the store tells its endpoint and client, never its token."""
+    location = StateLocation(tmp_path / "state", "test", True, url=pg_url if on == "postgresql" else "")
+    before = {"mailbox": "News@example.org", "token_url": "https://login.example.org/a/token",
+              "client_id": "client", "scope": "smtp"}  # fmt: skip
+    backend.login_store(location, **before).save("refresh-secret")
+    backend.login_store(location, **{**before, "mailbox": "other@example.org"}).save("refresh-other")
+    now = backend.login_store(
+        location,
+        **{**before, "mailbox": "news@example.org", "token_url": "https://login.example.org/b/token"},
+    )
+    assert now.load() is None
+    assert now.others() == [{**before}]
+    assert "refresh" not in str(now.others())

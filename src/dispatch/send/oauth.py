@@ -51,6 +51,26 @@ def login_store(where: Path | StateLocation, config: OAuthConfig) -> LoginStore:
     return LoginStore(where, **about)
 
 
+def _no_login(config: OAuthConfig, others: list[dict[str, str]]) -> str:
+    """No login for this mailbox, token endpoint and client: and whether one is stored for the
+    mailbox under settings that have changed since (a tenant, a token URL, a client id)."""
+    text = f"no OAuth2 login is stored for {config.mailbox}"
+    if not others:
+        return f"{text}; {LOGIN_HINT}"
+    other = others[0]
+    changed = [
+        name for name, key, now in (
+            ("DISPATCH_OAUTH_TOKEN_URL (or DISPATCH_OAUTH_TENANT)", "token_url", config.token_url),
+            ("DISPATCH_OAUTH_CLIENT_ID", "client_id", config.client_id),
+        ) if other[key] != now
+    ]  # fmt: skip
+    was = ", ".join(f"{k} {other[k]}" for k in ("token_url", "client_id") if other[k])
+    return (
+        f"{text} with these settings, but one is, made with {was}: {' and '.join(changed) or 'a setting'} "
+        f"changed since 'dispatch login'; set it back, or {LOGIN_HINT}"
+    )
+
+
 def xoauth2(mailbox: str, token: str) -> str:
     """The SASL XOAUTH2 initial response, before base64 (Google's and Microsoft's format)."""
     return f"user={mailbox}\x01auth=Bearer {token}\x01\x01"
@@ -146,17 +166,15 @@ class TokenSource:
                     raise
                 session.token_endpoint_auth_method = POST
                 token = self._grant(secrets)
-        except (RequestException, ValueError) as err:
-            status = getattr(getattr(err, "response", None), "status_code", 0) or 0
-            if 400 <= status < 500 and not config.app_only:  # refused, in words that are not JSON
-                raise LoginNeeded(
-                    f"the authorization server refused the stored login for {config.mailbox} (HTTP "
-                    f"{status}); {LOGIN_HINT}"
+        except ValueError as err:
+            if not isinstance(err, RequestException):  # (an answer in JSON, with a field out of shape)
+                raise TokenEndpointDown(
+                    f"the token endpoint {config.token_url} gave an answer dispatch cannot read "
+                    f"({_error_text(err, *secrets)}); check DISPATCH_OAUTH_TOKEN_URL"
                 ) from err
-            raise TokenEndpointDown(
-                f"cannot get an access token from {config.token_url} ({_error_text(err, *secrets)}); "
-                "check the network and DISPATCH_OAUTH_TOKEN_URL"
-            ) from err
+            raise self._unreachable(err, secrets) from err
+        except RequestException as err:
+            raise self._unreachable(err, secrets) from err
         except OAuthError as err:  # the server said no
             if config.app_only:
                 raise AbortError(
@@ -170,10 +188,28 @@ class TokenSource:
             ) from err
         if not token.get("access_token") or str(token.get("token_type", "bearer")).lower() != "bearer":
             raise AbortError(f"the token endpoint {config.token_url} gave no bearer access token")
-        lifetime = int(float(token.get("expires_in") or 0))
+        try:
+            lifetime = int(float(token.get("expires_in") or 0))
+        except (TypeError, ValueError, OverflowError):
+            lifetime = 0  # (renewed a minute early, or when the relay refuses it)
         self._leeway = max(1, min(MAX_LEEWAY, lifetime // 4)) if lifetime else MAX_LEEWAY
         self._token = token
         self.fetched += 1
+
+    def _unreachable(self, err: Exception, secrets: list[str]) -> AbortError:
+        """What a failed request to the token endpoint means: a refusal (HTTP 4xx) of the stored
+        login, or an endpoint that cannot be reached or failed."""
+        config = self.config
+        status = getattr(getattr(err, "response", None), "status_code", 0) or 0
+        if 400 <= status < 500 and not config.app_only:  # refused, in words that are not JSON
+            return LoginNeeded(
+                f"the authorization server refused the stored login for {config.mailbox} (HTTP "
+                f"{status}); {LOGIN_HINT}"
+            )
+        return TokenEndpointDown(
+            f"cannot get an access token from {config.token_url} ({_error_text(err, *secrets)}); "
+            "check the network and DISPATCH_OAUTH_TOKEN_URL"
+        )
 
     def _grant(self, secrets: list[str]) -> Any:
         if self.config.app_only:
@@ -187,7 +223,7 @@ class TokenSource:
         with self.store.locked():
             refresh_token = self.store.load()
             if refresh_token is None:
-                raise LoginNeeded(f"no OAuth2 login is stored for {self.config.mailbox}; {LOGIN_HINT}")
+                raise LoginNeeded(_no_login(self.config, self.store.others()))
             secrets.append(refresh_token)
             token = self._session.refresh_token(
                 self.config.token_url, refresh_token=refresh_token, scope=self.config.scope or None

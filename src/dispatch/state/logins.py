@@ -16,6 +16,7 @@ from dispatch.errors import AbortError, ConfigError
 from dispatch.files import private_folders
 
 LOGIN_HINT = "run 'dispatch login'"
+ABOUT = ("mailbox", "token_url", "client_id", "scope")  # what a stored login says of itself
 
 
 class LoginNeeded(AbortError):
@@ -85,6 +86,18 @@ class LoginStore:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
+
+    def others(self) -> list[dict[str, str]]:
+        """The other logins stored for this mailbox (their token endpoint, client and scope,
+        never their token): a login made before a setting changed."""
+        found = []
+        for path in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else ():
+            if path == self.path or path.is_symlink():
+                continue
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                about = json.loads(path.read_bytes()[:100_000])
+                found.append({k: str(about.get(k, "")) for k in ABOUT})
+        return [a for a in found if a["mailbox"].lower() == self._about["mailbox"].lower()]
 
     def forget(self) -> bool:
         """Delete the stored login; False if there was none."""

@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Iterator
 
+from dispatch.state.logins import ABOUT
 from dispatch.state.pg import PgDatabase
 
 
@@ -50,6 +51,17 @@ class PgLoginStore:
             "refresh_token = excluded.refresh_token, about = excluded.about, updated = excluded.updated",
             (self.name, self._about, refresh_token, time.time()),
         )
+
+    def others(self) -> list[dict[str, str]]:
+        """The other logins stored for this mailbox (their token endpoint, client and scope,
+        never their token): a login made before a setting changed."""
+        mailbox = json.loads(self._about)["mailbox"].lower()
+        found = []
+        for (about,) in self._db.all("SELECT about FROM logins WHERE name <> ? ORDER BY name", (self.name,)):
+            with contextlib.suppress(ValueError, AttributeError, TypeError):
+                data = json.loads(about) if isinstance(about, str) else dict(about)
+                found.append({k: str(data.get(k, "")) for k in ABOUT})
+        return [a for a in found if a["mailbox"].lower() == mailbox]
 
     def forget(self) -> bool:
         """Delete the stored login; False if there was none."""
