@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,6 +230,40 @@ def test_an_unsubscribe_posted_to_serve_on_a_third_host_is_honoured_by_the_next_
     assert received(server) == Counter(e for e in emails if e != leaving)
     assert data["suppressed_recipients"] == [{"email": leaving, "reason": "unsubscribed"}]
     assert data["state"]["backend"] == "postgresql"
+
+
+def test_serve_keeps_taking_unsubscribes_after_the_database_dropped_its_connections(
+    hosts: Callable[..., Host], pg_url: str
+) -> None:
+    """A PostgreSQL restart or fail-over drops every connection: the next request opens the
+    state again and is recorded (not a 503 for every reader until serve is restarted)."""
+    web = hosts("web-host", [])
+    first, second = readers(2)
+
+    def unsubscribe(port: int, email: str) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", "/mail/unsubscribe/" + make_token(SECRET, NEWS, email), ONE_CLICK,
+                     {"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+        status = conn.getresponse().status
+        conn.close()
+        return status
+
+    with serving(web.settings, web.folder, environ={"HOME": str(web.folder / "home")}) as process:
+        assert unsubscribe(process.port, first) == 200
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            dropped = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+        assert dropped is not None
+        assert dropped[0] >= 1
+        assert unsubscribe(process.port, second) == 200
+    location = StateLocation(web.folder / "dispatch-state", "test", True, url=pg_url)
+    store = backend.existing_suppressions(location)
+    assert store is not None
+    with closing(store):
+        assert store.lookup(first, NEWS) is not None
+        assert store.lookup(second, NEWS) is not None
 
 
 def test_a_state_folder_migrated_into_postgresql_sends_nobody_twice_and_keeps_suppressions(

@@ -165,8 +165,9 @@ class UnsubscribeApp:
 
     def __init__(self, config: ServeConfig, access_log: AccessLog | None = None) -> None:
         self.config = config
-        where = StateLocation(config.state_dir, "serve", True, url=config.state_url)
-        self.store = backend.open_suppressions(where)
+        self._where = StateLocation(config.state_dir, "serve", True, url=config.state_url)
+        self.store = backend.open_suppressions(self._where)
+        self._reopening = threading.Lock()
         self.lists = {key.lower(): name for key, name in config.lists.items()}
         self.access_log = access_log
         shape = urlsplit(config.url_template).path or "/"
@@ -174,8 +175,14 @@ class UnsubscribeApp:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         began = time.perf_counter()
+        environ["wsgi.input"] = _ReadOnce(environ["wsgi.input"])  # (a second try reads the same body)
         try:
-            response = self._route(environ)
+            try:
+                response = self._route(environ)
+            except StateError as err:
+                if not self._reopen(err):
+                    raise
+                response = self._route(environ)  # the state is back (a database restarted): once more
         except _Refused as refused:
             response = refused.response
         except StateError as err:  # names the file, never a token or a secret
@@ -217,6 +224,23 @@ class UnsubscribeApp:
     def close(self) -> None:
         """Close the suppression store."""
         self.store.close()
+
+    def _reopen(self, err: StateError) -> bool:
+        """After the state failed (a PostgreSQL restart or fail-over drops every connection):
+        open it again; whether that worked. Without this, every later request would meet the
+        dead connection and be refused until serve was restarted."""
+        log.error("%s; opening the state again", err)
+        with self._reopening:
+            stale = self.store
+            try:
+                self.store = backend.open_suppressions(self._where)
+            except StateError:
+                return False
+            try:
+                stale.close()
+            except Exception:  # (a dead connection may fail to close: it is gone anyway)
+                log.debug("closing the failed state", exc_info=True)
+        return True
 
     def _route(self, environ: WSGIEnvironment) -> _Response:
         method = environ["REQUEST_METHOD"]
@@ -297,6 +321,20 @@ class UnsubscribeApp:
 def _allow(method: str, allowed: str) -> None:
     if method not in allowed.split(", "):
         raise _Refused(405, "Not allowed", f"This address answers {allowed} only.", (("Allow", allowed),))
+
+
+class _ReadOnce:
+    """A request body read once from the client, then kept: a request tried again after the
+    state failed reads the same bytes."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._body: bytes | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        if self._body is None:
+            self._body = bytes(self._stream.read(size))
+        return self._body
 
 
 def _read_form(environ: WSGIEnvironment) -> dict[str, str]:
