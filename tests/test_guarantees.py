@@ -210,6 +210,7 @@ def test_deferred_data_then_unreachable_relay_is_recorded_deferred_and_sent_next
     assert first.deferred == 1
     assert first.unknown == 0
     assert first.pending == 1
+    assert first.deferred_now == 1  # (the counts add up: 2 rows = 1 deferred now + 1 not tried)
 
     healthy, _ = counting_server()
     again = plan_issue(article, people, settings_for(env, healthy))

@@ -232,6 +232,38 @@ def test_an_unsubscribe_posted_to_serve_on_a_third_host_is_honoured_by_the_next_
     assert data["state"]["backend"] == "postgresql"
 
 
+def test_a_database_dropping_its_connections_mid_send_stops_the_run_with_exit_3_and_one_line(
+    hosts: Callable[..., Host], slow: Callable[[float], Server], pg_url: str
+) -> None:
+    """A PostgreSQL restart in the middle of a send: the run stops (exit 3, "aborted", as the
+    README's table says; not 2, "nothing was sent") with one line and no thread's traceback,
+    and the next run sends the rest, nobody twice."""
+    emails = readers(60)
+    server = slow(0.02)
+    host = hosts("cron-box", emails, server)
+    proc = host.start()
+    _wait(lambda: received(server).total() >= 5)
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 3, f"{out}\n{err}"
+    assert "Traceback" not in err
+    assert "Exception in thread" not in err
+    summary = json.loads(out)
+    assert summary["exit_code"] == 3
+    assert received(server).total() < len(emails)
+    counted = sum(summary[k] for k in ("sent_now", "failed_now", "deferred_now", "unknown_now", "pending"))
+    assert counted == len(emails)  # every row accounted for, also in a run the state failed under
+    assert f"Every row:     {len(emails)} = " in err
+    again = host.run(*host.send()[3:])
+    assert again.returncode in (0, 1), again.stdout + again.stderr
+    assert max(received(server).values()) == 1
+    assert len(received(server)) >= len(emails) - 2  # (at most what was in flight is unknown)
+
+
 def test_serve_keeps_taking_unsubscribes_after_the_database_dropped_its_connections(
     hosts: Callable[..., Host], pg_url: str
 ) -> None:

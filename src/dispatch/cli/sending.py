@@ -35,6 +35,7 @@ from dispatch.cli.common import (
     subscribers_path,
 )
 from dispatch.errors import ExitCode, InputError
+from dispatch.state.group import StateError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -140,25 +141,32 @@ def send(
         tokens = None if dry_run else _access_tokens(settings)  # first: no token, nothing
         durable = settings.journal_sync == "full"
         journal = backend.open_journal(settings.state, durable=durable) if real else None
-        with ExitStack() as held:
-            loaded = load_article(article)
-            if journal is not None:  # a second run of this campaign stops here, before any work
-                held.enter_context(journal.lock(campaign or campaign_id(loaded)))
-            issue = plan_issue(
-                article, subscribers_path(subscribers, settings), settings, subject=subject,
-                template_dir=template, encoding=encoding, campaign=campaign, test_send=bool(to),
-                attach=attach or (), loaded=loaded,
-            )  # fmt: skip
-            only = named_recipients(issue, to) if to else None
-            where = settings.state
-            store = backend.open_suppressions(where) if real else backend.existing_suppressions(where)
-            on_purpose = bool(campaign or loaded.campaign)  # a campaign the user named
-            choices = _Choices(limit, resend_unknown, retry_failed, yes, as_json, on_purpose)
-            if dry_run:
-                read = inputs(article, issue.subscribers.path, env_file, template, *(attach or ()))
-                summary = _dry_run(issue, folder, store, only, choices, out, read, test_send=bool(to))
-                raise typer.Exit(int(summary.exit_code))
-            summary = _send_now(issue, journal, store, only, choices, tokens)
+        summary: RunSummary | None = None
+        try:
+            with ExitStack() as held:
+                loaded = load_article(article)
+                if journal is not None:  # a second run of this campaign stops here, before any work
+                    held.enter_context(journal.lock(campaign or campaign_id(loaded)))
+                issue = plan_issue(
+                    article, subscribers_path(subscribers, settings), settings, subject=subject,
+                    template_dir=template, encoding=encoding, campaign=campaign, test_send=bool(to),
+                    attach=attach or (), loaded=loaded,
+                )  # fmt: skip
+                only = named_recipients(issue, to) if to else None
+                where = settings.state
+                store = backend.open_suppressions(where) if real else backend.existing_suppressions(where)
+                on_purpose = bool(campaign or loaded.campaign)  # a campaign the user named
+                choices = _Choices(limit, resend_unknown, retry_failed, yes, as_json, on_purpose)
+                if dry_run:
+                    read = inputs(article, issue.subscribers.path, env_file, template, *(attach or ()))
+                    summary = _dry_run(issue, folder, store, only, choices, out, read, test_send=bool(to))
+                    raise typer.Exit(int(summary.exit_code))
+                summary = _send_now(issue, journal, store, only, choices, tokens)
+        except StateError as err:  # leaving the campaign (its lock, its claims) failed after the send
+            if summary is None:
+                raise
+            summary.aborted = summary.aborted or str(err)
+            summary.rest_not_tried()
         if only is not None:
             summary.rows = len(only)
         print_summary(summary, as_json, send_report(summary, settings.endpoint, sender(settings)))

@@ -48,22 +48,37 @@ def run_send(issue: Issue, journal: j.Journal | None, options: SendOptions) -> R
         summary = summary_for(issue)
         summary.warnings += warnings
         return _send(issue, None, options, summary, pool)
-    with journal.lock(issue.campaign):
-        summary = summary_for(issue)
-        identity = list_identity(issue, journal)
-        summary.warnings += warnings + campaign_warnings(issue, journal) + list(identity.notes)
-        options = replace(options, list_ids=identity.list_ids)
-        journal.record_list(list_use(issue.settings))
-        source = str(issue.article.source.resolve())
-        old = journal.begin(
-            issue.campaign, issue.subject, issue.article.fingerprint, source, issue.article.body_fingerprint
-        )
-        summary.content_changed = old is not None
-        summary.recovered_unknown = journal.recover(issue.campaign)
-        if issue.settings.give_up_days:
-            summary.given_up = journal.give_up(issue.campaign, issue.settings.give_up_days)
-        journal.set_recipients(issue.campaign, issue.stats.valid)
-        return _send(issue, journal, options, summary, pool)
+    finished: RunSummary | None = None
+    try:
+        with journal.lock(issue.campaign):
+            finished = _campaign(issue, journal, options, warnings, pool)
+    except StateError as err:
+        if finished is None:
+            raise  # before or while sending: the run said nothing yet (a send is halted inside)
+        finished.aborted = finished.aborted or str(err)  # leaving the campaign failed: say so, exit 3
+    assert finished is not None
+    return finished
+
+
+def _campaign(
+    issue: Issue, journal: j.Journal, options: SendOptions, warnings: list[str], pool: Pool
+) -> RunSummary:
+    """The campaign's send, under its lock (see run_send)."""
+    summary = summary_for(issue)
+    identity = list_identity(issue, journal)
+    summary.warnings += warnings + campaign_warnings(issue, journal) + list(identity.notes)
+    options = replace(options, list_ids=identity.list_ids)
+    journal.record_list(list_use(issue.settings))
+    source = str(issue.article.source.resolve())
+    old = journal.begin(
+        issue.campaign, issue.subject, issue.article.fingerprint, source, issue.article.body_fingerprint
+    )
+    summary.content_changed = old is not None
+    summary.recovered_unknown = journal.recover(issue.campaign)
+    if issue.settings.give_up_days:
+        summary.given_up = journal.give_up(issue.campaign, issue.settings.give_up_days)
+    journal.set_recipients(issue.campaign, issue.stats.valid)
+    return _send(issue, journal, options, summary, pool)
 
 
 def _put(work: queue.Queue[Item | None], item: Item | None, threads: list[threading.Thread]) -> bool:
@@ -91,7 +106,15 @@ def _send(
         _settle_share(run, summary)
     if run.crash is not None:
         raise run.crash  # a bug: the CLI reports it (with the traceback under --debug)
-    _collect(run, summary)
+    try:
+        _collect(run, summary)
+    except StateError as err:  # the campaign's counts come from the journal: this run's are kept
+        run.halt(str(err))
+        summary.aborted = run.abort
+        summary.sent, summary.failed = summary.sent_now, summary.failed_now
+        summary.deferred, summary.unknown = summary.deferred_now, summary.unknown_now
+    if summary.aborted:
+        summary.rest_not_tried()
     return summary
 
 

@@ -125,6 +125,12 @@ class RunSummary:
             ("skipped rows", self.skipped.skipped_total),
         ]
 
+    def rest_not_tried(self) -> None:
+        """After a run stopped before it reached every row (the state failing under it): the
+        rows it never reached were not tried this run, and the counts still add up."""
+        if not self.dry_run:
+            self.pending += max(0, self.rows - sum(n for _, n in self.accounting()))
+
     def state_json(self) -> dict[str, Any] | None:
         """Where the state is, for ``--json``."""
         if self.state is None:

@@ -147,7 +147,7 @@ class Run:
         transport = SmtpTransport(relay.settings, while_waiting=ahead.fill, tokens=self.options.tokens)
         transport.next_envelope = lambda: self._following(ahead)
         try:
-            while (item := ahead.next()) is not None:
+            while (item := self._next(ahead)) is not None:
                 try:
                     if relay.down:
                         self.pass_on([item, *ahead.drain()])
@@ -162,8 +162,20 @@ class Run:
                     self.pool.release()
         finally:
             transport.close()
-            for orphan in self.pool.leave(relay):  # the last connection of all: nobody takes them now
-                self.leave(orphan[1])
+            try:
+                for orphan in self.pool.leave(relay):  # the last connection of all: nobody takes them now
+                    self.leave(orphan[1])
+            except DispatchError as err:  # the journal failing: the run stops, this thread ends cleanly
+                self.halt(str(err))
+
+    def _next(self, ahead: Lookahead[Item]) -> Item | None:
+        """The next recipient, or None: the queue is done, or the journal failed while this
+        connection recorded what went before (a full disk, a database gone): the run stops."""
+        try:
+            return ahead.next()
+        except DispatchError as err:
+            self.halt(str(err))
+            return None
 
     def pass_on(self, items: list[Item]) -> None:
         """Hand recipients to the other relays' connections (or leave them pending, none left)."""
@@ -246,7 +258,11 @@ class Run:
             # refused the sender after the row went in flight with the pipelined commands
             if tries.marked and journal is not None:
                 journal.withdraw(campaign, sub.key, j.DEFERRED if recorded else prior)
-            if not recorded:
+            if recorded:  # an earlier try's 4xx to the data is what the journal holds: deferred now
+                with self.lock:
+                    self.deferred += 1
+                    relay.deferred += 1
+            else:
                 self.leave(prior)  # never reached the server: still pending
             raise
         if result.scope is Scope.RATE and self.pool.retire(relay, f"asked to stop ({result.line()})"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,11 @@ except ImportError:  # pragma: no cover - the extra is installed wherever the te
     psycopg = None  # type: ignore[assignment]
 
 EXTRA_HINT = "pip install 'dispatch[postgresql]'"
+# psycopg logs "error ignored terminating <psycopg.Pipeline [BAD]>" on stderr when a connection
+# dies under a pipeline; the StateError that follows says it once, in dispatch's words.
+_psycopg_log = logging.getLogger("psycopg")
+_psycopg_log.addHandler(logging.NullHandler())
+_psycopg_log.propagate = False
 
 
 @functools.lru_cache(maxsize=512)
