@@ -345,6 +345,34 @@ GROWING = {
 }
 
 
+WIDE = {  # a width or precision of millions given as a value, not in the format string
+    "percent-star-width": "{{ '%*d' % (10 ** 9, 1) }}",
+    "percent-star-precision": "{{ '%.*f' % (10 ** 8, 1.0) }}",
+    "format-nested-width-as-text": "{{ '{:{}}'.format('x', '999999999') }}",
+    "format-nested-width-keyword": "{{ '{:{w}}'.format('x', w=' 999999999') }}",
+}
+
+
+@pytest.mark.parametrize("source", WIDE.values(), ids=WIDE.keys())
+def test_a_width_of_millions_given_as_a_value_is_refused_before_it_is_made(
+    scene: dict[str, Path], source: str
+) -> None:
+    (scene["tpl"] / "email.txt").write_text(source + "{{ unsubscribe_url }}", encoding="utf-8")
+    result = _capped_dry_run(scene)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "too large" in result.stderr, result.stderr
+    judge_error(result.stderr, "email.txt")
+
+
+def _capped_dry_run(scene: dict[str, Path]) -> subprocess.CompletedProcess[str]:
+    args = ["send", scene["article"], "-s", scene["list"], "--env-file", scene["env"], "--template",
+            scene["tpl"], "--dry-run", "--out", scene["out"]]  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "dispatch", *map(str, args)], cwd=scene["tmp"], env=clean_environ(),
+        capture_output=True, text=True, timeout=120, check=False, preexec_fn=_memory_cap,
+    )  # fmt: skip
+
+
 def _memory_cap() -> None:  # (in the child: a regression fails the test, not the machine)
     import resource
 
@@ -360,12 +388,7 @@ def test_text_growing_past_what_can_be_sent_is_refused_where_it_is_made(
     sent, naming the template: not when the machine's memory runs out. (The child runs under a
     3 GB cap so that a regression ends in a MemoryError, which this test does not accept.)"""
     (scene["tpl"] / "email.txt").write_text(source, encoding="utf-8")
-    args = ["send", scene["article"], "-s", scene["list"], "--env-file", scene["env"], "--template",
-            scene["tpl"], "--dry-run", "--out", scene["out"]]  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "-m", "dispatch", *map(str, args)], cwd=scene["tmp"], env=clean_environ(),
-        capture_output=True, text=True, timeout=120, check=False, preexec_fn=_memory_cap,
-    )  # fmt: skip
+    result = _capped_dry_run(scene)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "too long to send" in result.stderr, result.stderr
     judge_error(result.stderr, "email.txt")

@@ -160,6 +160,20 @@ def _sized_concatenations(tree: nodes.Template) -> nodes.Template:
     return tree
 
 
+_NESTED_FIELD = re.compile(r"\{[^{}]*\{")  # "{:{}}": a width or precision taken from an argument
+
+
+def check_nested_widths(template: str, arguments: Sequence[Any]) -> None:
+    """Refuse ``"{:{}}".format(x, "999999999")``: a width given as text, which Python reads as a
+    number (numbers themselves are checked by :func:`check_size`)."""
+    if not _NESTED_FIELD.search(template):
+        return
+    for value in arguments:
+        text = value.strip() if isinstance(value, str) else ""
+        if text.isdigit() and int(text) > MAX_NUMBER_ARGUMENT:
+            raise ValueError(f"a format width or precision is too large (at most {MAX_NUMBER_ARGUMENT:,})")
+
+
 def _check_numbers(operator: str, left: Any, right: Any) -> None:
     """Refuse arithmetic whose result would take minutes or gigabytes (Python does it in C,
     where the render time limit cannot stop it)."""
@@ -175,6 +189,8 @@ def _check_numbers(operator: str, left: Any, right: Any) -> None:
             raise ValueError(f"repeating a value {count:,} times makes too much output")
     if operator == "%" and isinstance(left, str):
         check_format_string(left)
+        if "*" in left:  # a width or precision taken from the values: "%*d" % (10 ** 9, 1)
+            check_size(right if isinstance(right, tuple) else (right,), "a % format")
     if operator == "+" and isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
         _too_long(len(left) + len(right), "joining two values with +")
 
@@ -223,6 +239,7 @@ class TemplateEnvironment(ImmutableSandboxedEnvironment):
         if isinstance(owner, str):  # a sandboxed str.format: no width of millions
             if getattr(__obj, "__name__", "") in ("format", "format_map"):
                 check_format_string(owner)
+                check_nested_widths(owner, [*args, *kwargs.values()])
             check_size([*args, *kwargs.values()], getattr(__obj, "__name__", "a method"))
             check_before(getattr(__obj, "__name__", ""), owner, [*args, *kwargs.values()])
         result = check_result(super().call(__context, __obj, *args, **kwargs), "a call")
