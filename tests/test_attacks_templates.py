@@ -697,3 +697,38 @@ def test_a_subscriber_value_shaped_like_a_token_stays_literal(invoke: Invoke, sc
     name = people[0]["name"]
     assert between(texts[people[0]["email"]], "⟦", "⟧") == f"{name.upper()}|{name}"
     assert re.search(r"zqx[0-9a-f]{12}f\d+xqz", texts[people[1]["email"]], re.I) is None
+
+
+def test_columns_a_template_names_alike_each_keep_their_own_value(
+    invoke: Invoke, scene: dict[str, Path]
+) -> None:
+    """``Plan`` and ``plan`` are both ``subscriber.plan``: each header still reaches its own
+    column (``subscriber.plan`` is the column named exactly so), and the run says so."""
+    people = scene["tmp"] / "plans.csv"
+    people.write_text(
+        "email,name,Plan,plan,First Name,first name\n"
+        "ann@example.org,Ann,member,gold,Ann-first,ann-lower\n"
+        "bob@example.com,Bob,guest,silver,Bob-first,bob-lower\n",
+        encoding="utf-8",
+    )
+    (scene["tpl"] / "email.txt").write_text(
+        '{% if subscriber.plan == "gold" %}GOLD{% else %}OTHER{% endif %} '
+        '[{{ subscriber["Plan"] }}/{{ subscriber["plan"] }}/{{ subscriber.first_name }}/'
+        '{{ subscriber["first name"] }}] {{ unsubscribe_url }} {{ postal_address }}\n',
+        encoding="utf-8",
+    )
+    result = invoke(
+        "send", scene["article"], "-s", people, "--env-file", scene["env"], "--template", scene["tpl"],
+        "--dry-run", "--out", scene["out"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    texts = {
+        str(parse(path.read_bytes())["To"]): part(parse(path.read_bytes()), "plain")
+        for path in eml_files(scene["out"])
+    }
+    ann = next(t for to, t in texts.items() if "ann@" in to)
+    bob = next(t for to, t in texts.items() if "bob@" in to)
+    assert "GOLD [member/gold/Ann-first/ann-lower]" in ann
+    assert "OTHER [guest/silver/Bob-first/bob-lower]" in bob
+    assert "are all subscriber.plan in a template, which gives 'plan'" in result.stdout + result.stderr
+    assert "subscriber['Plan']" in result.stdout + result.stderr

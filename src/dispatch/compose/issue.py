@@ -20,9 +20,9 @@ from dispatch.compose.dkim import load_signatures
 from dispatch.compose.headers import header_text
 from dispatch.compose.message import MessageFactory
 from dispatch.compose.render import RenderedIssue, render_issue
-from dispatch.compose.values import column_key
 from dispatch.content.article import MARKDOWN_SUFFIXES, Article, load_article
 from dispatch.errors import ConfigError, InputError, TemplateError
+from dispatch.lists.columns import column_key, template_fields
 from dispatch.lists.subscribers import ListStats, Subscriber, SubscriberList
 from dispatch.settings import Settings
 
@@ -107,7 +107,7 @@ class Issue:
     @cached_property
     def _column_keys(self) -> dict[str, str]:
         """CSV column → template key, worked out once per issue, not per recipient."""
-        return {c: column_key(c) for c in self.subscribers.columns}
+        return template_fields(list(self.subscribers.columns))
 
     def values(self, sub: Subscriber) -> dict[str, str]:
         """Every per-recipient value the templates can use, by field name."""

@@ -26,6 +26,8 @@ from typing import Any
 import jinja2
 import markupsafe
 
+from dispatch.lists.columns import column_key, template_fields
+
 RECIPIENT_NAMES = ("email", "name", "unsubscribe_url")
 
 
@@ -86,11 +88,6 @@ class SubscriberValues(dict[str, Any]):
         )
 
 
-def column_key(name: str) -> str:
-    """``First Name`` → ``first_name``: how a CSV column is reachable as an attribute."""
-    return re.sub(r"\W+", "_", name.strip().lower()).strip("_")
-
-
 @dataclass(frozen=True)
 class Fields:
     """The recipient values of an issue: ``email``, ``name``, ``unsubscribe_url`` and one per
@@ -101,14 +98,16 @@ class Fields:
 
     @classmethod
     def for_columns(cls, columns: Sequence[str]) -> Fields:
-        names: dict[str, None] = dict.fromkeys(RECIPIENT_NAMES)
-        pairs: list[tuple[str, str]] = []
-        for column in ["email", "name", *columns]:
-            key = column_key(column)
-            if key:
-                names.setdefault(key)
-                pairs += [(key, key), (column, key)]
-        return cls(tuple(names), tuple(dict.fromkeys(pairs)))
+        """A column is named by its key (``subscriber.first_name``) and by its header
+        (``subscriber["First Name"]``); a header that is exactly a name wins over another
+        column's key (with ``Plan`` and ``plan``, ``subscriber.plan`` is ``plan``)."""
+        fields = template_fields(list(columns))
+        names: dict[str, None] = dict.fromkeys([*RECIPIENT_NAMES, *fields.values()])
+        pairs: dict[str, str] = {}
+        for column, field in fields.items():
+            pairs.setdefault(column_key(column), field)  # (the first column with that key)
+            pairs[column] = field  # (a header named exactly so wins over an earlier column's key)
+        return cls(tuple(names), tuple(pairs.items()))
 
     def context(self, values: Mapping[str, str]) -> dict[str, Any]:
         """The template names of one recipient's values (a missing value is empty)."""

@@ -51,6 +51,36 @@ FALSE_WORDS = {"0", "false", "no", "n", "nein", "non"}
 ADDRESS_LIKE = re.compile(r"[^\s@,;]+@[^\s@,;]+\.(?:[^\W\d_]{2,}|xn--[a-z0-9-]+)")
 
 
+def column_key(name: str) -> str:
+    """``First Name`` → ``first_name``: how a CSV column is reachable as an attribute."""
+    return re.sub(r"\W+", "_", name.strip().lower()).strip("_")
+
+
+def column_fields(columns: list[str] | tuple[str, ...], reserved: tuple[str, ...] = ()) -> dict[str, str]:
+    """Each column's field: its key, or, when an earlier column already has that key (``Plan``
+    and ``plan``), the key and a number (``plan#2``), so that every header still reaches its own
+    value. A key among ``reserved`` (the recipient's ``email``, ``name``) is that value."""
+    fields: dict[str, str] = {}
+    taken: set[str] = set()
+    for column in dict.fromkeys(columns):
+        key = column_key(column)
+        if not key:
+            continue
+        field, n = key, 1
+        while field in taken and key not in reserved:
+            n += 1
+            field = f"{key}#{n}"
+        taken.add(field)
+        fields[column] = field
+    return fields
+
+
+def template_fields(columns: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """The fields of a list's columns as templates see them: ``email`` and ``name`` are the
+    recipient's (whatever columns they come from), every other column its own."""
+    return column_fields(["email", "name", *columns], reserved=("email", "name"))
+
+
 def alias(header: str) -> str:
     """A header as a comparable name: ``E-mail Address`` → ``emailaddress``."""
     return re.sub(r"[\s_.]+", "", header.strip().lower()).replace("-", "") or header
@@ -81,3 +111,25 @@ def sniff_dialect(sample: str) -> type[csv.Dialect] | csv.Dialect:
 
     Detected.delimiter = delimiter
     return Detected
+
+
+def header_notes(path: object, columns: list[str]) -> list[str]:
+    """Notes on a header: a column named twice (templates see the first), and columns a
+    template names the same way (``Plan`` and ``plan`` are both ``subscriber.plan``): which one
+    that is, and how to reach the other."""
+    repeated = sorted({c for c in columns if c and columns.count(c) > 1})
+    notes = [f"{path}: the header repeats {', '.join(map(repr, repeated))}; templates see the first"]
+    notes = notes if repeated else []
+    by_key: dict[str, list[str]] = {}
+    for column in dict.fromkeys(c for c in columns if c):
+        by_key.setdefault(column_key(column), []).append(column)
+    for key, named in by_key.items():
+        if len(named) < 2 or key in ("", "email", "name"):
+            continue
+        chosen = key if key in named else named[0]
+        others = ", ".join(f"subscriber[{c!r}]" for c in named if c != chosen)
+        notes.append(
+            f"{path}: columns {', '.join(map(repr, named))} are all subscriber.{key} in a template, which "
+            f"gives {chosen!r}; name the other by its header: {others}"
+        )
+    return notes

@@ -36,6 +36,7 @@ from dispatch.lists.columns import (
     alias,
     clean_value,
     first_line,
+    header_notes,
     sniff_dialect,
 )
 
@@ -226,11 +227,7 @@ class SubscriberList:
                     )
                 else:
                     roles[role] = i
-        repeated = sorted({c for c in columns if c and columns.count(c) > 1})
-        if repeated:
-            self.notes.append(
-                f"{self.path}: the header repeats {', '.join(map(repr, repeated))}; templates see the first"
-            )
+        self.notes += header_notes(self.path, columns)
         if "email" not in roles:
             raise InputError(
                 f"{self.path}: no email column in the header ({', '.join(columns) or 'empty'}); "

@@ -41,6 +41,26 @@ POLL = 0.01  # seconds between looks when other senders hold the rest (doubling,
 BLOCK_SECONDS = 0.25  # each sender takes this much of the shared pace at a time (at least one slot)
 
 
+class Pacer:
+    """A shared rate limit: at most one message every ``interval`` seconds, no bursts."""
+
+    def __init__(self, rate: Rate | None) -> None:
+        self.interval = rate.interval if rate else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self, stop: threading.Event) -> None:
+        """Block until the next message may go (or ``stop`` is set)."""
+        if not self.interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        if slot > now:
+            stop.wait(slot - now)
+
+
 class SharedPacer:
     """The rate shared by every sender of the relay: slots taken from the database's pace."""
 

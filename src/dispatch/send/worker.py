@@ -8,19 +8,17 @@ from __future__ import annotations
 import queue
 import random
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from dispatch.compose.issue import Issue
 from dispatch.errors import AbortError, DispatchError
 from dispatch.lists.subscribers import Skipped, Subscriber
-from dispatch.send.claiming import ClaimFeed, shared_pacer
+from dispatch.send.claiming import ClaimFeed, Pacer, shared_pacer
 from dispatch.send.oauth import TokenSource
 from dispatch.send.relays import HandOver, Lookahead, Relay, RelayPool, Tries
 from dispatch.send.skips import SkipRules, Suppressed
 from dispatch.send.transport import Envelope, Result, Scope, SmtpTransport, Status, Unreachable
-from dispatch.settings import Rate
 from dispatch.state import journal as j
 from dispatch.state.suppression import SuppressionStore
 
@@ -32,26 +30,6 @@ MAX_BACKOFF = 60.0
 # the thread that reads the list while the workers wait on the network.
 Item = tuple[Subscriber, str | None, bytes, str]
 Pool = RelayPool[Item]
-
-
-class Pacer:
-    """A shared rate limit: at most one message every ``interval`` seconds, no bursts."""
-
-    def __init__(self, rate: Rate | None) -> None:
-        self.interval = rate.interval if rate else 0.0
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def wait(self, stop: threading.Event) -> None:
-        """Block until the next message may go (or ``stop`` is set)."""
-        if not self.interval:
-            return
-        with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next)
-            self._next = slot + self.interval
-        if slot > now:
-            stop.wait(slot - now)
 
 
 @dataclass
@@ -147,7 +125,7 @@ class Run:
         transport = SmtpTransport(relay.settings, while_waiting=ahead.fill, tokens=self.options.tokens)
         transport.next_envelope = lambda: self._following(ahead)
         try:
-            while (item := self._next(ahead)) is not None:
+            while (item := ahead.next()) is not None:
                 try:
                     if relay.down:
                         self.pass_on([item, *ahead.drain()])
@@ -160,6 +138,8 @@ class Run:
                     self.halt(f"internal error: {type(err).__name__}: {err}")
                 finally:
                     self.pool.release()
+        except DispatchError as err:  # recording what went before failed (a full disk, a database gone)
+            self.halt(str(err))
         finally:
             transport.close()
             try:
@@ -167,15 +147,6 @@ class Run:
                     self.leave(orphan[1])
             except DispatchError as err:  # the journal failing: the run stops, this thread ends cleanly
                 self.halt(str(err))
-
-    def _next(self, ahead: Lookahead[Item]) -> Item | None:
-        """The next recipient, or None: the queue is done, or the journal failed while this
-        connection recorded what went before (a full disk, a database gone): the run stops."""
-        try:
-            return ahead.next()
-        except DispatchError as err:
-            self.halt(str(err))
-            return None
 
     def pass_on(self, items: list[Item]) -> None:
         """Hand recipients to the other relays' connections (or leave them pending, none left)."""
@@ -259,9 +230,7 @@ class Run:
             if tries.marked and journal is not None:
                 journal.withdraw(campaign, sub.key, j.DEFERRED if recorded else prior)
             if recorded:  # an earlier try's 4xx to the data is what the journal holds: deferred now
-                with self.lock:
-                    self.deferred += 1
-                    relay.deferred += 1
+                self._count(Result(Status.DEFERRED, None, ""), relay)
             else:
                 self.leave(prior)  # never reached the server: still pending
             raise

@@ -22,9 +22,6 @@ the token, status, duration): never an address, a token, a query string or a sec
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import html
 import logging
 import re
 import signal
@@ -48,6 +45,7 @@ from dispatch.settings import StateLocation
 from dispatch.state import backend
 from dispatch.state.db import StateError
 from dispatch.state.suppression import ALL_LISTS, SERVE, UNSUBSCRIBED
+from dispatch.unsubscribe.pages import HEADERS, Refused, Response, bad_link, mask, page
 from dispatch.unsubscribe.tokens import BadToken, read_token, token_from_request
 from dispatch.unsubscribe.webserver import Limits, create_server
 
@@ -58,27 +56,6 @@ OTHER_PATH = "<other-path>"  # how the access log shows a path that is not ours 
 _METHOD = re.compile(r"[A-Z]{1,16}")
 log = logging.getLogger("dispatch.unsubscribe.serve")
 AccessLog = Callable[[str], None]
-
-_STYLE = (
-    "body{margin:0;background:#fff;color:#1b1b1b;font:1.125rem/1.5 system-ui,-apple-system,'Segoe UI',"
-    "Roboto,sans-serif}main{max-width:34rem;margin:0 auto;padding:3rem 1.25rem}"
-    "h1{font-size:1.6rem;line-height:1.25;margin:0 0 1rem}p,form{margin:0 0 1.25rem}"
-    "button{font:inherit;font-weight:600;padding:.7rem 1.4rem;border-radius:.4rem;cursor:pointer;"
-    "border:2px solid #0b57d0;background:#0b57d0;color:#fff}button.quiet{background:#fff;color:#0b57d0}"
-    "button:focus-visible{outline:3px solid #1b1b1b;outline-offset:3px}.small{font-size:1rem;color:#444}"
-)
-_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
-_HEADERS = [
-    ("Cache-Control", "no-store"),
-    ("Referrer-Policy", "no-referrer"),
-    ("X-Frame-Options", "DENY"),
-    ("X-Content-Type-Options", "nosniff"),
-    (
-        "Content-Security-Policy",
-        f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'",
-    ),
-]
 
 
 @dataclass(frozen=True)
@@ -102,61 +79,6 @@ class ServeConfig:
             raise ConfigError(
                 "DISPATCH_UNSUBSCRIBE_SECRET is not set: dispatch serve needs it to read tokens"
             )
-
-
-@dataclass(frozen=True)
-class _Response:
-    status: int
-    body: bytes
-    content_type: str = "text/html; charset=utf-8"
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-class _Refused(Exception):
-    """A request the endpoint answers with an error page."""
-
-    def __init__(self, status: int, title: str, text: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
-        super().__init__(title)
-        self.response = _page(status, title, text, headers=headers)
-
-
-def mask(address: str) -> str:
-    """An address as the page shows it: first character, dots, the domain (IDN decoded)."""
-    local, _, domain = address.rpartition("@")
-    try:
-        shown = domain.encode("ascii").decode("idna")
-    except UnicodeError:
-        shown = domain
-    return f"{local[:1]}\u2022\u2022\u2022@{shown}"
-
-
-def _page(
-    status: int, title: str, text: str, *, button: tuple[str, str, str] | None = None,
-    note: str = "", headers: tuple[tuple[str, str], ...] = (),
-) -> _Response:  # fmt: skip
-    """A small page: a heading, a paragraph, a note, at most one form button (name, value, label)."""
-    form = ""
-    if button is not None:
-        name, value, label = (html.escape(part) for part in button)
-        css = ' class="quiet"' if name == "action" else ""
-        button_html = f'<button type="submit" name="{name}" value="{value}"{css}>{label}</button>'
-        form = f'<form method="post">{button_html}</form>'
-    small = f'<p class="small">{html.escape(note)}</p>' if note else ""
-    body = (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
-        f"<body><main><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>{small}{form}</main></body></html>\n"
-    )
-    return _Response(status, body.encode("utf-8"), headers=headers)
-
-
-def _bad_link() -> _Refused:
-    return _Refused(
-        400, "This link does not work",
-        "The unsubscribe link is incomplete or was changed. Open the newsletter again and use its "
-        "unsubscribe link as it is, or reply to the newsletter and ask to be removed.",
-    )  # fmt: skip
 
 
 class UnsubscribeApp:
@@ -183,23 +105,23 @@ class UnsubscribeApp:
                 if not self._reopen(err):
                     raise
                 response = self._route(environ)  # the state is back (a database restarted): once more
-        except _Refused as refused:
+        except Refused as refused:
             response = refused.response
         except StateError as err:  # names the file, never a token or a secret
             log.error("%s", err)
-            response = _page(503, "Please try again", "Your request could not be recorded just now.")
+            response = page(503, "Please try again", "Your request could not be recorded just now.")
         except InputError:  # a sealed address the store refuses: treated as a bad link
-            response = _bad_link().response
+            response = bad_link().response
         except Exception as err:  # a bug: logged here, where no token can reach the log
             where = traceback.extract_tb(err.__traceback__)[-1]
             log.error(
                 "dispatch serve: %s at %s:%s", type(err).__name__, Path(where.filename).name, where.lineno
             )
-            response = _page(500, "Please try again", "Your request could not be answered just now.")
+            response = page(500, "Please try again", "Your request could not be answered just now.")
         headers = [("Content-Type", response.content_type), ("Content-Length", str(len(response.body)))]
         start_response(
             f"{response.status} {HTTPStatus(response.status).phrase}",
-            headers + _HEADERS + list(response.headers),
+            headers + HEADERS + list(response.headers),
         )
         if self.access_log is not None:
             self.access_log(self._log_line(environ, response.status, time.perf_counter() - began))
@@ -242,37 +164,37 @@ class UnsubscribeApp:
                 log.debug("closing the failed state", exc_info=True)
         return True
 
-    def _route(self, environ: WSGIEnvironment) -> _Response:
+    def _route(self, environ: WSGIEnvironment) -> Response:
         method = environ["REQUEST_METHOD"]
         path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
         query = environ.get("QUERY_STRING", "")
         if len(path) + len(query) > MAX_URL:
-            raise _Refused(414, "Address too long", "This address is longer than any unsubscribe link.")
+            raise Refused(414, "Address too long", "This address is longer than any unsubscribe link.")
         if path == HEALTH_PATH:
             _allow(method, "GET, HEAD")
             self.store.lookup("", ALL_LISTS)  # the store answers
-            return _Response(200, b"ok\n", "text/plain; charset=utf-8")
+            return Response(200, b"ok\n", "text/plain; charset=utf-8")
         token = token_from_request(self.config.url_template, path, query)
         if token is None:
-            raise _Refused(404, "Page not found", "There is nothing at this address.")
+            raise Refused(404, "Page not found", "There is nothing at this address.")
         _allow(method, "GET, HEAD, POST")
         form = _read_form(environ) if method == "POST" else {}
         try:
             list_id, key = read_token(self.config.secret, token, self.config.previous_secrets)
         except BadToken:
-            raise _bad_link() from None
+            raise bad_link() from None
         if method == "POST":
             return self._post(form, list_id, key)
         if self.store.entry(key, list_id, UNSUBSCRIBED) is not None:
             return self._done(list_id, key)
         name, org = self._names(list_id)
-        return _page(
+        return page(
             200, f"Unsubscribe from {name}?",
             f"Press the button, and {mask(key)} will no longer receive {name}{org}.",
             button=("List-Unsubscribe", "One-Click", "Unsubscribe"),
         )  # fmt: skip
 
-    def _post(self, form: dict[str, str], list_id: str, key: str) -> _Response:
+    def _post(self, form: dict[str, str], list_id: str, key: str) -> Response:
         if form.get("List-Unsubscribe") == "One-Click":
             if self.store.add(key, UNSUBSCRIBED, scope=list_id, source=SERVE):
                 log.info("unsubscribe recorded for list %s", list_id)
@@ -283,27 +205,27 @@ class UnsubscribeApp:
             self.store.remove(key, scope=list_id, reason=UNSUBSCRIBED, source=SERVE)
             name, org = self._names(list_id)
             if self.store.lookup(key, list_id) is not None:
-                return _page(
+                return page(
                     200, "You are not subscribed again",
                     f"{mask(key)} is still blocked for another reason; contact {self._sender()}.",
                 )  # fmt: skip
-            return _page(
+            return page(
                 200, "You are subscribed again", f"{mask(key)} will receive {name}{org} again.",
                 button=("List-Unsubscribe", "One-Click", "Unsubscribe"),
             )  # fmt: skip
-        raise _Refused(400, "Nothing to do", "This request asks neither to unsubscribe nor to undo it.")
+        raise Refused(400, "Nothing to do", "This request asks neither to unsubscribe nor to undo it.")
 
-    def _done(self, list_id: str, key: str) -> _Response:
+    def _done(self, list_id: str, key: str) -> Response:
         """The confirmation; it offers to undo only what this endpoint recorded (an unsubscribe
         imported or added by hand is the sender's to lift)."""
         name, org = self._names(list_id)
         entry = self.store.entry(key, list_id, UNSUBSCRIBED)
         text = f"{mask(key)} will no longer receive {name}{org}."
         if entry is not None and entry.source != SERVE:
-            return _page(
+            return page(
                 200, "You are unsubscribed", text, note=f"To receive it again, contact {self._sender()}."
             )
-        return _page(
+        return page(
             200, "You are unsubscribed", text,
             button=("action", "resubscribe", "Undo: subscribe again"),
             note="Clicked by mistake? You can undo it.",
@@ -320,7 +242,7 @@ class UnsubscribeApp:
 
 def _allow(method: str, allowed: str) -> None:
     if method not in allowed.split(", "):
-        raise _Refused(405, "Not allowed", f"This address answers {allowed} only.", (("Allow", allowed),))
+        raise Refused(405, "Not allowed", f"This address answers {allowed} only.", (("Allow", allowed),))
 
 
 class _ReadOnce:
@@ -341,13 +263,13 @@ def _read_form(environ: WSGIEnvironment) -> dict[str, str]:
     """The POST body's fields (first value of each); 413, 415 or 400 when it cannot be one."""
     raw_length = environ.get("CONTENT_LENGTH") or ""
     if raw_length and not raw_length.isdigit():
-        raise _Refused(400, "Bad request", "The request's length is not a number.")
+        raise Refused(400, "Bad request", "The request's length is not a number.")
     length = int(raw_length) if raw_length else MAX_BODY + 1
     if raw_length and length > MAX_BODY:
-        raise _Refused(413, "Request too large", "An unsubscribe request is a few bytes long.")
+        raise Refused(413, "Request too large", "An unsubscribe request is a few bytes long.")
     body = environ["wsgi.input"].read(min(length, MAX_BODY + 1)) if length else b""
     if len(body) > MAX_BODY:
-        raise _Refused(413, "Request too large", "An unsubscribe request is a few bytes long.")
+        raise Refused(413, "Request too large", "An unsubscribe request is a few bytes long.")
     content_type = environ.get("CONTENT_TYPE", "")
     mime = content_type.partition(";")[0].strip().lower()
     if mime in ("", "application/x-www-form-urlencoded"):
@@ -355,7 +277,7 @@ def _read_form(environ: WSGIEnvironment) -> dict[str, str]:
         return {name: values[0] for name, values in fields.items()}
     if mime == "multipart/form-data":
         return _multipart(content_type, body)
-    raise _Refused(415, "Unsupported request", "Send the form as application/x-www-form-urlencoded.")
+    raise Refused(415, "Unsupported request", "Send the form as application/x-www-form-urlencoded.")
 
 
 def _multipart(content_type: str, body: bytes) -> dict[str, str]:
