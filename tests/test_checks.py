@@ -189,6 +189,8 @@ def test_each_planted_content_problem_is_a_warning(code: str, change: dict[str, 
 
 
 HIDDEN = {"no-unsubscribe-link-html", "no-postal-address-html"}  # a hidden footer hides both
+OPEN_LINK = f'<a href="{LINK}">'
+FOOTER = '<p class="footer">'
 
 
 @pytest.mark.parametrize(
@@ -202,6 +204,18 @@ HIDDEN = {"no-unsubscribe-link-html", "no-postal-address-html"}  # a hidden foot
                      HIDDEN, id="footer-hidden-attribute"),
         pytest.param({"text": CLEAN_TEXT.replace(LINK, "")},
                      {"no-unsubscribe-link-text"}, id="no-link-in-text"),
+        pytest.param({"html": CLEAN_HTML.replace(">Unsubscribe</a>", "></a>")},
+                     {"no-unsubscribe-link-html"}, id="link-with-no-text"),
+        pytest.param({"html": CLEAN_HTML.replace(">Unsubscribe</a>", "> <!-- Unsubscribe --> </a>")},
+                     {"no-unsubscribe-link-html"}, id="link-with-only-a-comment"),
+        pytest.param({"html": CLEAN_HTML.replace(">Unsubscribe</a>", '><img src="cid:x" alt=""></a>')},
+                     {"no-unsubscribe-link-html"}, id="link-with-a-picture-without-alt"),
+        pytest.param({"html": CLEAN_HTML.replace(OPEN_LINK, OPEN_LINK[:-1] + ' style="font-size: 0">')},
+                     {"no-unsubscribe-link-html"}, id="link-font-size-0"),
+        pytest.param({"html": CLEAN_HTML.replace(OPEN_LINK, OPEN_LINK[:-1] + ' style="opacity:0.0">')},
+                     {"no-unsubscribe-link-html"}, id="link-opacity-0"),
+        pytest.param({"html": CLEAN_HTML.replace(FOOTER, '<p style="position:absolute;left:-999px">')},
+                     HIDDEN, id="footer-off-screen"),
         pytest.param({"html": CLEAN_HTML.replace("1 Example Street,<br>", "")},
                      {"no-postal-address-html"}, id="no-address-in-html"),
         pytest.param({"text": CLEAN_TEXT.replace("Springfield", "")},
@@ -214,6 +228,21 @@ def test_a_footer_without_the_link_or_address_blocks(change: dict[str, str], exp
     footer = footer_presence(given["html"], given["text"], unsubscribe_link=LINK, postal_address=address)
     found = codes(content_problems(given["html"], given["text"], SUBJECT, footer=footer))
     assert found == dict.fromkeys(expected, "blocking")
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        f'<a href="{LINK}"><img src="cid:x" alt="Unsubscribe"></a>',
+        f'<a href="{LINK}" style="font-size:12px;opacity:0.8"><span>Unsubscribe</span></a>',
+        f'<a href="{LINK}" style="margin-left:-10px">Unsubscribe</a>',
+    ],
+    ids=["picture-with-alt", "small-and-faint-but-there", "small-negative-margin"],
+)
+def test_a_link_that_shows_something_counts(link: str) -> None:
+    html = CLEAN_HTML.replace(f'<a href="{LINK}">Unsubscribe</a>', link)
+    footer = footer_presence(html, CLEAN_TEXT, unsubscribe_link=LINK, postal_address="")
+    assert footer.unsubscribe_in_html
 
 
 def test_a_footer_given_as_booleans_is_checked() -> None:

@@ -227,20 +227,29 @@ def _example_problems(settings: Settings) -> list[Problem]:
 
 _VOID = frozenset(("area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
                    "track", "wbr"))  # fmt: skip
-_HIDDEN_STYLE = re.compile(r"(?:^|;)(?:display:none|visibility:hidden|max-height:0(?:px)?(?:;|$))")
+# Styles that leave an element's text unseen: not shown, transparent, no height, no size, or
+# pushed far off the screen.
+_HIDDEN_STYLE = re.compile(
+    r"(?:^|;)(?:display:none|visibility:hidden|max-height:0(?:px)?(?:;|$)|font-size:0(?:\.0+)?(?:px|pt|em|rem|%)?"
+    r"(?:;|$|!)|opacity:0?(?:\.0+)?(?:;|$|!)|(?:left|top|text-indent|margin-left|margin-top):-\d{3,})"
+)
 
 
 class _Scan(HTMLParser):
-    """The links, images and visible text of an HTML part (text in hidden elements left out)."""
+    """The links, images and visible text of an HTML part (text in hidden elements left out);
+    a link is visible when it shows text (or a picture with its alt) in no hidden element."""
 
     def __init__(self, html: str) -> None:
         super().__init__(convert_charrefs=True)
         self.stack: list[tuple[str, bool]] = []  # open elements: (tag, hidden)
-        self.links: list[tuple[str, bool]] = []  # (href, visible)
+        self._shown: list[bool] = []  # per link: whether it showed anything yet
+        self._hrefs: list[tuple[str, bool]] = []  # (href, in no hidden element)
+        self._open: int | None = None  # the link being read
         self.images: list[tuple[str, str | None]] = []  # (src, alt)
         self.text: list[str] = []
         self.feed(html)
         self.close()
+        self.links = [(href, shown and self._shown[i]) for i, (href, shown) in enumerate(self._hrefs)]
 
     @property
     def hidden(self) -> bool:
@@ -251,13 +260,17 @@ class _Scan(HTMLParser):
         style = re.sub(r"\s+", "", (values.get("style") or "").lower())
         hidden = self.hidden or "hidden" in values or bool(_HIDDEN_STYLE.search(style))
         if tag == "a" and values.get("href") is not None:
-            self.links.append(((values["href"] or "").strip(), not hidden))
+            self._hrefs.append(((values["href"] or "").strip(), not hidden))
+            self._shown.append(False)
+            self._open = len(self._hrefs) - 1
         elif tag == "img":
             self.images.append(((values.get("src") or "").strip(), values.get("alt")))
+            self._saw(hidden, values.get("alt") or "")
         if tag not in _VOID:
             self.stack.append((tag, hidden))
 
     def handle_endtag(self, tag: str) -> None:
+        self._open = None if tag == "a" else self._open
         for i in range(len(self.stack) - 1, -1, -1):
             if self.stack[i][0] == tag:  # closes it and anything left open inside it
                 del self.stack[i:]
@@ -266,6 +279,12 @@ class _Scan(HTMLParser):
     def handle_data(self, data: str) -> None:
         if not self.hidden:
             self.text.append(data)
+        self._saw(self.hidden, data)
+
+    def _saw(self, hidden: bool, text: str) -> None:
+        """Something shown inside the open link (text, or a picture's alt)."""
+        if self._open is not None and not hidden and text.strip():
+            self._shown[self._open] = True
 
 
 def _words(text: str) -> str:
