@@ -732,3 +732,15 @@ def test_columns_a_template_names_alike_each_keep_their_own_value(
     assert "OTHER [guest/silver/Bob-first/bob-lower]" in bob
     assert "are all subscriber.plan in a template, which gives 'plan'" in result.stdout + result.stderr
     assert "subscriber['Plan']" in result.stdout + result.stderr
+
+
+def test_a_syntax_error_in_an_included_file_names_the_file_not_a_row(scene: dict[str, Path]) -> None:
+    (scene["tpl"] / "part.txt").write_text("Hello\n{% if %}\n", encoding="utf-8")
+    (scene["tpl"] / "email.txt").write_text(
+        '{% include "part.txt" %}{{ unsubscribe_url }} {{ postal_address }}\n', encoding="utf-8"
+    )
+    result = _capped_dry_run(scene)
+    assert result.returncode == 2, result.stdout + result.stderr
+    judge_error(result.stderr, "part.txt")
+    assert "line 2" in result.stderr
+    assert "it fails for" not in result.stderr  # (it fails for every row alike)

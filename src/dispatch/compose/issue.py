@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
+import jinja2
+
 from dispatch.addresses import validate_address
 from dispatch.compose import assets, inlining
 from dispatch.compose.assets import Embedder
@@ -163,6 +165,8 @@ def _check_every_row(issue: Issue) -> tuple[Subscriber | None, int]:
         try:
             personal.survey(values, values["unsubscribe_url"])
         except TemplateError as err:
+            if isinstance(err.__cause__, jinja2.TemplateSyntaxError):
+                raise  # (a template that cannot be read fails for every row alike)
             raise TemplateError(f"{err} (it fails for {issue.subscribers.path} line {sub.line})") from err
     return first, count
 
