@@ -94,6 +94,7 @@ def test_a_login_folder_or_setting_that_fails_is_one_line_without_the_password(
     assert len(result.stderr.strip().splitlines()) == 1
     assert PASSWORD not in result.stderr
     assert "wrong-password" not in result.stderr
+    assert "(b'" not in result.stderr  # the server's words, not a Python bytes value
 
 
 def test_without_an_imap_host_it_names_the_setting(sent: Sent, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from dispatch.inbound.reports import MAX_SIZE
 from dispatch.inbound.sources import PROCESSED, UNREADABLE, Item
 from dispatch.settings.inbound import IMAP_PORTS
 from dispatch.settings.values import is_loopback
+from dispatch.untrusted import shown
 
 if TYPE_CHECKING:
     from dispatch.settings import Settings
@@ -76,8 +77,10 @@ class ImapSource:
             kind, data = conn.select(_quoted(settings.imap_folder))
         except (imaplib.IMAP4.error, OSError, UnicodeError) as err:
             conn.shutdown()
+            said = err.args[0] if err.args else err  # imaplib gives the server's words as bytes
+            said = said.decode("utf-8", "replace") if isinstance(said, bytes) else str(said)
             raise MailboxError(
-                f"the IMAP server {self.where} refused the login of {settings.imap_user!r} ({err}); "
+                f"the IMAP server {self.where} refused the login of {settings.imap_user!r} ({shown(said)}); "
                 "check DISPATCH_IMAP_USER and DISPATCH_IMAP_PASSWORD"
             ) from err
         if kind != "OK":
