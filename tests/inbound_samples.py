@@ -46,6 +46,9 @@ def without_headers(original: bytes, *names: str) -> bytes:
 STYLES = ("postfix", "exim", "exchange", "gmail", "global", "headers-only", "no-original")
 
 
+_TROUBLE = "mailbox problem"
+
+
 def dsn(
     to: str,
     final: str,
@@ -55,6 +58,7 @@ def dsn(
     status: str = "5.1.1",
     action: str = "failed",
     message_id: str = "",
+    diagnostic: str = "",
 ) -> bytes:
     """A delivery status notification (RFC 3464) sent to ``to`` about ``final``."""
     boundary = "=_report_" + re.sub(r"\W", "", style)
@@ -63,7 +67,10 @@ def dsn(
     diagnostic = {
         "exchange": f"smtp;550 {status} RESOLVER.ADR.RecipNotFound; not found",
         "gmail": f"smtp; 550-{status} The email account that you tried to reach does not exist.",
-    }.get(style, f"smtp; {'550' if status.startswith('5') else '452'} {status} mailbox problem")
+    }.get(
+        style,
+        f"smtp; {'550' if status.startswith('5') else '452'} {status} {diagnostic or 'mailbox problem'}",
+    )
     per_recipient = (
         f"Final-Recipient: rfc822;{final}\n"
         + ("" if style == "exim" else f"Original-Recipient: rfc822;{final}\n")

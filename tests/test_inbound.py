@@ -81,16 +81,39 @@ def test_exims_bounce_marked_auto_submitted_is_a_hard_bounce_not_an_auto_reply(s
     assert "auto-reply" not in result.stderr
 
 
-@pytest.mark.parametrize("status", ["5.7.26", "5.7.1", "5.3.4", "5.6.0"])
-def test_a_permanent_failure_about_the_sender_or_the_message_counts_as_soft(sent: Sent, status: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [
+        ("5.7.26", "This mail is unauthenticated"),
+        ("5.7.1", "Message rejected as spam by Content Filtering"),
+        ("5.7.1", "Service unavailable; client host blocked using Spamhaus"),
+        ("5.3.4", "message file too big"),
+        ("5.6.0", "bad content"),
+    ],
+)
+def test_a_permanent_failure_about_the_sender_or_the_message_counts_as_soft(
+    sent: Sent, status: str, words: str
+) -> None:
     """A refusal of the message or its sender (unauthenticated, a spam block, too big) is no
     proof that the address is dead: one broken DKIM record would otherwise suppress every reader
     at that provider on every list."""
     data, mail_from = sent.copy_of("bob@example.com")
-    result = sent.inbound(dsn(mail_from, "bob@example.com", data, status=status))
+    result = sent.inbound(dsn(mail_from, "bob@example.com", data, status=status, diagnostic=words))
     assert sent.suppressed() == {}
     assert f"soft bounce ({status}; 1 of 3 in a row): bob@example.com counted" in result.stderr
     assert sent.status("spring")["soft_bounced"] == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [("5.7.1", "<bob@example.com>: Recipient address rejected: Access denied"), ("5.1.1", "User unknown")],
+)
+def test_a_refused_recipient_is_a_hard_bounce(sent: Sent, status: str, words: str) -> None:
+    """Postfix's access-map REJECT says 554 5.7.1 "Recipient address rejected": about the
+    reader, not the sender, so suppressed at once like 5.1.1."""
+    data, mail_from = sent.copy_of("bob@example.com")
+    sent.inbound(dsn(mail_from, "bob@example.com", data, status=status, diagnostic=words))
+    assert sent.suppressed() == {"bob@example.com": ("bounced", "*")}
 
 
 def test_a_report_read_against_another_state_is_kept_and_read_again_against_the_right_one(

@@ -2,7 +2,7 @@
 
 * a hard bounce (5.x.x) suppresses the reader on every list, reason ``bounced``;
 * a soft bounce (4.x.x, delayed, or a 5.x.x about the message or the sender: 5.3.4, 5.6.x,
-  5.7.x) counts once per issue; a reader whose last
+  5.7.x but a 5.7.1 that refuses the recipient) counts once per issue; a reader whose last
   ``DISPATCH_SOFT_BOUNCE_LIMIT`` (3) issues in a row bounced softly is suppressed, ``bounced``;
 * a complaint suppresses the reader on every list, reason ``complained``;
 * a mailto unsubscribe suppresses the reader on the list its token names, ``unsubscribed``;

@@ -29,9 +29,15 @@ _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _REPLY_CODE = re.compile(r"\b([245])\d\d\b")
 # Permanent failures about the message or its sender, not the reader's address (RFC 3463: x.3.4
 # too big, x.6.x content, x.7.x security and policy: unauthenticated, SPF/DKIM/DMARC, reverse
-# DNS, a spam block). One broken DNS record makes a provider refuse every reader there: these
-# count like a soft bounce, so only a reader refused issue after issue is suppressed.
-_ABOUT_THE_SENDER = re.compile(r"^5\.(3\.4|6\.\d{1,3}|7\.\d{1,3})$")
+# DNS). One broken DNS record makes a provider refuse every reader there: these count like a
+# soft bounce, so only a reader refused issue after issue is suppressed. 5.7.1 is also what a
+# refused recipient gets ("Recipient address rejected: Access denied"): it is about the sender
+# only when its words say so (spam, a block list, authentication).
+_ABOUT_THE_SENDER = re.compile(r"^5\.(3\.4|6\.\d{1,3}|7\.(0|[2-9]|\d{2,3}))$")
+_SENDER_WORDS = re.compile(
+    r"spam|block ?list|black ?list|blocked|spamhaus|\brbl\b|reputation|authenticat|\b(spf|dkim|dmarc)\b",
+    re.IGNORECASE,
+)
 _HEADER_LINE = re.compile(rb"[!-9;-~]+:")  # a field name and its colon (RFC 5322 ftext)
 _TO_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "X-Rcpt-To", "To", "Cc")
 _AUTO_SUBJECT = re.compile(
@@ -196,9 +202,9 @@ def looks_like_bounce(msg: Message) -> bool:
 
 
 def status_class(status: str, action: str, diagnostic: str) -> Kind | None:
-    """A recipient group's verdict: HARD for 5.x.x (but 5.3.4, 5.6.x and 5.7.x, about the message
-    or the sender), SOFT for those, 4.x.x or ``delayed``, DELIVERED for delivered, relayed or
-    expanded; None when it says nothing."""
+    """A recipient group's verdict: HARD for 5.x.x (but those about the message or the sender:
+    5.3.4, 5.6.x, 5.7.x, and 5.7.1 when its words say so), SOFT for those, 4.x.x or ``delayed``,
+    DELIVERED for delivered, relayed or expanded; None when it says nothing."""
     action = action.lower().strip()
     if action in ("delivered", "relayed", "expanded"):
         return Kind.DELIVERED
@@ -207,11 +213,15 @@ def status_class(status: str, action: str, diagnostic: str) -> Kind | None:
     if not digit:
         reply = _REPLY_CODE.search(diagnostic)
         digit = reply[1] if reply else ""
-    if action == "delayed" or digit == "4" or (code and _ABOUT_THE_SENDER.match(code[0])):
+    if action == "delayed" or digit == "4" or (code and _about_the_sender(code[0], diagnostic)):
         return Kind.SOFT
     if digit == "5" or action == "failed":
         return Kind.HARD
     return None
+
+
+def _about_the_sender(code: str, diagnostic: str) -> bool:
+    return bool(_ABOUT_THE_SENDER.match(code) or (code == "5.7.1" and _SENDER_WORDS.search(diagnostic)))
 
 
 def status_text(status: str, diagnostic: str) -> str:
