@@ -106,7 +106,11 @@ def test_a_permanent_failure_about_the_sender_or_the_message_counts_as_soft(
 
 @pytest.mark.parametrize(
     ("status", "words"),
-    [("5.7.1", "<bob@example.com>: Recipient address rejected: Access denied"), ("5.1.1", "User unknown")],
+    [
+        ("5.7.1", "<bob@example.com>: Recipient address rejected: Access denied"),
+        ("5.7.1", "<bob@example.com>: Recipient address rejected: spam trap"),
+        ("5.1.1", "User unknown"),
+    ],
 )
 def test_a_refused_recipient_is_a_hard_bounce(sent: Sent, status: str, words: str) -> None:
     """Postfix's access-map REJECT says 554 5.7.1 "Recipient address rejected": about the

@@ -34,6 +34,10 @@ _REPLY_CODE = re.compile(r"\b([245])\d\d\b")
 # refused recipient gets ("Recipient address rejected: Access denied"): it is about the sender
 # only when its words say so (spam, a block list, authentication).
 _ABOUT_THE_SENDER = re.compile(r"^5\.(3\.4|6\.\d{1,3}|7\.(0|[2-9]|\d{2,3}))$")
+_READER_WORDS = re.compile(  # ...unless they name the recipient ("Recipient address rejected: spam trap")
+    r"recipient (address )?rejected|user unknown|no such (user|mailbox)|mailbox (unavailable|disabled)",
+    re.IGNORECASE,
+)
 _SENDER_WORDS = re.compile(
     r"spam|block ?list|black ?list|blocked|spamhaus|\brbl\b|reputation|authenticat|\b(spf|dkim|dmarc)\b",
     re.IGNORECASE,
@@ -221,7 +225,9 @@ def status_class(status: str, action: str, diagnostic: str) -> Kind | None:
 
 
 def _about_the_sender(code: str, diagnostic: str) -> bool:
-    return bool(_ABOUT_THE_SENDER.match(code) or (code == "5.7.1" and _SENDER_WORDS.search(diagnostic)))
+    if _ABOUT_THE_SENDER.match(code):
+        return True
+    return code == "5.7.1" and bool(_SENDER_WORDS.search(diagnostic)) and not _READER_WORDS.search(diagnostic)
 
 
 def status_text(status: str, diagnostic: str) -> str:
