@@ -165,8 +165,7 @@ def send(
         except StateError as err:  # leaving the campaign (its lock, its claims) failed after the send
             if summary is None:
                 raise
-            summary.aborted = summary.aborted or str(err)
-            summary.rest_not_tried()
+            summary.stopped(str(err))
         if only is not None:
             summary.rows = len(only)
         print_summary(summary, as_json, send_report(summary, settings.endpoint, sender(settings)))

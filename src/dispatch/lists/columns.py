@@ -117,9 +117,10 @@ def header_notes(path: object, columns: list[str]) -> list[str]:
     """Notes on a header: a column named twice (templates see the first), and columns a
     template names the same way (``Plan`` and ``plan`` are both ``subscriber.plan``): which one
     that is, and how to reach the other."""
+    notes: list[str] = []
     repeated = sorted({c for c in columns if c and columns.count(c) > 1})
-    notes = [f"{path}: the header repeats {', '.join(map(repr, repeated))}; templates see the first"]
-    notes = notes if repeated else []
+    if repeated:
+        notes.append(f"{path}: the header repeats {', '.join(map(repr, repeated))}; templates see the first")
     by_key: dict[str, list[str]] = {}
     for column in dict.fromkeys(c for c in columns if c):
         by_key.setdefault(column_key(column), []).append(column)

@@ -55,7 +55,7 @@ def run_send(issue: Issue, journal: j.Journal | None, options: SendOptions) -> R
     except StateError as err:
         if finished is None:
             raise  # before or while sending: the run said nothing yet (a send is halted inside)
-        finished.aborted = finished.aborted or str(err)  # leaving the campaign failed: say so, exit 3
+        finished.stopped(str(err))  # leaving the campaign failed: say so, exit 3
     assert finished is not None
     return finished
 
@@ -110,11 +110,10 @@ def _send(
         _collect(run, summary)
     except StateError as err:  # the campaign's counts come from the journal: this run's are kept
         run.halt(str(err))
-        summary.aborted = run.abort
         summary.sent, summary.failed = summary.sent_now, summary.failed_now
         summary.deferred, summary.unknown = summary.deferred_now, summary.unknown_now
-    if summary.aborted:
-        summary.rest_not_tried()
+    if run.abort:
+        summary.stopped(run.abort)
     return summary
 
 

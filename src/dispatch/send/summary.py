@@ -125,9 +125,11 @@ class RunSummary:
             ("skipped rows", self.skipped.skipped_total),
         ]
 
-    def rest_not_tried(self) -> None:
-        """After a run stopped before it reached every row (the state failing under it): the
-        rows it never reached were not tried this run, and the counts still add up."""
+    def stopped(self, reason: str) -> None:
+        """The run stopped (``reason``, unless one was given first), perhaps before it reached
+        every row (the state failing under it): the rows it never reached were not tried this
+        run, and the counts still add up."""
+        self.aborted = self.aborted or reason
         if not self.dry_run:
             self.pending += max(0, self.rows - sum(n for _, n in self.accounting()))
 
