@@ -17,6 +17,7 @@ from dispatch.unsubscribe.address_tokens import (
     BOUNCE,
     MAX_BOUNCE_LOCAL,
     UNSUBSCRIBE,
+    Maker,
     campaign_ref,
     found_in,
     make,
@@ -35,6 +36,13 @@ def test_a_token_is_32_lower_case_base32_characters_and_fits_the_longest_local_p
     token = make(SECRET, BOUNCE, LIST, "spring-2026", "ann.example@example.com")
     assert re.fullmatch(r"[a-z2-7]{32}", token)
     assert len("b" * MAX_BOUNCE_LOCAL + "+u-" + token) == 64
+
+
+@given(st.text(min_size=1, max_size=60), st.emails(), st.sampled_from([BOUNCE, UNSUBSCRIBE]))
+def test_the_per_campaign_maker_makes_the_same_token_as_make(campaign: str, email: str, kind: str) -> None:
+    maker = Maker(SECRET, f"<{LIST}>", campaign)
+    assert maker.token(kind, email.lower()) == make(SECRET, kind, LIST, campaign, email.lower())
+    assert maker.token(kind, email.lower()) == maker.token(kind, email.lower())  # the keyed copy is reused
 
 
 @given(st.text(min_size=1, max_size=100), st.emails())
