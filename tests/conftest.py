@@ -38,6 +38,9 @@ def _tree(folder: Path) -> dict[str, tuple[int, int]]:
 # suite must never write there (see the session fixture below and tests/test_isolation.py).
 REAL_STATE = platform_state_dir()
 REAL_STATE_BEFORE = _tree(REAL_STATE)
+# Nor into the checkout's own state folder, the one the quick start's .env.example names.
+CHECKOUT_STATE = ROOT / "dispatch-state"
+CHECKOUT_STATE_BEFORE = _tree(CHECKOUT_STATE)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -58,6 +61,7 @@ def private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             else:
                 os.environ[key] = value
     assert _tree(REAL_STATE) == REAL_STATE_BEFORE, f"the test suite wrote into {REAL_STATE}"
+    assert _tree(CHECKOUT_STATE) == CHECKOUT_STATE_BEFORE, f"the test suite wrote into {CHECKOUT_STATE}"
 
 
 EXAMPLE_ARTICLE = ROOT / "examples" / "thin-line-in-iraq.txt"

@@ -425,6 +425,7 @@ def example_message(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """The first message a dry run of the example article writes: the default template's bytes."""
     out = tmp_path_factory.mktemp("preview")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCH_")}
+    env["DISPATCH_STATE_DIR"] = str(out.parent / "state")  # not the checkout's dispatch-state/
     command = [sys.executable, "-m", "dispatch", "send", "examples/thin-line-in-iraq.txt"]
     command += ["-s", "subscribers.example.csv", "--env-file", ".env.example", "--dry-run", "--out", str(out)]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)

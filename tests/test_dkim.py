@@ -42,6 +42,7 @@ A paragraph with a link to https://example.org/field-notes and some “typograph
 
 def _dry_run(out: Path, article: Path, subscribers: Path) -> list[Path]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCH_")}
+    env["DISPATCH_STATE_DIR"] = str(out.parent / f"{out.name}-state")  # not the checkout's dispatch-state/
     command = [sys.executable, "-m", "dispatch", "send", str(article), "-s", str(subscribers)]
     command += ["--env-file", str(ROOT / ".env.example"), "--dry-run", "--out", str(out)]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
