@@ -400,11 +400,16 @@ def test_daily_budget_and_rate_hold_across_two_senders(
     article.write_bytes(EXAMPLE_ARTICLE.read_bytes())
     issue = plan_issue(article, csv, settings, campaign=CAMPAIGN)
     summaries: list[Any] = []
+    errors: list[BaseException] = []
+    together = threading.Barrier(2)
 
     def sender() -> None:
         journal = backend.open_journal(settings.state)
         try:
+            together.wait(timeout=30)  # both start the new campaign at the same moment
             summaries.append(run_send(issue, journal, SendOptions(sleep=lambda _s: None)))
+        except BaseException as err:
+            errors.append(err)
         finally:
             journal.close()
 
@@ -415,10 +420,54 @@ def test_daily_budget_and_rate_hold_across_two_senders(
     for thread in threads:
         thread.join(timeout=120)
     elapsed = time.monotonic() - started
+    assert not errors, f"a sender failed: {errors[0]!r}" if errors else ""
+    assert len(summaries) == 2, "both senders finished"
     assert len(server.received) == 30, "the two senders together may send 30 a day"
     assert max(received(server).values()) == 1
     assert all(s.sent_now > 0 for s in summaries)
     assert elapsed >= 29 / 40, f"30 messages at 40/s between two senders took only {elapsed:.2f}s"
+
+
+def _begin_together(journals: list[Any], campaign: str) -> list[str | None]:
+    """Every journal registers ``campaign`` at the same instant (one thread each, a barrier);
+    their answers, or the first error raised."""
+    together = threading.Barrier(len(journals))
+    results: list[str | None] = []
+    errors: list[BaseException] = []
+
+    def begin(journal: Any) -> None:
+        try:
+            together.wait(timeout=30)
+            results.append(journal.begin(campaign, "Subject", "fingerprint", "/issues/a.txt"))
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=begin, args=(journal,)) for journal in journals]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    if errors:
+        raise errors[0]
+    return results
+
+
+@pytest.mark.parametrize("senders", [2, 6])
+def test_senders_starting_one_new_campaign_at_once_all_register_it(pg_url: str, senders: int) -> None:
+    """A second sender is welcome: two or more that start a campaign the state has never seen,
+    at the same instant, each register it (one inserts it, the others find it), none fails."""
+    settings = Settings.from_mapping({**SETTINGS, "DISPATCH_STATE_URL": pg_url})
+    journals = [backend.open_journal(settings.state) for _ in range(senders)]
+    try:
+        for round_ in range(10):
+            results = _begin_together(journals, f"race-{round_}")
+            assert results == [None] * senders, "the same content: no sender sees a changed issue"
+        with closing(psycopg.connect(pg_url)) as conn:
+            row = conn.execute("SELECT COUNT(*) FROM dispatch.campaigns WHERE id LIKE 'race-%'").fetchone()
+        assert row == (10,)
+    finally:
+        for journal in journals:
+            journal.close()
 
 
 def test_the_password_in_the_url_is_never_shown(

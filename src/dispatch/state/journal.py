@@ -103,14 +103,18 @@ class Journal:
         """Register a run of the campaign (``body``: the fingerprint of the article's text alone);
         returns the old fingerprint if the content changed."""
         now = time.time()
+        find = "SELECT fingerprint FROM campaigns WHERE id = ?"
         with self._db.transaction() as db:
-            row = db.execute("SELECT fingerprint FROM campaigns WHERE id = ?", (campaign,)).fetchone()
+            row = db.execute(find, (campaign,)).fetchone()
             if row is None:
-                db.execute(
-                    "INSERT INTO campaigns VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
+                added = db.execute(
+                    "INSERT INTO campaigns VALUES (?, ?, ?, ?, 0, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                     (campaign, subject, fingerprint, article, now, now, body),
-                )
-                return None
+                ).rowcount
+                if added:
+                    return None
+                # another sender on a shared state registered it since the look above
+                row = db.execute(find, (campaign,)).fetchone()
             db.execute(
                 "UPDATE campaigns SET subject = ?, article = ?, updated = ?, body = ? WHERE id = ?",
                 (subject, article, now, body, campaign),
