@@ -43,6 +43,19 @@ CHECKOUT_STATE = ROOT / "dispatch-state"
 CHECKOUT_STATE_BEFORE = _tree(CHECKOUT_STATE)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Byte-compile the dispatch package once before the tests, as ``pip install .`` does: the
+    suite starts over a thousand ``python -m dispatch`` processes, and in a fresh clone under
+    PYTHONDONTWRITEBYTECODE each of them would compile every module it imports again."""
+    if hasattr(config, "workerinput"):
+        return  # (an xdist worker: the controlling process has done it)
+    import compileall
+
+    import dispatch
+
+    compileall.compile_dir(Path(dispatch.__file__).parent, quiet=1)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Every test, and every process it starts, runs with HOME and XDG_STATE_HOME in a folder of
