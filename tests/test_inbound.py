@@ -102,6 +102,7 @@ def test_a_permanent_failure_about_the_sender_or_the_message_counts_as_soft(
     assert sent.suppressed() == {}
     assert f"soft bounce ({status}; 1 of 3 in a row): bob@example.com counted" in result.stderr
     assert sent.status("spring")["soft_bounced"] == 1
+    assert "soft-bounced 1" in sent.dispatch("status", "spring").stdout  # the human form says so too
 
 
 @pytest.mark.parametrize(

@@ -238,8 +238,9 @@ def _counts(info: j.CampaignInfo, journal: j.Journal | None) -> dict[str, int]:
 
 def _with_feedback(counts: dict[str, int], said: dict[str, int]) -> dict[str, int]:
     """The journal's counts, then what became of the messages: delivered, bounced, complained,
-    unsubscribed (the split of each is in ``--json``)."""
-    return {**counts, **{k: said[k] for k in FIELDS}}
+    unsubscribed (the split of each is in ``--json``), and the soft bounces reported by mail
+    (they suppress no one until several come in a row, so they are not among the bounced)."""
+    return {**counts, **{k: said[k] for k in FIELDS}, "soft-bounced": said.get("soft_bounced", 0)}
 
 
 def _campaign_report(journal: j.Journal, info: j.CampaignInfo, said: dict[str, int]) -> tuple[Any, str]:
