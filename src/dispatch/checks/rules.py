@@ -235,6 +235,13 @@ _HIDDEN_STYLE = re.compile(
 )
 
 
+@dataclass
+class _Link:
+    href: str
+    unhidden: bool  # in no hidden element
+    shown: bool = False  # it showed text, or a picture's alt
+
+
 class _Scan(HTMLParser):
     """The links, images and visible text of an HTML part (text in hidden elements left out);
     a link is visible when it shows text (or a picture with its alt) in no hidden element."""
@@ -242,14 +249,13 @@ class _Scan(HTMLParser):
     def __init__(self, html: str) -> None:
         super().__init__(convert_charrefs=True)
         self.stack: list[tuple[str, bool]] = []  # open elements: (tag, hidden)
-        self._shown: list[bool] = []  # per link: whether it showed anything yet
-        self._hrefs: list[tuple[str, bool]] = []  # (href, in no hidden element)
-        self._open: int | None = None  # the link being read
+        self._found: list[_Link] = []
+        self._open: _Link | None = None  # the link being read
         self.images: list[tuple[str, str | None]] = []  # (src, alt)
         self.text: list[str] = []
         self.feed(html)
         self.close()
-        self.links = [(href, shown and self._shown[i]) for i, (href, shown) in enumerate(self._hrefs)]
+        self.links = [(link.href, link.unhidden and link.shown) for link in self._found]
 
     @property
     def hidden(self) -> bool:
@@ -260,9 +266,8 @@ class _Scan(HTMLParser):
         style = re.sub(r"\s+", "", (values.get("style") or "").lower())
         hidden = self.hidden or "hidden" in values or bool(_HIDDEN_STYLE.search(style))
         if tag == "a" and values.get("href") is not None:
-            self._hrefs.append(((values["href"] or "").strip(), not hidden))
-            self._shown.append(False)
-            self._open = len(self._hrefs) - 1
+            self._open = _Link((values["href"] or "").strip(), not hidden)
+            self._found.append(self._open)
         elif tag == "img":
             self.images.append(((values.get("src") or "").strip(), values.get("alt")))
             self._saw(hidden, values.get("alt") or "")
@@ -284,7 +289,7 @@ class _Scan(HTMLParser):
     def _saw(self, hidden: bool, text: str) -> None:
         """Something shown inside the open link (text, or a picture's alt)."""
         if self._open is not None and not hidden and text.strip():
-            self._shown[self._open] = True
+            self._open.shown = True
 
 
 def _words(text: str) -> str:

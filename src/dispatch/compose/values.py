@@ -26,7 +26,7 @@ from typing import Any
 import jinja2
 import markupsafe
 
-from dispatch.lists.columns import column_key, template_fields
+from dispatch.lists.columns import column_key, key_owners, template_fields
 
 RECIPIENT_NAMES = ("email", "name", "unsubscribe_url")
 
@@ -103,10 +103,8 @@ class Fields:
         column's key (with ``Plan`` and ``plan``, ``subscriber.plan`` is ``plan``)."""
         fields = template_fields(list(columns))
         names: dict[str, None] = dict.fromkeys([*RECIPIENT_NAMES, *fields.values()])
-        pairs: dict[str, str] = {}
-        for column, field in fields.items():
-            pairs.setdefault(column_key(column), field)  # (the first column with that key)
-            pairs[column] = field  # (a header named exactly so wins over an earlier column's key)
+        pairs = {key: fields[column] for key, column in key_owners(list(fields)).items()}
+        pairs |= fields  # every header reaches its own column
         return cls(tuple(names), tuple(pairs.items()))
 
     def context(self, values: Mapping[str, str]) -> dict[str, Any]:

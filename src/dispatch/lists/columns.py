@@ -75,6 +75,17 @@ def column_fields(columns: list[str] | tuple[str, ...], reserved: tuple[str, ...
     return fields
 
 
+def key_owners(columns: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """For each key, the column ``subscriber.<key>`` gives when several columns share it
+    (``Plan`` and ``plan``): the column named exactly so, else the first."""
+    owners: dict[str, str] = {}
+    for column in dict.fromkeys(columns):
+        key = column_key(column)
+        if key and (key not in owners or column == key):
+            owners[key] = column
+    return owners
+
+
 def template_fields(columns: list[str] | tuple[str, ...]) -> dict[str, str]:
     """The fields of a list's columns as templates see them: ``email`` and ``name`` are the
     recipient's (whatever columns they come from), every other column its own."""
@@ -124,10 +135,11 @@ def header_notes(path: object, columns: list[str]) -> list[str]:
     by_key: dict[str, list[str]] = {}
     for column in dict.fromkeys(c for c in columns if c):
         by_key.setdefault(column_key(column), []).append(column)
+    owners = key_owners(columns)
     for key, named in by_key.items():
         if len(named) < 2 or key in ("", "email", "name"):
             continue
-        chosen = key if key in named else named[0]
+        chosen = owners[key]
         others = ", ".join(f"subscriber[{c!r}]" for c in named if c != chosen)
         notes.append(
             f"{path}: columns {', '.join(map(repr, named))} are all subscriber.{key} in a template, which "
