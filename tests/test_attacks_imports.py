@@ -15,6 +15,7 @@ import codecs
 import csv
 import io
 import json
+import math
 import re
 import sqlite3
 from collections.abc import Callable
@@ -273,6 +274,24 @@ def _public() -> bytes:
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def _mismatched_rsa(*, composite: bool) -> bytes:
+    """A 2048-bit RSA key OpenSSL's own check would refuse: a private exponent one off from the
+    right one, or the numbers all consistent but one "prime" the product of two primes."""
+    e = 65537
+    big = rsa.generate_private_key(e, 2048).private_numbers()
+    p, q, d = big.p, big.q, big.d + 2
+    while composite:  # until the product has 2048 bits and e has an inverse
+        small = rsa.generate_private_key(e, 1024).private_numbers()  # noqa: S505 - two 512-bit primes
+        p = small.p * small.q
+        if (p * q).bit_length() == 2048 and math.gcd(e, math.lcm(p - 1, q - 1)) == 1:
+            d = pow(e, -1, math.lcm(p - 1, q - 1))
+            break
+    numbers = rsa.RSAPrivateNumbers(
+        p, q, d, d % (p - 1), d % (q - 1), pow(q, -1, p), rsa.RSAPublicNumbers(e, p * q)
+    )
+    return _pem(numbers.private_key(unsafe_skip_rsa_key_validation=True))
+
+
 BAD_KEYS: dict[str, tuple[Callable[[], bytes], str]] = {
     "dsa": (lambda: _pem(dsa.generate_private_key(key_size=2048)), "DSA key"),
     "ec-p256": (lambda: _pem(ec.generate_private_key(ec.SECP256R1())), "an EC key"),
@@ -294,6 +313,8 @@ BAD_KEYS: dict[str, tuple[Callable[[], bytes], str]] = {
         "not a PEM",
     ),
     "binary": (lambda: bytes(range(256)) * 4, "not a PEM"),
+    "rsa-wrong-exponent": (lambda: _mismatched_rsa(composite=False), "parts do not match"),
+    "rsa-composite-prime": (lambda: _mismatched_rsa(composite=True), "parts do not match"),
 }
 
 

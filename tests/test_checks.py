@@ -28,7 +28,8 @@ from dispatch.checks.rules import (
     settings_problems,
 )
 from dispatch.checks.spam import SpamReport, parse_spam_report, spam_report, spamassassin_missing
-from dispatch.compose.dkim import KeyRecord, generate_key, load_signer
+from dispatch.compose.dkim import load_signer
+from dispatch.compose.dkimkeys import KeyRecord, generate_key
 from dispatch.settings import Settings
 from tests.dns_server import dns_server, silent_server
 

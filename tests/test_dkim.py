@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from dkim.util import parse_tag_value
 
-from dispatch.compose.dkim import DkimError, KeyRecord, aligned, generate_key, load_signer, verify
+from dispatch.compose.dkim import aligned, load_signer, verify
+from dispatch.compose.dkimkeys import DkimError, KeyRecord, generate_key
 from dispatch.errors import DispatchError, ExitCode
 from tests.inbox_helpers import short_rsa_pem
 from tests.smtp_servers import Server

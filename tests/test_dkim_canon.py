@@ -18,7 +18,7 @@ from dkim.canonicalization import Relaxed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dispatch.compose.dkim import KeyRecord, Signatures, generate_key, load_signer, sign_message
+from dispatch.compose.dkim import Signatures, load_signer, sign_message
 from dispatch.compose.dkimcanon import (
     MAX_LINE,
     OVERSIGNED_HEADERS,
@@ -27,6 +27,7 @@ from dispatch.compose.dkimcanon import (
     folded,
     relaxed_body,
 )
+from dispatch.compose.dkimkeys import KeyRecord, generate_key
 from dispatch.compose.message import fold, fold_mailbox
 
 BOUNDED = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from dispatch.compose.dkim import DkimError, KeyRecord, Signatures, generate_key, load_signatures, load_signer
+from dispatch.compose.dkim import Signatures, load_signatures, load_signer
+from dispatch.compose.dkimkeys import DkimError, KeyRecord, generate_key
 from dispatch.compose.issue import plan_issue, recipients
 from dispatch.errors import ConfigError, ExitCode
 from dispatch.send.delivery import SendOptions, run_send

@@ -17,7 +17,7 @@ from dnslib import RCODE
 
 from dispatch.checks.dns import DnsReport, dns_problems
 from dispatch.checks.rules import Problem
-from dispatch.compose.dkim import generate_key
+from dispatch.compose.dkimkeys import generate_key
 from dispatch.untrusted import shown
 from tests.dns_server import closed_port, dns_server, garbling_server, silent_server
 from tests.inbox_helpers import EXAMPLE_ARTICLE, SETTINGS, dispatch, write_env

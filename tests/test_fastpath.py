@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.compose.dkim import generate_key
+from dispatch.compose.dkimkeys import generate_key
 from dispatch.compose.issue import Issue, plan_issue, recipients
 from dispatch.compose.message import WireMessage, _qp
 from dispatch.send.delivery import SendOptions, run_send

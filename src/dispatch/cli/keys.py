@@ -41,7 +41,7 @@ def dkim_keygen(
 ) -> None:
     """Write a new private key (0600, never over an existing file) and print the TXT record to
     publish, then the settings that use it."""
-    from dispatch.compose.dkim import generate_key
+    from dispatch.compose.dkimkeys import generate_key
 
     with reporting(debug):
         if algorithm not in ("rsa", "ed25519"):

@@ -20,132 +20,20 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
-import re
-import stat
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from dispatch.compose.dkimcanon import Canonicaliser, Covered, folded, relaxed_header
-from dispatch.errors import ConfigError
+from dispatch.compose.dkimkeys import Algorithm, DkimError, KeyRecord, load_key, public_b64
 from dispatch.settings import PREFIX, Settings
 
-Algorithm = Literal["rsa", "ed25519"]
-MIN_BITS = 2048  # RFC 8301 lets receivers ignore keys under 1024 bits; Gmail and Yahoo ask for 2048
-RECOMMENDED_BITS = 2048
-MAX_BITS = 4096  # the largest RFC 8301 makes every verifier check
-_MAX_KEY_FILE = 64 * 1024
 _SETTING = "DISPATCH_DKIM_KEY_FILE"
 _SECOND = "DISPATCH_DKIM_ED25519_KEY_FILE"
-_PART = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_LABEL = re.compile(rf"(?=.{{1,253}}$){_PART}(?:\.{_PART})*")  # a label or a dotted name
-
-
-class DkimError(ConfigError):
-    """A DKIM key cannot be created, read or used."""
-
-
-@dataclass(frozen=True)
-class KeyRecord:
-    """The DNS TXT record that publishes a DKIM public key."""
-
-    selector: str
-    domain: str
-    algorithm: Algorithm
-    public_key_b64: str
-    bits: int
-
-    @property
-    def name(self) -> str:
-        """The record's name: ``selector._domainkey.domain``."""
-        return f"{self.selector}._domainkey.{self.domain}"
-
-    @property
-    def value(self) -> str:
-        """The TXT value to publish, in one piece (DNS consoles take it like this)."""
-        return f"v=DKIM1; k={self.algorithm}; p={self.public_key_b64}"
-
-    @property
-    def strings(self) -> tuple[str, ...]:
-        """The value split into character-strings of at most 255 bytes (one TXT record)."""
-        value = self.value
-        return tuple(value[i : i + 255] for i in range(0, len(value), 255))
-
-    @property
-    def zone(self) -> str:
-        """The record in zone-file form, for BIND-style zone files."""
-        quoted = "\n\t".join(f'"{s}"' for s in self.strings)
-        return f"{self.name}. IN TXT ( {quoted} )"
-
-
-def _check_names(selector: str, domain: str) -> None:
-    if not _LABEL.fullmatch(selector):
-        raise DkimError(
-            f"DKIM selector {selector!r} is not a DNS label; use letters, digits and dashes, like s2026"
-        )
-    if not _LABEL.fullmatch(domain) or "." not in domain:
-        raise DkimError(f"DKIM domain {domain!r} is not a domain name like example.org")
-
-
-def _public_b64(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> str:
-    public = key.public_key()
-    if isinstance(public, ed25519.Ed25519PublicKey):
-        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    else:
-        raw = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return base64.b64encode(raw).decode("ascii")
-
-
-def generate_key(
-    path: Path, *, selector: str, domain: str, bits: int = RECOMMENDED_BITS, algorithm: Algorithm = "rsa"
-) -> KeyRecord:
-    """Write a new private key (PEM, PKCS#8, mode 0600) to ``path`` and return what to publish.
-
-    The file is created exclusively: an existing file is never overwritten.
-    """
-    _check_names(selector, domain)
-    key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
-    if algorithm == "ed25519":
-        key, bits = ed25519.Ed25519PrivateKey.generate(), 256
-    elif algorithm == "rsa":
-        if not MIN_BITS <= bits <= MAX_BITS:
-            raise DkimError(
-                f"an RSA DKIM key must have {MIN_BITS} to {MAX_BITS} bits ({RECOMMENDED_BITS} recommended), "
-                f"not {bits}"
-            )
-        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    else:
-        raise DkimError(f"unknown DKIM key algorithm {algorithm!r}; use rsa or ed25519")
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError as err:
-        raise DkimError(
-            f"{path} already exists; dispatch never overwrites a key: choose another file (and selector)"
-        ) from err
-    except OSError as err:
-        raise DkimError(f"{path}: cannot create the key file ({err.strerror}); check the folder") from err
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(pem)
-            out.flush()
-            os.fsync(out.fileno())
-    except OSError as err:
-        path.unlink(missing_ok=True)
-        raise DkimError(f"{path}: cannot write the key file ({err.strerror})") from err
-    return KeyRecord(selector, domain.lower(), algorithm, _public_b64(key), bits)
-
 
 # --- signing ---------------------------------------------------------------------------------
 
@@ -250,80 +138,12 @@ class Signatures:
         return sign_message(message, self.signers, pieces, self.canon) + message
 
 
-def _read_key_file(key_file: Path, where: str) -> bytes:
-    try:
-        info = key_file.stat()
-        if stat.S_ISDIR(info.st_mode):
-            raise DkimError(f"{where} is a folder; point it at the private key file")
-        if not stat.S_ISREG(info.st_mode):  # a FIFO or device would hang the run
-            raise DkimError(f"{where} is not a regular file; point it at the private key file")
-        if info.st_size > _MAX_KEY_FILE:
-            raise DkimError(f"{where} is too large to be a DKIM key; point it at the private key file")
-        return key_file.read_bytes()
-    except FileNotFoundError as err:
-        raise DkimError(
-            f"{where} does not exist; create a key with `dispatch dkim keygen` or fix the path"
-        ) from err
-    except PermissionError as err:
-        raise DkimError(
-            f"{where} cannot be read by this user; fix its owner or permissions (chmod 600)"
-        ) from err
-    except OSError as err:
-        raise DkimError(f"{where} cannot be read ({err.strerror})") from err
-
-
-def _parse_private_key(data: bytes, where: str) -> PrivateKeyTypes:
-    if b"PUBLIC KEY-----" in data and b"PRIVATE KEY-----" not in data:
-        raise DkimError(f"{where} holds a public key; signing needs the private key that keygen wrote")
-    if b"ENCRYPTED" in data:
-        raise DkimError(
-            f"{where} is encrypted with a passphrase; give dispatch an unencrypted key (mode 0600)"
-        )
-    try:
-        with warnings.catch_warnings():  # cryptography warns of DSA on stderr: the error below says it
-            warnings.simplefilter("ignore")
-            return serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as err:
-        raise DkimError(
-            f"{where} is not a PEM private key; point it at the private key `dispatch dkim keygen` wrote"
-        ) from err
-
-
 def load_signer(key_file: Path, selector: str, domain: str, *, setting: str = _SETTING) -> Signer:
-    """Load and check a private key; raise DkimError (one line naming ``setting``, exit 2) if it
-    cannot sign.
-
-    RSA keys must have 2048 to 4096 bits; a key file other users can read is accepted, with a
-    note in :attr:`Signer.warnings`.
-    """
-    _check_names(selector, domain)
-    where = f"{setting}: {key_file}"
-    key = _parse_private_key(_read_key_file(key_file, where), where)
-    notes: list[str] = []
-    algorithm: Algorithm = "rsa"
-    if isinstance(key, rsa.RSAPrivateKey):
-        bits = key.key_size
-        if not MIN_BITS <= bits <= MAX_BITS:
-            why = (
-                f"RFC 8301 asks receivers to verify keys of up to {MAX_BITS} bits only"
-                if bits > MAX_BITS
-                else f"Gmail, Yahoo and Microsoft expect at least {MIN_BITS} bits (RFC 8301 lets receivers "
-                "ignore keys under 1024)"
-            )
-            article = "an" if str(bits).startswith(("8", "11", "18")) else "a"  # an 8192-bit key
-            raise DkimError(
-                f"{where} is {article} {bits}-bit RSA key; {why}: create a {RECOMMENDED_BITS}-bit key with "
-                "`dispatch dkim keygen`"
-            )
-    elif isinstance(key, ed25519.Ed25519PrivateKey):
-        bits, algorithm = 256, "ed25519"
-    else:
-        kind = type(key).__name__.removeprefix("_").replace("PrivateKey", "")
-        article = "an" if kind[:1] in "AEIOUX" else "a"  # an EC key, an X25519 key
-        raise DkimError(f"{where} holds {article} {kind} key; DKIM needs an RSA (2048-bit) or Ed25519 key")
-    if key_file.stat().st_mode & 0o077:
-        notes.append(f"{where} can be read by other users; chmod 600 {key_file}")
-    return Signer(selector, domain.lower(), algorithm, bits, key_file, _public_b64(key), key, tuple(notes))
+    """Load and check a private key (:func:`~dispatch.compose.dkimkeys.load_key`); raise
+    DkimError (one line naming ``setting``, exit 2) if it cannot sign. A key file other users
+    can read is accepted, with a note in :attr:`Signer.warnings`."""
+    key, algorithm, bits, notes = load_key(key_file, selector, domain, f"{setting}: {key_file}")
+    return Signer(selector, domain.lower(), algorithm, bits, key_file, public_b64(key), key, notes)
 
 
 def load_signatures(settings: Settings) -> Signatures | None:
