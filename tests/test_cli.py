@@ -993,3 +993,25 @@ def test_a_readable_settings_file_holding_the_unsubscribe_secret_is_warned_about
     load_settings(env)
     said = capsys.readouterr().err
     assert ("holds a password or secret others can read; chmod 600" in said) == warned, said
+
+
+def test_the_collector_waits_while_the_process_starts_and_only_in_that_process() -> None:
+    import gc
+
+    from dispatch.cli import console
+
+    before = gc.get_threshold()
+    frozen = gc.get_freeze_count()
+    console.work_starts()  # a command run inside another program (CliRunner, a library caller)
+    assert (gc.get_threshold(), gc.get_freeze_count()) == (before, frozen)
+    try:
+        console.start_up()  # the ``dispatch`` process
+        assert gc.get_threshold()[0] == console.STARTUP_GEN0
+        console.work_starts()
+        assert gc.get_threshold() == before
+        assert gc.get_freeze_count() > frozen
+        console.work_starts()  # once only
+        assert gc.get_threshold() == before
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

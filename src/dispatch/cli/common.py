@@ -19,6 +19,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from dispatch import __version__
+from dispatch.cli.console import start_up
 from dispatch.errors import ConfigError, DispatchError, ExitCode, InputError
 from dispatch.untrusted import shown
 
@@ -383,6 +384,7 @@ def print_summary(summary: RunSummary, as_json: bool, text: str) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    start_up()
     if isinstance(sys.stdout, io.TextIOWrapper):  # a path that is not UTF-8 prints as its own bytes
         sys.stdout.reconfigure(errors="surrogateescape")  # (strict, in a UTF-8 locale, crashed)
     try:

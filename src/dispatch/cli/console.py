@@ -1,8 +1,10 @@
-"""The terminal during a send: a progress bar with rate and ETA, and signals that stop it
-cleanly. Nothing here runs without a terminal except the signal handling (cron needs it too)."""
+"""The process and the terminal during a send: the collector quiet while the process starts,
+a progress bar with rate and ETA, and signals that stop it cleanly. Nothing here runs without
+a terminal except the collector's settings and the signal handling (cron needs them too)."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -12,6 +14,30 @@ from contextlib import contextmanager
 from typing import Any
 
 from dispatch.errors import ExitCode
+
+# Start-up (imports, settings, the plan) makes objects that live until the process ends: the
+# collector's passes over them cost ~50 ms per run, and find nothing. Until the work starts,
+# a pass comes only every STARTUP_GEN0 new objects; then what exists is set aside for good.
+STARTUP_GEN0 = 100_000
+_THRESHOLDS = gc.get_threshold()
+
+
+_starting: list[bool] = []  # set while the ``dispatch`` process starts (never in a caller's process)
+
+
+def start_up() -> None:
+    """The process starts: collect only every STARTUP_GEN0 new objects until :func:`work_starts`."""
+    _starting.append(True)
+    gc.set_threshold(STARTUP_GEN0, *_THRESHOLDS[1:])
+
+
+def work_starts() -> None:
+    """Start-up is over: what exists now stays (gc.freeze); collect as usual from here on. Does
+    nothing where :func:`start_up` did not run (a command invoked inside another program)."""
+    if _starting:
+        _starting.clear()
+        gc.freeze()
+        gc.set_threshold(*_THRESHOLDS)
 
 
 def _say(line: str) -> None:

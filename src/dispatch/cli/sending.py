@@ -34,6 +34,7 @@ from dispatch.cli.common import (
     state_to_write,
     subscribers_path,
 )
+from dispatch.cli.console import work_starts
 from dispatch.errors import ExitCode, InputError
 from dispatch.state.group import StateError
 
@@ -157,6 +158,7 @@ def send(
                 store = backend.open_suppressions(where) if real else backend.existing_suppressions(where)
                 on_purpose = bool(campaign or loaded.campaign)  # a campaign the user named
                 choices = _Choices(limit, resend_unknown, retry_failed, yes, as_json, on_purpose)
+                work_starts()
                 if dry_run:
                     read = inputs(article, issue.subscribers.path, env_file, template, *(attach or ()))
                     summary = _dry_run(issue, folder, store, only, choices, out, read, test_send=bool(to))

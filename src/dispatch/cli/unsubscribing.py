@@ -22,6 +22,7 @@ from dispatch.cli.common import (
     state_to_write,
     sub_app,
 )
+from dispatch.cli.console import work_starts
 from dispatch.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ def serve(
                 err=True,
             )
 
+        work_starts()  # a long-lived process: usual collection from here on
         endpoint.serve(config, host or settings.serve_host, port or settings.serve_port, announce=announce)
 
 
