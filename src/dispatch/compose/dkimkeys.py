@@ -133,6 +133,8 @@ def generate_key(
 
 
 def read_key_file(key_file: Path, where: str) -> bytes:
+    """The key file's bytes; DkimError (one line starting with ``where``) for a missing,
+    unreadable, oversized or special file."""
     try:
         info = key_file.stat()
         if stat.S_ISDIR(info.st_mode):
@@ -155,6 +157,7 @@ def read_key_file(key_file: Path, where: str) -> bytes:
 
 
 def parse_private_key(data: bytes, where: str) -> PrivateKeyTypes:
+    """The private key a PEM file holds; DkimError for a public key, an encrypted key or no key."""
     if b"PUBLIC KEY-----" in data and b"PRIVATE KEY-----" not in data:
         raise DkimError(f"{where} holds a public key; signing needs the private key that keygen wrote")
     if b"ENCRYPTED" in data:
