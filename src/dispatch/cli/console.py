@@ -22,20 +22,16 @@ STARTUP_GEN0 = 100_000
 _THRESHOLDS = gc.get_threshold()
 
 
-_starting: list[bool] = []  # set while the ``dispatch`` process starts (never in a caller's process)
-
-
 def start_up() -> None:
     """The process starts: collect only every STARTUP_GEN0 new objects until :func:`work_starts`."""
-    _starting.append(True)
     gc.set_threshold(STARTUP_GEN0, *_THRESHOLDS[1:])
 
 
 def work_starts() -> None:
     """Start-up is over: what exists now stays (gc.freeze); collect as usual from here on. Does
-    nothing where :func:`start_up` did not run (a command invoked inside another program)."""
-    if _starting:
-        _starting.clear()
+    nothing where :func:`start_up` did not run (a command invoked inside another program): the
+    threshold itself says whether the process is starting."""
+    if gc.get_threshold()[0] == STARTUP_GEN0:
         gc.freeze()
         gc.set_threshold(*_THRESHOLDS)
 
