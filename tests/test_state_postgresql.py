@@ -145,23 +145,31 @@ def test_two_senders_killed_and_restarted_send_nobody_twice_and_share_the_work(
     hosts: Callable[..., Host], slow: Callable[[float], Server], pg_url: str, kills: tuple[int, ...]
 ) -> None:
     emails = readers(160)
-    server = slow(0.01)
+    server = slow(0.04)  # slow enough that both are sending before either is done
     a = hosts("host-a", emails, server, DISPATCH_CONNECTIONS="2", DISPATCH_EHLO_NAME="a.example.org")
     b = hosts("host-b", emails, server, DISPATCH_CONNECTIONS="2", DISPATCH_EHLO_NAME="b.example.org")
+    handler = server.handler
+    assert isinstance(handler, Slow)
     running = {"a": a.start(), "b": b.start()}
+    started = {"a": 0, "b": 0}  # what each had sent when it was last started
     for n, threshold in enumerate(kills):  # kill one, then the other, and start it again
         victim = "ab"[n % 2]
-        _wait(lambda t=threshold: received(server).total() >= t)  # type: ignore[misc]
+        host = f"{victim}.example.org"
+
+        def sending(t: int = threshold, host: str = host, before: int = started[victim]) -> bool:
+            """Past the threshold, with the victim sending (not still starting): killed mid-run."""
+            return received(server).total() >= t and handler.by_host[host] > before
+
+        _wait(sending)
         running[victim].send_signal(signal.SIGKILL)
         running[victim].communicate(timeout=30)
         assert max(received(server).values()) == 1
+        started[victim] = handler.by_host[host]
         running[victim] = (a if victim == "a" else b).start()
     finals = {name: _finish(proc) for name, proc in running.items()}
 
     counts = received(server)
     assert max(counts.values()) == 1, "nobody may get the issue twice"
-    handler = server.handler
-    assert isinstance(handler, Slow)
     assert min(handler.by_host["a.example.org"], handler.by_host["b.example.org"]) > 0, handler.by_host
     assert all(data["exit_code"] in (0, 1) for data in finals.values())
     for data in finals.values():  # every row once; one a dead sender left in flight is no other sender's
@@ -375,7 +383,9 @@ def test_a_sender_paused_past_its_lease_can_neither_mark_nor_record_what_another
             expire = "UPDATE dispatch.senders SET lease_until = now() - interval '1 second' WHERE id = %s"
             conn.execute(expire, (a.sender,))
         taken = b.claim(CAMPAIGN, 2)
-        assert [c.key for c in taken] == [ann.key], "bob was in flight: unknown, never sent again"
+        assert [(c.key, c.taken_over) for c in taken] == [(ann.key, False), (bob.key, True)], (
+            "bob was in flight: unknown, never sent again (the run counts him)"
+        )
         assert b.state(CAMPAIGN, bob.key) == j.UNKNOWN
         with pytest.raises(Fenced):
             a.in_flight(CAMPAIGN, ann.key, ann.email, "<a@example.org>")  # the dot would never go

@@ -106,7 +106,13 @@ class ClaimFeed:
         self.campaign = issue.campaign
         self.batch = CLAIM_PER_CONNECTION * issue.settings.connections
         self.poll = min(0.1, self.journal.lease / 4)
-        self.todo = self.claimed = 0
+        # Where each row of this sender's list goes is counted once, by its key (see settle):
+        self.claimed = 0  # recipients taken and counted by this run (their outcome, or a skip)
+        self.reached = 0  # rows the reading of the list has come to
+        self.reading = True
+        self.open: set[str] = set()  # offered by the reading, not taken by this sender (yet)
+        self.ahead: set[str] = set()  # taken before the reading came to them
+        self.counted: set[str] = set()  # left out by the reading and counted there: never again
         self.journal.on_lost.append(run.halt)
 
     def run_feed(self) -> None:
@@ -114,23 +120,30 @@ class ClaimFeed:
         left until the campaign has nothing this sender could still take."""
         offered: list[tuple[str, str, int, str, dict[str, str]]] = []
         for sub in recipients(self.issue):
+            if self.run.stop.is_set():
+                return  # (the rows not come to are not tried this run: see settle)
+            self.reached += 1
+            if sub.key in self.ahead:  # taken already: the run counts it
+                self.ahead.discard(sub.key)
+                continue
             _state, reason, detail = self.run.rules.check(sub.key, store=bool(self.options.limit))
             if reason is Skip.UNKNOWN:
                 reason, detail = self._unknown_or_elsewhere(sub.key, reason, detail)
             if reason is not None:
                 self.summary.count_skip(reason, detail, sub.email)
+                if reason is not Skip.SENT:  # (a sent one is never claimed: claim lets it go)
+                    self.counted.add(sub.key)
                 if reason is Skip.SUPPRESSED:
                     self.run.settle_suppressed(sub, detail)
                 continue
-            self.todo += 1
+            self.open.add(sub.key)
             offered.append((sub.key, sub.email, sub.line, sub.name, sub.fields))
             if len(offered) >= OFFER_BATCH:
                 self.journal.offer(self.campaign, offered)
                 offered = []
                 self._take()  # sending starts while the rest of the list is read
-            if self.run.stop.is_set():
-                return
         self.journal.offer(self.campaign, offered)
+        self.reading = False
         pause = POLL
         while not self.run.stop.is_set() and self._room():
             if self._take():
@@ -165,13 +178,26 @@ class ClaimFeed:
         if self.run.stop.is_set() or not room:
             return False
         taken = self.journal.claim(self.campaign, room)
-        self.claimed += len(taken)
         for claimed in taken:
             self._one(claimed)
         return bool(taken)
 
     def _one(self, claimed: Claimed) -> None:
+        """Count a recipient taken, once, and hand its message over if it is still owed."""
         sub = Subscriber(claimed.email, claimed.name, claimed.line, claimed.fields)
+        self.summary.recovered_unknown += claimed.taken_over  # (this run made it unknown)
+        if sub.key in self.counted:  # the reading of the list counted it: left out, as it said
+            if not claimed.taken_over:
+                self.journal.drop(self.campaign, sub.key)
+            return
+        self.claimed += 1
+        if sub.key in self.open:
+            self.open.discard(sub.key)
+        elif self.reading:
+            self.ahead.add(sub.key)
+        if claimed.taken_over:  # in flight when its sender died: unknown, never sent again here
+            self.summary.count_skip(Skip.UNKNOWN, "", sub.email)
+            return
         # the state as claimed (another sender may have settled it since this one read the list);
         # the worker asks the suppression store just before the message
         state, reason, detail = self.run.rules.judge(sub.key, claimed.state, store=False)
@@ -191,15 +217,15 @@ class ClaimFeed:
             self.run.leave(state)
 
     def settle(self) -> None:
-        """Where the rows this sender found to do went: what it took is counted by the run;
-        the rest went to other senders, or are still waiting (``pending``)."""
+        """Where the rows this sender found to do went. Each row is counted once: a row the
+        reading left out, where the reading came to it (``counted``: never again); a row taken,
+        by the run (its outcome) or by ``_one`` (a skip), whether the reading had offered it
+        (``open``) or came to it later (``ahead``: the reading passes it by). So the rows still
+        ``open`` went to other senders, or are still waiting (``pending``); the rows the reading
+        never came to (the run stopped) were not tried, but for those taken already."""
         self.journal.flush()
         waiting = self.journal.open_claims(self.campaign)
-        others = max(0, self.todo - self.claimed)
-        left = min(waiting, others)
+        left = min(waiting, len(self.open))
         self.summary.shared = True
-        taken = min(self.journal.taken_over, others - left)  # left in flight by a dead sender:
-        self.summary.recovered_unknown += self.journal.taken_over  # this run made them unknown
-        self.summary.left_unknown += taken  # (counted where a lone sender's recovered ones are)
-        self.summary.other_senders = others - left - taken
-        self.run.untouched += left
+        self.summary.other_senders = len(self.open) - left
+        self.run.untouched += left + max(0, self.issue.stats.valid - self.reached - len(self.ahead))

@@ -70,6 +70,7 @@ class Claimed:
     name: str
     fields: dict[str, str]
     state: str | None  # the journal's state when claimed
+    taken_over: bool = False  # a dead sender had it in flight: now unknown, never sent by the claim
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,6 @@ class SharedJournal(Journal):
         self._beat: threading.Thread | None = None
         self._stop_beat = threading.Event()
         self.lost = threading.Event()  # the lease ran out: this sender must stop
-        self.taken_over = 0  # recipients a dead sender left in flight, found unknown when claimed
         self.on_lost: list[Any] = []  # callbacks (the run's halt) when the lease is lost
 
     # --- senders and leases ---------------------------------------------------------------
@@ -257,9 +257,10 @@ class SharedJournal(Journal):
 
     def claim(self, campaign: str, count: int) -> list[Claimed]:
         """Take up to ``count`` recipients nobody live holds, in list order. A recipient its
-        earlier holder left in flight becomes unknown (never sent twice); one already sent is
-        let go. Each sender walks the list forward from where it last took; when nothing is left
-        ahead it looks once more from the start (recipients given back, or whose holder died)."""
+        earlier holder left in flight becomes unknown (never sent twice) and is returned marked
+        ``taken_over``, its claim gone, for the run to count; one already sent is let go. Each
+        sender walks the list forward from where it last took; when nothing is left ahead it
+        looks once more from the start (recipients given back, or whose holder died)."""
         while True:
             after = self._after.get(campaign, 0)
             rows, kept = self._claim(campaign, count, after)
@@ -273,9 +274,11 @@ class SharedJournal(Journal):
         taken = []
         for key, email, line, fields, fence, _seq in kept:
             data = json.loads(fields)
-            self._fences[(campaign, key)] = int(fence)
             state = self._states.get(key)
-            taken.append(Claimed(key, email, int(line), data["name"], data["fields"], state))
+            if state != IN_FLIGHT:  # (a claim taken over is gone already: nothing to fence)
+                self._fences[(campaign, key)] = int(fence)
+            over = state == IN_FLIGHT
+            taken.append(Claimed(key, email, int(line), data["name"], data["fields"], state, over))
         return taken
 
     def _claim(self, campaign: str, count: int, after: int) -> tuple[list[Any], list[Any]]:
@@ -292,14 +295,13 @@ class SharedJournal(Journal):
             self._states = {str(k): str(v) for k, v in db.execute(query, (campaign, keys)).fetchall()}
             done = [k for k in keys if self._states.get(k) in (IN_FLIGHT, SENT)]
             if done:
-                self.taken_over += sum(self._states.get(k) == IN_FLIGHT for k in keys)
                 db.execute(
                     "UPDATE recipients SET state = ?, reply = ?, sent_at = COALESCE(sent_at, updated) "
                     "WHERE campaign = ? AND key = ANY(?) AND state = ?",
                     (UNKNOWN, LOST, campaign, done, IN_FLIGHT),
                 )
                 db.execute("DELETE FROM claims WHERE campaign = ? AND key = ANY(?)", (campaign, done))
-        return rows, [r for r in rows if r[0] not in done]
+        return rows, [r for r in rows if self._states.get(str(r[0])) != SENT]
 
     def waiting_on_others(self, campaign: str) -> bool:
         """Whether live senders hold recipients of the campaign that are still to do (a sender
