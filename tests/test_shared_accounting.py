@@ -6,11 +6,13 @@ server: the summary's counts add up to the list's rows, and each row is in the r
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +26,7 @@ from dispatch.state.shared import SharedJournal
 from dispatch.state.suppression import SuppressionStore
 from tests.conftest import EXAMPLE_ARTICLE, PG_LEASE
 from tests.inbox_helpers import NEWS, SETTINGS, write_subscribers
-from tests.smtp_servers import Server
+from tests.smtp_servers import Handler, Server
 
 pytestmark = pytest.mark.slow  # a real PostgreSQL
 CAMPAIGN = "shared-accounting"
@@ -72,7 +74,7 @@ class DeadSender:
 
 
 Dead = Callable[[list[str]], DeadSender]
-Send = Callable[[list[str]], tuple[RunSummary, Server]]
+Send = Callable[..., tuple[RunSummary, Server]]
 
 
 @pytest.fixture
@@ -92,8 +94,9 @@ def dead(pg_url: str) -> Iterator[Dead]:
 def send(tmp_path: Path, pg_url: str, smtp_server: Callable[..., Server]) -> Send:
     """One more sender of the campaign, to the end, in this process."""
 
-    def run(emails: list[str]) -> tuple[RunSummary, Server]:
-        server = smtp_server()
+    def run(emails: list[str], handler: Handler | None = None, stop: threading.Event | None = None
+            ) -> tuple[RunSummary, Server]:  # fmt: skip
+        server = smtp_server(handler=handler) if handler is not None else smtp_server()
         state = {"DISPATCH_STATE_URL": pg_url, "DISPATCH_STATE_LEASE": str(PG_LEASE),
                  "DISPATCH_STATE_DIR": str(tmp_path / "state")}  # fmt: skip
         values = {**SETTINGS, **server.env(), **state}
@@ -104,7 +107,8 @@ def send(tmp_path: Path, pg_url: str, smtp_server: Callable[..., Server]) -> Sen
         issue = plan_issue(article, subscribers, settings, campaign=CAMPAIGN)
         journal, store = backend.open_journal(settings.state), backend.open_suppressions(settings.state)
         try:
-            return run_send(issue, journal, SendOptions(sleep=lambda _s: None, suppressions=store)), server
+            options = SendOptions(sleep=lambda _s: None, suppressions=store, stop=stop or threading.Event())
+            return run_send(issue, journal, options), server
         finally:
             journal.close()
             store.close()
@@ -123,37 +127,27 @@ def counted(summary: RunSummary) -> dict[str, int]:
     return rows
 
 
+@pytest.mark.parametrize(
+    ("rows", "sent", "out"),
+    [(60, 20, 6), (1_300, 700, 3)],
+    ids=["in-flight-claims-stay", "claims-ahead-of-the-reading"],
+)
 def test_what_a_dead_sender_left_in_flight_is_unknown_earlier_once_and_the_rest_is_sent(
-    dead: Dead, send: Send
+    dead: Dead, send: Send, rows: int, sent: int, out: int
 ) -> None:
-    """Its claims stay in the queue after the new run made its in-flight rows unknown: claiming
-    them again must not count them a second time."""
-    emails = readers(60)
+    """The dead sender's claims stay in the queue after the new run made its in-flight rows
+    unknown: claiming them again must not count them a second time. With a list longer than
+    one offer whose first rows are all sent, the new sender's first claims are rows its reading
+    of the list has not come to yet: they too are counted once."""
+    emails = readers(rows)
     killed = dead(emails)
-    killed.sent(20)
-    out = killed.in_flight(6)
+    killed.sent(sent)
+    assert killed.in_flight(out) == emails[sent : sent + out]
     killed.die()
     summary, server = send(emails)
-    assert counted(summary) == {"sent now": 34, "already sent": 20, "unknown earlier": 6}
-    assert summary.recovered_unknown == 6
-    assert received(server) == Counter(emails[26:]), "the rest, once each"
-    assert not set(out) & set(received(server))
-
-
-def test_rows_a_sender_took_before_its_reading_of_the_list_reached_them_are_counted_once(
-    dead: Dead, send: Send
-) -> None:
-    """A list longer than one offer: the first rows are all sent, so the new sender's first
-    claims are rows its reading of the list has not reached yet."""
-    emails = readers(1_300)
-    killed = dead(emails)
-    killed.sent(700)
-    out = killed.in_flight(3)
-    killed.die()
-    summary, server = send(emails)
-    assert counted(summary) == {"sent now": 597, "already sent": 700, "unknown earlier": 3}
-    assert received(server) == Counter(emails[703:]), "the rest, once each"
-    assert not set(out) & set(received(server))
+    assert counted(summary) == {"sent now": rows - sent - out, "already sent": sent, "unknown earlier": out}
+    assert summary.recovered_unknown == out
+    assert received(server) == Counter(emails[sent + out :]), "the rest, once each"
 
 
 def test_a_reader_suppressed_after_another_sender_offered_them_is_counted_once(
@@ -191,3 +185,36 @@ def test_a_sender_that_starts_before_the_dead_one_s_lease_ran_out_takes_its_shar
     assert summary.recovered_unknown == 4
     assert received(server) == Counter(emails[9:]), "the rest, once each"
     assert out == emails[5:9]
+
+
+class StopAfter(Handler):
+    """Sets ``stop`` (as SIGINT would) when the ``count``-th message has arrived."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.count, self.stop = count, threading.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        reply = await super().handle_DATA(server, session, envelope)
+        if len(self.received) >= self.count:
+            self.stop.set()
+        return reply
+
+
+@pytest.mark.parametrize("after", [1, 40])
+def test_an_interrupted_sender_counts_what_it_never_reached_as_not_tried(
+    dead: Dead, send: Send, after: int
+) -> None:
+    """Stopped while it reads the list or takes claims: the rows it never came to, and those it
+    offered but did not take, are not tried (or another sender's); what it sent is sent now."""
+    emails = readers(3_000)
+    killed = dead(emails[:1_000])  # (its claims: rows the new sender takes before reading them)
+    killed.sent(10)
+    killed.die()
+    handler = StopAfter(after)
+    summary, server = send(emails, handler, handler.stop)
+    rows = counted(summary)
+    assert summary.interrupted
+    assert rows["sent now"] == len(server.received) >= after
+    assert rows["already sent"] == 10
+    assert rows["not tried this run"] == len(emails) - 10 - rows["sent now"], "no other sender is alive"

@@ -121,7 +121,7 @@ class ClaimFeed:
         offered: list[tuple[str, str, int, str, dict[str, str]]] = []
         for sub in recipients(self.issue):
             if self.run.stop.is_set():
-                return  # (the rows not come to are not tried this run: see settle)
+                break  # (the rows not come to are not tried this run: see settle)
             self.reached += 1
             if sub.key in self.ahead:  # taken already: the run counts it
                 self.ahead.discard(sub.key)
