@@ -103,6 +103,16 @@ def test_a_chain_of_changes_keeps_every_id() -> None:
     assert "secret changed" in dropped.notes[0]
 
 
+@pytest.mark.parametrize("kept", [False, True])
+def test_a_secret_changed_with_the_list_id_is_noticed_unless_kept(kept: bool) -> None:
+    """Links of the issues sent under the earlier list id were sealed with the earlier secret."""
+    known = [Use("a.example.org", HERE, S1)]
+    both = identify(Use("b.example.org", HERE, S2), (S2, S1) if kept else (S2,), known)
+    assert both.list_ids == ("b.example.org", "a.example.org")
+    assert "earlier list ids stay unsubscribed" in both.notes[0]
+    assert any("secret changed" in note for note in both.notes) is not kept
+
+
 def test_a_list_id_sent_from_another_settings_file_is_still_the_same_list() -> None:
     moved = identify(
         Use("news.example.org", "/elsewhere/.env", S1), (S1,), [Use("news.example.org", HERE, S1)]

@@ -85,7 +85,8 @@ def identify(current: Use, accepted: Sequence[str], known: Iterable[Use]) -> Lis
                 f"{', '.join(sorted(seen_lists)[:5])} do not apply to it (another newsletter). If it is the "
                 "same newsletter, send it with the settings file it was sent with before"
             )
-    lost = {use.secret for use in known if use.list_id == current.list_id and use.secret} - set(accepted)
+    ours = {current.list_id, *earlier}  # (a secret changed with the list id loses those links too)
+    lost = {use.secret for use in known if use.list_id in ours and use.secret} - set(accepted)
     if lost:
         notes.append(
             "the unsubscribe secret changed: links in issues sent before stop working unless the "
