@@ -218,3 +218,23 @@ def test_an_interrupted_sender_counts_what_it_never_reached_as_not_tried(
     assert rows["sent now"] == len(server.received) >= after
     assert rows["already sent"] == 10
     assert rows["not tried this run"] == len(emails) - 10 - rows["sent now"], "no other sender is alive"
+
+
+def test_a_message_that_cannot_be_built_is_one_skipped_row(
+    send: Send, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As with one sender (tests/test_trust_counts.py): a build that fails for one reader (a bug,
+    made here on purpose) leaves that row out as a skipped row, counted once."""
+    from dispatch.compose.issue import Issue
+
+    emails, build = readers(30), Issue.message
+
+    def failing(self: Issue, sub: Any, **kw: Any) -> tuple[bytes, str]:
+        if sub.email == emails[7]:
+            raise ValueError("a header could not be folded")
+        return build(self, sub, **kw)
+
+    monkeypatch.setattr(Issue, "message", failing)
+    summary, server = send(emails)
+    assert counted(summary) == {"sent now": 29, "skipped rows": 1}
+    assert received(server) == Counter(emails[:7] + emails[8:])

@@ -83,6 +83,31 @@ def test_every_row_is_accounted_for_in_sends_and_dry_runs(
     assert (status["sent"], status["failed"], status["suppressed"], status["pending"]) == (3, 1, 1, 0)
 
 
+def test_a_message_that_cannot_be_built_is_one_skipped_row(
+    smtp_server: Callable[..., Server], invoke: Invoke, article: Path, listed: Path,
+    env_file: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The plan refuses every value it can foresee; a build that still fails for one reader (a
+    bug: made here by failing it on purpose) leaves that row out as a skipped row, counted once."""
+    from dispatch.compose.issue import Issue
+
+    build = Issue.message
+
+    def failing(self: Issue, sub: Any, **kw: Any) -> tuple[bytes, str]:
+        if sub.email == "dee@example.net":
+            raise ValueError("a header could not be folded")
+        return build(self, sub, **kw)
+
+    monkeypatch.setattr(Issue, "message", failing)
+    server = smtp_server()
+    data = summary(
+        invoke("send", article, "-s", listed, "--env-file", env_file(**server.env()), "--yes", "--json")
+    )
+    adds_up(data)
+    assert {k: v for k, v in data["accounting"].items() if v} == {"sent now": 4, "skipped rows": 3}
+    assert any("could not be built" in row["reason"] for row in data["skipped_rows"])
+
+
 def test_a_rerun_with_nothing_left_exits_0_after_a_hard_bounce(
     smtp_server: Callable[..., Server], invoke: Invoke, article: Path, listed: Path,
     env_file: Callable[..., Path],

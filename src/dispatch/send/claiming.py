@@ -210,8 +210,7 @@ class ClaimFeed:
             data = self.issue.factory.for_wire(data)
         except (ValueError, UnicodeError, ConfigError) as err:
             self.run.unbuildable.append(Skipped(sub.line, f"the message could not be built: {err}"))
-            self.journal.drop(self.campaign, sub.key)
-            self.run.leave(state)
+            self.journal.drop(self.campaign, sub.key)  # (counted among the skipped rows, once)
             return
         if not self.put((sub, state, data, mid)):
             self.run.leave(state)

@@ -158,8 +158,7 @@ def _feed(issue: Issue, run: Run, options: SendOptions, summary: RunSummary) -> 
                 data = issue.factory.for_wire(data)
             except (ValueError, UnicodeError, ConfigError) as err:  # as in a dry run: skipped, with its line
                 run.unbuildable.append(Skipped(sub.line, f"the message could not be built: {err}"))
-                run.leave(state)
-                continue
+                continue  # (counted among the skipped rows, once)
             if not _put(work, (sub, state, data, mid), threads):
                 run.leave(state)
     finally:
