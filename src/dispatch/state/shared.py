@@ -70,7 +70,11 @@ class Claimed:
     name: str
     fields: dict[str, str]
     state: str | None  # the journal's state when claimed
-    taken_over: bool = False  # a dead sender had it in flight: now unknown, never sent by the claim
+
+    @property
+    def taken_over(self) -> bool:
+        """A dead sender had it in flight: the claim made it unknown; never sent by this claim."""
+        return self.state == IN_FLIGHT
 
 
 @dataclass(frozen=True)
@@ -274,11 +278,10 @@ class SharedJournal(Journal):
         taken = []
         for key, email, line, fields, fence, _seq in kept:
             data = json.loads(fields)
-            state = self._states.get(key)
-            if state != IN_FLIGHT:  # (a claim taken over is gone already: nothing to fence)
+            claimed = Claimed(key, email, int(line), data["name"], data["fields"], self._states.get(key))
+            if not claimed.taken_over:  # (a claim taken over is gone already: nothing to fence)
                 self._fences[(campaign, key)] = int(fence)
-            over = state == IN_FLIGHT
-            taken.append(Claimed(key, email, int(line), data["name"], data["fields"], state, over))
+            taken.append(claimed)
         return taken
 
     def _claim(self, campaign: str, count: int, after: int) -> tuple[list[Any], list[Any]]:
